@@ -76,7 +76,9 @@ impl ErrorCode {
 
     /// The code for a word, if it is one of ours.
     pub fn parse(word: &str) -> Option<ErrorCode> {
-        ErrorCode::ALL.into_iter().find(|code| code.as_str() == word)
+        ErrorCode::ALL
+            .into_iter()
+            .find(|code| code.as_str() == word)
     }
 }
 

@@ -203,7 +203,11 @@ mod tests {
                 Decoder::new(limits).decode(&mut buf),
                 Err(FrameError::HeaderTooLong { len, max: 16 })
             );
-            assert_eq!(buf.capacity(), before, "nothing reserved for a refused frame");
+            assert_eq!(
+                buf.capacity(),
+                before,
+                "nothing reserved for a refused frame"
+            );
         }
     }
 }

@@ -260,11 +260,15 @@ mod tests {
     fn size_keys_are_honoured_in_order() {
         assert_eq!(parse(r#"{"data_size":3}"#).unwrap().body_len(), 3);
         assert_eq!(
-            parse(r#"{"data_size":3,"total_size":2}"#).unwrap().body_len(),
+            parse(r#"{"data_size":3,"total_size":2}"#)
+                .unwrap()
+                .body_len(),
             2
         );
         assert_eq!(
-            parse(r#"{"total_size":2,"file_size":1}"#).unwrap().body_len(),
+            parse(r#"{"total_size":2,"file_size":1}"#)
+                .unwrap()
+                .body_len(),
             1
         );
         assert_eq!(parse(r#"{"file_size":1,"size":0}"#).unwrap().body_len(), 0);
@@ -273,7 +277,15 @@ mod tests {
 
     #[test]
     fn bad_sizes_are_refused() {
-        for size in ["-1", "1.5", "1e3", "\"5\"", "true", "[]", "18446744073709551616"] {
+        for size in [
+            "-1",
+            "1.5",
+            "1e3",
+            "\"5\"",
+            "true",
+            "[]",
+            "18446744073709551616",
+        ] {
             let err = parse(&format!(r#"{{"size":{size}}}"#)).unwrap_err();
             assert!(
                 matches!(err, FrameError::BadSize { key: "size", .. }),
@@ -292,7 +304,11 @@ mod tests {
     #[test]
     fn non_objects_are_refused() {
         for json in ["[1]", "\"op\"", "5", "null"] {
-            assert_eq!(parse(json).unwrap_err(), FrameError::HeaderNotObject, "{json}");
+            assert_eq!(
+                parse(json).unwrap_err(),
+                FrameError::HeaderNotObject,
+                "{json}"
+            );
         }
         assert!(matches!(
             parse("{not json").unwrap_err(),
@@ -318,8 +334,7 @@ mod tests {
 
     #[test]
     fn invalid_utf8_is_refused() {
-        let err =
-            Header::parse_json(Bytes::from_static(b"{\"op\":\"\xff\"}"), &Limits::default());
+        let err = Header::parse_json(Bytes::from_static(b"{\"op\":\"\xff\"}"), &Limits::default());
         assert_eq!(err.unwrap_err(), FrameError::HeaderNotUtf8);
     }
 

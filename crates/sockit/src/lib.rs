@@ -1,1 +1,28 @@
-//! placeholder
+//! sockit: the framed socket protocol of the Python tutorials, served properly on tokio.
+//!
+//! The wire format lives in [`sockit_proto`]; this crate adds the I/O:
+//!
+//! - [`connection`]: a socket with its read and write buffers, deadlines and graceful close;
+//!   reads headers and (streamed or whole) bodies, writes replies in batches.
+//! - [`server`]: binds the listeners of `sockit serve`, runs the accept loops with connection
+//!   limits, and shuts down gracefully.
+//! - `service`: one module per operation of the framed protocol (`ping`, `echo`, …).
+//! - `legacy` and `udp`: the raw services of the tutorials (upper-case echo over TCP and UDP).
+//! - [`client`]: the client side used by the `sockit` commands.
+//! - [`demo`]: `sockit demo sticky`, the sticky-packet problem shown on a real socket.
+
+pub mod client;
+pub mod config;
+pub mod connection;
+pub mod demo;
+mod legacy;
+mod reply;
+pub mod server;
+mod service;
+mod udp;
+
+pub use client::{Client, ClientError};
+pub use config::ServerConfig;
+pub use connection::{ConnError, Connection, Deadlines};
+pub use server::{Server, ServiceKind};
+pub use sockit_proto as proto;

@@ -1,0 +1,217 @@
+//! `sockit serve`: binds every listener, accepts under limits, and shuts down gracefully.
+//!
+//! [`Server::bind`] opens all listeners first, so that a port in use fails before anything is
+//! served and [`Server::listening`] can report the addresses actually bound (port 0 included).
+//! [`Server::run`] then serves until the `shutdown` future completes: accepting stops, every
+//! connection finishes the request it is in, and `run` returns once all have closed or the
+//! shutdown deadline has passed.
+//!
+//! Each connection is its own task. A connection that fails, misbehaves or panics ends alone;
+//! its place under the connection limits is returned when its task ends, however it ends.
+
+pub(crate) mod accept;
+mod framed;
+mod limit;
+
+use std::fmt;
+use std::future::Future;
+use std::io;
+use std::net::SocketAddr;
+use std::sync::Arc;
+
+use tokio::net::{TcpListener, TcpSocket, UdpSocket};
+use tokio_util::sync::CancellationToken;
+use tokio_util::task::TaskTracker;
+
+use crate::config::ServerConfig;
+use crate::{legacy, udp};
+use accept::accept_loop;
+use limit::ConnLimiter;
+
+/// The services `sockit serve` can listen for, named as in its `listening` lines.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ServiceKind {
+    /// The framed TCP protocol.
+    Tcp,
+    /// The UDP chat room.
+    Udp,
+    /// Raw TCP upper-case echo.
+    LegacyEcho,
+    /// UDP upper-case echo.
+    UdpEcho,
+}
+
+impl ServiceKind {
+    /// The service's name in `listening <service> <addr>`.
+    pub fn name(self) -> &'static str {
+        match self {
+            ServiceKind::Tcp => "tcp",
+            ServiceKind::Udp => "udp",
+            ServiceKind::LegacyEcho => "legacy-echo",
+            ServiceKind::UdpEcho => "udp-echo",
+        }
+    }
+}
+
+impl fmt::Display for ServiceKind {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.name())
+    }
+}
+
+/// A listener that could not be opened.
+#[derive(Debug, thiserror::Error)]
+#[error("cannot listen on {addr} for {service}: {source}")]
+pub struct BindError {
+    /// Which listener.
+    pub service: ServiceKind,
+    /// The address asked for.
+    pub addr: SocketAddr,
+    /// Why.
+    pub source: io::Error,
+}
+
+/// A server with its listeners bound, ready to [`run`](Server::run).
+#[derive(Debug)]
+pub struct Server {
+    config: Arc<ServerConfig>,
+    tcp: TcpListener,
+    udp: Option<UdpSocket>,
+    legacy_echo: Option<TcpListener>,
+    udp_echo: Option<UdpSocket>,
+}
+
+impl Server {
+    /// Opens every listener in `config` and the file store directory.
+    ///
+    /// # Errors
+    ///
+    /// The first listener that cannot be bound, or a store directory that cannot be created.
+    pub async fn bind(config: ServerConfig) -> Result<Server, BindError> {
+        let tcp = bind_tcp(ServiceKind::Tcp, config.listen)?;
+        let udp = match config.udp {
+            Some(addr) => Some(bind_udp(ServiceKind::Udp, addr).await?),
+            None => None,
+        };
+        let legacy_echo = match config.legacy_echo {
+            Some(addr) => Some(bind_tcp(ServiceKind::LegacyEcho, addr)?),
+            None => None,
+        };
+        let udp_echo = match config.udp_echo {
+            Some(addr) => Some(bind_udp(ServiceKind::UdpEcho, addr).await?),
+            None => None,
+        };
+        std::fs::create_dir_all(&config.root).map_err(|source| BindError {
+            service: ServiceKind::Tcp,
+            addr: config.listen,
+            source: io::Error::new(
+                source.kind(),
+                format!("file store {}: {source}", config.root.display()),
+            ),
+        })?;
+        Ok(Server {
+            config: Arc::new(config),
+            tcp,
+            udp,
+            legacy_echo,
+            udp_echo,
+        })
+    }
+
+    /// Every listener with the address it is bound to, in a fixed order.
+    pub fn listening(&self) -> Vec<(ServiceKind, SocketAddr)> {
+        let tcp = [(ServiceKind::Tcp, &self.tcp)];
+        let legacy = self
+            .legacy_echo
+            .iter()
+            .map(|l| (ServiceKind::LegacyEcho, l));
+        let udp = self.udp.iter().map(|s| (ServiceKind::Udp, s));
+        let udp_echo = self.udp_echo.iter().map(|s| (ServiceKind::UdpEcho, s));
+        let mut out: Vec<_> = tcp
+            .into_iter()
+            .chain(legacy)
+            .filter_map(|(kind, l)| Some((kind, l.local_addr().ok()?)))
+            .collect();
+        out.extend(
+            udp.chain(udp_echo)
+                .filter_map(|(kind, s)| Some((kind, s.local_addr().ok()?))),
+        );
+        out
+    }
+
+    /// Serves until `shutdown` completes, then shuts down gracefully.
+    pub async fn run(self, shutdown: impl Future<Output = ()>) {
+        let config = self.config;
+        let stop = CancellationToken::new();
+        let tasks = TaskTracker::new();
+        let limiter = ConnLimiter::new(config.max_conns, config.max_conns_per_source);
+
+        let framed = Arc::new(framed::Framed::new(&config));
+        tasks.spawn(accept_loop(
+            self.tcp,
+            framed,
+            Arc::clone(&limiter),
+            stop.clone(),
+            tasks.clone(),
+        ));
+        if let Some(listener) = self.legacy_echo {
+            let service = Arc::new(legacy::LegacyEcho::new(config.idle_timeout));
+            tasks.spawn(accept_loop(
+                listener,
+                service,
+                Arc::clone(&limiter),
+                stop.clone(),
+                tasks.clone(),
+            ));
+        }
+        if let Some(socket) = self.udp {
+            tasks.spawn(udp::serve_room(socket, stop.clone()));
+        }
+        if let Some(socket) = self.udp_echo {
+            tasks.spawn(udp::serve_echo(socket, stop.clone()));
+        }
+
+        shutdown.await;
+        tracing::info!("shutting down");
+        stop.cancel();
+        tasks.close();
+        if tokio::time::timeout(config.shutdown_timeout, tasks.wait())
+            .await
+            .is_err()
+        {
+            tracing::warn!(
+                remaining = tasks.len(),
+                "connections still busy after {:?}; closing them",
+                config.shutdown_timeout
+            );
+        }
+    }
+}
+
+/// A TCP listener with `SO_REUSEADDR`, so a restarted server can bind while old connections
+/// linger in `TIME_WAIT`.
+fn bind_tcp(service: ServiceKind, addr: SocketAddr) -> Result<TcpListener, BindError> {
+    let bind = || {
+        let socket = if addr.is_ipv4() {
+            TcpSocket::new_v4()?
+        } else {
+            TcpSocket::new_v6()?
+        };
+        socket.set_reuseaddr(true)?;
+        socket.bind(addr)?;
+        socket.listen(1024)
+    };
+    bind().map_err(|source| BindError {
+        service,
+        addr,
+        source,
+    })
+}
+
+async fn bind_udp(service: ServiceKind, addr: SocketAddr) -> Result<UdpSocket, BindError> {
+    UdpSocket::bind(addr).await.map_err(|source| BindError {
+        service,
+        addr,
+        source,
+    })
+}

@@ -1,0 +1,82 @@
+//! The operations of the framed protocol, one module each, and the dispatch between them.
+//!
+//! A handler reads the rest of its request (the body) from the connection, appends its reply
+//! to the connection's write buffer, and says whether the connection can go on. Handlers never
+//! flush: the connection loop decides when replies go out, which is what batches them.
+
+mod basic;
+
+use std::fmt::Display;
+
+use sockit_proto::{ErrorCode, Header};
+use tokio::io::{AsyncRead, AsyncWrite};
+
+use crate::connection::{ConnError, Connection};
+use crate::reply;
+
+/// Whether a connection can take another request after this one.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Flow {
+    /// The stream is in step; read the next frame.
+    Continue,
+    /// The stream is out of step (a body was left unread); close after the reply.
+    Close,
+}
+
+/// Runs one request.
+///
+/// # Errors
+///
+/// When the connection itself fails while the request is read or answered.
+pub(crate) async fn handle<S: AsyncRead + AsyncWrite + Unpin>(
+    conn: &mut Connection<S>,
+    header: Header,
+) -> Result<Flow, ConnError> {
+    let op = match header.op() {
+        Ok(op) => op,
+        Err(err) => return refuse(conn, &header, err.code(), &err).await,
+    };
+    match op {
+        Some("ping") => basic::ping(conn, &header).await,
+        Some("echo") => basic::echo(conn, &header).await,
+        Some(other) => {
+            let message = format!("unknown op {}", quoted(other));
+            refuse(conn, &header, ErrorCode::UnknownOp, &message).await
+        }
+        None => refuse(conn, &header, ErrorCode::BadRequest, &"request has no `op`").await,
+    }
+}
+
+/// Answers a request with an error.
+///
+/// The request's body is read and discarded when it is within the in-memory limit, so that
+/// the connection stays usable; a longer body is left unread and the connection is closed after
+/// the reply.
+pub(crate) async fn refuse<S: AsyncRead + AsyncWrite + Unpin>(
+    conn: &mut Connection<S>,
+    header: &Header,
+    code: ErrorCode,
+    message: &(dyn Display + Sync),
+) -> Result<Flow, ConnError> {
+    if header.body_len() <= conn.limits().max_buffered_body() {
+        conn.skip_body().await?;
+        reply::error(conn.write_buf(), header.id(), code, message);
+        return Ok(Flow::Continue);
+    }
+    let message = format!(
+        "{message}; its body of {} bytes was not read, so the connection closes",
+        header.body_len()
+    );
+    reply::error(conn.write_buf(), header.id(), code, &message);
+    Ok(Flow::Close)
+}
+
+/// A peer-supplied word, quoted, escaped and shortened for an error message.
+pub(crate) fn quoted(word: &str) -> String {
+    const MAX_CHARS: usize = 64;
+    let mut shown: String = word.chars().take(MAX_CHARS).collect();
+    if shown.len() < word.len() {
+        shown.push('…');
+    }
+    format!("{shown:?}")
+}

@@ -1,0 +1,122 @@
+//! Shared test helpers: a server on loopback, raw frame bytes, and a raw reply reader.
+#![allow(dead_code, unreachable_pub, missing_docs)]
+
+use std::net::SocketAddr;
+use std::time::Duration;
+
+use serde_json::Value;
+use sockit::server::ServiceKind;
+use sockit::{Server, ServerConfig};
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::net::TcpStream;
+use tokio::sync::oneshot;
+use tokio::task::JoinHandle;
+
+/// A server running on loopback for one test.
+pub struct TestServer {
+    pub addrs: Vec<(ServiceKind, SocketAddr)>,
+    stop: Option<oneshot::Sender<()>>,
+    task: Option<JoinHandle<()>>,
+    _root: tempfile::TempDir,
+}
+
+impl TestServer {
+    pub async fn start() -> TestServer {
+        TestServer::start_with(|_| {}).await
+    }
+
+    pub async fn start_with(configure: impl FnOnce(&mut ServerConfig)) -> TestServer {
+        let root = tempfile::tempdir().expect("temp dir");
+        let mut config = ServerConfig::loopback();
+        config.root = root.path().to_path_buf();
+        configure(&mut config);
+        let server = Server::bind(config).await.expect("bind");
+        let addrs = server.listening();
+        let (stop, stopped) = oneshot::channel();
+        let task = tokio::spawn(server.run(async {
+            let _ = stopped.await;
+        }));
+        TestServer {
+            addrs,
+            stop: Some(stop),
+            task: Some(task),
+            _root: root,
+        }
+    }
+
+    pub fn addr(&self, kind: ServiceKind) -> SocketAddr {
+        self.addrs
+            .iter()
+            .find(|(k, _)| *k == kind)
+            .map(|(_, addr)| *addr)
+            .expect("listener present")
+    }
+
+    pub fn tcp(&self) -> SocketAddr {
+        self.addr(ServiceKind::Tcp)
+    }
+
+    pub async fn connect(&self) -> TcpStream {
+        TcpStream::connect(self.tcp()).await.expect("connect")
+    }
+
+    /// Stops the server and waits for `run` to return.
+    pub async fn shutdown(mut self) {
+        let _ = self.stop.take().unwrap().send(());
+        self.task.take().unwrap().await.unwrap();
+    }
+}
+
+/// Encodes a frame from header JSON text and a body.
+pub fn frame(json: &str, body: &[u8]) -> Vec<u8> {
+    raw_frame(json.len() as i32, json.as_bytes(), body)
+}
+
+/// A frame with an arbitrary (possibly lying) header length.
+pub fn raw_frame(hlen: i32, header: &[u8], body: &[u8]) -> Vec<u8> {
+    let mut out = hlen.to_le_bytes().to_vec();
+    out.extend_from_slice(header);
+    out.extend_from_slice(body);
+    out
+}
+
+/// Reads one reply frame: its header as JSON and its body.
+pub async fn read_reply(stream: &mut TcpStream) -> (Value, Vec<u8>) {
+    try_read_reply(stream).await.expect("a reply frame")
+}
+
+/// Reads one reply frame, or `None` if the stream ends first.
+pub async fn try_read_reply(stream: &mut TcpStream) -> Option<(Value, Vec<u8>)> {
+    let mut prefix = [0u8; 4];
+    let read = tokio::time::timeout(Duration::from_secs(10), stream.read_exact(&mut prefix))
+        .await
+        .expect("reply within 10 s");
+    read.ok()?;
+    let hlen = i32::from_le_bytes(prefix);
+    assert!(hlen > 0 && hlen < 65536, "reply header length {hlen}");
+    let mut header = vec![0u8; hlen as usize];
+    stream.read_exact(&mut header).await.unwrap();
+    let header: Value = serde_json::from_slice(&header).unwrap();
+    let size = header.get("size").and_then(Value::as_u64).unwrap_or(0);
+    let mut body = vec![0u8; size as usize];
+    stream.read_exact(&mut body).await.unwrap();
+    Some((header, body))
+}
+
+/// Asserts the stream is closed by the server: end of stream (or reset) within 10 s.
+pub async fn assert_closed(stream: &mut TcpStream) {
+    let mut byte = [0u8; 1];
+    let read = tokio::time::timeout(Duration::from_secs(10), stream.read(&mut byte))
+        .await
+        .expect("closed within 10 s");
+    assert!(
+        matches!(read, Ok(0) | Err(_)),
+        "expected close, read {read:?}"
+    );
+}
+
+/// Sends `bytes` and returns the first reply.
+pub async fn send_and_read(stream: &mut TcpStream, bytes: &[u8]) -> (Value, Vec<u8>) {
+    stream.write_all(bytes).await.unwrap();
+    read_reply(stream).await
+}
