@@ -1,1 +1,73 @@
-fn main() {}
+//! `sockit`: the command line. Each subcommand parses its arguments and calls the library.
+
+mod cmd;
+
+use std::process::ExitCode;
+
+use clap::{Parser, Subcommand};
+
+/// A socket toolkit: framed TCP server and client, file transfer, remote commands, echo and chat.
+#[derive(Debug, Parser)]
+#[command(name = "sockit", version, about, max_term_width = 100)]
+struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Debug, Subcommand)]
+enum Command {
+    /// Run the server: the framed TCP protocol and the optional raw listeners.
+    Serve(cmd::serve::Args),
+    /// Measure round trips to a server.
+    Ping(cmd::ping::Args),
+    /// Send text (or standard input) to a server and print what comes back.
+    Echo(cmd::echo::Args),
+    /// Demonstrations of the problems sockit solves.
+    #[command(subcommand)]
+    Demo(cmd::demo::Demo),
+}
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    let default_log = match cli.command {
+        Command::Serve(_) => "info",
+        _ => "warn",
+    };
+    init_logging(default_log);
+    let runtime = match tokio::runtime::Runtime::new() {
+        Ok(runtime) => runtime,
+        Err(err) => return cmd::fail(&format!("cannot start the runtime: {err}")),
+    };
+    let result = runtime.block_on(async move {
+        match cli.command {
+            Command::Serve(args) => cmd::serve::run(args).await,
+            Command::Ping(args) => cmd::ping::run(args).await,
+            Command::Echo(args) => cmd::echo::run(args).await,
+            Command::Demo(demo) => cmd::demo::run(demo).await,
+        }
+    });
+    match result {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(err) => cmd::fail(&err),
+    }
+}
+
+/// Logs go to standard error, filtered by `SOCKIT_LOG` (e.g. `debug`, `sockit=trace`).
+fn init_logging(default: &str) {
+    let filter = tracing_subscriber::EnvFilter::try_from_env("SOCKIT_LOG")
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new(default));
+    tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr)
+        .init();
+}
+
+#[cfg(test)]
+mod tests {
+    use clap::CommandFactory;
+
+    #[test]
+    fn command_line_definition_is_consistent() {
+        super::Cli::command().debug_assert();
+    }
+}

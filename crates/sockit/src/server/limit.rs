@@ -113,6 +113,6 @@ mod tests {
         let waiting = tokio::time::timeout(std::time::Duration::from_millis(50), limiter.slot());
         assert!(waiting.await.is_err(), "no slot while one is held");
         drop(held);
-        limiter.slot().await;
+        let _slot = limiter.slot().await;
     }
 }

@@ -1,0 +1,20 @@
+//! `sockit demo`.
+
+use super::CmdResult;
+
+#[derive(Debug, clap::Subcommand)]
+pub(crate) enum Demo {
+    /// Show TCP's sticky-packet problem on a real socket, then sockit's frames fixing it.
+    Sticky,
+}
+
+pub(crate) async fn run(demo: Demo) -> CmdResult {
+    match demo {
+        Demo::Sticky => {
+            let mut stdout = std::io::stdout().lock();
+            sockit::demo::sticky(&mut stdout)
+                .await
+                .map_err(|err| format!("demo failed: {err}"))
+        }
+    }
+}

@@ -1,0 +1,52 @@
+//! `sockit echo`: send text, print what comes back.
+
+use std::io::{Read, Write};
+
+use sockit::Client;
+
+use super::{CmdResult, ServerArg};
+
+#[derive(Debug, clap::Args)]
+pub(crate) struct Args {
+    /// Words to send, joined by spaces; with none, standard input is sent as it is.
+    text: Vec<String>,
+    #[command(flatten)]
+    server: ServerArg,
+}
+
+pub(crate) async fn run(args: Args) -> CmdResult {
+    let from_stdin = args.text.is_empty();
+    let body = if from_stdin {
+        let limit = sockit_proto::DEFAULT_MAX_BUFFERED_BODY;
+        let mut body = Vec::new();
+        std::io::stdin()
+            .lock()
+            .take(limit + 1)
+            .read_to_end(&mut body)
+            .map_err(|err| format!("cannot read standard input: {err}"))?;
+        if body.len() as u64 > limit {
+            return Err(format!(
+                "standard input is over the echo limit of {limit} bytes"
+            ));
+        }
+        body
+    } else {
+        args.text.join(" ").into_bytes()
+    };
+    let mut client = Client::connect(&args.server.server)
+        .await
+        .map_err(|err| err.to_string())?;
+    let echoed = client.echo(&body).await.map_err(|err| err.to_string())?;
+    let mut stdout = std::io::stdout().lock();
+    let written = stdout
+        .write_all(&echoed)
+        .and_then(|()| {
+            if from_stdin {
+                Ok(())
+            } else {
+                stdout.write_all(b"\n")
+            }
+        })
+        .and_then(|()| stdout.flush());
+    written.map_err(|err| format!("cannot write standard output: {err}"))
+}

@@ -1,0 +1,26 @@
+//! One module per subcommand, plus what they share: the `--server` option and error exits.
+
+pub(crate) mod demo;
+pub(crate) mod echo;
+pub(crate) mod ping;
+pub(crate) mod serve;
+
+use std::fmt::Display;
+use std::process::ExitCode;
+
+/// The failure of a command, as the one line it prints.
+pub(crate) type CmdResult = Result<(), String>;
+
+/// Where a client command connects.
+#[derive(Debug, clap::Args)]
+pub(crate) struct ServerArg {
+    /// Server address, host:port.
+    #[arg(long, env = "SOCKIT_SERVER", default_value = sockit::config::DEFAULT_ADDR)]
+    pub(crate) server: String,
+}
+
+/// Prints `sockit: <why>` to standard error and gives the failing exit status.
+pub(crate) fn fail(why: &dyn Display) -> ExitCode {
+    eprintln!("sockit: {why}");
+    ExitCode::FAILURE
+}

@@ -1,0 +1,118 @@
+//! `sockit serve`.
+
+use std::io::Write;
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::time::Duration;
+
+use sockit::{Server, ServerConfig};
+use sockit_proto::Limits;
+
+use super::CmdResult;
+
+#[derive(Debug, clap::Args)]
+pub(crate) struct Args {
+    /// The framed TCP protocol.
+    #[arg(long, value_name = "ADDR", default_value = sockit::config::DEFAULT_ADDR)]
+    listen: SocketAddr,
+    /// The UDP chat room port ("off" to disable).
+    #[arg(long, value_name = "ADDR", default_value = sockit::config::DEFAULT_ADDR, value_parser = parse_optional_addr)]
+    udp: OptionalAddr,
+    /// Raw TCP upper-case echo, as the tutorials' socketserver.
+    #[arg(long, value_name = "ADDR")]
+    legacy_echo: Option<SocketAddr>,
+    /// UDP upper-case echo.
+    #[arg(long, value_name = "ADDR")]
+    udp_echo: Option<SocketAddr>,
+    /// The file store directory.
+    #[arg(long, value_name = "DIR", default_value = "./sockit-data")]
+    root: PathBuf,
+    /// Most TCP connections open at once; more wait to be accepted.
+    #[arg(long, value_name = "N", default_value_t = 1024)]
+    max_conns: usize,
+    /// Most TCP connections open at once from one IP address; more are refused.
+    #[arg(long, value_name = "N", default_value_t = 256)]
+    max_conns_per_source: usize,
+    /// Seconds a frame header may take to arrive once begun (and a new connection to send one).
+    #[arg(long, value_name = "SECS", default_value = "10", value_parser = parse_seconds)]
+    header_timeout: Duration,
+    /// Seconds a connection may stay silent.
+    #[arg(long, value_name = "SECS", default_value = "300", value_parser = parse_seconds)]
+    idle_timeout: Duration,
+    /// Seconds connections get to finish on SIGINT or SIGTERM.
+    #[arg(long, value_name = "SECS", default_value = "10", value_parser = parse_seconds)]
+    shutdown_timeout: Duration,
+    /// Largest frame header, in bytes.
+    #[arg(long, value_name = "BYTES", default_value_t = sockit_proto::DEFAULT_MAX_HEADER_LEN)]
+    max_header_len: usize,
+    /// Largest body an in-memory operation such as echo accepts, in bytes.
+    #[arg(long, value_name = "BYTES", default_value_t = sockit_proto::DEFAULT_MAX_BUFFERED_BODY)]
+    max_body_in_memory: u64,
+}
+
+pub(crate) async fn run(args: Args) -> CmdResult {
+    if !(1..=i32::MAX as usize).contains(&args.max_header_len) {
+        return Err("--max-header-len must be between 1 and 2147483647".into());
+    }
+    let config = ServerConfig {
+        listen: args.listen,
+        udp: args.udp.0,
+        legacy_echo: args.legacy_echo,
+        udp_echo: args.udp_echo,
+        root: args.root,
+        limits: Limits::builder()
+            .max_header_len(args.max_header_len)
+            .max_buffered_body(args.max_body_in_memory)
+            .build(),
+        max_conns: args.max_conns,
+        max_conns_per_source: args.max_conns_per_source,
+        header_timeout: args.header_timeout,
+        idle_timeout: args.idle_timeout,
+        shutdown_timeout: args.shutdown_timeout,
+    };
+    let server = Server::bind(config).await.map_err(|err| err.to_string())?;
+    let mut stdout = std::io::stdout().lock();
+    for (service, addr) in server.listening() {
+        writeln!(stdout, "listening {service} {addr}").map_err(|err| err.to_string())?;
+    }
+    stdout.flush().map_err(|err| err.to_string())?;
+    drop(stdout);
+    let shutdown = shutdown_signal().map_err(|err| format!("cannot watch for signals: {err}"))?;
+    server.run(shutdown).await;
+    Ok(())
+}
+
+/// Completes on the first SIGINT or SIGTERM.
+fn shutdown_signal() -> std::io::Result<impl std::future::Future<Output = ()>> {
+    use tokio::signal::unix::{signal, SignalKind};
+    let mut interrupt = signal(SignalKind::interrupt())?;
+    let mut terminate = signal(SignalKind::terminate())?;
+    Ok(async move {
+        tokio::select! {
+            _ = interrupt.recv() => {}
+            _ = terminate.recv() => {}
+        }
+    })
+}
+
+/// An address, or none when given as `off`.
+#[derive(Debug, Clone, Copy)]
+struct OptionalAddr(Option<SocketAddr>);
+
+fn parse_optional_addr(text: &str) -> Result<OptionalAddr, String> {
+    match text {
+        "off" | "none" => Ok(OptionalAddr(None)),
+        _ => text
+            .parse()
+            .map(|addr| OptionalAddr(Some(addr)))
+            .map_err(|_| format!("`{text}` is not an address like 127.0.0.1:9000 (or \"off\")")),
+    }
+}
+
+fn parse_seconds(text: &str) -> Result<Duration, String> {
+    text.parse::<f64>()
+        .ok()
+        .and_then(|secs| Duration::try_from_secs_f64(secs).ok())
+        .filter(|duration| !duration.is_zero())
+        .ok_or_else(|| format!("`{text}` is not a positive number of seconds"))
+}
