@@ -42,10 +42,10 @@ pub(crate) async fn run(args: Args) -> CmdResult {
     times.sort_unstable();
     println!("--- {addr} ping statistics ---");
     println!(
-        "{count} sent, {count} received, min/median/max = {}/{}/{}",
-        millis(times[0]),
-        millis(median(&times)),
-        millis(times[times.len() - 1]),
+        "{count} sent, {count} received, min/median/max = {:.3}/{:.3}/{:.3} ms",
+        as_millis(times[0]),
+        as_millis(median(&times)),
+        as_millis(times[times.len() - 1]),
         count = times.len(),
     );
     Ok(())
@@ -61,6 +61,10 @@ fn median(sorted: &[Duration]) -> Duration {
     }
 }
 
+fn as_millis(duration: Duration) -> f64 {
+    duration.as_secs_f64() * 1000.0
+}
+
 fn millis(duration: Duration) -> String {
-    format!("{:.3} ms", duration.as_secs_f64() * 1000.0)
+    format!("{:.3} ms", as_millis(duration))
 }

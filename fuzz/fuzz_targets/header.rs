@@ -1,0 +1,20 @@
+//! Parses arbitrary bytes as a frame header and exercises every accessor.
+#![no_main]
+
+use bytes::Bytes;
+use libfuzzer_sys::fuzz_target;
+use sockit_proto::{Header, Limits};
+
+fuzz_target!(|data: &[u8]| {
+    let limits = Limits::builder().max_depth(16).build();
+    if let Ok(header) = Header::parse_json(Bytes::copy_from_slice(data), &limits) {
+        assert!(header.body_len() <= limits.max_body_len());
+        let _ = header.op();
+        if let Some(id) = header.id() {
+            assert!(!id.starts_with(['{', '[']));
+        }
+        header
+            .parse::<serde::de::IgnoredAny>()
+            .expect("a validated header is a JSON object");
+    }
+});
