@@ -22,6 +22,12 @@ enum Command {
     Ping(cmd::ping::Args),
     /// Send text (or standard input) to a server and print what comes back.
     Echo(cmd::echo::Args),
+    /// Upload files to the server's store (resumable, verified by BLAKE3).
+    Put(cmd::put::Args),
+    /// Download a file from the server's store (resumable, verified by BLAKE3).
+    Get(cmd::get::Args),
+    /// List the files in the server's store.
+    Ls(cmd::ls::Args),
     /// Demonstrations of the problems sockit solves.
     #[command(subcommand)]
     Demo(cmd::demo::Demo),
@@ -43,6 +49,9 @@ fn main() -> ExitCode {
             Command::Serve(args) => cmd::serve::run(args).await,
             Command::Ping(args) => cmd::ping::run(args).await,
             Command::Echo(args) => cmd::echo::run(args).await,
+            Command::Put(args) => cmd::put::run(args).await,
+            Command::Get(args) => cmd::get::run(args).await,
+            Command::Ls(args) => cmd::ls::run(args).await,
             Command::Demo(demo) => cmd::demo::run(demo).await,
         }
     });

@@ -14,7 +14,7 @@ const SOCKIT: &str = env!("CARGO_BIN_EXE_sockit");
 struct Serve {
     child: Child,
     addrs: HashMap<String, SocketAddr>,
-    _root: tempfile::TempDir,
+    root: tempfile::TempDir,
 }
 
 impl Serve {
@@ -42,11 +42,7 @@ impl Serve {
             assert_ne!(addr.port(), 0, "{line}");
             addrs.insert(service, addr);
         }
-        Serve {
-            child,
-            addrs,
-            _root: root,
-        }
+        Serve { child, addrs, root }
     }
 
     fn addr(&self, service: &str) -> SocketAddr {
@@ -213,9 +209,13 @@ fn seed(name: &str) -> PathBuf {
 }
 
 fn run_python(script: &Path, port: u16, stdin: &str) -> String {
+    run_python_with(script, &[&port.to_string()], stdin)
+}
+
+fn run_python_with(script: &Path, args: &[&str], stdin: &str) -> String {
     let mut child = Command::new(python3().unwrap())
         .arg(script)
-        .arg(port.to_string())
+        .args(args)
         .stdin(Stdio::piped())
         .stdout(Stdio::piped())
         .stderr(Stdio::piped())
@@ -279,5 +279,124 @@ fn protocol_doc_python_client_works() {
     assert_eq!(
         out,
         "({'ok': True, 'id': 1}, b'')\n({'ok': True, 'size': 5}, b'hello')\n"
+    );
+}
+
+#[test]
+fn tutorial_upload_clients_store_their_files() {
+    if python3().is_none() {
+        return;
+    }
+    let serve = Serve::start(&[]);
+    let port = serve.addr("tcp").port().to_string();
+    let dir = tempfile::tempdir().unwrap();
+    let video = dir.path().join("video.mp4");
+    let data: Vec<u8> = (0..200_000u32).map(|i| (i * 7 % 256) as u8).collect();
+    std::fs::write(&video, &data).unwrap();
+    let video = video.to_str().unwrap();
+
+    run_python_with(&seed("upload_client_000.py"), &[&port, video], "");
+    let out = run_python_with(&seed("upload_client_002.py"), &[&port, video], "");
+    assert_eq!(out.lines().count(), 196, "one line per 1 KiB sent");
+
+    for name in ["澳门最大线上赌场开业啦.mp4", "jason真实写真集.mp4"] {
+        let stored = serve.root.path().join(name);
+        let started = Instant::now();
+        while !stored.exists() {
+            assert!(
+                started.elapsed() < Duration::from_secs(10),
+                "{name} not stored"
+            );
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        assert!(std::fs::read(&stored).unwrap() == data, "{name} differs");
+    }
+}
+
+#[test]
+fn put_ls_get_round_trip_through_the_commands() {
+    let serve = Serve::start(&[]);
+    let server = serve.addr("tcp").to_string();
+    let dir = tempfile::tempdir().unwrap();
+    let a = dir.path().join("a.txt");
+    let b = dir.path().join("b.bin");
+    std::fs::write(&a, b"alpha\n").unwrap();
+    std::fs::write(&b, vec![9u8; 70_000]).unwrap();
+
+    let output = Command::new(SOCKIT)
+        .args(["put", "--server", &server])
+        .args([&a, &b])
+        .output()
+        .unwrap();
+    assert!(output.status.success(), "{output:?}");
+    let text = stdout(&output);
+    assert!(text.contains("a.txt -> a.txt: 6 bytes, blake3 "), "{text}");
+    assert!(
+        text.contains("b.bin -> b.bin: 70000 bytes, blake3 "),
+        "{text}"
+    );
+
+    let output = sockit(&["ls", "--server", &server]);
+    let lines: Vec<_> = stdout(&output).lines().map(str::to_owned).collect();
+    assert_eq!(lines.len(), 2, "{lines:?}");
+    assert!(
+        lines[0].trim_start().starts_with("6  ") && lines[0].ends_with("  a.txt"),
+        "{lines:?}"
+    );
+    assert!(
+        lines[1].starts_with("70000  ") && lines[1].ends_with("  b.bin"),
+        "{lines:?}"
+    );
+
+    let output = sockit(&["ls", "--json", "--server", &server]);
+    let listed: serde_json::Value = serde_json::from_slice(&output.stdout).unwrap();
+    assert_eq!(listed[1]["name"], "b.bin");
+    assert_eq!(listed[1]["length"], 70000);
+
+    let copy = dir.path().join("copy.bin");
+    let output = Command::new(SOCKIT)
+        .args(["get", "b.bin", "--server", &server, "-o"])
+        .arg(&copy)
+        .output()
+        .unwrap();
+    assert!(output.status.success(), "{output:?}");
+    assert_eq!(std::fs::read(&copy).unwrap(), vec![9u8; 70_000]);
+}
+
+#[test]
+fn put_refuses_an_existing_name_without_force() {
+    let serve = Serve::start(&[]);
+    let server = serve.addr("tcp").to_string();
+    let dir = tempfile::tempdir().unwrap();
+    let file = dir.path().join("x.txt");
+    std::fs::write(&file, b"one").unwrap();
+    let put = |extra: &[&str]| {
+        Command::new(SOCKIT)
+            .args(["put", "--server", &server])
+            .arg(&file)
+            .args(extra)
+            .output()
+            .unwrap()
+    };
+    assert!(put(&[]).status.success());
+    std::fs::write(&file, b"two").unwrap();
+    let refused = put(&[]);
+    assert_eq!(refused.status.code(), Some(1));
+    let stderr = String::from_utf8(refused.stderr).unwrap();
+    assert!(
+        stderr.contains("already exists (use --force to replace it) (exists)"),
+        "{stderr}"
+    );
+    assert!(put(&["--force"]).status.success());
+    assert_eq!(
+        std::fs::read(serve.root.path().join("x.txt")).unwrap(),
+        b"two"
+    );
+
+    let output = sockit(&["get", "missing", "--server", &server]);
+    assert_eq!(output.status.code(), Some(1));
+    assert_eq!(
+        String::from_utf8(output.stderr).unwrap(),
+        "sockit: server refused: no file named \"missing\" (not_found)\n"
     );
 }

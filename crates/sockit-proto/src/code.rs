@@ -31,15 +31,19 @@ pub enum ErrorCode {
     Disabled,
     /// A deadline passed before the peer finished sending.
     Timeout,
-    /// The server is at a connection limit.
+    /// The server is at a connection limit, or the resource is in use by another request.
     Busy,
+    /// A resume `offset` the server cannot continue from.
+    BadOffset,
+    /// The server's disk is full.
+    NoSpace,
     /// The server failed on its side (I/O error, disk full).
     Internal,
 }
 
 impl ErrorCode {
     /// Every code, for documentation and tests.
-    pub const ALL: [ErrorCode; 13] = [
+    pub const ALL: [ErrorCode; 15] = [
         ErrorCode::BadFrame,
         ErrorCode::TooLarge,
         ErrorCode::BadRequest,
@@ -52,6 +56,8 @@ impl ErrorCode {
         ErrorCode::Disabled,
         ErrorCode::Timeout,
         ErrorCode::Busy,
+        ErrorCode::BadOffset,
+        ErrorCode::NoSpace,
         ErrorCode::Internal,
     ];
 
@@ -70,6 +76,8 @@ impl ErrorCode {
             ErrorCode::Disabled => "disabled",
             ErrorCode::Timeout => "timeout",
             ErrorCode::Busy => "busy",
+            ErrorCode::BadOffset => "bad_offset",
+            ErrorCode::NoSpace => "no_space",
             ErrorCode::Internal => "internal",
         }
     }

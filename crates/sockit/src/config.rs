@@ -36,6 +36,8 @@ pub struct ServerConfig {
     pub idle_timeout: Duration,
     /// On shutdown, connections get this long to finish what they are doing.
     pub shutdown_timeout: Duration,
+    /// A partial upload untouched for this long is deleted.
+    pub partial_ttl: Duration,
 }
 
 impl Default for ServerConfig {
@@ -53,6 +55,7 @@ impl Default for ServerConfig {
             header_timeout: Duration::from_secs(10),
             idle_timeout: Duration::from_secs(300),
             shutdown_timeout: Duration::from_secs(10),
+            partial_ttl: Duration::from_secs(24 * 60 * 60),
         }
     }
 }

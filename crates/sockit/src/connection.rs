@@ -22,6 +22,8 @@ use crate::reply;
 
 /// Smallest free space the read buffer gets before a read.
 const READ_RESERVE: usize = 64 * 1024;
+/// Read buffer size while a long body streams in.
+const BULK_READ: usize = 1024 * 1024;
 /// Below this much free space, the read buffer is grown (or reclaimed) before a read.
 const MIN_READ_SPACE: usize = 4 * 1024;
 /// Replies are flushed once this much is buffered, even if more requests are waiting.
@@ -293,10 +295,10 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Connection<S> {
         Ok(())
     }
 
-    /// Sends an error reply for `err`, if the peer can still get one, then closes gracefully.
+    /// Sends the replies already queued and an error reply for `err`, if the peer can still
+    /// get one, then closes gracefully.
     pub async fn fail(mut self, err: &ConnError) {
         if let Some(code) = err.reply_code() {
-            self.wbuf.clear();
             reply::error(&mut self.wbuf, None, code, err);
         }
         self.close().await;
@@ -330,8 +332,12 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Connection<S> {
         self.deadlines.idle.map(|limit| Instant::now() + limit)
     }
 
-    /// Reads more body bytes into the buffer.
+    /// Reads more body bytes into the buffer, in large reads while much is still to come.
     async fn fill_body(&mut self) -> Result<(), ConnError> {
+        let wanted = usize::try_from(self.decoder.body_remaining()).unwrap_or(usize::MAX);
+        if wanted > READ_RESERVE && self.rbuf.capacity() - self.rbuf.len() < READ_RESERVE {
+            self.rbuf.reserve(wanted.min(BULK_READ));
+        }
         match self.read_more(self.idle_deadline(), false).await? {
             Read::Bytes => Ok(()),
             Read::Eof | Read::Stopped => Err(ConnError::Truncated(FramePart::Body)),
@@ -393,6 +399,54 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Connection<S> {
             ) => ConnError::Idle(limit),
             (_, Deadlines { header, .. }) => ConnError::HeaderTimeout(header.unwrap_or_default()),
         }
+    }
+}
+
+impl Connection<TcpStream> {
+    /// Writes `body` (after any buffered header) while watching for the peer to speak first.
+    ///
+    /// Returns `Ok(false)` as soon as the peer sends something or closes — for a request, that
+    /// is an early error reply, to be read with [`read_header`](Connection::read_header) —
+    /// and `Ok(true)` once the whole body is written. Watching matters for long uploads: a
+    /// server that refuses one stops reading, and a client that only writes would block until
+    /// the connection is reset, losing the reply that said why.
+    ///
+    /// # Errors
+    ///
+    /// A socket error, or the peer taking nothing for the idle time.
+    pub async fn write_body_watching(&mut self, body: &[u8]) -> io::Result<bool> {
+        self.flush().await?;
+        let mut written = 0;
+        while written < body.len() {
+            let deadline = self.idle_deadline();
+            let ready = async {
+                tokio::select! {
+                    biased;
+                    ready = self.stream.readable() => ready.map(|()| true),
+                    ready = self.stream.writable() => ready.map(|()| false),
+                }
+            };
+            let readable = match deadline {
+                None => ready.await?,
+                Some(deadline) => timeout_at(deadline, ready).await.map_err(|_| {
+                    io::Error::new(io::ErrorKind::TimedOut, "peer stopped reading")
+                })??,
+            };
+            if readable {
+                self.rbuf.reserve(MIN_READ_SPACE);
+                match self.stream.try_read_buf(&mut self.rbuf) {
+                    Ok(_) => return Ok(false),
+                    Err(err) if err.kind() == io::ErrorKind::WouldBlock => continue,
+                    Err(err) => return Err(err),
+                }
+            }
+            match self.stream.try_write(&body[written..]) {
+                Ok(n) => written += n,
+                Err(err) if err.kind() == io::ErrorKind::WouldBlock => {}
+                Err(err) => return Err(err),
+            }
+        }
+        Ok(true)
     }
 }
 

@@ -19,6 +19,7 @@ mod legacy;
 mod reply;
 pub mod server;
 mod service;
+pub mod store;
 mod udp;
 
 pub use client::{Client, ClientError};

@@ -2,7 +2,11 @@
 
 pub(crate) mod demo;
 pub(crate) mod echo;
+pub(crate) mod get;
+pub(crate) mod ls;
 pub(crate) mod ping;
+mod progress;
+pub(crate) mod put;
 pub(crate) mod serve;
 
 use std::fmt::Display;

@@ -42,6 +42,9 @@ pub(crate) struct Args {
     /// Seconds connections get to finish on SIGINT or SIGTERM.
     #[arg(long, value_name = "SECS", default_value = "10", value_parser = parse_seconds)]
     shutdown_timeout: Duration,
+    /// Seconds an interrupted upload is kept for resuming.
+    #[arg(long, value_name = "SECS", default_value = "86400", value_parser = parse_seconds)]
+    partial_ttl: Duration,
     /// Largest frame header, in bytes.
     #[arg(long, value_name = "BYTES", default_value_t = sockit_proto::DEFAULT_MAX_HEADER_LEN)]
     max_header_len: usize,
@@ -69,6 +72,7 @@ pub(crate) async fn run(args: Args) -> CmdResult {
         header_timeout: args.header_timeout,
         idle_timeout: args.idle_timeout,
         shutdown_timeout: args.shutdown_timeout,
+        partial_ttl: args.partial_ttl,
     };
     let server = Server::bind(config).await.map_err(|err| err.to_string())?;
     let mut stdout = std::io::stdout().lock();

@@ -12,17 +12,20 @@ use crate::config::ServerConfig;
 use crate::connection::{Connection, Deadlines};
 use crate::reply;
 use crate::service::{self, Flow};
+use crate::store::Store;
 
 /// Serves the framed protocol.
 #[derive(Debug)]
 pub(crate) struct Framed {
     limits: Limits,
     deadlines: Deadlines,
+    store: Arc<Store>,
 }
 
 impl Framed {
-    pub(crate) fn new(config: &ServerConfig) -> Framed {
+    pub(crate) fn new(config: &ServerConfig, store: Arc<Store>) -> Framed {
         Framed {
+            store,
             limits: config.limits,
             deadlines: Deadlines {
                 header: Some(config.header_timeout),
@@ -47,7 +50,7 @@ impl TcpService for Framed {
                     return conn.fail(&err).await;
                 }
             };
-            let outcome = match service::handle(&mut conn, header).await {
+            let outcome = match service::handle(&mut conn, header, &self.store).await {
                 Ok(Flow::Continue) => conn.flush_if_full().await.map_err(Into::into),
                 Ok(Flow::Close) => return conn.close().await,
                 Err(err) => Err(err),

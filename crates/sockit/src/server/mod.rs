@@ -24,6 +24,7 @@ use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
 use crate::config::ServerConfig;
+use crate::store::Store;
 use crate::{legacy, udp};
 use accept::accept_loop;
 use limit::ConnLimiter;
@@ -75,6 +76,7 @@ pub struct BindError {
 #[derive(Debug)]
 pub struct Server {
     config: Arc<ServerConfig>,
+    store: Arc<Store>,
     tcp: TcpListener,
     udp: Option<UdpSocket>,
     legacy_echo: Option<TcpListener>,
@@ -82,7 +84,7 @@ pub struct Server {
 }
 
 impl Server {
-    /// Opens every listener in `config` and the file store directory.
+    /// Opens every listener in `config` and the file store.
     ///
     /// # Errors
     ///
@@ -101,7 +103,7 @@ impl Server {
             Some(addr) => Some(bind_udp(ServiceKind::UdpEcho, addr).await?),
             None => None,
         };
-        std::fs::create_dir_all(&config.root).map_err(|source| BindError {
+        let store = Store::open(&config.root, config.partial_ttl).map_err(|source| BindError {
             service: ServiceKind::Tcp,
             addr: config.listen,
             source: io::Error::new(
@@ -110,6 +112,7 @@ impl Server {
             ),
         })?;
         Ok(Server {
+            store,
             config: Arc::new(config),
             tcp,
             udp,
@@ -146,7 +149,8 @@ impl Server {
         let tasks = TaskTracker::new();
         let limiter = ConnLimiter::new(config.max_conns, config.max_conns_per_source);
 
-        let framed = Arc::new(framed::Framed::new(&config));
+        let framed = Arc::new(framed::Framed::new(&config, Arc::clone(&self.store)));
+        tasks.spawn(sweep_partials(Arc::clone(&self.store), stop.clone()));
         tasks.spawn(accept_loop(
             self.tcp,
             framed,
@@ -184,6 +188,26 @@ impl Server {
                 "connections still busy after {:?}; closing them",
                 config.shutdown_timeout
             );
+        }
+    }
+}
+
+/// How often expired partial uploads are looked for.
+const SWEEP_INTERVAL: std::time::Duration = std::time::Duration::from_secs(600);
+
+/// Deletes expired partial uploads now and every [`SWEEP_INTERVAL`] until `stop`.
+async fn sweep_partials(store: Arc<Store>, stop: CancellationToken) {
+    loop {
+        let sweeping = Arc::clone(&store);
+        match tokio::task::spawn_blocking(move || sweeping.sweep_expired_partials()).await {
+            Ok(Ok(0)) => {}
+            Ok(Ok(removed)) => tracing::info!(removed, "expired partial uploads deleted"),
+            Ok(Err(err)) => tracing::warn!(%err, "cannot sweep partial uploads"),
+            Err(err) => tracing::warn!(%err, "partial upload sweep failed"),
+        }
+        tokio::select! {
+            () = stop.cancelled() => return,
+            () = tokio::time::sleep(SWEEP_INTERVAL) => {}
         }
     }
 }

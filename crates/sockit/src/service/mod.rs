@@ -5,14 +5,17 @@
 //! flush: the connection loop decides when replies go out, which is what batches them.
 
 mod basic;
+mod files;
 
 use std::fmt::Display;
+use std::sync::Arc;
 
 use sockit_proto::{ErrorCode, Header};
 use tokio::io::{AsyncRead, AsyncWrite};
 
 use crate::connection::{ConnError, Connection};
 use crate::reply;
+use crate::store::Store;
 
 /// Whether a connection can take another request after this one.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -31,6 +34,7 @@ pub(crate) enum Flow {
 pub(crate) async fn handle<S: AsyncRead + AsyncWrite + Unpin>(
     conn: &mut Connection<S>,
     header: Header,
+    store: &Arc<Store>,
 ) -> Result<Flow, ConnError> {
     let op = match header.op() {
         Ok(op) => op,
@@ -39,33 +43,40 @@ pub(crate) async fn handle<S: AsyncRead + AsyncWrite + Unpin>(
     match op {
         Some("ping") => basic::ping(conn, &header).await,
         Some("echo") => basic::echo(conn, &header).await,
+        Some("put") => files::put(conn, &header, store).await,
+        Some("get") => files::get(conn, &header, store).await,
+        Some("list") => files::list(conn, &header, store).await,
+        Some("stat") => files::stat(conn, &header, store).await,
         Some(other) => {
             let message = format!("unknown op {}", quoted(other));
             refuse(conn, &header, ErrorCode::UnknownOp, &message).await
         }
-        None => refuse(conn, &header, ErrorCode::BadRequest, &"request has no `op`").await,
+        None => match files::legacy_upload(conn, &header, store).await {
+            Some(outcome) => outcome,
+            None => refuse(conn, &header, ErrorCode::BadRequest, &"request has no `op`").await,
+        },
     }
 }
 
 /// Answers a request with an error.
 ///
-/// The request's body is read and discarded when it is within the in-memory limit, so that
-/// the connection stays usable; a longer body is left unread and the connection is closed after
-/// the reply.
+/// The rest of the request's body is read and discarded when it is within the in-memory limit,
+/// so that the connection stays usable; a longer rest is left unread and the connection is
+/// closed after the reply.
 pub(crate) async fn refuse<S: AsyncRead + AsyncWrite + Unpin>(
     conn: &mut Connection<S>,
     header: &Header,
     code: ErrorCode,
     message: &(dyn Display + Sync),
 ) -> Result<Flow, ConnError> {
-    if header.body_len() <= conn.limits().max_buffered_body() {
+    let unread = conn.body_remaining();
+    if unread <= conn.limits().max_buffered_body() {
         conn.skip_body().await?;
         reply::error(conn.write_buf(), header.id(), code, message);
         return Ok(Flow::Continue);
     }
     let message = format!(
-        "{message}; its body of {} bytes was not read, so the connection closes",
-        header.body_len()
+        "{message}; the {unread} bytes of body that followed were not read, so the connection closes"
     );
     reply::error(conn.write_buf(), header.id(), code, &message);
     Ok(Flow::Close)

@@ -1,7 +1,12 @@
 //! The client side of the framed protocol, as the `sockit` commands use it.
 //!
 //! Requests can be sent one at a time ([`Client::call`]) or pipelined: [`Client::queue`] any
-//! number, [`Client::flush`], then [`Client::read_reply`] once per request, in order.
+//! number, [`Client::flush`], then [`Client::read_reply`] once per request, in order. File
+//! transfer (`put_file`, `get_file`, `list`, `stat`) lives in the `files` submodule.
+
+mod files;
+
+pub use files::{part_path, GetOutcome, PutOutcome, RemoteStat, PART_SUFFIX};
 
 use std::borrow::Cow;
 use std::io;
@@ -45,6 +50,22 @@ pub enum ClientError {
     /// The connection failed.
     #[error("lost the connection to the server: {0}")]
     Conn(#[from] ConnError),
+    /// A local file could not be read or written.
+    #[error("{path}: {source}")]
+    Local {
+        /// The file.
+        path: String,
+        /// Why.
+        source: io::Error,
+    },
+    /// A downloaded file does not match the hash the server sent.
+    #[error("downloaded data does not match its hash (expected {expected}, got {actual}); nothing was kept")]
+    HashMismatch {
+        /// The server's hash.
+        expected: String,
+        /// The hash of what arrived.
+        actual: String,
+    },
     /// The server's reply is not what the protocol says.
     #[error("malformed reply from the server: {0}")]
     BadReply(String),
@@ -78,6 +99,7 @@ struct ReplyEnvelope<'a> {
 /// A connection to a sockit server.
 #[derive(Debug)]
 pub struct Client {
+    addr: String,
     conn: Connection<TcpStream>,
 }
 
@@ -88,6 +110,24 @@ impl Client {
     ///
     /// [`ClientError::Connect`] with the reason in words ("connection refused").
     pub async fn connect(addr: &str) -> Result<Client, ClientError> {
+        Ok(Client {
+            addr: addr.to_owned(),
+            conn: Client::open(addr).await?,
+        })
+    }
+
+    /// Replaces the connection with a new one to the same server, after the server refused a
+    /// request without reading all of it (and so closes the old one).
+    ///
+    /// # Errors
+    ///
+    /// As [`Client::connect`].
+    pub async fn reconnect(&mut self) -> Result<(), ClientError> {
+        self.conn = Client::open(&self.addr).await?;
+        Ok(())
+    }
+
+    async fn open(addr: &str) -> Result<Connection<TcpStream>, ClientError> {
         let connecting = tokio::time::timeout(CONNECT_TIMEOUT, TcpStream::connect(addr));
         let stream = match connecting.await {
             Ok(Ok(stream)) => stream,
@@ -109,9 +149,7 @@ impl Client {
             header: None,
             idle: Some(REPLY_TIMEOUT),
         };
-        Ok(Client {
-            conn: Connection::new(stream, Limits::default(), deadlines),
-        })
+        Ok(Connection::new(stream, Limits::default(), deadlines))
     }
 
     /// Sends one request and reads its reply.
@@ -146,6 +184,20 @@ impl Client {
         Ok(reply.body)
     }
 
+    /// Sends a request whose header has `op` and the fields `fields` adds, with no body, and
+    /// reads its reply.
+    async fn call_with(
+        &mut self,
+        op: &str,
+        fields: impl FnOnce(&mut HeaderWriter<'_>),
+    ) -> Result<Reply, ClientError> {
+        let mut header = HeaderWriter::new(self.conn.write_buf());
+        header.field("op", op);
+        fields(&mut header);
+        header.finish(0).map_err(io::Error::from)?;
+        self.read_reply().await
+    }
+
     /// Appends a request to the outgoing buffer without waiting for its reply. Long bodies are
     /// written out at once; short requests stay buffered until [`Client::flush`] or the next
     /// read.
@@ -178,7 +230,7 @@ impl Client {
     /// [`ClientError::Remote`] for an error reply; others when the connection fails or the
     /// reply breaks the protocol.
     pub async fn read_reply(&mut self) -> Result<Reply, ClientError> {
-        let header = self.conn.read_header().await?.ok_or(ClientError::Closed)?;
+        let header = self.read_reply_header().await?;
         if header.body_len() > self.conn.limits().max_buffered_body() {
             return Err(ClientError::BadReply(format!(
                 "reply body of {} bytes is over the limit",
@@ -186,17 +238,27 @@ impl Client {
             )));
         }
         let body = self.conn.read_body().await?;
+        Ok(Reply { header, body })
+    }
+
+    /// Reads the next reply's header, leaving its body to be read; an error reply (whose body
+    /// is always empty) becomes [`ClientError::Remote`].
+    async fn read_reply_header(&mut self) -> Result<Header, ClientError> {
+        let header = self.conn.read_header().await?.ok_or(ClientError::Closed)?;
         let envelope: ReplyEnvelope<'_> = header
             .parse()
             .map_err(|err| ClientError::BadReply(err.to_string()))?;
         if !envelope.ok {
-            return Err(ClientError::Remote {
+            let err = ClientError::Remote {
                 code: printable(envelope.code.as_deref().unwrap_or("unknown")),
                 message: printable(envelope.error.as_deref().unwrap_or("no reason given")),
-            });
+            };
+            drop(envelope);
+            self.conn.skip_body().await?;
+            return Err(err);
         }
         drop(envelope);
-        Ok(Reply { header, body })
+        Ok(header)
     }
 }
 

@@ -17,7 +17,8 @@ pub struct TestServer {
     pub addrs: Vec<(ServiceKind, SocketAddr)>,
     stop: Option<oneshot::Sender<()>>,
     task: Option<JoinHandle<()>>,
-    _root: tempfile::TempDir,
+    root: std::path::PathBuf,
+    _root_dir: tempfile::TempDir,
 }
 
 impl TestServer {
@@ -30,6 +31,7 @@ impl TestServer {
         let mut config = ServerConfig::loopback();
         config.root = root.path().to_path_buf();
         configure(&mut config);
+        let root_path = config.root.clone();
         let server = Server::bind(config).await.expect("bind");
         let addrs = server.listening();
         let (stop, stopped) = oneshot::channel();
@@ -40,7 +42,8 @@ impl TestServer {
             addrs,
             stop: Some(stop),
             task: Some(task),
-            _root: root,
+            root: root_path,
+            _root_dir: root,
         }
     }
 
@@ -50,6 +53,10 @@ impl TestServer {
             .find(|(k, _)| *k == kind)
             .map(|(_, addr)| *addr)
             .expect("listener present")
+    }
+
+    pub fn root(&self) -> &std::path::Path {
+        &self.root
     }
 
     pub fn tcp(&self) -> SocketAddr {

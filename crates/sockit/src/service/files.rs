@@ -1,0 +1,446 @@
+//! `put`, `get`, `list` and `stat`: the file store over the framed protocol, and the tutorials'
+//! upload (a header with `file_name` and `file_size` but no `op`).
+//!
+//! Bodies stream in both directions through a small bounded queue between the connection task
+//! and a blocking thread that does the disk work and the hashing, so network and disk overlap
+//! and memory stays bounded whatever the file's size.
+
+use std::borrow::Cow;
+use std::io::{Read, Seek, SeekFrom};
+use std::sync::Arc;
+
+use bytes::{Bytes, BytesMut};
+use serde::Deserialize;
+use sockit_proto::{ErrorCode, Header};
+use tokio::io::{AsyncRead, AsyncWrite};
+use tokio::sync::mpsc;
+
+use super::{refuse, Flow};
+use crate::connection::{ConnError, Connection};
+use crate::reply;
+use crate::store::{FileName, Store, StoreError, Upload};
+
+/// Chunks queued between the connection and the disk thread.
+const QUEUE_DEPTH: usize = 8;
+/// Read size when sending a file.
+const FILE_READ: usize = 1024 * 1024;
+
+/// What a `put` (or a tutorial upload) asks for.
+struct PutParams<'a> {
+    name: Cow<'a, str>,
+    offset: u64,
+    hash: Option<Cow<'a, str>>,
+    trailer: bool,
+    overwrite: bool,
+}
+
+#[derive(Deserialize)]
+struct PutRequest<'a> {
+    #[serde(borrow)]
+    name: Cow<'a, str>,
+    #[serde(default)]
+    offset: u64,
+    #[serde(borrow, default)]
+    hash: Option<Cow<'a, str>>,
+    #[serde(default)]
+    trailer: bool,
+    #[serde(default)]
+    overwrite: bool,
+}
+
+#[derive(Deserialize)]
+struct LegacyUpload<'a> {
+    #[serde(borrow)]
+    file_name: Cow<'a, str>,
+    #[allow(dead_code)]
+    file_size: u64,
+}
+
+#[derive(Deserialize)]
+struct Trailer<'a> {
+    #[serde(borrow)]
+    hash: Cow<'a, str>,
+}
+
+#[derive(Deserialize)]
+struct NameRequest<'a> {
+    #[serde(borrow)]
+    name: Cow<'a, str>,
+    #[serde(default)]
+    offset: u64,
+    #[serde(default)]
+    length: Option<u64>,
+}
+
+/// `put`.
+pub(super) async fn put<S: AsyncRead + AsyncWrite + Unpin>(
+    conn: &mut Connection<S>,
+    header: &Header,
+    store: &Arc<Store>,
+) -> Result<Flow, ConnError> {
+    let request: PutRequest<'_> = match header.parse() {
+        Ok(request) => request,
+        Err(err) => return refuse(conn, header, ErrorCode::BadRequest, &err).await,
+    };
+    let params = PutParams {
+        name: request.name,
+        offset: request.offset,
+        hash: request.hash,
+        trailer: request.trailer,
+        overwrite: request.overwrite,
+    };
+    receive_file(conn, header, store, params).await
+}
+
+/// Whether a header with no `op` is the tutorials' upload; if so, runs it as a `put`.
+pub(super) async fn legacy_upload<S: AsyncRead + AsyncWrite + Unpin>(
+    conn: &mut Connection<S>,
+    header: &Header,
+    store: &Arc<Store>,
+) -> Option<Result<Flow, ConnError>> {
+    let upload: LegacyUpload<'_> = header.parse().ok()?;
+    let params = PutParams {
+        name: upload.file_name,
+        offset: 0,
+        hash: None,
+        trailer: false,
+        overwrite: false,
+    };
+    Some(receive_file(conn, header, store, params).await)
+}
+
+async fn receive_file<S: AsyncRead + AsyncWrite + Unpin>(
+    conn: &mut Connection<S>,
+    header: &Header,
+    store: &Arc<Store>,
+    params: PutParams<'_>,
+) -> Result<Flow, ConnError> {
+    let trailer = params.trailer;
+    let refuse = |conn, code, message| refuse_put(conn, header, trailer, code, message);
+    let name = match FileName::new(&params.name) {
+        Ok(name) => name,
+        Err(err) => return refuse(conn, ErrorCode::BadName, &err).await,
+    };
+    let declared = match params.hash.as_deref().map(blake3::Hash::from_hex) {
+        None => None,
+        Some(Ok(hash)) => Some(hash),
+        Some(Err(_)) => {
+            let message = "`hash` must be 64 hexadecimal digits (BLAKE3)";
+            return refuse(conn, ErrorCode::BadRequest, &message).await;
+        }
+    };
+    if declared.is_some() && params.trailer {
+        let message = "give the hash in the header or in a trailer, not both";
+        return refuse(conn, ErrorCode::BadRequest, &message).await;
+    }
+    let Some(length) = params.offset.checked_add(header.body_len()) else {
+        return refuse(conn, ErrorCode::BadRequest, &"offset + size overflows").await;
+    };
+
+    let (offset, overwrite) = (params.offset, params.overwrite);
+    let begun = blocking({
+        let store = Arc::clone(store);
+        move || store.begin_upload(name, offset, length, overwrite)
+    })
+    .await;
+    let upload = match begun {
+        Ok(upload) => upload,
+        Err(err) => return refuse(conn, err.code(), &err).await,
+    };
+
+    let (upload, written) = match stream_to_disk(conn, upload).await {
+        Ok(outcome) => outcome,
+        // The client went away mid-body: what arrived stays held for a resume.
+        Err(err) => return Err(err),
+    };
+    if let Err(err) = written {
+        blocking(move || upload.discard()).await;
+        return refuse(conn, err.code(), &err).await;
+    }
+
+    let declared = if params.trailer {
+        match read_trailer(conn).await? {
+            Ok(hash) => Some(hash),
+            Err(message) => {
+                reply::error(
+                    conn.write_buf(),
+                    header.id(),
+                    ErrorCode::BadRequest,
+                    &message,
+                );
+                return Ok(Flow::Continue);
+            }
+        }
+    } else {
+        declared
+    };
+    match blocking(move || upload.finish(declared, overwrite)).await {
+        Ok((info, hash)) => {
+            reply::ok(conn.write_buf(), header.id())
+                .field("name", &info.name)
+                .field("length", &info.length)
+                .field("hash", hash.to_hex().as_str())
+                .finish(0)
+                .expect("a put reply always encodes");
+        }
+        Err(err) => reply::error(conn.write_buf(), header.id(), err.code(), &err),
+    }
+    Ok(Flow::Continue)
+}
+
+/// Refuses a put. A put with a trailer is two frames, so when the stream can be kept in step the
+/// trailer is consumed too.
+async fn refuse_put<S: AsyncRead + AsyncWrite + Unpin>(
+    conn: &mut Connection<S>,
+    header: &Header,
+    trailer: bool,
+    code: ErrorCode,
+    message: &(dyn std::fmt::Display + Sync),
+) -> Result<Flow, ConnError> {
+    let flow = refuse(conn, header, code, message).await?;
+    if flow == Flow::Continue && trailer {
+        // The reply is already queued; the trailer's content no longer matters.
+        let _ = read_trailer(conn).await?;
+    }
+    Ok(flow)
+}
+
+/// Feeds the body to `upload` on a blocking thread. `Err` when the connection failed (the
+/// upload is dropped, keeping its partial); `Ok((upload, Err))` when the disk failed, in which
+/// case the rest of the body is still unread.
+async fn stream_to_disk<S: AsyncRead + AsyncWrite + Unpin>(
+    conn: &mut Connection<S>,
+    upload: Upload,
+) -> Result<(Upload, Result<(), StoreError>), ConnError> {
+    let (chunks, mut queue) = mpsc::channel::<Bytes>(QUEUE_DEPTH);
+    let writer = tokio::task::spawn_blocking(move || {
+        let mut upload = upload;
+        while let Some(chunk) = queue.blocking_recv() {
+            if let Err(err) = upload.write(&chunk) {
+                return (upload, Err(err));
+            }
+        }
+        (upload, Ok(()))
+    });
+    let mut failed = None;
+    loop {
+        match conn.read_body_chunk().await {
+            Ok(Some(chunk)) => {
+                if chunks.send(chunk).await.is_err() {
+                    break; // the writer stopped on an error; it reports it below
+                }
+            }
+            Ok(None) => break,
+            Err(err) => {
+                failed = Some(err);
+                break;
+            }
+        }
+    }
+    drop(chunks);
+    let outcome = writer.await.expect("the upload writer does not panic");
+    match failed {
+        Some(err) => Err(err),
+        None => Ok(outcome),
+    }
+}
+
+/// Reads the frame after a body that carries its hash: `{"hash": "<hex>"}`.
+async fn read_trailer<S: AsyncRead + AsyncWrite + Unpin>(
+    conn: &mut Connection<S>,
+) -> Result<Result<blake3::Hash, String>, ConnError> {
+    let Some(trailer) = conn.read_header().await? else {
+        return Err(ConnError::Truncated(crate::connection::FramePart::Header));
+    };
+    if trailer.body_len() > 0 {
+        // A trailer never has a body; the stream cannot be trusted past this point.
+        return Err(ConnError::Frame(sockit_proto::FrameError::HeaderNotJson(
+            "a put trailer must not have a body".into(),
+        )));
+    }
+    Ok(match trailer.parse::<Trailer<'_>>() {
+        Ok(trailer) => blake3::Hash::from_hex(trailer.hash.as_bytes())
+            .map_err(|_| "trailer `hash` must be 64 hexadecimal digits (BLAKE3)".to_owned()),
+        Err(err) => Err(format!("bad put trailer: {err}")),
+    })
+}
+
+/// `get`: header with `name`, `length`, `hash`, `offset`, then the file from `offset`.
+pub(super) async fn get<S: AsyncRead + AsyncWrite + Unpin>(
+    conn: &mut Connection<S>,
+    header: &Header,
+    store: &Arc<Store>,
+) -> Result<Flow, ConnError> {
+    let (name, offset) = match parse_name(header) {
+        Ok(NameRequest { name, offset, .. }) => match FileName::new(&name) {
+            Ok(name) => (name, offset),
+            Err(err) => return refuse(conn, header, ErrorCode::BadName, &err).await,
+        },
+        Err(err) => return refuse(conn, header, ErrorCode::BadRequest, &err).await,
+    };
+    if header.body_len() > 0 {
+        return refuse(conn, header, ErrorCode::BadRequest, &"get takes no body").await;
+    }
+    let opened = blocking({
+        let store = Arc::clone(store);
+        move || -> Result<_, StoreError> {
+            let (file, info) = store.open_for_read(&name)?;
+            let hash = store.hash_of(&name, &file)?;
+            Ok((file, info, hash))
+        }
+    })
+    .await;
+    let (file, info, hash) = match opened {
+        Ok(opened) => opened,
+        Err(err) => return refuse(conn, header, err.code(), &err).await,
+    };
+    if offset > info.length {
+        let err = StoreError::BadOffset {
+            offset,
+            held: info.length,
+        };
+        return refuse(conn, header, err.code(), &err).await;
+    }
+    let size = info.length - offset;
+    reply::ok(conn.write_buf(), header.id())
+        .field("name", &info.name)
+        .field("length", &info.length)
+        .field("hash", hash.to_hex().as_str())
+        .field("offset", &offset)
+        .finish(size)
+        .expect("a get reply always encodes");
+    stream_from_disk(conn, file, offset, size).await?;
+    Ok(Flow::Continue)
+}
+
+/// Sends `size` bytes of `file` from `offset`, read on a blocking thread.
+async fn stream_from_disk<S: AsyncRead + AsyncWrite + Unpin>(
+    conn: &mut Connection<S>,
+    mut file: std::fs::File,
+    offset: u64,
+    size: u64,
+) -> Result<(), ConnError> {
+    let (chunks, mut queue) = mpsc::channel::<std::io::Result<Bytes>>(QUEUE_DEPTH);
+    let reader = tokio::task::spawn_blocking(move || {
+        if let Err(err) = file.seek(SeekFrom::Start(offset)) {
+            let _ = chunks.blocking_send(Err(err));
+            return;
+        }
+        let mut file = file.take(size);
+        loop {
+            let mut buf = BytesMut::zeroed(FILE_READ);
+            let read = match file.read(&mut buf) {
+                Ok(0) => return,
+                Ok(n) => {
+                    buf.truncate(n);
+                    Ok(buf.freeze())
+                }
+                Err(err) if err.kind() == std::io::ErrorKind::Interrupted => continue,
+                Err(err) => Err(err),
+            };
+            let stop = read.is_err();
+            if chunks.blocking_send(read).is_err() || stop {
+                return;
+            }
+        }
+    });
+    let mut sent = 0u64;
+    while let Some(chunk) = queue.recv().await {
+        let chunk = chunk?;
+        sent += chunk.len() as u64;
+        conn.write_body(&chunk).await?;
+    }
+    reader.await.expect("the file reader does not panic");
+    if sent < size {
+        // The file shrank while it was sent: the reply cannot be completed.
+        return Err(ConnError::Io(std::io::Error::new(
+            std::io::ErrorKind::UnexpectedEof,
+            "file shrank while being sent",
+        )));
+    }
+    Ok(())
+}
+
+/// `list`: the body is a JSON array of `{name, length, modified}`.
+pub(super) async fn list<S: AsyncRead + AsyncWrite + Unpin>(
+    conn: &mut Connection<S>,
+    header: &Header,
+    store: &Arc<Store>,
+) -> Result<Flow, ConnError> {
+    if header.body_len() > 0 {
+        return refuse(conn, header, ErrorCode::BadRequest, &"list takes no body").await;
+    }
+    let listed = blocking({
+        let store = Arc::clone(store);
+        move || store.list()
+    })
+    .await;
+    let files = match listed {
+        Ok(files) => files,
+        Err(err) => return refuse(conn, header, ErrorCode::Internal, &StoreError::from(err)).await,
+    };
+    let body = serde_json::to_vec(&files).expect("file entries always serialise");
+    reply::ok(conn.write_buf(), header.id())
+        .field("count", &files.len())
+        .finish(body.len() as u64)
+        .expect("a list reply always encodes");
+    conn.write_body(&body).await?;
+    Ok(Flow::Continue)
+}
+
+/// `stat`: whether `name` is stored (`exists`, `length`, `modified`), and with `length` given,
+/// how many bytes of an upload of that length are held for resuming (`partial`).
+pub(super) async fn stat<S: AsyncRead + AsyncWrite + Unpin>(
+    conn: &mut Connection<S>,
+    header: &Header,
+    store: &Arc<Store>,
+) -> Result<Flow, ConnError> {
+    let (name, length) = match parse_name(header) {
+        Ok(NameRequest { name, length, .. }) => match FileName::new(&name) {
+            Ok(name) => (name, length),
+            Err(err) => return refuse(conn, header, ErrorCode::BadName, &err).await,
+        },
+        Err(err) => return refuse(conn, header, ErrorCode::BadRequest, &err).await,
+    };
+    if header.body_len() > 0 {
+        return refuse(conn, header, ErrorCode::BadRequest, &"stat takes no body").await;
+    }
+    let looked_up = blocking({
+        let store = Arc::clone(store);
+        move || {
+            let info = store.stat(&name)?;
+            let partial = length.map(|length| store.partial_held(&name, length));
+            Ok::<_, std::io::Error>((name, info, partial))
+        }
+    })
+    .await;
+    let (name, info, partial) = match looked_up {
+        Ok(found) => found,
+        Err(err) => return refuse(conn, header, ErrorCode::Internal, &StoreError::from(err)).await,
+    };
+    let mut reply = reply::ok(conn.write_buf(), header.id());
+    reply
+        .field("name", name.as_str())
+        .field("exists", &info.is_some());
+    if let Some(info) = info {
+        reply
+            .field("length", &info.length)
+            .field("modified", &info.modified);
+    }
+    if let Some(partial) = partial {
+        reply.field("partial", &partial);
+    }
+    reply.finish(0).expect("a stat reply always encodes");
+    Ok(Flow::Continue)
+}
+
+fn parse_name(header: &Header) -> Result<NameRequest<'_>, serde_json::Error> {
+    header.parse()
+}
+
+/// Runs file-system work on the blocking pool.
+async fn blocking<T: Send + 'static>(work: impl FnOnce() -> T + Send + 'static) -> T {
+    tokio::task::spawn_blocking(work)
+        .await
+        .expect("file-system work does not panic")
+}

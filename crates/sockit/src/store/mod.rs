@@ -1,0 +1,536 @@
+//! The file store: a plain directory of files, with partial uploads and bookkeeping hidden in
+//! `<root>/.sockit/`.
+//!
+//! - A stored file is `<root>/<name>`, where `name` is one validated path component
+//!   ([`FileName`]). Symbolic links in the root are never followed, listed or served.
+//! - An upload writes `<root>/.sockit/partial/<key>-<length>`, keyed by the name and the file's
+//!   total length, so that an interrupted upload of the same file can resume from what is
+//!   held. It becomes `<root>/<name>` only when complete, synced and verified: by `rename`
+//!   (overwrite) or by `link` (which fails if the name appeared meanwhile), never by writing
+//!   under the final name.
+//! - A partial untouched for the partial time-to-live (24 h by default) is deleted by
+//!   [`Store::sweep_expired_partials`], which the server runs at start and every 10 minutes.
+//! - `<root>/.sockit/meta/<key>.json` caches each file's BLAKE3 hash with the length and
+//!   modification time it was computed for; a file changed behind sockit's back is re-hashed.
+//!
+//! The methods here block (file-system calls); async callers run them on the blocking pool.
+
+mod name;
+
+use std::collections::HashSet;
+use std::fs::{self, File, OpenOptions};
+use std::io::{self, Read, Seek, Write};
+use std::os::unix::fs::OpenOptionsExt;
+use std::path::{Path, PathBuf};
+use std::sync::{Arc, Mutex, PoisonError};
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
+
+use serde::{Deserialize, Serialize};
+use sockit_proto::ErrorCode;
+
+pub use name::{FileName, NameError, BOOKKEEPING_DIR, MAX_NAME_LEN};
+
+/// Most entries `list` returns.
+pub const MAX_LIST_ENTRIES: usize = 100_000;
+/// Read size when hashing a file already on disk.
+const HASH_READ: usize = 1024 * 1024;
+
+/// A stored file, as `list` and `stat` describe it.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct FileInfo {
+    /// The file's name.
+    pub name: String,
+    /// Its length in bytes.
+    pub length: u64,
+    /// Last modification, in seconds since the Unix epoch.
+    pub modified: u64,
+}
+
+/// Why a store operation failed; each maps to a reply code.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum StoreError {
+    /// The name breaks a rule.
+    #[error(transparent)]
+    BadName(#[from] NameError),
+    /// No such file.
+    #[error("no file named {0:?}")]
+    NotFound(String),
+    /// The name is taken and overwriting was not asked for.
+    #[error("a file named {0:?} already exists (ask to overwrite to replace it)")]
+    Exists(String),
+    /// Another upload of the same file is in progress.
+    #[error("another upload of {0:?} is in progress")]
+    Busy(String),
+    /// A resume offset beyond what is held.
+    #[error("cannot resume at byte {offset}: {held} bytes are held")]
+    BadOffset {
+        /// The offset asked for.
+        offset: u64,
+        /// What the store has.
+        held: u64,
+    },
+    /// The disk is full.
+    #[error("the server's disk is full")]
+    NoSpace,
+    /// The data does not match the hash declared for it.
+    #[error("data does not match its hash: declared {declared}, received {actual}")]
+    HashMismatch {
+        /// The hash the client declared.
+        declared: String,
+        /// The hash of what arrived.
+        actual: String,
+    },
+    /// Any other file-system failure.
+    #[error("file store error: {0}")]
+    Io(io::Error),
+}
+
+impl StoreError {
+    /// The reply code for this error.
+    pub fn code(&self) -> ErrorCode {
+        match self {
+            StoreError::BadName(_) => ErrorCode::BadName,
+            StoreError::NotFound(_) => ErrorCode::NotFound,
+            StoreError::Exists(_) => ErrorCode::Exists,
+            StoreError::Busy(_) => ErrorCode::Busy,
+            StoreError::BadOffset { .. } => ErrorCode::BadOffset,
+            StoreError::NoSpace => ErrorCode::NoSpace,
+            StoreError::HashMismatch { .. } => ErrorCode::HashMismatch,
+            StoreError::Io(_) => ErrorCode::Internal,
+        }
+    }
+}
+
+impl From<io::Error> for StoreError {
+    fn from(err: io::Error) -> Self {
+        if err.kind() == io::ErrorKind::StorageFull || err.raw_os_error() == Some(libc::EDQUOT) {
+            StoreError::NoSpace
+        } else {
+            StoreError::Io(err)
+        }
+    }
+}
+
+/// The cached hash of a stored file.
+#[derive(Debug, Serialize, Deserialize)]
+struct HashRecord {
+    length: u64,
+    modified_ns: u128,
+    hash: String,
+}
+
+/// A directory of files.
+#[derive(Debug)]
+pub struct Store {
+    root: PathBuf,
+    partial_dir: PathBuf,
+    meta_dir: PathBuf,
+    partial_ttl: Duration,
+    active: Mutex<HashSet<PathBuf>>,
+}
+
+impl Store {
+    /// Opens (creating if needed) the store at `root`.
+    ///
+    /// # Errors
+    ///
+    /// When the directories cannot be created.
+    pub fn open(root: &Path, partial_ttl: Duration) -> io::Result<Arc<Store>> {
+        let bookkeeping = root.join(BOOKKEEPING_DIR);
+        let partial_dir = bookkeeping.join("partial");
+        let meta_dir = bookkeeping.join("meta");
+        fs::create_dir_all(&partial_dir)?;
+        fs::create_dir_all(&meta_dir)?;
+        Ok(Arc::new(Store {
+            root: root.to_path_buf(),
+            partial_dir,
+            meta_dir,
+            partial_ttl,
+            active: Mutex::new(HashSet::new()),
+        }))
+    }
+
+    /// The store's root directory.
+    pub fn root(&self) -> &Path {
+        &self.root
+    }
+
+    /// The stored file `name`, if there is one.
+    ///
+    /// # Errors
+    ///
+    /// File-system failures other than "not found".
+    pub fn stat(&self, name: &FileName) -> io::Result<Option<FileInfo>> {
+        match fs::symlink_metadata(self.root.join(name.as_str())) {
+            Ok(meta) if meta.is_file() => Ok(Some(file_info(name.as_str(), &meta))),
+            Ok(_) => Ok(None),
+            Err(err) if err.kind() == io::ErrorKind::NotFound => Ok(None),
+            Err(err) => Err(err),
+        }
+    }
+
+    /// Every stored file, sorted by name, at most [`MAX_LIST_ENTRIES`].
+    ///
+    /// # Errors
+    ///
+    /// When the root cannot be read.
+    pub fn list(&self) -> io::Result<Vec<FileInfo>> {
+        let mut files = Vec::new();
+        for entry in fs::read_dir(&self.root)? {
+            let entry = entry?;
+            let Some(name) = entry.file_name().to_str().map(str::to_owned) else {
+                continue;
+            };
+            if FileName::new(&name).is_err() {
+                continue;
+            }
+            let Ok(meta) = entry.metadata() else { continue };
+            if meta.is_file() {
+                files.push(file_info(&name, &meta));
+            }
+        }
+        files.sort_unstable_by(|a, b| a.name.cmp(&b.name));
+        files.truncate(MAX_LIST_ENTRIES);
+        Ok(files)
+    }
+
+    /// How many bytes of an upload of `name` with total `length` are held for resuming.
+    pub fn partial_held(&self, name: &FileName, length: u64) -> u64 {
+        fs::symlink_metadata(self.partial_path(name, length))
+            .map(|meta| meta.len().min(length))
+            .unwrap_or(0)
+    }
+
+    /// Starts (or resumes, when `offset > 0`) an upload of `name` whose whole length is
+    /// `length`.
+    ///
+    /// # Errors
+    ///
+    /// [`StoreError::Exists`] if the name is taken and `overwrite` is false,
+    /// [`StoreError::Busy`] if the same upload is in progress, [`StoreError::BadOffset`] if
+    /// fewer than `offset` bytes are held.
+    pub fn begin_upload(
+        self: &Arc<Self>,
+        name: FileName,
+        offset: u64,
+        length: u64,
+        overwrite: bool,
+    ) -> Result<Upload, StoreError> {
+        if !overwrite && self.stat(&name)?.is_some() {
+            return Err(StoreError::Exists(name.to_string()));
+        }
+        let partial = self.partial_path(&name, length);
+        let claim =
+            Claim::new(self, partial.clone()).ok_or_else(|| StoreError::Busy(name.to_string()))?;
+        let mut file = OpenOptions::new()
+            .read(true)
+            .write(true)
+            .create(true)
+            .truncate(false)
+            .custom_flags(libc::O_NOFOLLOW)
+            .open(&partial)?;
+        let held = file.metadata()?.len();
+        if offset > held {
+            return Err(StoreError::BadOffset { offset, held });
+        }
+        file.set_len(offset)?;
+        let mut hasher = blake3::Hasher::new();
+        hash_reader(&mut (&file).take(offset), &mut hasher)?;
+        file.seek(io::SeekFrom::Start(offset))?;
+        Ok(Upload {
+            store: Arc::clone(self),
+            name,
+            partial,
+            file,
+            hasher,
+            received: 0,
+            expected: length - offset,
+            _claim: claim,
+        })
+    }
+
+    /// Opens the stored file `name` for reading, refusing symbolic links.
+    ///
+    /// # Errors
+    ///
+    /// [`StoreError::NotFound`] when there is no regular file by that name.
+    pub fn open_for_read(&self, name: &FileName) -> Result<(File, FileInfo), StoreError> {
+        let opened = OpenOptions::new()
+            .read(true)
+            .custom_flags(libc::O_NOFOLLOW)
+            .open(self.root.join(name.as_str()));
+        let file = match opened {
+            Ok(file) => file,
+            Err(err)
+                if err.kind() == io::ErrorKind::NotFound
+                    || err.raw_os_error() == Some(libc::ELOOP) =>
+            {
+                return Err(StoreError::NotFound(name.to_string()))
+            }
+            Err(err) => return Err(err.into()),
+        };
+        let meta = file.metadata()?;
+        if !meta.is_file() {
+            return Err(StoreError::NotFound(name.to_string()));
+        }
+        Ok((file, file_info(name.as_str(), &meta)))
+    }
+
+    /// The BLAKE3 hash of an open stored file: from the cache when it was computed for the
+    /// file's current length and modification time, else computed now (reading the file) and
+    /// cached.
+    ///
+    /// # Errors
+    ///
+    /// When the file cannot be read.
+    pub fn hash_of(&self, name: &FileName, file: &File) -> io::Result<blake3::Hash> {
+        let meta = file.metadata()?;
+        let modified_ns = modified_ns(&meta);
+        let record_path = self.meta_path(name);
+        if let Some(record) = fs::read(&record_path)
+            .ok()
+            .and_then(|bytes| serde_json::from_slice::<HashRecord>(&bytes).ok())
+            .filter(|r| r.length == meta.len() && r.modified_ns == modified_ns)
+        {
+            if let Ok(hash) = blake3::Hash::from_hex(&record.hash) {
+                return Ok(hash);
+            }
+        }
+        let mut hasher = blake3::Hasher::new();
+        hash_reader(&mut file.try_clone()?.take(meta.len()), &mut hasher)?;
+        let hash = hasher.finalize();
+        self.record_hash(name, &meta, &hash);
+        Ok(hash)
+    }
+
+    /// Deletes partial uploads not in progress and untouched for the time-to-live; returns how
+    /// many.
+    ///
+    /// # Errors
+    ///
+    /// When the partial directory cannot be read.
+    pub fn sweep_expired_partials(&self) -> io::Result<usize> {
+        let now = SystemTime::now();
+        let mut removed = 0;
+        for entry in fs::read_dir(&self.partial_dir)? {
+            let path = entry?.path();
+            let expired = fs::symlink_metadata(&path)
+                .and_then(|meta| meta.modified())
+                .is_ok_and(|modified| {
+                    now.duration_since(modified).unwrap_or_default() > self.partial_ttl
+                });
+            if expired && !self.is_active(&path) && fs::remove_file(&path).is_ok() {
+                removed += 1;
+            }
+        }
+        Ok(removed)
+    }
+
+    fn partial_path(&self, name: &FileName, length: u64) -> PathBuf {
+        self.partial_dir
+            .join(format!("{}-{length}", bookkeeping_key(name)))
+    }
+
+    fn meta_path(&self, name: &FileName) -> PathBuf {
+        self.meta_dir
+            .join(format!("{}.json", bookkeeping_key(name)))
+    }
+
+    fn is_active(&self, partial: &Path) -> bool {
+        self.active
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .contains(partial)
+    }
+
+    /// Caches a hash; a failure only costs a re-hash later.
+    fn record_hash(&self, name: &FileName, meta: &fs::Metadata, hash: &blake3::Hash) {
+        let record = HashRecord {
+            length: meta.len(),
+            modified_ns: modified_ns(meta),
+            hash: hash.to_hex().to_string(),
+        };
+        let path = self.meta_path(name);
+        let tmp = path.with_extension("tmp");
+        let written = serde_json::to_vec(&record)
+            .map_err(io::Error::other)
+            .and_then(|bytes| fs::write(&tmp, bytes))
+            .and_then(|()| fs::rename(&tmp, &path));
+        if let Err(err) = written {
+            tracing::debug!(%err, "could not cache a file hash");
+        }
+    }
+
+    fn sync_root(&self) -> io::Result<()> {
+        File::open(&self.root)?.sync_all()
+    }
+}
+
+/// An upload in progress: bytes are hashed as they are written to the partial file.
+#[derive(Debug)]
+pub struct Upload {
+    store: Arc<Store>,
+    name: FileName,
+    partial: PathBuf,
+    file: File,
+    hasher: blake3::Hasher,
+    received: u64,
+    expected: u64,
+    _claim: Claim,
+}
+
+impl Upload {
+    /// Bytes still expected.
+    pub fn remaining(&self) -> u64 {
+        self.expected - self.received
+    }
+
+    /// Appends `chunk`, which must not run past the expected length.
+    ///
+    /// # Errors
+    ///
+    /// [`StoreError::NoSpace`] or another write failure; the caller should then
+    /// [`discard`](Upload::discard).
+    pub fn write(&mut self, chunk: &[u8]) -> Result<(), StoreError> {
+        assert!(
+            chunk.len() as u64 <= self.remaining(),
+            "upload chunk past the declared length"
+        );
+        self.file.write_all(chunk)?;
+        self.hasher.update(chunk);
+        self.received += chunk.len() as u64;
+        Ok(())
+    }
+
+    /// Completes the upload: checks the hash if one was declared, syncs, and moves the file
+    /// under its name (replacing an existing file only if `overwrite`).
+    ///
+    /// On a hash mismatch or a name taken meanwhile, the partial is deleted.
+    ///
+    /// # Errors
+    ///
+    /// [`StoreError::HashMismatch`], [`StoreError::Exists`], or a file-system failure.
+    ///
+    /// # Panics
+    ///
+    /// If fewer bytes were written than expected.
+    pub fn finish(
+        self,
+        declared: Option<blake3::Hash>,
+        overwrite: bool,
+    ) -> Result<(FileInfo, blake3::Hash), StoreError> {
+        assert_eq!(
+            self.remaining(),
+            0,
+            "upload finished before all bytes arrived"
+        );
+        let hash = self.hasher.finalize();
+        if let Some(declared) = declared.filter(|declared| *declared != hash) {
+            let err = StoreError::HashMismatch {
+                declared: declared.to_hex().to_string(),
+                actual: hash.to_hex().to_string(),
+            };
+            self.discard();
+            return Err(err);
+        }
+        self.file.sync_all()?;
+        // This upload's own file: after the rename the name may already be another upload's.
+        let meta = self.file.metadata()?;
+        let target = self.store.root.join(self.name.as_str());
+        if overwrite {
+            fs::rename(&self.partial, &target)?;
+        } else {
+            match fs::hard_link(&self.partial, &target) {
+                Ok(()) => fs::remove_file(&self.partial)?,
+                Err(err) if err.kind() == io::ErrorKind::AlreadyExists => {
+                    let name = self.name.to_string();
+                    self.discard();
+                    return Err(StoreError::Exists(name));
+                }
+                Err(err) => return Err(err.into()),
+            }
+        }
+        self.store.sync_root()?;
+        self.store.record_hash(&self.name, &meta, &hash);
+        Ok((file_info(self.name.as_str(), &meta), hash))
+    }
+
+    /// Abandons the upload and deletes what was held.
+    pub fn discard(self) {
+        if let Err(err) = fs::remove_file(&self.partial) {
+            tracing::warn!(%err, partial = %self.partial.display(), "could not remove a partial upload");
+        }
+    }
+}
+
+/// Marks a partial file as in use by one upload; released on drop.
+#[derive(Debug)]
+struct Claim {
+    store: Arc<Store>,
+    partial: PathBuf,
+}
+
+impl Claim {
+    fn new(store: &Arc<Store>, partial: PathBuf) -> Option<Claim> {
+        let inserted = store
+            .active
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .insert(partial.clone());
+        inserted.then(|| Claim {
+            store: Arc::clone(store),
+            partial,
+        })
+    }
+}
+
+impl Drop for Claim {
+    fn drop(&mut self) {
+        self.store
+            .active
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .remove(&self.partial);
+    }
+}
+
+/// The file-system-safe key of a name in the bookkeeping directory.
+fn bookkeeping_key(name: &FileName) -> String {
+    blake3::hash(name.as_str().as_bytes()).to_hex()[..32].to_owned()
+}
+
+fn file_info(name: &str, meta: &fs::Metadata) -> FileInfo {
+    FileInfo {
+        name: name.to_owned(),
+        length: meta.len(),
+        modified: meta
+            .modified()
+            .ok()
+            .and_then(|t| t.duration_since(UNIX_EPOCH).ok())
+            .map_or(0, |d| d.as_secs()),
+    }
+}
+
+fn modified_ns(meta: &fs::Metadata) -> u128 {
+    meta.modified()
+        .ok()
+        .and_then(|t| t.duration_since(UNIX_EPOCH).ok())
+        .map_or(0, |d| d.as_nanos())
+}
+
+/// Feeds everything `reader` yields to `hasher`.
+pub fn hash_reader(reader: &mut impl Read, hasher: &mut blake3::Hasher) -> io::Result<u64> {
+    let mut buf = vec![0u8; HASH_READ];
+    let mut total = 0;
+    loop {
+        let n = match reader.read(&mut buf) {
+            Ok(0) => return Ok(total),
+            Ok(n) => n,
+            Err(err) if err.kind() == io::ErrorKind::Interrupted => continue,
+            Err(err) => return Err(err),
+        };
+        hasher.update(&buf[..n]);
+        total += n as u64;
+    }
+}
