@@ -64,6 +64,20 @@ impl Decoder {
         Ok(Some(Event::Header(header)))
     }
 
+    /// Records that `n` bytes of the current body were read by other means (straight from the
+    /// socket into the caller's buffer, bypassing the decoder's).
+    ///
+    /// # Panics
+    ///
+    /// If `n` is more than the body has left.
+    pub fn consume_body(&mut self, n: u64) {
+        assert!(
+            n <= self.body_remaining,
+            "consumed past the end of the body"
+        );
+        self.body_remaining -= n;
+    }
+
     /// Takes the whole rest of the current body if it is all in `buf`.
     ///
     /// The fast path for small frames: one split, no copy.

@@ -11,7 +11,7 @@
 use std::io;
 use std::time::Duration;
 
-use bytes::{Bytes, BytesMut};
+use bytes::{Buf, Bytes, BytesMut};
 use sockit_proto::{Decoder, ErrorCode, Event, FrameError, Header, Limits};
 use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
 use tokio::net::TcpStream;
@@ -210,6 +210,44 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Connection<S> {
             }
             self.fill_body().await?;
         }
+    }
+
+    /// Reads the next part of the current body into `buf`, filling it up to `buf.len()` bytes
+    /// or the end of the body (or of the stream); returns how many bytes were read, 0 once the
+    /// body is complete.
+    ///
+    /// Bytes already buffered come first; after them the socket is read straight into `buf`,
+    /// so a bulk transfer can recycle its own buffers and skip a copy.
+    ///
+    /// # Errors
+    ///
+    /// The idle deadline, a stream ending mid-body, or a socket error.
+    pub async fn read_body_into(&mut self, buf: &mut [u8]) -> Result<usize, ConnError> {
+        let wanted = usize::try_from(self.decoder.body_remaining())
+            .map_or(buf.len(), |remaining| remaining.min(buf.len()));
+        let buffered = self.rbuf.len().min(wanted);
+        buf[..buffered].copy_from_slice(&self.rbuf[..buffered]);
+        self.rbuf.advance(buffered);
+        let mut filled = buffered;
+        while filled < wanted {
+            let deadline = self.idle_deadline();
+            let read = self.stream.read(&mut buf[filled..wanted]);
+            let n = match deadline {
+                None => read.await?,
+                Some(deadline) => timeout_at(deadline, read)
+                    .await
+                    .map_err(|_| self.timeout_error())??,
+            };
+            if n == 0 {
+                if filled > 0 {
+                    break; // hand over what arrived; the next call reports the truncation
+                }
+                return Err(ConnError::Truncated(FramePart::Body));
+            }
+            filled += n;
+        }
+        self.decoder.consume_body(filled as u64);
+        Ok(filled)
     }
 
     /// Reads the whole current body into memory.

@@ -20,6 +20,7 @@ mod reply;
 pub mod server;
 mod service;
 pub mod store;
+mod transfer;
 mod udp;
 
 pub use client::{Client, ClientError};

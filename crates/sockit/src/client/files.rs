@@ -5,18 +5,12 @@ use std::fs::{self, File, OpenOptions};
 use std::io::{self, Read, Seek, SeekFrom, Write};
 use std::path::{Path, PathBuf};
 
-use bytes::{Bytes, BytesMut};
 use serde::Deserialize;
 use sockit_proto::HeaderWriter;
-use tokio::sync::mpsc;
 
 use super::{Client, ClientError, Reply};
-use crate::store::{hash_reader, FileInfo};
-
-/// Read size of the file being sent.
-const FILE_READ: usize = 1024 * 1024;
-/// Chunks queued between the disk thread and the socket.
-const QUEUE_DEPTH: usize = 8;
+use crate::store::FileInfo;
+use crate::transfer::{hash_reader, receive_body, BodySink, FileReader, Writeback};
 /// Suffix of a download in progress, kept for resuming.
 pub const PART_SUFFIX: &str = ".sockit-part";
 
@@ -147,8 +141,9 @@ impl Client {
         offset: u64,
         progress: &mut (dyn FnMut(u64) + Send),
     ) -> Result<PutOutcome, ClientError> {
-        let mut file = File::open(path).map_err(|err| local(path, err))?;
-        let (chunks, hasher) = spawn_file_reader(&mut file, path, offset, length - offset)?;
+        let file = File::open(path).map_err(|err| local(path, err))?;
+        let mut reader = FileReader::start(&file, offset, length - offset, true)
+            .map_err(|err| local(path, err))?;
         HeaderWriter::new(self.conn.write_buf())
             .field("op", "put")
             .field("name", name)
@@ -158,11 +153,10 @@ impl Client {
             .finish(length - offset)
             .map_err(io::Error::from)?;
         progress(offset);
-        let mut chunks = chunks;
         let mut done = offset;
-        while let Some(chunk) = chunks.recv().await {
+        while let Some(chunk) = reader.next().await {
             let chunk = chunk.map_err(|err| local(path, err))?;
-            if !self.conn.write_body_watching(&chunk).await? {
+            if !self.conn.write_body_watching(chunk.data()).await? {
                 // The server answered before the body was complete: a refusal, after which it
                 // closes the connection.
                 let refusal = match self.read_reply().await {
@@ -172,13 +166,15 @@ impl Client {
                 self.reconnect().await?;
                 return Err(refusal);
             }
-            done += chunk.len() as u64;
+            done += chunk.data().len() as u64;
+            reader.recycle(chunk);
             progress(done);
         }
-        let hash = hasher
+        let hash = reader
+            .finish()
             .await
-            .expect("the file reader does not panic")
-            .map_err(|err| local(path, err))?;
+            .map_err(|err| local(path, err))?
+            .expect("the reader was asked to hash");
         if done != length {
             return Err(local(
                 path,
@@ -259,36 +255,24 @@ impl Client {
             ));
         }
 
-        let mut file = OpenOptions::new()
-            .read(true)
-            .write(true)
-            .create(true)
-            .truncate(false)
-            .open(part)
+        let part_owned = part.to_path_buf();
+        let (sink, hasher) = blocking(move || open_part(&part_owned, offset))
+            .await
             .map_err(|err| local(part, err))?;
-        let (chunks, writer) = spawn_file_writer(&mut file, part, offset)?;
         progress(offset, reply.length);
-        let mut done = offset;
-        let mut failed = None;
-        while let Some(chunk) = self.conn.read_body_chunk().await? {
-            done += chunk.len() as u64;
-            if chunks.send(chunk).await.is_err() {
-                failed = Some(());
-                break;
-            }
-            progress(done, reply.length);
+        let total = reply.length;
+        let (sink, hash, written) = receive_body(&mut self.conn, hasher, sink, &mut |done| {
+            progress(offset + done, total)
+        })
+        .await?;
+        if let Err(err) = written {
+            // Keep the stream in step so the connection stays usable.
+            self.conn.skip_body().await?;
+            return Err(local(part, err));
         }
-        drop(chunks);
-        let written = writer.await.expect("the file writer does not panic");
-        let hash = match (written, failed) {
-            (Ok(hash), None) => hash,
-            (Err(err), _) => {
-                // Keep the stream in step so the connection stays usable.
-                self.conn.skip_body().await?;
-                return Err(local(part, err));
-            }
-            (Ok(_), Some(())) => unreachable!("the writer only stops early on an error"),
-        };
+        blocking(move || sink.file.sync_all())
+            .await
+            .map_err(|err| local(part, err))?;
         if hash.to_hex().as_str() != reply.hash {
             let _ = fs::remove_file(part);
             return Err(ClientError::HashMismatch {
@@ -312,79 +296,37 @@ pub fn part_path(out: &Path) -> PathBuf {
     PathBuf::from(part)
 }
 
-/// Reads `len` bytes of `file` from `offset` on a blocking thread, hashing the whole file
-/// (including the first `offset` bytes) as it goes. Returns the chunks and the final hash.
-#[allow(clippy::type_complexity)]
-fn spawn_file_reader(
-    file: &mut File,
-    path: &Path,
-    offset: u64,
-    len: u64,
-) -> Result<
-    (
-        mpsc::Receiver<io::Result<Bytes>>,
-        tokio::task::JoinHandle<io::Result<blake3::Hash>>,
-    ),
-    ClientError,
-> {
-    let mut file = file.try_clone().map_err(|err| local(path, err))?;
-    let (chunks, queue) = mpsc::channel(QUEUE_DEPTH);
-    let reader = tokio::task::spawn_blocking(move || {
-        let mut hasher = blake3::Hasher::new();
-        file.seek(SeekFrom::Start(0))?;
-        hash_reader(&mut (&mut file).take(offset), &mut hasher)?;
-        let mut rest = file.take(len);
-        loop {
-            let mut buf = BytesMut::zeroed(FILE_READ);
-            let n = match rest.read(&mut buf) {
-                Ok(0) => return Ok(hasher.finalize()),
-                Ok(n) => n,
-                Err(err) if err.kind() == io::ErrorKind::Interrupted => continue,
-                Err(err) => {
-                    let kind = err.kind();
-                    let _ = chunks.blocking_send(Err(err));
-                    return Err(kind.into());
-                }
-            };
-            buf.truncate(n);
-            hasher.update(&buf);
-            if chunks.blocking_send(Ok(buf.freeze())).is_err() {
-                return Ok(hasher.finalize());
-            }
-        }
-    });
-    Ok((queue, reader))
+/// A download's partial file, written with background writeback.
+struct PartFile {
+    file: File,
+    writeback: Writeback,
 }
 
-/// Writes chunks to `file` from `offset` on a blocking thread, hashing the whole file
-/// (re-reading the first `offset` bytes) and syncing at the end.
-fn spawn_file_writer(
-    file: &mut File,
-    path: &Path,
-    offset: u64,
-) -> Result<
-    (
-        mpsc::Sender<Bytes>,
-        tokio::task::JoinHandle<io::Result<blake3::Hash>>,
-    ),
-    ClientError,
-> {
-    let mut file = file.try_clone().map_err(|err| local(path, err))?;
-    let (chunks, mut queue) = mpsc::channel::<Bytes>(QUEUE_DEPTH);
-    let writer = tokio::task::spawn_blocking(move || {
-        let mut hasher = blake3::Hasher::new();
-        file.set_len(offset)?;
-        file.seek(SeekFrom::Start(0))?;
-        hash_reader(&mut (&mut file).take(offset), &mut hasher)?;
-        file.seek(SeekFrom::Start(offset))?;
-        while let Some(chunk) = queue.blocking_recv() {
-            file.write_all(&chunk)?;
-            hasher.update(&chunk);
-        }
-        file.sync_all()?;
-        Ok(hasher.finalize())
-    });
-    Ok((chunks, writer))
+impl BodySink for PartFile {
+    type Error = io::Error;
+
+    fn write(&mut self, data: &[u8]) -> io::Result<()> {
+        self.file.write_all(data)?;
+        self.writeback.wrote(data.len());
+        Ok(())
+    }
+}
+
+/// Opens the partial download at `part`, keeps its first `offset` bytes and returns it with a
+/// hasher that has seen them.
+fn open_part(part: &Path, offset: u64) -> io::Result<(PartFile, blake3::Hasher)> {
+    let mut file = OpenOptions::new()
+        .read(true)
+        .write(true)
+        .create(true)
+        .truncate(false)
+        .open(part)?;
+    file.set_len(offset)?;
+    let mut hasher = blake3::Hasher::new();
+    hash_reader(&mut (&mut file).take(offset), &mut hasher)?;
+    file.seek(SeekFrom::Start(offset))?;
+    let writeback = Writeback::start(&file)?;
+    Ok((PartFile { file, writeback }, hasher))
 }
 
 fn parse<'a, T: Deserialize<'a>>(reply: &'a Reply) -> Result<T, ClientError> {
@@ -392,6 +334,13 @@ fn parse<'a, T: Deserialize<'a>>(reply: &'a Reply) -> Result<T, ClientError> {
         .header
         .parse()
         .map_err(|err| ClientError::BadReply(err.to_string()))
+}
+
+/// Runs file-system work on the blocking pool.
+async fn blocking<T: Send + 'static>(work: impl FnOnce() -> T + Send + 'static) -> T {
+    tokio::task::spawn_blocking(work)
+        .await
+        .expect("file-system work does not panic")
 }
 
 fn local(path: &Path, err: io::Error) -> ClientError {

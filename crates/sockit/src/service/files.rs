@@ -1,29 +1,21 @@
 //! `put`, `get`, `list` and `stat`: the file store over the framed protocol, and the tutorials'
 //! upload (a header with `file_name` and `file_size` but no `op`).
 //!
-//! Bodies stream in both directions through a small bounded queue between the connection task
-//! and a blocking thread that does the disk work and the hashing, so network and disk overlap
-//! and memory stays bounded whatever the file's size.
+//! Bodies stream in both directions through the pipelines of [`crate::transfer`], so network,
+//! hashing and disk overlap and memory stays bounded whatever the file's size.
 
 use std::borrow::Cow;
-use std::io::{Read, Seek, SeekFrom};
 use std::sync::Arc;
 
-use bytes::{Bytes, BytesMut};
 use serde::Deserialize;
 use sockit_proto::{ErrorCode, Header};
 use tokio::io::{AsyncRead, AsyncWrite};
-use tokio::sync::mpsc;
 
 use super::{refuse, Flow};
 use crate::connection::{ConnError, Connection};
 use crate::reply;
-use crate::store::{FileName, Store, StoreError, Upload};
-
-/// Chunks queued between the connection and the disk thread.
-const QUEUE_DEPTH: usize = 8;
-/// Read size when sending a file.
-const FILE_READ: usize = 1024 * 1024;
+use crate::store::{FileName, Store, StoreError};
+use crate::transfer::{receive_body, FileReader};
 
 /// What a `put` (or a tutorial upload) asks for.
 struct PutParams<'a> {
@@ -143,12 +135,12 @@ async fn receive_file<S: AsyncRead + AsyncWrite + Unpin>(
         move || store.begin_upload(name, offset, length, overwrite)
     })
     .await;
-    let upload = match begun {
-        Ok(upload) => upload,
+    let (upload, hasher) = match begun {
+        Ok(begun) => begun,
         Err(err) => return refuse(conn, err.code(), &err).await,
     };
 
-    let (upload, written) = match stream_to_disk(conn, upload).await {
+    let (upload, hash, written) = match receive_body(conn, hasher, upload, &mut |_| {}).await {
         Ok(outcome) => outcome,
         // The client went away mid-body: what arrived stays held for a resume.
         Err(err) => return Err(err),
@@ -174,8 +166,8 @@ async fn receive_file<S: AsyncRead + AsyncWrite + Unpin>(
     } else {
         declared
     };
-    match blocking(move || upload.finish(declared, overwrite)).await {
-        Ok((info, hash)) => {
+    match blocking(move || upload.finish(hash, declared, overwrite)).await {
+        Ok(info) => {
             reply::ok(conn.write_buf(), header.id())
                 .field("name", &info.name)
                 .field("length", &info.length)
@@ -203,46 +195,6 @@ async fn refuse_put<S: AsyncRead + AsyncWrite + Unpin>(
         let _ = read_trailer(conn).await?;
     }
     Ok(flow)
-}
-
-/// Feeds the body to `upload` on a blocking thread. `Err` when the connection failed (the
-/// upload is dropped, keeping its partial); `Ok((upload, Err))` when the disk failed, in which
-/// case the rest of the body is still unread.
-async fn stream_to_disk<S: AsyncRead + AsyncWrite + Unpin>(
-    conn: &mut Connection<S>,
-    upload: Upload,
-) -> Result<(Upload, Result<(), StoreError>), ConnError> {
-    let (chunks, mut queue) = mpsc::channel::<Bytes>(QUEUE_DEPTH);
-    let writer = tokio::task::spawn_blocking(move || {
-        let mut upload = upload;
-        while let Some(chunk) = queue.blocking_recv() {
-            if let Err(err) = upload.write(&chunk) {
-                return (upload, Err(err));
-            }
-        }
-        (upload, Ok(()))
-    });
-    let mut failed = None;
-    loop {
-        match conn.read_body_chunk().await {
-            Ok(Some(chunk)) => {
-                if chunks.send(chunk).await.is_err() {
-                    break; // the writer stopped on an error; it reports it below
-                }
-            }
-            Ok(None) => break,
-            Err(err) => {
-                failed = Some(err);
-                break;
-            }
-        }
-    }
-    drop(chunks);
-    let outcome = writer.await.expect("the upload writer does not panic");
-    match failed {
-        Some(err) => Err(err),
-        None => Ok(outcome),
-    }
 }
 
 /// Reads the frame after a body that carries its hash: `{"hash": "<hex>"}`.
@@ -313,44 +265,22 @@ pub(super) async fn get<S: AsyncRead + AsyncWrite + Unpin>(
     Ok(Flow::Continue)
 }
 
-/// Sends `size` bytes of `file` from `offset`, read on a blocking thread.
+/// Sends `size` bytes of `file` from `offset`.
 async fn stream_from_disk<S: AsyncRead + AsyncWrite + Unpin>(
     conn: &mut Connection<S>,
-    mut file: std::fs::File,
+    file: std::fs::File,
     offset: u64,
     size: u64,
 ) -> Result<(), ConnError> {
-    let (chunks, mut queue) = mpsc::channel::<std::io::Result<Bytes>>(QUEUE_DEPTH);
-    let reader = tokio::task::spawn_blocking(move || {
-        if let Err(err) = file.seek(SeekFrom::Start(offset)) {
-            let _ = chunks.blocking_send(Err(err));
-            return;
-        }
-        let mut file = file.take(size);
-        loop {
-            let mut buf = BytesMut::zeroed(FILE_READ);
-            let read = match file.read(&mut buf) {
-                Ok(0) => return,
-                Ok(n) => {
-                    buf.truncate(n);
-                    Ok(buf.freeze())
-                }
-                Err(err) if err.kind() == std::io::ErrorKind::Interrupted => continue,
-                Err(err) => Err(err),
-            };
-            let stop = read.is_err();
-            if chunks.blocking_send(read).is_err() || stop {
-                return;
-            }
-        }
-    });
+    let mut reader = FileReader::start(&file, offset, size, false)?;
     let mut sent = 0u64;
-    while let Some(chunk) = queue.recv().await {
+    while let Some(chunk) = reader.next().await {
         let chunk = chunk?;
-        sent += chunk.len() as u64;
-        conn.write_body(&chunk).await?;
+        conn.write_body(chunk.data()).await?;
+        sent += chunk.data().len() as u64;
+        reader.recycle(chunk);
     }
-    reader.await.expect("the file reader does not panic");
+    reader.finish().await?;
     if sent < size {
         // The file shrank while it was sent: the reply cannot be completed.
         return Err(ConnError::Io(std::io::Error::new(

@@ -28,12 +28,12 @@ use std::time::{Duration, SystemTime, UNIX_EPOCH};
 use serde::{Deserialize, Serialize};
 use sockit_proto::ErrorCode;
 
+use crate::transfer::{hash_reader, BodySink, Writeback};
+
 pub use name::{FileName, NameError, BOOKKEEPING_DIR, MAX_NAME_LEN};
 
 /// Most entries `list` returns.
 pub const MAX_LIST_ENTRIES: usize = 100_000;
-/// Read size when hashing a file already on disk.
-const HASH_READ: usize = 1024 * 1024;
 
 /// A stored file, as `list` and `stat` describe it.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -203,7 +203,8 @@ impl Store {
     }
 
     /// Starts (or resumes, when `offset > 0`) an upload of `name` whose whole length is
-    /// `length`.
+    /// `length`. Returns the upload and a hasher that has already seen the first `offset` bytes;
+    /// the caller hashes what it writes, so hashing and writing can run in parallel.
     ///
     /// # Errors
     ///
@@ -216,7 +217,7 @@ impl Store {
         offset: u64,
         length: u64,
         overwrite: bool,
-    ) -> Result<Upload, StoreError> {
+    ) -> Result<(Upload, blake3::Hasher), StoreError> {
         if !overwrite && self.stat(&name)?.is_some() {
             return Err(StoreError::Exists(name.to_string()));
         }
@@ -238,16 +239,17 @@ impl Store {
         let mut hasher = blake3::Hasher::new();
         hash_reader(&mut (&file).take(offset), &mut hasher)?;
         file.seek(io::SeekFrom::Start(offset))?;
-        Ok(Upload {
+        let upload = Upload {
             store: Arc::clone(self),
             name,
             partial,
+            writeback: Writeback::start(&file)?,
             file,
-            hasher,
             received: 0,
             expected: length - offset,
             _claim: claim,
-        })
+        };
+        Ok((upload, hasher))
     }
 
     /// Opens the stored file `name` for reading, refusing symbolic links.
@@ -367,14 +369,14 @@ impl Store {
     }
 }
 
-/// An upload in progress: bytes are hashed as they are written to the partial file.
+/// An upload in progress, written to its partial file.
 #[derive(Debug)]
 pub struct Upload {
     store: Arc<Store>,
     name: FileName,
     partial: PathBuf,
     file: File,
-    hasher: blake3::Hasher,
+    writeback: Writeback,
     received: u64,
     expected: u64,
     _claim: Claim,
@@ -398,13 +400,14 @@ impl Upload {
             "upload chunk past the declared length"
         );
         self.file.write_all(chunk)?;
-        self.hasher.update(chunk);
+        self.writeback.wrote(chunk.len());
         self.received += chunk.len() as u64;
         Ok(())
     }
 
-    /// Completes the upload: checks the hash if one was declared, syncs, and moves the file
-    /// under its name (replacing an existing file only if `overwrite`).
+    /// Completes the upload whose bytes hash to `hash`: checks it against the `declared` hash,
+    /// syncs, and moves the file under its name (replacing an existing file only if
+    /// `overwrite`).
     ///
     /// On a hash mismatch or a name taken meanwhile, the partial is deleted.
     ///
@@ -417,15 +420,15 @@ impl Upload {
     /// If fewer bytes were written than expected.
     pub fn finish(
         self,
+        hash: blake3::Hash,
         declared: Option<blake3::Hash>,
         overwrite: bool,
-    ) -> Result<(FileInfo, blake3::Hash), StoreError> {
+    ) -> Result<FileInfo, StoreError> {
         assert_eq!(
             self.remaining(),
             0,
             "upload finished before all bytes arrived"
         );
-        let hash = self.hasher.finalize();
         if let Some(declared) = declared.filter(|declared| *declared != hash) {
             let err = StoreError::HashMismatch {
                 declared: declared.to_hex().to_string(),
@@ -453,7 +456,7 @@ impl Upload {
         }
         self.store.sync_root()?;
         self.store.record_hash(&self.name, &meta, &hash);
-        Ok((file_info(self.name.as_str(), &meta), hash))
+        Ok(file_info(self.name.as_str(), &meta))
     }
 
     /// Abandons the upload and deletes what was held.
@@ -461,6 +464,14 @@ impl Upload {
         if let Err(err) = fs::remove_file(&self.partial) {
             tracing::warn!(%err, partial = %self.partial.display(), "could not remove a partial upload");
         }
+    }
+}
+
+impl BodySink for Upload {
+    type Error = StoreError;
+
+    fn write(&mut self, data: &[u8]) -> Result<(), StoreError> {
+        Upload::write(self, data)
     }
 }
 
@@ -517,20 +528,4 @@ fn modified_ns(meta: &fs::Metadata) -> u128 {
         .ok()
         .and_then(|t| t.duration_since(UNIX_EPOCH).ok())
         .map_or(0, |d| d.as_nanos())
-}
-
-/// Feeds everything `reader` yields to `hasher`.
-pub fn hash_reader(reader: &mut impl Read, hasher: &mut blake3::Hasher) -> io::Result<u64> {
-    let mut buf = vec![0u8; HASH_READ];
-    let mut total = 0;
-    loop {
-        let n = match reader.read(&mut buf) {
-            Ok(0) => return Ok(total),
-            Ok(n) => n,
-            Err(err) if err.kind() == io::ErrorKind::Interrupted => continue,
-            Err(err) => return Err(err),
-        };
-        hasher.update(&buf[..n]);
-        total += n as u64;
-    }
 }

@@ -1,0 +1,288 @@
+//! Bulk transfer between a connection and a file, shared by both ends of `put` and `get`.
+//!
+//! Both directions are pipelines of threads passing recycled buffers, so disk work, hashing
+//! and socket I/O overlap, no buffer is allocated or zeroed in the steady state, and memory is
+//! bounded by a handful of chunks whatever the file's size:
+//!
+//! - [`FileReader`]: a blocking thread reads the file (hashing it on the way, if asked) into
+//!   buffers the sender hands back after writing them to the socket.
+//! - [`receive_body`]: the connection task reads the body straight into buffers, one thread
+//!   hashes them, another writes them to a [`BodySink`], and they go back to be filled again.
+//! - [`Writeback`]: flushes a file being written to disk in the background, so that the sync
+//!   at the end waits only for the tail.
+
+use std::fs::File;
+use std::io::{self, Read, Seek, SeekFrom};
+use std::sync::mpsc as std_mpsc;
+
+use tokio::io::{AsyncRead, AsyncWrite};
+use tokio::sync::mpsc;
+
+use crate::connection::{ConnError, Connection};
+
+/// Size of the buffers a transfer moves through.
+pub(crate) const CHUNK_LEN: usize = 1024 * 1024;
+/// Chunks queued between pipeline stages.
+const QUEUE_DEPTH: usize = 4;
+/// A file being written asks for a background flush after every this many bytes.
+const WRITEBACK_STEP: u64 = 64 * 1024 * 1024;
+
+/// A buffer and how much of it holds data.
+pub(crate) struct Chunk {
+    buf: Vec<u8>,
+    len: usize,
+}
+
+impl Chunk {
+    /// The data.
+    pub(crate) fn data(&self) -> &[u8] {
+        &self.buf[..self.len]
+    }
+}
+
+/// A file being read into chunks on a blocking thread.
+pub(crate) struct FileReader {
+    chunks: mpsc::Receiver<io::Result<Chunk>>,
+    recycle: std_mpsc::Sender<Vec<u8>>,
+    done: tokio::task::JoinHandle<io::Result<Option<blake3::Hash>>>,
+}
+
+impl FileReader {
+    /// Reads `len` bytes of `file` from `offset`. With `hash`, the whole file from its start
+    /// (including the first `offset` bytes) is hashed on the way and returned by
+    /// [`FileReader::finish`].
+    ///
+    /// # Errors
+    ///
+    /// When the file handle cannot be duplicated.
+    pub(crate) fn start(file: &File, offset: u64, len: u64, hash: bool) -> io::Result<FileReader> {
+        let mut file = file.try_clone()?;
+        let (chunks, queue) = mpsc::channel(QUEUE_DEPTH);
+        let (recycle, recycled) = std_mpsc::channel::<Vec<u8>>();
+        let done = tokio::task::spawn_blocking(move || {
+            let mut hasher = hash.then(blake3::Hasher::new);
+            if let Some(hasher) = &mut hasher {
+                file.seek(SeekFrom::Start(0))?;
+                hash_reader(&mut (&mut file).take(offset), hasher)?;
+            }
+            file.seek(SeekFrom::Start(offset))?;
+            let mut left = len;
+            while left > 0 {
+                let mut buf = recycled.try_recv().unwrap_or_else(|_| vec![0; CHUNK_LEN]);
+                let want = usize::try_from(left).map_or(buf.len(), |left| left.min(buf.len()));
+                let filled = match read_full(&mut file, &mut buf[..want]) {
+                    Ok(filled) => filled,
+                    Err(err) => {
+                        let kind = err.kind();
+                        let _ = chunks.blocking_send(Err(err));
+                        return Err(kind.into());
+                    }
+                };
+                if filled == 0 {
+                    break; // the file shrank; the consumer sees the short count
+                }
+                if let Some(hasher) = &mut hasher {
+                    hasher.update(&buf[..filled]);
+                }
+                left -= filled as u64;
+                if chunks
+                    .blocking_send(Ok(Chunk { buf, len: filled }))
+                    .is_err()
+                {
+                    break;
+                }
+            }
+            Ok(hasher.map(|hasher| hasher.finalize()))
+        });
+        Ok(FileReader {
+            chunks: queue,
+            recycle,
+            done,
+        })
+    }
+
+    /// The next chunk, `None` at the end of what was asked for (or of the file).
+    ///
+    /// # Errors
+    ///
+    /// A read error.
+    pub(crate) async fn next(&mut self) -> Option<io::Result<Chunk>> {
+        self.chunks.recv().await
+    }
+
+    /// Gives a chunk's buffer back to be filled again.
+    pub(crate) fn recycle(&self, chunk: Chunk) {
+        let _ = self.recycle.send(chunk.buf);
+    }
+
+    /// Waits for the reader to end; the hash, if one was asked for.
+    ///
+    /// # Errors
+    ///
+    /// A read error.
+    pub(crate) async fn finish(self) -> io::Result<Option<blake3::Hash>> {
+        drop(self.chunks);
+        self.done.await.expect("the file reader does not panic")
+    }
+}
+
+/// Where [`receive_body`] writes.
+pub(crate) trait BodySink: Send + 'static {
+    /// Why a write failed.
+    type Error: Send + 'static;
+    /// Appends `data`.
+    fn write(&mut self, data: &[u8]) -> Result<(), Self::Error>;
+}
+
+/// Streams the rest of the current body into `sink`, hashing it with `hasher` (which may
+/// already hold a prefix) on another thread.
+///
+/// `Err` when the connection failed; `Ok((sink, hash, Err))` when the sink failed, in which
+/// case the rest of the body is still unread.
+pub(crate) async fn receive_body<S, K>(
+    conn: &mut Connection<S>,
+    hasher: blake3::Hasher,
+    sink: K,
+    progress: &mut (dyn FnMut(u64) + Send),
+) -> Result<(K, blake3::Hash, Result<(), K::Error>), ConnError>
+where
+    S: AsyncRead + AsyncWrite + Unpin,
+    K: BodySink,
+{
+    let (to_hasher, mut hasher_queue) = mpsc::channel::<Chunk>(QUEUE_DEPTH);
+    let (to_writer, writer_queue) = std_mpsc::sync_channel::<Chunk>(QUEUE_DEPTH);
+    let (recycle, recycled) = std_mpsc::channel::<Vec<u8>>();
+    let hashing = tokio::task::spawn_blocking(move || {
+        let mut hasher = hasher;
+        while let Some(chunk) = hasher_queue.blocking_recv() {
+            hasher.update(chunk.data());
+            if to_writer.send(chunk).is_err() {
+                break; // the writer stopped on an error
+            }
+        }
+        hasher.finalize()
+    });
+    let writing = tokio::task::spawn_blocking(move || {
+        let mut sink = sink;
+        for chunk in writer_queue {
+            if let Err(err) = sink.write(chunk.data()) {
+                return (sink, Err(err));
+            }
+            let _ = recycle.send(chunk.buf);
+        }
+        (sink, Ok(()))
+    });
+    let mut failed = None;
+    let mut received = 0;
+    while conn.body_remaining() > 0 {
+        let mut buf = recycled.try_recv().unwrap_or_else(|_| vec![0; CHUNK_LEN]);
+        match conn.read_body_into(&mut buf).await {
+            Ok(len) => {
+                received += len as u64;
+                if to_hasher.send(Chunk { buf, len }).await.is_err() {
+                    break; // a later stage stopped on an error; it reports it below
+                }
+                progress(received);
+            }
+            Err(err) => {
+                failed = Some(err);
+                break;
+            }
+        }
+    }
+    drop(to_hasher);
+    let hash = hashing.await.expect("the body hasher does not panic");
+    let (sink, written) = writing.await.expect("the body writer does not panic");
+    match failed {
+        Some(err) => Err(err),
+        None => Ok((sink, hash, written)),
+    }
+}
+
+/// Flushes a file being written to disk on a helper thread while more arrives.
+#[derive(Debug)]
+pub(crate) struct Writeback {
+    written: u64,
+    requests: Option<std_mpsc::SyncSender<()>>,
+    thread: Option<std::thread::JoinHandle<()>>,
+}
+
+impl Writeback {
+    /// Starts flushing `file` in the background.
+    ///
+    /// # Errors
+    ///
+    /// When the handle cannot be duplicated or the thread cannot start.
+    pub(crate) fn start(file: &File) -> io::Result<Writeback> {
+        let file = file.try_clone()?;
+        let (requests, pending) = std_mpsc::sync_channel::<()>(1);
+        let thread = std::thread::Builder::new()
+            .name("sockit-writeback".into())
+            .spawn(move || {
+                while pending.recv().is_ok() {
+                    // Only an optimisation: the owner syncs for real and reports errors.
+                    let _ = file.sync_data();
+                }
+            })?;
+        Ok(Writeback {
+            written: 0,
+            requests: Some(requests),
+            thread: Some(thread),
+        })
+    }
+
+    /// Records that `n` more bytes were written, asking for a flush after each step; a flush
+    /// already pending covers a new request.
+    pub(crate) fn wrote(&mut self, n: usize) {
+        let before = self.written;
+        self.written += n as u64;
+        if before / WRITEBACK_STEP != self.written / WRITEBACK_STEP {
+            if let Some(requests) = &self.requests {
+                let _ = requests.try_send(());
+            }
+        }
+    }
+}
+
+impl Drop for Writeback {
+    fn drop(&mut self) {
+        drop(self.requests.take());
+        if let Some(thread) = self.thread.take() {
+            let _ = thread.join();
+        }
+    }
+}
+
+/// Feeds everything `reader` yields to `hasher`; returns how many bytes.
+///
+/// # Errors
+///
+/// A read error.
+pub(crate) fn hash_reader(reader: &mut impl Read, hasher: &mut blake3::Hasher) -> io::Result<u64> {
+    let mut buf = vec![0u8; CHUNK_LEN];
+    let mut total = 0;
+    loop {
+        let n = match reader.read(&mut buf) {
+            Ok(0) => return Ok(total),
+            Ok(n) => n,
+            Err(err) if err.kind() == io::ErrorKind::Interrupted => continue,
+            Err(err) => return Err(err),
+        };
+        hasher.update(&buf[..n]);
+        total += n as u64;
+    }
+}
+
+/// Reads until `buf` is full or the file ends; returns how much was read.
+fn read_full(file: &mut File, buf: &mut [u8]) -> io::Result<usize> {
+    let mut filled = 0;
+    while filled < buf.len() {
+        match file.read(&mut buf[filled..]) {
+            Ok(0) => break,
+            Ok(n) => filled += n,
+            Err(err) if err.kind() == io::ErrorKind::Interrupted => {}
+            Err(err) => return Err(err),
+        }
+    }
+    Ok(filled)
+}
