@@ -18,14 +18,6 @@ use crate::store::{FileName, Store, StoreError};
 use crate::transfer::{receive_body, FileReader};
 
 /// What a `put` (or a tutorial upload) asks for.
-struct PutParams<'a> {
-    name: Cow<'a, str>,
-    offset: u64,
-    hash: Option<Cow<'a, str>>,
-    trailer: bool,
-    overwrite: bool,
-}
-
 #[derive(Deserialize)]
 struct PutRequest<'a> {
     #[serde(borrow)]
@@ -40,12 +32,14 @@ struct PutRequest<'a> {
     overwrite: bool,
 }
 
+/// The tutorials' upload header. `file_size` is only required (it is the body length, which
+/// the decoder has already taken): without it, a header is not an upload.
 #[derive(Deserialize)]
 struct LegacyUpload<'a> {
     #[serde(borrow)]
     file_name: Cow<'a, str>,
-    #[allow(dead_code)]
-    file_size: u64,
+    #[serde(rename = "file_size")]
+    _file_size: u64,
 }
 
 #[derive(Deserialize)]
@@ -70,18 +64,10 @@ pub(super) async fn put<S: AsyncRead + AsyncWrite + Unpin>(
     header: &Header,
     store: &Arc<Store>,
 ) -> Result<Flow, ConnError> {
-    let request: PutRequest<'_> = match header.parse() {
-        Ok(request) => request,
-        Err(err) => return refuse(conn, header, ErrorCode::BadRequest, &err).await,
-    };
-    let params = PutParams {
-        name: request.name,
-        offset: request.offset,
-        hash: request.hash,
-        trailer: request.trailer,
-        overwrite: request.overwrite,
-    };
-    receive_file(conn, header, store, params).await
+    match header.parse() {
+        Ok(request) => receive_file(conn, header, store, request).await,
+        Err(err) => refuse(conn, header, ErrorCode::BadRequest, &err).await,
+    }
 }
 
 /// Whether a header with no `op` is the tutorials' upload; if so, runs it as a `put`.
@@ -91,21 +77,21 @@ pub(super) async fn legacy_upload<S: AsyncRead + AsyncWrite + Unpin>(
     store: &Arc<Store>,
 ) -> Option<Result<Flow, ConnError>> {
     let upload: LegacyUpload<'_> = header.parse().ok()?;
-    let params = PutParams {
+    let request = PutRequest {
         name: upload.file_name,
         offset: 0,
         hash: None,
         trailer: false,
         overwrite: false,
     };
-    Some(receive_file(conn, header, store, params).await)
+    Some(receive_file(conn, header, store, request).await)
 }
 
 async fn receive_file<S: AsyncRead + AsyncWrite + Unpin>(
     conn: &mut Connection<S>,
     header: &Header,
     store: &Arc<Store>,
-    params: PutParams<'_>,
+    params: PutRequest<'_>,
 ) -> Result<Flow, ConnError> {
     let trailer = params.trailer;
     let refuse = |conn, code, message| refuse_put(conn, header, trailer, code, message);
@@ -223,7 +209,7 @@ pub(super) async fn get<S: AsyncRead + AsyncWrite + Unpin>(
     header: &Header,
     store: &Arc<Store>,
 ) -> Result<Flow, ConnError> {
-    let (name, offset) = match parse_name(header) {
+    let (name, offset) = match header.parse() {
         Ok(NameRequest { name, offset, .. }) => match FileName::new(&name) {
             Ok(name) => (name, offset),
             Err(err) => return refuse(conn, header, ErrorCode::BadName, &err).await,
@@ -325,7 +311,7 @@ pub(super) async fn stat<S: AsyncRead + AsyncWrite + Unpin>(
     header: &Header,
     store: &Arc<Store>,
 ) -> Result<Flow, ConnError> {
-    let (name, length) = match parse_name(header) {
+    let (name, length) = match header.parse() {
         Ok(NameRequest { name, length, .. }) => match FileName::new(&name) {
             Ok(name) => (name, length),
             Err(err) => return refuse(conn, header, ErrorCode::BadName, &err).await,
@@ -362,10 +348,6 @@ pub(super) async fn stat<S: AsyncRead + AsyncWrite + Unpin>(
     }
     reply.finish(0).expect("a stat reply always encodes");
     Ok(Flow::Continue)
-}
-
-fn parse_name(header: &Header) -> Result<NameRequest<'_>, serde_json::Error> {
-    header.parse()
 }
 
 /// Runs file-system work on the blocking pool.
