@@ -481,7 +481,15 @@ async fn full_disk_is_a_clean_error_with_no_leftover() {
         return;
     };
     let root = disk.0.path().join("store");
-    let server = TestServer::start_with(|config| config.root = root.clone()).await;
+    let server = TestServer::start_with(|config| {
+        config.root = root.clone();
+        // Small enough that the unread rest of a failed upload is never skipped: the server
+        // answers and closes, and the client must carry on with a new connection.
+        config.limits = sockit_proto::Limits::builder()
+            .max_buffered_body(256 * 1024)
+            .build();
+    })
+    .await;
     let dir = tempfile::tempdir().unwrap();
     let source = dir.path().join("huge.bin");
     std::fs::write(&source, pattern(3 * 1024 * 1024, 8)).unwrap();
@@ -499,12 +507,30 @@ async fn full_disk_is_a_clean_error_with_no_leftover() {
     assert!(partials(&root).is_empty(), "temporary file left behind");
     client.ping().await.unwrap();
 
+    // Out of space with far more than the in-memory limit still unsent: the server answers at
+    // once and closes; the client reports the refusal and carries on with a new connection.
+    let larger = dir.path().join("larger.bin");
+    std::fs::write(&larger, pattern(48 * 1024 * 1024, 9)).unwrap();
+    let err = client
+        .put_file(&larger, "larger.bin", false, &mut |_| {})
+        .await
+        .unwrap_err();
+    assert!(
+        matches!(&err, ClientError::Remote { code, .. } if code == "no_space"),
+        "{err}"
+    );
+    assert!(partials(&root).is_empty(), "temporary file left behind");
+
     let small = dir.path().join("small.txt");
     std::fs::write(&small, b"still works").unwrap();
     client
         .put_file(&small, "small.txt", false, &mut |_| {})
         .await
         .unwrap();
+    assert_eq!(
+        std::fs::read(root.join("small.txt")).unwrap(),
+        b"still works"
+    );
     drop(server);
 }
 

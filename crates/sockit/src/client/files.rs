@@ -119,17 +119,23 @@ impl Client {
             });
         }
         let held = stat.partial.min(length);
-        match self
+        let first = self
             .put_from(path, name, overwrite, length, held, progress)
-            .await
-        {
+            .await;
+        let outcome = match first {
             // The held part was not of this file after all: start again from the beginning.
             Err(ClientError::Remote { code, .. }) if code == "hash_mismatch" && held > 0 => {
                 self.put_from(path, name, overwrite, length, 0, progress)
                     .await
             }
             outcome => outcome,
+        };
+        if outcome.is_err() {
+            // A failed upload may have left the stream mid-body, or the server closing it:
+            // later requests get a fresh connection. If that fails, they report it.
+            let _ = self.reconnect().await;
         }
+        outcome
     }
 
     async fn put_from(
@@ -158,13 +164,11 @@ impl Client {
             let chunk = chunk.map_err(|err| local(path, err))?;
             if !self.conn.write_body_watching(chunk.data()).await? {
                 // The server answered before the body was complete: a refusal, after which it
-                // closes the connection.
-                let refusal = match self.read_reply().await {
+                // closes the connection (`put_file` then reconnects).
+                return Err(match self.read_reply().await {
                     Ok(_) => ClientError::BadReply("upload accepted before it was sent".into()),
                     Err(err) => err,
-                };
-                self.reconnect().await?;
-                return Err(refusal);
+                });
             }
             done += chunk.data().len() as u64;
             reader.recycle(chunk);
