@@ -209,16 +209,10 @@ pub(super) async fn get<S: AsyncRead + AsyncWrite + Unpin>(
     header: &Header,
     store: &Arc<Store>,
 ) -> Result<Flow, ConnError> {
-    let (name, offset) = match header.parse() {
-        Ok(NameRequest { name, offset, .. }) => match FileName::new(&name) {
-            Ok(name) => (name, offset),
-            Err(err) => return refuse(conn, header, ErrorCode::BadName, &err).await,
-        },
-        Err(err) => return refuse(conn, header, ErrorCode::BadRequest, &err).await,
+    let (name, NameRequest { offset, .. }) = match named_request(header, "get") {
+        Ok(request) => request,
+        Err((code, message)) => return refuse(conn, header, code, &message).await,
     };
-    if header.body_len() > 0 {
-        return refuse(conn, header, ErrorCode::BadRequest, &"get takes no body").await;
-    }
     let opened = blocking({
         let store = Arc::clone(store);
         move || -> Result<_, StoreError> {
@@ -311,16 +305,10 @@ pub(super) async fn stat<S: AsyncRead + AsyncWrite + Unpin>(
     header: &Header,
     store: &Arc<Store>,
 ) -> Result<Flow, ConnError> {
-    let (name, length) = match header.parse() {
-        Ok(NameRequest { name, length, .. }) => match FileName::new(&name) {
-            Ok(name) => (name, length),
-            Err(err) => return refuse(conn, header, ErrorCode::BadName, &err).await,
-        },
-        Err(err) => return refuse(conn, header, ErrorCode::BadRequest, &err).await,
+    let (name, NameRequest { length, .. }) = match named_request(header, "stat") {
+        Ok(request) => request,
+        Err((code, message)) => return refuse(conn, header, code, &message).await,
     };
-    if header.body_len() > 0 {
-        return refuse(conn, header, ErrorCode::BadRequest, &"stat takes no body").await;
-    }
     let looked_up = blocking({
         let store = Arc::clone(store);
         move || {
@@ -348,6 +336,22 @@ pub(super) async fn stat<S: AsyncRead + AsyncWrite + Unpin>(
     }
     reply.finish(0).expect("a stat reply always encodes");
     Ok(Flow::Continue)
+}
+
+/// Reads a request about one stored file (`get`, `stat`): no body, a valid `name`. On refusal,
+/// the code and message of the error reply.
+fn named_request<'a>(
+    header: &'a Header,
+    op: &str,
+) -> Result<(FileName, NameRequest<'a>), (ErrorCode, String)> {
+    if header.body_len() > 0 {
+        return Err((ErrorCode::BadRequest, format!("{op} takes no body")));
+    }
+    let request: NameRequest<'_> = header
+        .parse()
+        .map_err(|err| (ErrorCode::BadRequest, err.to_string()))?;
+    let name = FileName::new(&request.name).map_err(|err| (ErrorCode::BadName, err.to_string()))?;
+    Ok((name, request))
 }
 
 /// Runs file-system work on the blocking pool.
