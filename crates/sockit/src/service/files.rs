@@ -116,6 +116,7 @@ async fn receive_file<S: AsyncRead + AsyncWrite + Unpin>(
     };
 
     let (offset, overwrite) = (params.offset, params.overwrite);
+    let _slot = store.transfer_slot().await;
     let begun = blocking({
         let store = Arc::clone(store);
         move || store.begin_upload(name, offset, length, overwrite)
@@ -213,6 +214,7 @@ pub(super) async fn get<S: AsyncRead + AsyncWrite + Unpin>(
         Ok(request) => request,
         Err((code, message)) => return refuse(conn, header, code, &message).await,
     };
+    let _slot = store.transfer_slot().await;
     let opened = blocking({
         let store = Arc::clone(store);
         move || -> Result<_, StoreError> {

@@ -34,6 +34,10 @@ pub use name::{FileName, NameError, BOOKKEEPING_DIR, MAX_NAME_LEN};
 
 /// Most entries `list` returns.
 pub const MAX_LIST_ENTRIES: usize = 100_000;
+/// Most uploads and downloads streaming at once. Each holds two threads of the runtime's
+/// blocking pool (512 by default) while it streams; the cap keeps the rest of the pool free for
+/// `stat`, `list` and commits however many slow transfers are open. Further transfers wait.
+pub const MAX_TRANSFERS: usize = 128;
 
 /// A stored file, as `list` and `stat` describe it.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -128,6 +132,7 @@ pub struct Store {
     meta_dir: PathBuf,
     partial_ttl: Duration,
     active: Mutex<HashSet<PathBuf>>,
+    transfers: Arc<tokio::sync::Semaphore>,
 }
 
 impl Store {
@@ -148,7 +153,16 @@ impl Store {
             meta_dir,
             partial_ttl,
             active: Mutex::new(HashSet::new()),
+            transfers: Arc::new(tokio::sync::Semaphore::new(MAX_TRANSFERS)),
         }))
+    }
+
+    /// Waits for one of the [`MAX_TRANSFERS`] streaming slots; it is held until dropped.
+    pub async fn transfer_slot(&self) -> tokio::sync::OwnedSemaphorePermit {
+        Arc::clone(&self.transfers)
+            .acquire_owned()
+            .await
+            .expect("the transfer semaphore is never closed")
     }
 
     /// The store's root directory.
