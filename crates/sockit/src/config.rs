@@ -6,6 +6,8 @@ use std::time::Duration;
 
 use sockit_proto::Limits;
 
+use crate::chat::room::RoomConfig;
+
 /// Default address of the framed TCP listener and of the UDP room.
 pub const DEFAULT_ADDR: &str = "127.0.0.1:9000";
 
@@ -38,6 +40,8 @@ pub struct ServerConfig {
     pub shutdown_timeout: Duration,
     /// A partial upload untouched for this long is deleted.
     pub partial_ttl: Duration,
+    /// The UDP chat room's limits.
+    pub chat: RoomConfig,
 }
 
 impl Default for ServerConfig {
@@ -56,6 +60,7 @@ impl Default for ServerConfig {
             idle_timeout: Duration::from_secs(300),
             shutdown_timeout: Duration::from_secs(10),
             partial_ttl: Duration::from_secs(24 * 60 * 60),
+            chat: RoomConfig::default(),
         }
     }
 }

@@ -7,10 +7,12 @@
 //! - [`server`]: binds the listeners of `sockit serve`, runs the accept loops with connection
 //!   limits, and shuts down gracefully.
 //! - `service`: one module per operation of the framed protocol (`ping`, `echo`, …).
+//! - [`chat`]: the UDP chat room.
 //! - `legacy` and `udp`: the raw services of the tutorials (upper-case echo over TCP and UDP).
 //! - [`client`]: the client side used by the `sockit` commands.
 //! - [`demo`]: `sockit demo sticky`, the sticky-packet problem shown on a real socket.
 
+pub mod chat;
 pub mod client;
 pub mod config;
 pub mod connection;

@@ -1,4 +1,5 @@
-//! The UDP services: upper-case echo (`--udp-echo`) and the receive loop of the room (`--udp`).
+//! `--udp-echo`: every datagram goes back to its sender, ASCII letters upper-cased, as the
+//! tutorials' `socketserver.ThreadingUDPServer` example does.
 
 use std::io;
 use std::net::SocketAddr;
@@ -47,22 +48,8 @@ impl AsyncDatagramHandler for UpperEcho {
     }
 }
 
-/// `--udp`: the port of the chat room. The room itself is not part of this release: datagrams
-/// are received and dropped, and nothing is ever sent, so the port cannot reflect traffic.
-struct RoomPort;
-
-impl AsyncDatagramHandler for RoomPort {
-    async fn datagram(&mut self, _socket: &UdpSocket, data: &mut [u8], from: SocketAddr) {
-        tracing::debug!(%from, len = data.len(), "udp room datagram dropped");
-    }
-}
-
 pub(crate) async fn serve_echo(socket: UdpSocket, stop: CancellationToken) {
     receive_loop(&socket, &stop, UpperEcho).await;
-}
-
-pub(crate) async fn serve_room(socket: UdpSocket, stop: CancellationToken) {
-    receive_loop(&socket, &stop, RoomPort).await;
 }
 
 fn log_send_error(err: &io::Error, to: SocketAddr) {

@@ -1,10 +1,11 @@
 //! `sockit serve`.
 
-use std::io::Write;
+use std::io::{IsTerminal, Write};
 use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::time::Duration;
 
+use sockit::chat::room::RoomConfig;
 use sockit::{Server, ServerConfig};
 use sockit_proto::Limits;
 
@@ -45,6 +46,15 @@ pub(crate) struct Args {
     /// Seconds an interrupted upload is kept for resuming.
     #[arg(long, value_name = "SECS", default_value = "86400", value_parser = parse_seconds)]
     partial_ttl: Duration,
+    /// Seconds a chat member may stay silent before being dropped from the room.
+    #[arg(long, value_name = "SECS", default_value = "600", value_parser = parse_seconds)]
+    chat_idle: Duration,
+    /// Lines per second a chat member may send (bursts of twice that).
+    #[arg(long, value_name = "N", default_value_t = 20.0)]
+    chat_rate: f64,
+    /// Most chat members at once.
+    #[arg(long, value_name = "N", default_value_t = 1024)]
+    chat_max_members: usize,
     /// Largest frame header, in bytes.
     #[arg(long, value_name = "BYTES", default_value_t = sockit_proto::DEFAULT_MAX_HEADER_LEN)]
     max_header_len: usize,
@@ -73,8 +83,22 @@ pub(crate) async fn run(args: Args) -> CmdResult {
         idle_timeout: args.idle_timeout,
         shutdown_timeout: args.shutdown_timeout,
         partial_ttl: args.partial_ttl,
+        chat: RoomConfig {
+            idle: args.chat_idle,
+            rate: args.chat_rate,
+            burst: args.chat_rate * 2.0,
+            max_members: args.chat_max_members,
+            ..RoomConfig::default()
+        },
     };
-    let server = Server::bind(config).await.map_err(|err| err.to_string())?;
+    if !(args.chat_rate.is_finite() && args.chat_rate > 0.0) {
+        return Err("--chat-rate must be a positive number".into());
+    }
+    let chat_enabled = config.udp.is_some();
+    let mut server = Server::bind(config).await.map_err(|err| err.to_string())?;
+    if chat_enabled && std::io::stdin().is_terminal() {
+        server.operator_lines(operator_console());
+    }
     let mut stdout = std::io::stdout().lock();
     for (service, addr) in server.listening() {
         writeln!(stdout, "listening {service} {addr}").map_err(|err| err.to_string())?;
@@ -84,6 +108,21 @@ pub(crate) async fn run(args: Args) -> CmdResult {
     let shutdown = shutdown_signal().map_err(|err| format!("cannot watch for signals: {err}"))?;
     server.run(shutdown).await;
     Ok(())
+}
+
+/// Lines typed on the server's terminal, for the chat room. A thread reads standard input,
+/// which has no async interface that works for terminals; it ends with the input.
+fn operator_console() -> tokio::sync::mpsc::Receiver<String> {
+    let (lines, receiver) = tokio::sync::mpsc::channel(64);
+    std::thread::spawn(move || {
+        for line in std::io::stdin().lines() {
+            let Ok(line) = line else { break };
+            if lines.blocking_send(line).is_err() {
+                break;
+            }
+        }
+    });
+    receiver
 }
 
 /// Completes on the first SIGINT or SIGTERM.

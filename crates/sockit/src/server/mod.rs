@@ -25,7 +25,7 @@ use tokio_util::task::TaskTracker;
 
 use crate::config::ServerConfig;
 use crate::store::Store;
-use crate::{legacy, udp};
+use crate::{chat, legacy, udp};
 use accept::accept_loop;
 use limit::ConnLimiter;
 
@@ -77,6 +77,7 @@ pub struct BindError {
 pub struct Server {
     config: Arc<ServerConfig>,
     store: Arc<Store>,
+    operator: Option<tokio::sync::mpsc::Receiver<String>>,
     tcp: TcpListener,
     udp: Option<UdpSocket>,
     legacy_echo: Option<TcpListener>,
@@ -113,12 +114,19 @@ impl Server {
         })?;
         Ok(Server {
             store,
+            operator: None,
             config: Arc::new(config),
             tcp,
             udp,
             legacy_echo,
             udp_echo,
         })
+    }
+
+    /// Lines typed by the server's operator, said to the chat room as `<server> text`; the
+    /// room's traffic is then printed on standard output.
+    pub fn operator_lines(&mut self, lines: tokio::sync::mpsc::Receiver<String>) {
+        self.operator = Some(lines);
     }
 
     /// Every listener with the address it is bound to, in a fixed order.
@@ -169,7 +177,12 @@ impl Server {
             ));
         }
         if let Some(socket) = self.udp {
-            tasks.spawn(udp::serve_room(socket, stop.clone()));
+            tasks.spawn(chat::serve(
+                socket,
+                config.chat,
+                self.operator,
+                stop.clone(),
+            ));
         }
         if let Some(socket) = self.udp_echo {
             tasks.spawn(udp::serve_echo(socket, stop.clone()));

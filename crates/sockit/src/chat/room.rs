@@ -1,0 +1,622 @@
+//! The chat room's rules, with no sockets and no clock: datagrams in, datagrams out.
+//!
+//! [`Rooms::datagram`] takes one datagram from an address and returns the datagrams to send,
+//! so the rules can be tested exactly. The UDP loop in [`super`] feeds it and sends the result,
+//! one datagram at a time from one task: nothing is ever sent twice, and each sender's lines
+//! are relayed in the order they arrived.
+//!
+//! Safety rules kept here:
+//! - Text and names are sanitised: control characters (the start of every terminal escape) and
+//!   bidirectional-text overrides never leave the server.
+//! - An address that has not joined never gets more bytes back than it sent, so the room cannot
+//!   amplify a spoofed-source flood. Joins are rate-limited overall, so spoofed joins cannot turn
+//!   into a flood of join notices either.
+//! - Each member has a token bucket; lines beyond it are dropped (with one warning), while
+//!   everyone else is still served.
+
+use std::collections::HashMap;
+use std::net::SocketAddr;
+use std::time::{Duration, Instant};
+
+/// Longest datagram accepted, in bytes.
+pub const MAX_DATAGRAM: usize = 4096;
+/// Longest nick or room name, in characters.
+pub const MAX_NAME_CHARS: usize = 24;
+/// The room everyone starts in.
+pub const DEFAULT_ROOM: &str = "lobby";
+/// The name the server operator speaks under.
+pub const OPERATOR: &str = "server";
+
+/// Limits of the room.
+#[derive(Debug, Clone, Copy)]
+pub struct RoomConfig {
+    /// A member silent for this long is dropped.
+    pub idle: Duration,
+    /// Lines per second a member may send, on average.
+    pub rate: f64,
+    /// Lines a member may send in a burst.
+    pub burst: f64,
+    /// Most members at once.
+    pub max_members: usize,
+    /// New members per second over the whole room, on average (bursts of ten times that).
+    pub join_rate: f64,
+}
+
+impl Default for RoomConfig {
+    fn default() -> Self {
+        RoomConfig {
+            idle: Duration::from_secs(600),
+            rate: 20.0,
+            burst: 40.0,
+            max_members: 1024,
+            join_rate: 20.0,
+        }
+    }
+}
+
+/// A datagram to send.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Outgoing {
+    /// Where to.
+    pub to: SocketAddr,
+    /// One line, ending in `\n`.
+    pub line: String,
+}
+
+/// A token bucket: `rate` tokens a second, at most `burst`.
+#[derive(Debug, Clone)]
+struct Bucket {
+    tokens: f64,
+    updated: Instant,
+}
+
+impl Bucket {
+    fn full(burst: f64, now: Instant) -> Bucket {
+        Bucket {
+            tokens: burst,
+            updated: now,
+        }
+    }
+
+    fn take(&mut self, rate: f64, burst: f64, now: Instant) -> bool {
+        let elapsed = now.saturating_duration_since(self.updated).as_secs_f64();
+        self.tokens = (self.tokens + elapsed * rate).min(burst);
+        self.updated = now;
+        if self.tokens >= 1.0 {
+            self.tokens -= 1.0;
+            true
+        } else {
+            false
+        }
+    }
+}
+
+#[derive(Debug)]
+struct Member {
+    name: String,
+    room: String,
+    last_seen: Instant,
+    bucket: Bucket,
+    warned: bool,
+}
+
+/// Every room and its members.
+#[derive(Debug)]
+pub struct Rooms {
+    config: RoomConfig,
+    members: HashMap<SocketAddr, Member>,
+    joins: Bucket,
+    /// Lines relayed to the operator's console, when there is one.
+    pub echo_to_console: bool,
+}
+
+/// What one datagram produced: lines for members and, for the console, what was said.
+#[derive(Debug, Default, PartialEq, Eq)]
+pub struct Effects {
+    /// Datagrams to send.
+    pub out: Vec<Outgoing>,
+    /// Room traffic for the operator's console (`[room] line`).
+    pub console: Vec<String>,
+}
+
+impl Rooms {
+    /// An empty set of rooms.
+    pub fn new(config: RoomConfig, now: Instant) -> Rooms {
+        Rooms {
+            config,
+            members: HashMap::new(),
+            joins: Bucket::full(config.join_rate * 10.0, now),
+            echo_to_console: false,
+        }
+    }
+
+    /// How many members there are.
+    pub fn len(&self) -> usize {
+        self.members.len()
+    }
+
+    /// Whether there are no members.
+    pub fn is_empty(&self) -> bool {
+        self.members.is_empty()
+    }
+
+    /// Handles one datagram from `from`.
+    pub fn datagram(&mut self, from: SocketAddr, data: &[u8], now: Instant) -> Effects {
+        let mut fx = Effects::default();
+        self.handle(from, data, now, &mut fx);
+        // An address that is not (or no longer) a member gets back at most what it sent.
+        if !self.members.contains_key(&from) {
+            let mut budget = data.len();
+            fx.out.retain(|out| {
+                if out.to != from {
+                    return true;
+                }
+                let fits = out.line.len() <= budget;
+                budget = budget.saturating_sub(out.line.len());
+                fits
+            });
+        }
+        fx
+    }
+
+    /// Drops members silent for longer than the idle time.
+    pub fn expire(&mut self, now: Instant) -> Effects {
+        let idle = self.config.idle;
+        let gone: Vec<SocketAddr> = self
+            .members
+            .iter()
+            .filter(|(_, m)| now.saturating_duration_since(m.last_seen) > idle)
+            .map(|(addr, _)| *addr)
+            .collect();
+        let mut fx = Effects::default();
+        for addr in gone {
+            if let Some(member) = self.members.remove(&addr) {
+                self.tell_room(
+                    &member.room,
+                    None,
+                    &format!("* {} left", member.name),
+                    &mut fx,
+                );
+            }
+        }
+        fx
+    }
+
+    /// A line typed by the server's operator: to every member, as `<server> text`.
+    pub fn operator(&mut self, text: &str) -> Effects {
+        let mut fx = Effects::default();
+        let text = sanitize(text);
+        if text.trim().is_empty() {
+            return fx;
+        }
+        let line = format!("<{OPERATOR}> {text}");
+        for addr in self.members.keys() {
+            fx.out.push(Outgoing {
+                to: *addr,
+                line: format!("{line}\n"),
+            });
+        }
+        fx
+    }
+
+    fn handle(&mut self, from: SocketAddr, data: &[u8], now: Instant, fx: &mut Effects) {
+        if data.is_empty() {
+            return; // nothing to say, and nothing may be said back to a stranger
+        }
+        if data.len() > MAX_DATAGRAM {
+            reply(
+                fx,
+                from,
+                &format!("! message too long (limit {MAX_DATAGRAM} bytes)"),
+            );
+            return;
+        }
+        let Ok(text) = std::str::from_utf8(data) else {
+            reply(fx, from, "! not UTF-8");
+            return;
+        };
+        let line = text.strip_suffix('\n').unwrap_or(text);
+        let line = line.strip_suffix('\r').unwrap_or(line);
+
+        if !self.members.contains_key(&from) && !self.join(from, now, fx) {
+            return;
+        }
+        let (config, member) = (self.config, self.members.get_mut(&from).expect("joined"));
+        member.last_seen = now;
+        if !member.bucket.take(config.rate, config.burst, now) {
+            if !std::mem::replace(&mut member.warned, true) {
+                reply(fx, from, "! slow down: lines are being dropped");
+            }
+            return;
+        }
+        member.warned = false;
+
+        match line.strip_prefix('/') {
+            Some(command) => self.command(from, command, fx),
+            None => {
+                let text = sanitize(line);
+                if text.trim().is_empty() {
+                    return;
+                }
+                let member = &self.members[&from];
+                let said = format!("<{}> {text}", member.name);
+                let room = member.room.clone();
+                self.tell_room(&room, Some(from), &said, fx);
+            }
+        }
+    }
+
+    /// Makes `from` a member of the default room, if the room has space and joins are not
+    /// arriving too fast.
+    fn join(&mut self, from: SocketAddr, now: Instant, fx: &mut Effects) -> bool {
+        let burst = self.config.join_rate * 10.0;
+        if self.members.len() >= self.config.max_members
+            || !self.joins.take(self.config.join_rate, burst, now)
+        {
+            reply(fx, from, "! room full");
+            return false;
+        }
+        let member = Member {
+            name: from.to_string(),
+            room: DEFAULT_ROOM.to_owned(),
+            last_seen: now,
+            bucket: Bucket::full(self.config.burst, now),
+            warned: false,
+        };
+        let notice = format!("* {} joined", member.name);
+        self.members.insert(from, member);
+        self.tell_room(DEFAULT_ROOM, Some(from), &notice, fx);
+        true
+    }
+
+    fn command(&mut self, from: SocketAddr, command: &str, fx: &mut Effects) {
+        let (verb, arg) = command
+            .split_once(char::is_whitespace)
+            .map_or((command, ""), |(verb, arg)| (verb, arg.trim()));
+        match verb {
+            "nick" => self.nick(from, arg, fx),
+            "join" => self.join_room(from, arg, fx),
+            "who" => {
+                let room = &self.members[&from].room;
+                let mut names: Vec<&str> = self
+                    .members
+                    .values()
+                    .filter(|m| &m.room == room)
+                    .map(|m| m.name.as_str())
+                    .collect();
+                names.sort_unstable();
+                let line = format!("* {room}: {}", names.join(", "));
+                reply(fx, from, &line);
+            }
+            "leave" => {
+                let member = self.members.remove(&from).expect("a member");
+                self.tell_room(&member.room, None, &format!("* {} left", member.name), fx);
+                reply(fx, from, "* bye");
+            }
+            "help" => reply(
+                fx,
+                from,
+                "* commands: /nick NAME, /join ROOM, /who, /leave, /help; anything else is said to the room",
+            ),
+            _ => reply(fx, from, &format!("! unknown command /{}; try /help", sanitize(verb))),
+        }
+    }
+
+    fn nick(&mut self, from: SocketAddr, wanted: &str, fx: &mut Effects) {
+        let name = sanitize(wanted);
+        if let Err(why) = valid_nick(&name) {
+            reply(fx, from, &format!("! cannot use that name: {why}"));
+            return;
+        }
+        let taken = name.eq_ignore_ascii_case(OPERATOR)
+            || self
+                .members
+                .iter()
+                .any(|(addr, m)| *addr != from && m.name.to_lowercase() == name.to_lowercase());
+        if taken {
+            reply(fx, from, &format!("! the name {name} is taken"));
+            return;
+        }
+        let member = self.members.get_mut(&from).expect("a member");
+        let old = std::mem::replace(&mut member.name, name.clone());
+        let room = member.room.clone();
+        self.tell_room(&room, Some(from), &format!("* {old} is now {name}"), fx);
+        reply(fx, from, &format!("* you are now {name}"));
+    }
+
+    fn join_room(&mut self, from: SocketAddr, wanted: &str, fx: &mut Effects) {
+        if let Err(why) = valid_room(wanted) {
+            reply(fx, from, &format!("! cannot join that room: {why}"));
+            return;
+        }
+        let member = self.members.get_mut(&from).expect("a member");
+        if member.room == wanted {
+            reply(fx, from, &format!("* you are already in {wanted}"));
+            return;
+        }
+        let old = std::mem::replace(&mut member.room, wanted.to_owned());
+        let name = member.name.clone();
+        self.tell_room(&old, Some(from), &format!("* {name} left"), fx);
+        self.tell_room(wanted, Some(from), &format!("* {name} joined"), fx);
+        let count = self.members.values().filter(|m| m.room == wanted).count();
+        reply(fx, from, &format!("* you are in {wanted} ({count} here)"));
+    }
+
+    /// Sends `line` to every member of `room` except `except`.
+    fn tell_room(&self, room: &str, except: Option<SocketAddr>, line: &str, fx: &mut Effects) {
+        for (addr, member) in &self.members {
+            if member.room == room && Some(*addr) != except {
+                fx.out.push(Outgoing {
+                    to: *addr,
+                    line: format!("{line}\n"),
+                });
+            }
+        }
+        if self.echo_to_console {
+            fx.console.push(format!("[{room}] {line}"));
+        }
+    }
+}
+
+fn reply(fx: &mut Effects, to: SocketAddr, line: &str) {
+    fx.out.push(Outgoing {
+        to,
+        line: format!("{line}\n"),
+    });
+}
+
+/// Text with control characters (C0, DEL, C1: every terminal escape starts with one) and
+/// bidirectional-text overrides removed; tabs become spaces.
+pub fn sanitize(text: &str) -> String {
+    text.chars()
+        .filter_map(|c| match c {
+            '\t' => Some(' '),
+            c if c.is_control() => None,
+            '\u{200E}' | '\u{200F}' | '\u{202A}'..='\u{202E}' | '\u{2066}'..='\u{2069}' => None,
+            c => Some(c),
+        })
+        .collect()
+}
+
+fn valid_nick(name: &str) -> Result<(), &'static str> {
+    if name.is_empty() {
+        return Err("it is empty");
+    }
+    if name.chars().count() > MAX_NAME_CHARS {
+        return Err("it is longer than 24 characters");
+    }
+    if name
+        .chars()
+        .any(|c| c.is_whitespace() || matches!(c, '<' | '>' | '*' | '!' | ','))
+    {
+        return Err("it may not contain spaces or < > * ! ,");
+    }
+    Ok(())
+}
+
+fn valid_room(name: &str) -> Result<(), &'static str> {
+    if name.is_empty() || name.chars().count() > MAX_NAME_CHARS {
+        return Err("a room name has 1 to 24 characters");
+    }
+    if !name
+        .chars()
+        .all(|c| c.is_ascii_alphanumeric() || c == '_' || c == '-')
+    {
+        return Err("a room name has only letters, digits, _ and -");
+    }
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn addr(port: u16) -> SocketAddr {
+        SocketAddr::from(([127, 0, 0, 1], port))
+    }
+
+    /// The lines each address receives, in order.
+    fn lines_to(fx: &Effects, to: SocketAddr) -> Vec<&str> {
+        fx.out
+            .iter()
+            .filter(|o| o.to == to)
+            .map(|o| o.line.as_str())
+            .collect()
+    }
+
+    struct Room {
+        rooms: Rooms,
+        now: Instant,
+    }
+
+    impl Room {
+        fn new(config: RoomConfig) -> Room {
+            let now = Instant::now();
+            Room {
+                rooms: Rooms::new(config, now),
+                now,
+            }
+        }
+
+        fn say(&mut self, from: u16, line: &str) -> Effects {
+            self.rooms.datagram(addr(from), line.as_bytes(), self.now)
+        }
+    }
+
+    #[test]
+    fn first_datagram_joins_and_lines_reach_everyone_else_once() {
+        let mut room = Room::new(RoomConfig::default());
+        assert!(room.say(1, "hi\n").out.is_empty(), "alone: nobody to tell");
+        let fx = room.say(2, "hello");
+        assert_eq!(
+            lines_to(&fx, addr(1)),
+            ["* 127.0.0.1:2 joined\n", "<127.0.0.1:2> hello\n"]
+        );
+        assert!(
+            lines_to(&fx, addr(2)).is_empty(),
+            "never back to the sender"
+        );
+        let fx = room.say(1, "welcome");
+        assert_eq!(lines_to(&fx, addr(2)), ["<127.0.0.1:1> welcome\n"]);
+        assert_eq!(fx.out.len(), 1);
+    }
+
+    #[test]
+    fn nick_who_and_collisions() {
+        let mut room = Room::new(RoomConfig::default());
+        room.say(1, "/nick alice");
+        room.say(2, "x");
+        let fx = room.say(2, "/nick ALICE");
+        assert_eq!(lines_to(&fx, addr(2)), ["! the name ALICE is taken\n"]);
+        let fx = room.say(2, "/nick server");
+        assert_eq!(lines_to(&fx, addr(2)), ["! the name server is taken\n"]);
+        let fx = room.say(2, "/nick bob");
+        assert_eq!(lines_to(&fx, addr(1)), ["* 127.0.0.1:2 is now bob\n"]);
+        assert_eq!(lines_to(&fx, addr(2)), ["* you are now bob\n"]);
+        let fx = room.say(1, "/who");
+        assert_eq!(lines_to(&fx, addr(1)), ["* lobby: alice, bob\n"]);
+        let fx = room.say(1, "/nick a b");
+        assert!(lines_to(&fx, addr(1))[0].starts_with("! cannot use that name"));
+    }
+
+    #[test]
+    fn rooms_are_separate() {
+        let mut room = Room::new(RoomConfig::default());
+        room.say(1, "a");
+        room.say(2, "b");
+        room.say(3, "c");
+        let fx = room.say(3, "/join kitchen");
+        assert_eq!(lines_to(&fx, addr(1)), ["* 127.0.0.1:3 left\n"]);
+        assert_eq!(lines_to(&fx, addr(3)), ["* you are in kitchen (1 here)\n"]);
+        let fx = room.say(1, "lobby only");
+        assert_eq!(lines_to(&fx, addr(2)).len(), 1);
+        assert!(lines_to(&fx, addr(3)).is_empty());
+        let fx = room.say(3, "/join bad room");
+        assert!(lines_to(&fx, addr(3))[0].starts_with("! cannot join that room"));
+    }
+
+    #[test]
+    fn leave_and_idle_expiry() {
+        let mut room = Room::new(RoomConfig {
+            idle: Duration::from_secs(60),
+            ..RoomConfig::default()
+        });
+        room.say(1, "a");
+        room.say(2, "b");
+        let fx = room.say(2, "/leave");
+        assert_eq!(lines_to(&fx, addr(1)), ["* 127.0.0.1:2 left\n"]);
+        assert_eq!(lines_to(&fx, addr(2)), ["* bye\n"]);
+        assert_eq!(room.rooms.len(), 1);
+        room.say(3, "c");
+        room.now += Duration::from_secs(30);
+        room.say(3, "still here");
+        room.now += Duration::from_secs(31);
+        let fx = room.rooms.expire(room.now);
+        assert_eq!(lines_to(&fx, addr(3)), ["* 127.0.0.1:1 left\n"]);
+        assert_eq!(room.rooms.len(), 1);
+    }
+
+    #[test]
+    fn text_and_names_are_sanitised() {
+        let mut room = Room::new(RoomConfig::default());
+        room.say(1, "a");
+        let fx = room.say(2, "/nick \x1b[31mevil\x07");
+        assert_eq!(
+            lines_to(&fx, addr(1)),
+            ["* 127.0.0.1:2 joined\n", "* 127.0.0.1:2 is now [31mevil\n"]
+        );
+        let fx = room.say(2, "red \x1b[31malert\x1b[0m \u{202E}txt\r\n");
+        assert_eq!(
+            lines_to(&fx, addr(1)),
+            ["<[31mevil> red [31malert[0m txt\n"]
+        );
+    }
+
+    #[test]
+    fn bad_datagrams_get_a_short_error_or_nothing() {
+        let mut room = Room::new(RoomConfig::default());
+        assert!(room.say(1, "").out.is_empty());
+        let invalid = room.rooms.datagram(
+            addr(1),
+            b"\xff\xfe\xfd\xfc\xfb\xfa\xf9\xf8\xf7\xf6\xf5\xf4",
+            room.now,
+        );
+        assert_eq!(lines_to(&invalid, addr(1)), ["! not UTF-8\n"]);
+        let short_invalid = room.rooms.datagram(addr(1), b"\xff", room.now);
+        assert!(
+            short_invalid.out.is_empty(),
+            "a stranger gets no more bytes than it sent"
+        );
+        let huge = vec![b'x'; 65_507];
+        let fx = room.rooms.datagram(addr(1), &huge, room.now);
+        assert_eq!(
+            lines_to(&fx, addr(1)),
+            ["! message too long (limit 4096 bytes)\n"]
+        );
+        assert!(room.rooms.is_empty(), "invalid datagrams do not join");
+    }
+
+    #[test]
+    fn strangers_never_get_more_than_they_sent() {
+        let mut room = Room::new(RoomConfig {
+            max_members: 1,
+            ..RoomConfig::default()
+        });
+        room.say(1, "a");
+        let fx = room.say(2, "hi");
+        assert!(fx.out.is_empty(), "\"! room full\" is longer than \"hi\"");
+        let fx = room.say(2, "a much longer line than the refusal");
+        assert_eq!(lines_to(&fx, addr(2)), ["! room full\n"]);
+    }
+
+    #[test]
+    fn a_flooding_member_is_throttled_and_others_still_get_through() {
+        let mut room = Room::new(RoomConfig {
+            rate: 1.0,
+            burst: 5.0,
+            ..RoomConfig::default()
+        });
+        room.say(1, "listener");
+        room.say(2, "flooder");
+        room.say(3, "polite");
+        let mut relayed = 0;
+        let mut warnings = 0;
+        for i in 0..100 {
+            let fx = room.say(2, &format!("spam {i}"));
+            relayed += lines_to(&fx, addr(1)).len();
+            warnings += lines_to(&fx, addr(2)).len();
+        }
+        assert_eq!(relayed, 4, "burst of 5, one used to join");
+        assert_eq!(warnings, 1, "one warning per episode");
+        let fx = room.say(3, "still heard");
+        assert_eq!(lines_to(&fx, addr(1)), ["<127.0.0.1:3> still heard\n"]);
+        room.now += Duration::from_secs(2);
+        assert_eq!(
+            lines_to(&room.say(2, "later"), addr(1)).len(),
+            1,
+            "tokens refill"
+        );
+    }
+
+    #[test]
+    fn joins_are_rate_limited_overall() {
+        let mut room = Room::new(RoomConfig {
+            join_rate: 1.0,
+            ..RoomConfig::default()
+        });
+        for port in 1..=30 {
+            room.say(port, "hello there, let me in");
+        }
+        assert_eq!(room.rooms.len(), 10, "a burst of ten times the rate");
+    }
+
+    #[test]
+    fn operator_speaks_to_everyone() {
+        let mut room = Room::new(RoomConfig::default());
+        room.say(1, "a");
+        room.say(2, "/join other");
+        let fx = room.rooms.operator("hello all\x1b]0;x\x07");
+        assert_eq!(lines_to(&fx, addr(1)), ["<server> hello all]0;x\n"]);
+        assert_eq!(lines_to(&fx, addr(2)), ["<server> hello all]0;x\n"]);
+    }
+}
