@@ -28,6 +28,8 @@ enum Command {
     Get(cmd::get::Args),
     /// List the files in the server's store.
     Ls(cmd::ls::Args),
+    /// Join the UDP chat room: standard input lines go out, room lines come in.
+    Chat(cmd::chat::Args),
     /// Demonstrations of the problems sockit solves.
     #[command(subcommand)]
     Demo(cmd::demo::Demo),
@@ -52,6 +54,7 @@ fn main() -> ExitCode {
             Command::Put(args) => cmd::put::run(args).await,
             Command::Get(args) => cmd::get::run(args).await,
             Command::Ls(args) => cmd::ls::run(args).await,
+            Command::Chat(args) => cmd::chat::run(args).await,
             Command::Demo(demo) => cmd::demo::run(demo).await,
         }
     });

@@ -400,3 +400,53 @@ fn put_refuses_an_existing_name_without_force() {
         "sockit: server refused: no file named \"missing\" (not_found)\n"
     );
 }
+
+#[test]
+fn chat_in_a_pipe_sends_and_receives() {
+    use std::net::UdpSocket;
+    let serve = Serve::start(&[]);
+    let room = serve.addr("udp");
+    let watcher = UdpSocket::bind("127.0.0.1:0").unwrap();
+    watcher
+        .set_read_timeout(Some(Duration::from_secs(5)))
+        .unwrap();
+    let recv = || {
+        let mut buf = [0u8; 4096];
+        let (len, _) = watcher.recv_from(&mut buf).expect("a line from the room");
+        String::from_utf8(buf[..len].to_vec()).unwrap()
+    };
+    watcher.send_to(b"/nick watcher", room).unwrap();
+    assert_eq!(recv(), "* you are now watcher\n");
+
+    let mut chat = Command::new(SOCKIT)
+        .args([
+            "chat",
+            "--name",
+            "bob",
+            "--wait",
+            "1",
+            "--server",
+            &room.to_string(),
+        ])
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .spawn()
+        .unwrap();
+    assert!(recv().ends_with(" joined\n"));
+    assert!(recv().ends_with(" is now bob\n"));
+
+    let mut stdin = chat.stdin.take().unwrap();
+    stdin.write_all(b"hello from bob\n").unwrap();
+    assert_eq!(recv(), "<bob> hello from bob\n");
+    watcher.send_to(b"hi bob", room).unwrap();
+    drop(stdin);
+    assert_eq!(
+        recv(),
+        "* bob left\n",
+        "the chat leaves once its input ends"
+    );
+
+    let output = chat.wait_with_output().unwrap();
+    assert!(output.status.success(), "{output:?}");
+    assert_eq!(stdout(&output), "* you are now bob\n<watcher> hi bob\n");
+}

@@ -1,0 +1,153 @@
+//! `sockit chat`: join the UDP chat room; standard input lines go out, room lines come in.
+//!
+//! On a terminal, lines are typed in a line editor and room lines are printed above it, so
+//! what is being typed is never garbled. In a pipe, every input line is sent and every room line
+//! is printed as it arrives; after the input ends, lines still arriving for `--wait` seconds
+//! are printed before leaving.
+
+use std::io::{IsTerminal, Write};
+use std::net::SocketAddr;
+use std::time::Duration;
+
+use rustyline::{DefaultEditor, ExternalPrinter};
+use tokio::net::UdpSocket;
+use tokio::sync::mpsc;
+
+use super::{CmdResult, ServerArg};
+
+#[derive(Debug, clap::Args)]
+pub(crate) struct Args {
+    /// Your name in the room (default: your address).
+    #[arg(long, value_name = "NAME")]
+    name: Option<String>,
+    /// The room to join (default: lobby).
+    #[arg(long, value_name = "ROOM")]
+    room: Option<String>,
+    /// Seconds to keep printing room lines after standard input ends.
+    #[arg(long, value_name = "SECS", default_value_t = 1.0)]
+    wait: f64,
+    #[command(flatten)]
+    server: ServerArg,
+}
+
+pub(crate) async fn run(args: Args) -> CmdResult {
+    let wait = Duration::try_from_secs_f64(args.wait)
+        .map_err(|_| format!("--wait {} is not a number of seconds", args.wait))?;
+    let server = resolve(&args.server.server).await?;
+    let local: SocketAddr = if server.is_ipv4() {
+        "0.0.0.0:0".parse().expect("valid")
+    } else {
+        "[::]:0".parse().expect("valid")
+    };
+    let socket = UdpSocket::bind(local)
+        .await
+        .map_err(|err| format!("cannot open a UDP socket: {err}"))?;
+    socket
+        .connect(server)
+        .await
+        .map_err(|err| format!("cannot reach {server}: {err}"))?;
+
+    // The first datagram joins the room.
+    let mut opening = Vec::new();
+    if let Some(name) = &args.name {
+        opening.push(format!("/nick {name}"));
+    }
+    if let Some(room) = &args.room {
+        opening.push(format!("/join {room}"));
+    }
+    if opening.is_empty() {
+        opening.push("/who".to_owned());
+    }
+    for line in &opening {
+        send(&socket, line).await?;
+    }
+
+    let interactive = std::io::stdin().is_terminal() && std::io::stdout().is_terminal();
+    let (lines, mut typed) = mpsc::channel::<String>(64);
+    let mut show: Box<dyn FnMut(&str) + Send> = if interactive {
+        let mut editor =
+            DefaultEditor::new().map_err(|err| format!("cannot start the line editor: {err}"))?;
+        let mut printer = editor
+            .create_external_printer()
+            .map_err(|err| format!("cannot start the line editor: {err}"))?;
+        std::thread::spawn(move || read_edited(editor, lines));
+        Box::new(move |line| {
+            let _ = printer.print(line.to_owned());
+        })
+    } else {
+        std::thread::spawn(move || read_piped(lines));
+        Box::new(|line| {
+            let mut stdout = std::io::stdout().lock();
+            let _ = writeln!(stdout, "{line}");
+            let _ = stdout.flush();
+        })
+    };
+
+    let mut buf = vec![0u8; 65_536];
+    let mut input_open = true;
+    loop {
+        tokio::select! {
+            line = typed.recv(), if input_open => match line {
+                Some(line) => send(&socket, &line).await?,
+                None => input_open = false,
+            },
+            received = socket.recv(&mut buf) => match received {
+                Ok(len) => show(&printable_line(&buf[..len])),
+                // An ICMP "port unreachable": no server there (yet).
+                Err(err) => show(&format!("! {err}")),
+            },
+            () = tokio::time::sleep(wait), if !input_open => break,
+        }
+    }
+    send(&socket, "/leave").await
+}
+
+async fn resolve(addr: &str) -> Result<SocketAddr, String> {
+    tokio::net::lookup_host(addr)
+        .await
+        .map_err(|err| format!("cannot resolve {addr}: {err}"))?
+        .next()
+        .ok_or_else(|| format!("cannot resolve {addr}"))
+}
+
+async fn send(socket: &UdpSocket, line: &str) -> CmdResult {
+    socket
+        .send(line.as_bytes())
+        .await
+        .map(drop)
+        .map_err(|err| format!("cannot send: {err}"))
+}
+
+/// A received line, without its newline, safe to print on a terminal.
+fn printable_line(data: &[u8]) -> String {
+    let text = String::from_utf8_lossy(data);
+    sockit::client::printable(text.trim_end_matches(['\n', '\r']))
+}
+
+/// Reads lines from a terminal through the line editor, until Ctrl-D, Ctrl-C or `/quit`.
+fn read_edited(mut editor: DefaultEditor, lines: mpsc::Sender<String>) {
+    loop {
+        match editor.readline("> ") {
+            Ok(line) if line.trim() == "/quit" => return,
+            Ok(line) if line.is_empty() => {}
+            Ok(line) => {
+                let _ = editor.add_history_entry(line.as_str());
+                if lines.blocking_send(line).is_err() {
+                    return;
+                }
+            }
+            // Ctrl-D, Ctrl-C, or the terminal went away.
+            Err(_) => return,
+        }
+    }
+}
+
+/// Reads lines from a pipe until it ends.
+fn read_piped(lines: mpsc::Sender<String>) {
+    for line in std::io::stdin().lines() {
+        let Ok(line) = line else { return };
+        if !line.is_empty() && lines.blocking_send(line).is_err() {
+            return;
+        }
+    }
+}
