@@ -450,3 +450,58 @@ fn chat_in_a_pipe_sends_and_receives() {
     assert!(output.status.success(), "{output:?}");
     assert_eq!(stdout(&output), "* you are now bob\n<watcher> hi bob\n");
 }
+
+#[test]
+fn tutorial_qq_client_chats_in_the_room() {
+    use std::net::UdpSocket;
+    if python3().is_none() {
+        return;
+    }
+    let serve = Serve::start(&[]);
+    let room = serve.addr("udp");
+    let friend = UdpSocket::bind("127.0.0.1:0").unwrap();
+    friend
+        .set_read_timeout(Some(Duration::from_secs(5)))
+        .unwrap();
+    let recv = || {
+        let mut buf = [0u8; 4096];
+        let (len, _) = friend.recv_from(&mut buf).expect("a line from the room");
+        String::from_utf8(buf[..len].to_vec()).unwrap()
+    };
+    friend.send_to(b"/nick friend", room).unwrap();
+    assert_eq!(recv(), "* you are now friend\n");
+
+    // The tutorial client sends one line, then waits for anything to come back.
+    let mut qq = Command::new(python3().unwrap())
+        .arg(seed("udp_qq_client.py"))
+        .arg(room.port().to_string())
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    qq.stdin
+        .take()
+        .unwrap()
+        .write_all("你好\n".as_bytes())
+        .unwrap();
+    let joined = recv();
+    let qq_name = joined
+        .strip_prefix("* ")
+        .and_then(|rest| rest.strip_suffix(" joined\n"))
+        .expect("a join notice")
+        .to_owned();
+    assert_eq!(recv(), format!("<{qq_name}> 来自客户端1的消息:你好\n"));
+    friend.send_to("欢迎".as_bytes(), room).unwrap();
+
+    // Its input has ended, so after printing the reply its next input() fails and it exits.
+    let output = qq.wait_with_output().unwrap();
+    let text = stdout(&output);
+    assert!(
+        text.starts_with(&format!(
+            ">>>:<friend> 欢迎\n ('127.0.0.1', {})",
+            room.port()
+        )),
+        "{text}"
+    );
+}

@@ -16,6 +16,7 @@
 
 use std::collections::HashMap;
 use std::net::SocketAddr;
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 /// Longest datagram accepted, in bytes.
@@ -59,8 +60,8 @@ impl Default for RoomConfig {
 pub struct Outgoing {
     /// Where to.
     pub to: SocketAddr,
-    /// One line, ending in `\n`.
-    pub line: String,
+    /// One line, ending in `\n`; a line said to a whole room is shared by its datagrams.
+    pub line: Arc<str>,
 }
 
 /// A token bucket: `rate` tokens a second, at most `burst`.
@@ -189,11 +190,11 @@ impl Rooms {
         if text.trim().is_empty() {
             return fx;
         }
-        let line = format!("<{OPERATOR}> {text}");
+        let line: Arc<str> = format!("<{OPERATOR}> {text}\n").into();
         for addr in self.members.keys() {
             fx.out.push(Outgoing {
                 to: *addr,
-                line: format!("{line}\n"),
+                line: Arc::clone(&line),
             });
         }
         fx
@@ -344,11 +345,12 @@ impl Rooms {
 
     /// Sends `line` to every member of `room` except `except`.
     fn tell_room(&self, room: &str, except: Option<SocketAddr>, line: &str, fx: &mut Effects) {
+        let shared: Arc<str> = format!("{line}\n").into();
         for (addr, member) in &self.members {
             if member.room == room && Some(*addr) != except {
                 fx.out.push(Outgoing {
                     to: *addr,
-                    line: format!("{line}\n"),
+                    line: Arc::clone(&shared),
                 });
             }
         }
@@ -361,7 +363,7 @@ impl Rooms {
 fn reply(fx: &mut Effects, to: SocketAddr, line: &str) {
     fx.out.push(Outgoing {
         to,
-        line: format!("{line}\n"),
+        line: format!("{line}\n").into(),
     });
 }
 
@@ -420,7 +422,7 @@ mod tests {
         fx.out
             .iter()
             .filter(|o| o.to == to)
-            .map(|o| o.line.as_str())
+            .map(|o| &*o.line)
             .collect()
     }
 

@@ -93,7 +93,7 @@ impl Server {
     pub async fn bind(config: ServerConfig) -> Result<Server, BindError> {
         let tcp = bind_tcp(ServiceKind::Tcp, config.listen)?;
         let udp = match config.udp {
-            Some(addr) => Some(bind_udp(ServiceKind::Udp, addr).await?),
+            Some(addr) => Some(bind_udp(ServiceKind::Udp, addr)?),
             None => None,
         };
         let legacy_echo = match config.legacy_echo {
@@ -101,7 +101,7 @@ impl Server {
             None => None,
         };
         let udp_echo = match config.udp_echo {
-            Some(addr) => Some(bind_udp(ServiceKind::UdpEcho, addr).await?),
+            Some(addr) => Some(bind_udp(ServiceKind::UdpEcho, addr)?),
             None => None,
         };
         let store = Store::open(&config.root, config.partial_ttl).map_err(|source| BindError {
@@ -245,8 +245,24 @@ fn bind_tcp(service: ServiceKind, addr: SocketAddr) -> Result<TcpListener, BindE
     })
 }
 
-async fn bind_udp(service: ServiceKind, addr: SocketAddr) -> Result<UdpSocket, BindError> {
-    UdpSocket::bind(addr).await.map_err(|source| BindError {
+/// Receive buffer asked for on UDP sockets, so that bursts are queued rather than dropped. The
+/// kernel caps it at `net.core.rmem_max`.
+const UDP_RECEIVE_BUFFER: usize = 4 * 1024 * 1024;
+
+fn bind_udp(service: ServiceKind, addr: SocketAddr) -> Result<UdpSocket, BindError> {
+    let bind = || {
+        let socket = socket2::Socket::new(
+            socket2::Domain::for_address(addr),
+            socket2::Type::DGRAM,
+            Some(socket2::Protocol::UDP),
+        )?;
+        // Best effort: a smaller buffer still works.
+        let _ = socket.set_recv_buffer_size(UDP_RECEIVE_BUFFER);
+        socket.set_nonblocking(true)?;
+        socket.bind(&addr.into())?;
+        UdpSocket::from_std(socket.into())
+    };
+    bind().map_err(|source| BindError {
         service,
         addr,
         source,
