@@ -505,3 +505,22 @@ fn tutorial_qq_client_chats_in_the_room() {
         "{text}"
     );
 }
+
+#[test]
+fn chat_with_no_room_there_fails_clearly() {
+    let port = {
+        let socket = std::net::UdpSocket::bind("127.0.0.1:0").unwrap();
+        socket.local_addr().unwrap().port()
+    };
+    let server = format!("127.0.0.1:{port}");
+    let output = Command::new(SOCKIT)
+        .args(["chat", "--server", &server])
+        .stdin(Stdio::null())
+        .output()
+        .unwrap();
+    assert_eq!(output.status.code(), Some(1));
+    assert_eq!(
+        String::from_utf8(output.stderr).unwrap(),
+        format!("sockit: no chat room at {server}: connection refused\n")
+    );
+}

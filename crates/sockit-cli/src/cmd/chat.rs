@@ -93,7 +93,10 @@ pub(crate) async fn run(args: Args) -> CmdResult {
             },
             received = socket.recv(&mut buf) => match received {
                 Ok(len) => show(&printable_line(&buf[..len])),
-                // An ICMP "port unreachable": no server there (yet).
+                // An ICMP "port unreachable" for something we sent: nobody listens there.
+                Err(err) if err.kind() == std::io::ErrorKind::ConnectionRefused => {
+                    return Err(format!("no chat room at {server}: connection refused"));
+                }
                 Err(err) => show(&format!("! {err}")),
             },
             () = tokio::time::sleep(wait), if !input_open => break,
