@@ -401,22 +401,46 @@ fn put_refuses_an_existing_name_without_force() {
     );
 }
 
+/// A raw UDP member of the chat room, as the tutorials' clients are.
+struct Member {
+    socket: std::net::UdpSocket,
+    room: SocketAddr,
+}
+
+impl Member {
+    /// Joins under `nick`.
+    fn join(room: SocketAddr, nick: &str) -> Member {
+        let socket = std::net::UdpSocket::bind("127.0.0.1:0").unwrap();
+        socket
+            .set_read_timeout(Some(Duration::from_secs(5)))
+            .unwrap();
+        let member = Member { socket, room };
+        member.send(format!("/nick {nick}").as_bytes());
+        assert_eq!(member.recv(), format!("* you are now {nick}\n"));
+        member
+    }
+
+    fn send(&self, data: &[u8]) {
+        self.socket.send_to(data, self.room).unwrap();
+    }
+
+    /// The next line from the room.
+    fn recv(&self) -> String {
+        let mut buf = [0u8; 4096];
+        let (len, _) = self
+            .socket
+            .recv_from(&mut buf)
+            .expect("a line from the room");
+        String::from_utf8(buf[..len].to_vec()).unwrap()
+    }
+}
+
 #[test]
 fn chat_in_a_pipe_sends_and_receives() {
-    use std::net::UdpSocket;
     let serve = Serve::start(&[]);
     let room = serve.addr("udp");
-    let watcher = UdpSocket::bind("127.0.0.1:0").unwrap();
-    watcher
-        .set_read_timeout(Some(Duration::from_secs(5)))
-        .unwrap();
-    let recv = || {
-        let mut buf = [0u8; 4096];
-        let (len, _) = watcher.recv_from(&mut buf).expect("a line from the room");
-        String::from_utf8(buf[..len].to_vec()).unwrap()
-    };
-    watcher.send_to(b"/nick watcher", room).unwrap();
-    assert_eq!(recv(), "* you are now watcher\n");
+    let watcher = Member::join(room, "watcher");
+    let recv = || watcher.recv();
 
     let mut chat = Command::new(SOCKIT)
         .args([
@@ -438,7 +462,7 @@ fn chat_in_a_pipe_sends_and_receives() {
     let mut stdin = chat.stdin.take().unwrap();
     stdin.write_all(b"hello from bob\n").unwrap();
     assert_eq!(recv(), "<bob> hello from bob\n");
-    watcher.send_to(b"hi bob", room).unwrap();
+    watcher.send(b"hi bob");
     drop(stdin);
     assert_eq!(
         recv(),
@@ -453,23 +477,13 @@ fn chat_in_a_pipe_sends_and_receives() {
 
 #[test]
 fn tutorial_qq_client_chats_in_the_room() {
-    use std::net::UdpSocket;
     if python3().is_none() {
         return;
     }
     let serve = Serve::start(&[]);
     let room = serve.addr("udp");
-    let friend = UdpSocket::bind("127.0.0.1:0").unwrap();
-    friend
-        .set_read_timeout(Some(Duration::from_secs(5)))
-        .unwrap();
-    let recv = || {
-        let mut buf = [0u8; 4096];
-        let (len, _) = friend.recv_from(&mut buf).expect("a line from the room");
-        String::from_utf8(buf[..len].to_vec()).unwrap()
-    };
-    friend.send_to(b"/nick friend", room).unwrap();
-    assert_eq!(recv(), "* you are now friend\n");
+    let friend = Member::join(room, "friend");
+    let recv = || friend.recv();
 
     // The tutorial client sends one line, then waits for anything to come back.
     let mut qq = Command::new(python3().unwrap())
@@ -492,7 +506,7 @@ fn tutorial_qq_client_chats_in_the_room() {
         .expect("a join notice")
         .to_owned();
     assert_eq!(recv(), format!("<{qq_name}> 来自客户端1的消息:你好\n"));
-    friend.send_to("欢迎".as_bytes(), room).unwrap();
+    friend.send("欢迎".as_bytes());
 
     // Its input has ended, so after printing the reply its next input() fails and it exits.
     let output = qq.wait_with_output().unwrap();
