@@ -4,8 +4,9 @@
 use tokio::net::UdpSocket;
 use tokio_util::sync::CancellationToken;
 
-/// The receive buffer's size (the largest IPv4 UDP payload, and one byte more).
-const RECEIVE_BUFFER: usize = 65_508;
+/// The receive buffer's size: the largest length a UDP header can declare, so that no datagram
+/// (IPv6 allows payloads up to 65,527 bytes) is truncated before it is echoed.
+const RECEIVE_BUFFER: usize = 65_535;
 
 /// Echoes datagrams until `stop`, upper-casing each in place.
 pub(crate) async fn serve_echo(socket: UdpSocket, stop: CancellationToken) {
