@@ -253,6 +253,13 @@ impl Drop for Writeback {
     }
 }
 
+/// Runs file-system work on the blocking pool.
+pub(crate) async fn blocking<T: Send + 'static>(work: impl FnOnce() -> T + Send + 'static) -> T {
+    tokio::task::spawn_blocking(work)
+        .await
+        .expect("file-system work does not panic")
+}
+
 /// Feeds everything `reader` yields to `hasher`; returns how many bytes.
 ///
 /// # Errors

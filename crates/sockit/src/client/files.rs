@@ -10,7 +10,7 @@ use sockit_proto::HeaderWriter;
 
 use super::{Client, ClientError, Reply};
 use crate::store::FileInfo;
-use crate::transfer::{hash_reader, receive_body, BodySink, FileReader, Writeback};
+use crate::transfer::{blocking, hash_reader, receive_body, BodySink, FileReader, Writeback};
 /// Suffix of a download in progress, kept for resuming.
 pub const PART_SUFFIX: &str = ".sockit-part";
 
@@ -338,13 +338,6 @@ fn parse<'a, T: Deserialize<'a>>(reply: &'a Reply) -> Result<T, ClientError> {
         .header
         .parse()
         .map_err(|err| ClientError::BadReply(err.to_string()))
-}
-
-/// Runs file-system work on the blocking pool.
-async fn blocking<T: Send + 'static>(work: impl FnOnce() -> T + Send + 'static) -> T {
-    tokio::task::spawn_blocking(work)
-        .await
-        .expect("file-system work does not panic")
 }
 
 fn local(path: &Path, err: io::Error) -> ClientError {

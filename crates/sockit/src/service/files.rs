@@ -15,7 +15,7 @@ use super::{refuse, Flow};
 use crate::connection::{ConnError, Connection};
 use crate::reply;
 use crate::store::{FileName, Store, StoreError};
-use crate::transfer::{receive_body, FileReader};
+use crate::transfer::{blocking, receive_body, FileReader};
 
 /// What a `put` (or a tutorial upload) asks for.
 #[derive(Deserialize)]
@@ -354,11 +354,4 @@ fn named_request<'a>(
         .map_err(|err| (ErrorCode::BadRequest, err.to_string()))?;
     let name = FileName::new(&request.name).map_err(|err| (ErrorCode::BadName, err.to_string()))?;
     Ok((name, request))
-}
-
-/// Runs file-system work on the blocking pool.
-async fn blocking<T: Send + 'static>(work: impl FnOnce() -> T + Send + 'static) -> T {
-    tokio::task::spawn_blocking(work)
-        .await
-        .expect("file-system work does not panic")
 }
