@@ -60,12 +60,12 @@ impl FileReader {
         let (chunks, queue) = mpsc::channel(QUEUE_DEPTH);
         let (recycle, recycled) = std_mpsc::channel::<Vec<u8>>();
         let done = tokio::task::spawn_blocking(move || {
-            let mut hasher = hash.then(blake3::Hasher::new);
-            if let Some(hasher) = &mut hasher {
-                file.seek(SeekFrom::Start(0))?;
-                hash_reader(&mut (&mut file).take(offset), hasher)?;
-            }
-            file.seek(SeekFrom::Start(offset))?;
+            let mut hasher = if hash {
+                Some(hash_prefix(&mut file, offset)?)
+            } else {
+                file.seek(SeekFrom::Start(offset))?;
+                None
+            };
             let mut left = len;
             while left > 0 {
                 let mut buf = recycled.try_recv().unwrap_or_else(|_| vec![0; CHUNK_LEN]);
@@ -260,12 +260,22 @@ pub(crate) async fn blocking<T: Send + 'static>(work: impl FnOnce() -> T + Send 
         .expect("file-system work does not panic")
 }
 
-/// Feeds everything `reader` yields to `hasher`; returns how many bytes.
+/// Hashes the first `len` bytes of `file` (fewer if it is shorter) and leaves its position at
+/// `len`, where reading or writing the rest goes on.
 ///
 /// # Errors
 ///
-/// A read error.
-pub(crate) fn hash_reader(reader: &mut impl Read, hasher: &mut blake3::Hasher) -> io::Result<u64> {
+/// A read or seek error.
+pub(crate) fn hash_prefix(file: &mut File, len: u64) -> io::Result<blake3::Hasher> {
+    let mut hasher = blake3::Hasher::new();
+    file.seek(SeekFrom::Start(0))?;
+    hash_reader(&mut (&mut *file).take(len), &mut hasher)?;
+    file.seek(SeekFrom::Start(len))?;
+    Ok(hasher)
+}
+
+/// Feeds everything `reader` yields to `hasher`; returns how many bytes.
+fn hash_reader(reader: &mut impl Read, hasher: &mut blake3::Hasher) -> io::Result<u64> {
     let mut buf = vec![0u8; CHUNK_LEN];
     let mut total = 0;
     loop {

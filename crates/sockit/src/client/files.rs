@@ -2,7 +2,7 @@
 //! listing.
 
 use std::fs::{self, File, OpenOptions};
-use std::io::{self, Read, Seek, SeekFrom, Write};
+use std::io::{self, Write};
 use std::path::{Path, PathBuf};
 
 use serde::Deserialize;
@@ -10,7 +10,7 @@ use sockit_proto::HeaderWriter;
 
 use super::{Client, ClientError, Reply};
 use crate::store::FileInfo;
-use crate::transfer::{blocking, hash_reader, receive_body, BodySink, FileReader, Writeback};
+use crate::transfer::{blocking, hash_prefix, receive_body, BodySink, FileReader, Writeback};
 /// Suffix of a download in progress, kept for resuming.
 pub const PART_SUFFIX: &str = ".sockit-part";
 
@@ -326,9 +326,7 @@ fn open_part(part: &Path, offset: u64) -> io::Result<(PartFile, blake3::Hasher)>
         .truncate(false)
         .open(part)?;
     file.set_len(offset)?;
-    let mut hasher = blake3::Hasher::new();
-    hash_reader(&mut (&mut file).take(offset), &mut hasher)?;
-    file.seek(SeekFrom::Start(offset))?;
+    let hasher = hash_prefix(&mut file, offset)?;
     let writeback = Writeback::start(&file)?;
     Ok((PartFile { file, writeback }, hasher))
 }

@@ -19,7 +19,7 @@ mod name;
 
 use std::collections::HashSet;
 use std::fs::{self, File, OpenOptions};
-use std::io::{self, Read, Seek, Write};
+use std::io::{self, Write};
 use std::os::unix::fs::OpenOptionsExt;
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex, PoisonError};
@@ -28,7 +28,7 @@ use std::time::{Duration, SystemTime, UNIX_EPOCH};
 use serde::{Deserialize, Serialize};
 use sockit_proto::ErrorCode;
 
-use crate::transfer::{hash_reader, BodySink, Writeback};
+use crate::transfer::{hash_prefix, BodySink, Writeback};
 
 pub use name::{FileName, NameError, BOOKKEEPING_DIR, MAX_NAME_LEN};
 
@@ -250,9 +250,7 @@ impl Store {
             return Err(StoreError::BadOffset { offset, held });
         }
         file.set_len(offset)?;
-        let mut hasher = blake3::Hasher::new();
-        hash_reader(&mut (&file).take(offset), &mut hasher)?;
-        file.seek(io::SeekFrom::Start(offset))?;
+        let hasher = hash_prefix(&mut file, offset)?;
         let upload = Upload {
             store: Arc::clone(self),
             name,
@@ -313,9 +311,7 @@ impl Store {
                 return Ok(hash);
             }
         }
-        let mut hasher = blake3::Hasher::new();
-        hash_reader(&mut file.try_clone()?.take(meta.len()), &mut hasher)?;
-        let hash = hasher.finalize();
+        let hash = hash_prefix(&mut file.try_clone()?, meta.len())?.finalize();
         self.record_hash(name, &meta, &hash);
         Ok(hash)
     }
