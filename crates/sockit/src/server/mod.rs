@@ -131,23 +131,19 @@ impl Server {
 
     /// Every listener with the address it is bound to, in a fixed order.
     pub fn listening(&self) -> Vec<(ServiceKind, SocketAddr)> {
-        let tcp = [(ServiceKind::Tcp, &self.tcp)];
-        let legacy = self
-            .legacy_echo
-            .iter()
-            .map(|l| (ServiceKind::LegacyEcho, l));
-        let udp = self.udp.iter().map(|s| (ServiceKind::Udp, s));
-        let udp_echo = self.udp_echo.iter().map(|s| (ServiceKind::UdpEcho, s));
-        let mut out: Vec<_> = tcp
-            .into_iter()
-            .chain(legacy)
-            .filter_map(|(kind, l)| Some((kind, l.local_addr().ok()?)))
-            .collect();
-        out.extend(
-            udp.chain(udp_echo)
-                .filter_map(|(kind, s)| Some((kind, s.local_addr().ok()?))),
-        );
-        out
+        let tcp = [
+            (ServiceKind::Tcp, Some(&self.tcp)),
+            (ServiceKind::LegacyEcho, self.legacy_echo.as_ref()),
+        ]
+        .into_iter()
+        .filter_map(|(kind, listener)| Some((kind, listener?.local_addr().ok()?)));
+        let udp = [
+            (ServiceKind::Udp, self.udp.as_ref()),
+            (ServiceKind::UdpEcho, self.udp_echo.as_ref()),
+        ]
+        .into_iter()
+        .filter_map(|(kind, socket)| Some((kind, socket?.local_addr().ok()?)));
+        tcp.chain(udp).collect()
     }
 
     /// Serves until `shutdown` completes, then shuts down gracefully.
