@@ -37,13 +37,16 @@ pub enum ErrorCode {
     BadOffset,
     /// The server's disk is full.
     NoSpace,
+    /// Too many failed logins from this address or for this user; the reply's `retry_after`
+    /// says how many seconds to wait.
+    RateLimited,
     /// The server failed on its side (I/O error, disk full).
     Internal,
 }
 
 impl ErrorCode {
     /// Every code, for documentation and tests.
-    pub const ALL: [ErrorCode; 15] = [
+    pub const ALL: [ErrorCode; 16] = [
         ErrorCode::BadFrame,
         ErrorCode::TooLarge,
         ErrorCode::BadRequest,
@@ -58,6 +61,7 @@ impl ErrorCode {
         ErrorCode::Busy,
         ErrorCode::BadOffset,
         ErrorCode::NoSpace,
+        ErrorCode::RateLimited,
         ErrorCode::Internal,
     ];
 
@@ -78,6 +82,7 @@ impl ErrorCode {
             ErrorCode::Busy => "busy",
             ErrorCode::BadOffset => "bad_offset",
             ErrorCode::NoSpace => "no_space",
+            ErrorCode::RateLimited => "rate_limited",
             ErrorCode::Internal => "internal",
         }
     }

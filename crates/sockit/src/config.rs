@@ -6,6 +6,7 @@ use std::time::Duration;
 
 use sockit_proto::Limits;
 
+use crate::auth::penalty::PenaltyPolicy;
 use crate::chat::room::RoomConfig;
 
 /// Default address of the framed TCP listener and of the UDP room.
@@ -22,6 +23,16 @@ pub struct ServerConfig {
     pub legacy_echo: Option<SocketAddr>,
     /// UDP upper-case echo, if any.
     pub udp_echo: Option<SocketAddr>,
+    /// Raw TCP remote commands for the tutorials' clients, if any. Unauthenticated, so only a
+    /// loopback address is accepted.
+    pub legacy_exec: Option<SocketAddr>,
+    /// The users file. With one, everything but `ping` and `echo` needs a login and `exec` is
+    /// available; without, `exec` is disabled.
+    pub users: Option<PathBuf>,
+    /// Login attempts, deadline and penalties.
+    pub login: LoginConfig,
+    /// Limits on remote commands.
+    pub exec: ExecConfig,
     /// The file store directory.
     pub root: PathBuf,
     /// Frame limits.
@@ -52,6 +63,10 @@ impl Default for ServerConfig {
             udp: Some(addr),
             legacy_echo: None,
             udp_echo: None,
+            legacy_exec: None,
+            users: None,
+            login: LoginConfig::default(),
+            exec: ExecConfig::default(),
             root: PathBuf::from("sockit-data"),
             limits: Limits::default(),
             max_conns: 1024,
@@ -74,6 +89,49 @@ impl ServerConfig {
             listen: any_port,
             udp: None,
             ..ServerConfig::default()
+        }
+    }
+}
+
+/// How logging in is limited.
+#[derive(Debug, Clone, Copy)]
+pub struct LoginConfig {
+    /// Failed logins allowed on one connection; the last one closes it (sshd's MaxAuthTries).
+    pub max_tries: u32,
+    /// A connection must log in within this long of connecting (sshd's LoginGraceTime).
+    pub grace: Duration,
+    /// Lockouts after repeated failures, per source address and per user name.
+    pub penalties: PenaltyPolicy,
+}
+
+impl Default for LoginConfig {
+    fn default() -> Self {
+        LoginConfig {
+            max_tries: 6,
+            grace: Duration::from_secs(60),
+            penalties: PenaltyPolicy::default(),
+        }
+    }
+}
+
+/// Limits on remote commands (`exec`, and the legacy listener).
+#[derive(Debug, Clone, Copy)]
+pub struct ExecConfig {
+    /// The longest a command may run; a client may ask for less, never more.
+    pub max_timeout: Duration,
+    /// Output (stdout and stderr together) after which a command is killed and its output
+    /// reported truncated.
+    pub max_output: u64,
+    /// Most commands running at once, over all connections; more are refused with `busy`.
+    pub max_running: usize,
+}
+
+impl Default for ExecConfig {
+    fn default() -> Self {
+        ExecConfig {
+            max_timeout: Duration::from_secs(3600),
+            max_output: 64 * 1024 * 1024,
+            max_running: 64,
         }
     }
 }

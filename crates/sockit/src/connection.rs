@@ -131,6 +131,31 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Connection<S> {
         self.stop = Some(stop);
     }
 
+    /// Changes how long waiting for the peer may take, for example while a long remote
+    /// command runs and the peer rightly says nothing.
+    pub fn set_idle(&mut self, idle: Option<Duration>) {
+        self.deadlines.idle = idle;
+    }
+
+    /// Completes when the peer has closed its side (or the socket failed), so that work done
+    /// on its behalf can stop. Bytes that arrive meanwhile, such as pipelined requests, are
+    /// kept for [`read_header`](Connection::read_header); once [`READ_RESERVE`] of them are
+    /// waiting, reading pauses and this never completes.
+    ///
+    /// Cancel-safe: no byte read is lost when the future is dropped.
+    pub async fn peer_gone(&mut self) {
+        loop {
+            if self.rbuf.len() >= READ_RESERVE {
+                return std::future::pending().await;
+            }
+            self.rbuf.reserve(MIN_READ_SPACE);
+            match self.stream.read_buf(&mut self.rbuf).await {
+                Ok(0) | Err(_) => return,
+                Ok(_) => {}
+            }
+        }
+    }
+
     /// The limits the decoder enforces.
     pub fn limits(&self) -> &Limits {
         self.decoder.limits()

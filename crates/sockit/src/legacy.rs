@@ -1,18 +1,27 @@
-//! The tutorials' raw services: TCP upper-case echo (`--legacy-echo`), as their
-//! `socketserver.ThreadingTCPServer` example serves it.
+//! The tutorials' raw TCP services, so that their clients work unchanged.
 //!
-//! No framing: whatever bytes arrive go back with ASCII letters upper-cased, exactly what
-//! Python's `bytes.upper()` does, so the tutorials' clients work unchanged.
+//! - `--legacy-echo`: no framing; whatever bytes arrive go back with ASCII letters
+//!   upper-cased, exactly what Python's `bytes.upper()` does (their
+//!   `socketserver.ThreadingTCPServer` example).
+//! - `--legacy-exec`: a raw command in, one frame out (their `subprocess` servers); see
+//!   [`LegacyExec`].
 
+use std::ffi::OsStr;
 use std::net::SocketAddr;
+use std::os::unix::ffi::OsStrExt;
 use std::sync::Arc;
 use std::time::Duration;
 
+use bytes::BytesMut;
+use sockit_proto::HeaderWriter;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
-use tokio::time::timeout;
+use tokio::sync::Semaphore;
+use tokio::time::{timeout, Instant};
 use tokio_util::sync::CancellationToken;
 
+use crate::command::{CommandLimits, Event, Exit, OutputStream, RunningCommand};
+use crate::config::ExecConfig;
 use crate::server::accept::TcpService;
 
 /// Read size of the legacy echo; the tutorials read 1024 at a time.
@@ -50,6 +59,143 @@ impl TcpService for LegacyEcho {
             };
             buf[..n].make_ascii_uppercase();
             match timeout(self.idle, stream.write_all(&buf[..n])).await {
+                Ok(Ok(())) => {}
+                _ => return,
+            }
+        }
+        let _ = stream.shutdown().await;
+    }
+
+    async fn refuse_busy(self: Arc<Self>, mut stream: TcpStream) {
+        let _ = stream.shutdown().await;
+    }
+}
+
+/// Most output one legacy reply carries; the reply's length goes first, so the output is held
+/// in memory.
+const LEGACY_MAX_OUTPUT: u64 = 16 * 1024 * 1024;
+
+/// Raw TCP remote commands (`--legacy-exec`), as the tutorials' `subprocess` servers answer
+/// them: the bytes of one read are a command for `sh -c`; the reply is one frame whose header
+/// has `size`, `data_size` and `total_size` (and `exit_code` or `signal`, `truncated`,
+/// `timed_out`), and whose body is the command's stdout followed by its stderr.
+///
+/// There is no login, so the server binds it to loopback addresses only. Commands get the
+/// same process-group handling, deadline and concurrency limit as `exec`, and an output cap of
+/// at most 16 MiB. A client that disconnects while its command runs has it killed.
+#[derive(Debug)]
+pub(crate) struct LegacyExec {
+    idle: Duration,
+    exec: ExecConfig,
+    slots: Arc<Semaphore>,
+}
+
+impl LegacyExec {
+    pub(crate) fn new(idle: Duration, exec: ExecConfig, slots: Arc<Semaphore>) -> LegacyExec {
+        LegacyExec { idle, exec, slots }
+    }
+
+    /// Runs one command and builds its reply frame.
+    async fn run(&self, command: &[u8], stream: &mut TcpStream, pending: &mut BytesMut) -> Option<Vec<u8>> {
+        let Ok(_slot) = self.slots.clone().try_acquire_owned() else {
+            let message = format!("sockit: {} commands are running already\n", self.exec.max_running);
+            return Some(legacy_reply(message.as_bytes(), &[("exit_code", 255.into())]));
+        };
+        let limits = CommandLimits {
+            deadline: Instant::now() + self.exec.max_timeout,
+            max_output: self.exec.max_output.min(LEGACY_MAX_OUTPUT),
+        };
+        let mut running = match RunningCommand::spawn(OsStr::from_bytes(command), &[], limits) {
+            Ok(running) => running,
+            Err(err) => {
+                let message = format!("sockit: cannot run the command: {err}\n");
+                return Some(legacy_reply(message.as_bytes(), &[("exit_code", 255.into())]));
+            }
+        };
+        let (mut stdout, mut stderr) = (Vec::new(), Vec::new());
+        let finished = loop {
+            let event = tokio::select! {
+                event = running.next() => event,
+                gone = read_more(stream, pending) => {
+                    if gone {
+                        return None;
+                    }
+                    continue;
+                }
+            };
+            match event {
+                Event::Output(OutputStream::Stdout, data) => stdout.extend_from_slice(&data),
+                Event::Output(OutputStream::Stderr, data) => stderr.extend_from_slice(&data),
+                Event::Finished(finished) => break finished,
+            }
+        };
+        stdout.extend_from_slice(&stderr);
+        let status = match finished.exit {
+            Exit::Code(code) => ("exit_code", code.into()),
+            Exit::Signal(signal) => ("signal", signal.into()),
+        };
+        let fields = [
+            status,
+            ("truncated", finished.truncated.into()),
+            ("timed_out", finished.timed_out.into()),
+        ];
+        Some(legacy_reply(&stdout, &fields))
+    }
+}
+
+/// Reads what the client sends while its command runs (it may already be the next command),
+/// up to one read buffer. True when the client has gone; pending forever once the buffer is
+/// full.
+async fn read_more(stream: &mut TcpStream, pending: &mut BytesMut) -> bool {
+    if pending.len() >= LEGACY_READ {
+        return std::future::pending().await;
+    }
+    pending.reserve(LEGACY_READ - pending.len());
+    matches!(stream.read_buf(pending).await, Ok(0) | Err(_))
+}
+
+/// One frame: `{"size":N,"data_size":N,"total_size":N,…}` and the body.
+fn legacy_reply(body: &[u8], fields: &[(&str, serde_json::Value)]) -> Vec<u8> {
+    let mut frame = BytesMut::new();
+    let mut header = HeaderWriter::new(&mut frame);
+    let size = body.len() as u64;
+    if size == 0 {
+        // `finish` only writes a non-zero size; the tutorials' clients read it either way.
+        header.field("size", &0);
+    }
+    header.field("data_size", &size).field("total_size", &size);
+    for (key, value) in fields {
+        header.field(key, value);
+    }
+    header
+        .finish(size)
+        .expect("a legacy reply header always encodes");
+    frame.extend_from_slice(body);
+    frame.to_vec()
+}
+
+impl TcpService for LegacyExec {
+    async fn serve(self: Arc<Self>, mut stream: TcpStream, peer: SocketAddr, stop: CancellationToken) {
+        let _ = stream.set_nodelay(true);
+        let mut pending = BytesMut::with_capacity(LEGACY_READ);
+        loop {
+            if pending.is_empty() {
+                let read = tokio::select! {
+                    () = stop.cancelled() => break,
+                    read = timeout(self.idle, stream.read_buf(&mut pending)) => read,
+                };
+                match read {
+                    Ok(Ok(n)) if n > 0 => {}
+                    _ => break,
+                }
+            }
+            let command = pending.split();
+            tracing::debug!(%peer, "legacy exec");
+            let Some(reply) = self.run(&command, &mut stream, &mut pending).await else {
+                tracing::info!(%peer, "legacy exec client left while its command ran; command killed");
+                return;
+            };
+            match timeout(self.idle, stream.write_all(&reply)).await {
                 Ok(Ok(())) => {}
                 _ => return,
             }

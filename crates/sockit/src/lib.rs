@@ -7,16 +7,21 @@
 //! - [`server`]: binds the listeners of `sockit serve`, runs the accept loops with connection
 //!   limits, and shuts down gracefully.
 //! - `service`: one module per operation of the framed protocol (`ping`, `echo`, …).
+//! - [`auth`]: the users file, keys, and the server's login checks.
+//! - [`command`]: remote commands in their own process group, with caps and deadlines.
 //! - [`chat`]: the UDP chat room.
-//! - `legacy` and `udp`: the raw services of the tutorials (upper-case echo over TCP and UDP).
+//! - `legacy` and `udp`: the raw services of the tutorials (upper-case echo over TCP and UDP,
+//!   raw remote commands).
 //! - [`client`]: the client side used by the `sockit` commands.
 //! - [`demo`]: `sockit demo sticky`, the sticky-packet problem shown on a real socket.
 
+pub mod auth;
 pub mod chat;
 pub mod client;
 pub mod config;
 pub mod connection;
 pub mod demo;
+pub mod command;
 mod legacy;
 mod reply;
 pub mod server;
@@ -25,7 +30,8 @@ pub mod store;
 mod transfer;
 mod udp;
 
-pub use client::{Client, ClientError};
+pub use client::{Client, ClientError, ExecOutcome};
+pub use command::{Exit, OutputStream};
 pub use config::ServerConfig;
 pub use connection::{ConnError, Connection, Deadlines};
 pub use server::{Server, ServiceKind};

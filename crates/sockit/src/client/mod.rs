@@ -2,10 +2,14 @@
 //!
 //! Requests can be sent one at a time ([`Client::call`]) or pipelined: [`Client::queue`] any
 //! number, [`Client::flush`], then [`Client::read_reply`] once per request, in order. File
-//! transfer (`put_file`, `get_file`, `list`, `stat`) lives in the `files` submodule.
+//! transfer (`put_file`, `get_file`, `list`, `stat`) lives in the `files` submodule, logging in
+//! in `auth`, remote commands in `exec`.
 
+mod auth;
+mod exec;
 mod files;
 
+pub use exec::ExecOutcome;
 pub use files::{part_path, GetOutcome, PutOutcome, RemoteStat, PART_SUFFIX};
 
 use std::borrow::Cow;
@@ -22,7 +26,7 @@ use crate::connection::{ConnError, Connection, Deadlines};
 /// How long connecting may take.
 const CONNECT_TIMEOUT: Duration = Duration::from_secs(10);
 /// How long the client waits for the server to say anything.
-const REPLY_TIMEOUT: Duration = Duration::from_secs(60);
+pub(crate) const REPLY_TIMEOUT: Duration = Duration::from_secs(60);
 
 /// Why a request did not succeed.
 #[derive(Debug, thiserror::Error)]

@@ -11,21 +11,20 @@ use super::accept::TcpService;
 use crate::config::ServerConfig;
 use crate::connection::{Connection, Deadlines};
 use crate::reply;
-use crate::service::{self, Flow};
-use crate::store::Store;
+use crate::service::{self, Context, Flow, Session};
 
 /// Serves the framed protocol.
 #[derive(Debug)]
 pub(crate) struct Framed {
     limits: Limits,
     deadlines: Deadlines,
-    store: Arc<Store>,
+    context: Context,
 }
 
 impl Framed {
-    pub(crate) fn new(config: &ServerConfig, store: Arc<Store>) -> Framed {
+    pub(crate) fn new(config: &ServerConfig, context: Context) -> Framed {
         Framed {
-            store,
+            context,
             limits: config.limits,
             deadlines: Deadlines {
                 header: Some(config.header_timeout),
@@ -36,11 +35,12 @@ impl Framed {
 }
 
 impl TcpService for Framed {
-    async fn serve(self: Arc<Self>, stream: TcpStream, _peer: SocketAddr, stop: CancellationToken) {
+    async fn serve(self: Arc<Self>, stream: TcpStream, peer: SocketAddr, stop: CancellationToken) {
         // Replies are batched by the connection; Nagle's delay would only add latency.
         let _ = stream.set_nodelay(true);
         let mut conn = Connection::new(stream, self.limits, self.deadlines);
         conn.stop_when(stop);
+        let mut session = Session::new(peer.ip());
         loop {
             let header = match conn.read_header().await {
                 Ok(Some(header)) => header,
@@ -50,7 +50,7 @@ impl TcpService for Framed {
                     return conn.fail(&err).await;
                 }
             };
-            let outcome = match service::handle(&mut conn, header, &self.store).await {
+            let outcome = match service::handle(&mut conn, header, &self.context, &mut session).await {
                 Ok(Flow::Continue) => conn.flush_if_full().await.map_err(Into::into),
                 Ok(Flow::Close) => return conn.close().await,
                 Err(err) => Err(err),

@@ -23,7 +23,10 @@ use tokio::net::{TcpListener, TcpSocket, UdpSocket};
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
+use crate::auth::accounts::Accounts;
+use crate::auth::users::UsersError;
 use crate::config::ServerConfig;
+use crate::service::Context;
 use crate::store::Store;
 use crate::{chat, legacy, udp};
 use accept::accept_loop;
@@ -38,6 +41,8 @@ pub enum ServiceKind {
     Udp,
     /// Raw TCP upper-case echo.
     LegacyEcho,
+    /// Raw TCP remote commands for the tutorials' clients.
+    LegacyExec,
     /// UDP upper-case echo.
     UdpEcho,
 }
@@ -49,6 +54,7 @@ impl ServiceKind {
             ServiceKind::Tcp => "tcp",
             ServiceKind::Udp => "udp",
             ServiceKind::LegacyEcho => "legacy-echo",
+            ServiceKind::LegacyExec => "legacy-exec",
             ServiceKind::UdpEcho => "udp-echo",
         }
     }
@@ -60,16 +66,34 @@ impl fmt::Display for ServiceKind {
     }
 }
 
-/// A listener that could not be opened.
+/// Why a server could not start.
 #[derive(Debug, thiserror::Error)]
-#[error("cannot listen on {addr} for {service}: {source}")]
-pub struct BindError {
-    /// Which listener.
-    pub service: ServiceKind,
-    /// The address asked for.
-    pub addr: SocketAddr,
-    /// Why.
-    pub source: io::Error,
+#[non_exhaustive]
+pub enum StartError {
+    /// A listener could not be opened.
+    #[error("cannot listen on {addr} for {service}: {source}")]
+    Bind {
+        /// Which listener.
+        service: ServiceKind,
+        /// The address asked for.
+        addr: SocketAddr,
+        /// Why.
+        source: io::Error,
+    },
+    /// `--legacy-exec` was given an address other machines can reach.
+    #[error("--legacy-exec runs any command for anyone who connects, without a login, so it only binds loopback addresses (127.0.0.1, ::1); {0} is not one")]
+    LegacyExecNotLoopback(SocketAddr),
+    /// The file store directory could not be opened.
+    #[error("file store {path}: {source}")]
+    Store {
+        /// The store directory.
+        path: std::path::PathBuf,
+        /// Why.
+        source: io::Error,
+    },
+    /// The users file could not be used.
+    #[error(transparent)]
+    Users(#[from] UsersError),
 }
 
 /// A server with its listeners bound, ready to [`run`](Server::run).
@@ -77,20 +101,32 @@ pub struct BindError {
 pub struct Server {
     config: Arc<ServerConfig>,
     store: Arc<Store>,
+    accounts: Option<Arc<Accounts>>,
     operator: Option<tokio::sync::mpsc::Receiver<String>>,
     tcp: TcpListener,
     udp: Option<UdpSocket>,
     legacy_echo: Option<TcpListener>,
+    legacy_exec: Option<TcpListener>,
     udp_echo: Option<UdpSocket>,
 }
 
 impl Server {
-    /// Opens every listener in `config` and the file store.
+    /// Opens every listener in `config`, the file store and the users file.
     ///
     /// # Errors
     ///
-    /// The first listener that cannot be bound, or a store directory that cannot be created.
-    pub async fn bind(config: ServerConfig) -> Result<Server, BindError> {
+    /// The first listener that cannot be bound, a `legacy_exec` address that is not loopback,
+    /// a store directory that cannot be created, or a users file that cannot be read.
+    pub async fn bind(config: ServerConfig) -> Result<Server, StartError> {
+        if let Some(addr) = config.legacy_exec {
+            if !addr.ip().is_loopback() {
+                return Err(StartError::LegacyExecNotLoopback(addr));
+            }
+        }
+        let accounts = match &config.users {
+            Some(path) => Some(Arc::new(Accounts::open(path, config.login.penalties)?)),
+            None => None,
+        };
         let tcp = bind_tcp(ServiceKind::Tcp, config.listen)?;
         let udp = match config.udp {
             Some(addr) => Some(bind_udp(ServiceKind::Udp, addr)?),
@@ -100,25 +136,28 @@ impl Server {
             Some(addr) => Some(bind_tcp(ServiceKind::LegacyEcho, addr)?),
             None => None,
         };
+        let legacy_exec = match config.legacy_exec {
+            Some(addr) => Some(bind_tcp(ServiceKind::LegacyExec, addr)?),
+            None => None,
+        };
         let udp_echo = match config.udp_echo {
             Some(addr) => Some(bind_udp(ServiceKind::UdpEcho, addr)?),
             None => None,
         };
-        let store = Store::open(&config.root, config.partial_ttl).map_err(|source| BindError {
-            service: ServiceKind::Tcp,
-            addr: config.listen,
-            source: io::Error::new(
-                source.kind(),
-                format!("file store {}: {source}", config.root.display()),
-            ),
-        })?;
+        let store =
+            Store::open(&config.root, config.partial_ttl).map_err(|source| StartError::Store {
+                path: config.root.clone(),
+                source,
+            })?;
         Ok(Server {
             store,
+            accounts,
             operator: None,
             config: Arc::new(config),
             tcp,
             udp,
             legacy_echo,
+            legacy_exec,
             udp_echo,
         })
     }
@@ -134,6 +173,7 @@ impl Server {
         let tcp = [
             (ServiceKind::Tcp, Some(&self.tcp)),
             (ServiceKind::LegacyEcho, self.legacy_echo.as_ref()),
+            (ServiceKind::LegacyExec, self.legacy_exec.as_ref()),
         ]
         .into_iter()
         .filter_map(|(kind, listener)| Some((kind, listener?.local_addr().ok()?)));
@@ -153,7 +193,22 @@ impl Server {
         let tasks = TaskTracker::new();
         let limiter = ConnLimiter::new(config.max_conns, config.max_conns_per_source);
 
-        let framed = Arc::new(framed::Framed::new(&config, Arc::clone(&self.store)));
+        let exec_slots = Arc::new(tokio::sync::Semaphore::new(config.exec.max_running));
+        let context = Context {
+            store: Arc::clone(&self.store),
+            accounts: self.accounts,
+            login: config.login,
+            exec: config.exec,
+            exec_slots: Arc::clone(&exec_slots),
+        };
+        match &context.accounts {
+            Some(accounts) => tracing::info!(
+                users = accounts.len(),
+                "accounts loaded: login required for everything but ping and echo"
+            ),
+            None => tracing::info!("no users file: files open to all, exec disabled"),
+        }
+        let framed = Arc::new(framed::Framed::new(&config, context));
         tasks.spawn(sweep_partials(Arc::clone(&self.store), stop.clone()));
         tasks.spawn(accept_loop(
             self.tcp,
@@ -164,6 +219,23 @@ impl Server {
         ));
         if let Some(listener) = self.legacy_echo {
             let service = Arc::new(legacy::LegacyEcho::new(config.idle_timeout));
+            tasks.spawn(accept_loop(
+                listener,
+                service,
+                Arc::clone(&limiter),
+                stop.clone(),
+                tasks.clone(),
+            ));
+        }
+        if let Some(listener) = self.legacy_exec {
+            tracing::warn!(
+                "legacy-exec: anyone on this machine can run commands as this user, without a login"
+            );
+            let service = Arc::new(legacy::LegacyExec::new(
+                config.idle_timeout,
+                config.exec,
+                exec_slots,
+            ));
             tasks.spawn(accept_loop(
                 listener,
                 service,
@@ -223,7 +295,7 @@ async fn sweep_partials(store: Arc<Store>, stop: CancellationToken) {
 
 /// A TCP listener with `SO_REUSEADDR`, so a restarted server can bind while old connections
 /// linger in `TIME_WAIT`.
-fn bind_tcp(service: ServiceKind, addr: SocketAddr) -> Result<TcpListener, BindError> {
+fn bind_tcp(service: ServiceKind, addr: SocketAddr) -> Result<TcpListener, StartError> {
     let bind = || {
         let socket = if addr.is_ipv4() {
             TcpSocket::new_v4()?
@@ -234,7 +306,7 @@ fn bind_tcp(service: ServiceKind, addr: SocketAddr) -> Result<TcpListener, BindE
         socket.bind(addr)?;
         socket.listen(1024)
     };
-    bind().map_err(|source| BindError {
+    bind().map_err(|source| StartError::Bind {
         service,
         addr,
         source,
@@ -245,7 +317,7 @@ fn bind_tcp(service: ServiceKind, addr: SocketAddr) -> Result<TcpListener, BindE
 /// kernel caps it at `net.core.rmem_max`.
 const UDP_RECEIVE_BUFFER: usize = 4 * 1024 * 1024;
 
-fn bind_udp(service: ServiceKind, addr: SocketAddr) -> Result<UdpSocket, BindError> {
+fn bind_udp(service: ServiceKind, addr: SocketAddr) -> Result<UdpSocket, StartError> {
     let bind = || {
         let socket = socket2::Socket::new(
             socket2::Domain::for_address(addr),
@@ -258,7 +330,7 @@ fn bind_udp(service: ServiceKind, addr: SocketAddr) -> Result<UdpSocket, BindErr
         socket.bind(&addr.into())?;
         UdpSocket::from_std(socket.into())
     };
-    bind().map_err(|source| BindError {
+    bind().map_err(|source| StartError::Bind {
         service,
         addr,
         source,

@@ -3,19 +3,42 @@
 //! A handler reads the rest of its request (the body) from the connection, appends its reply
 //! to the connection's write buffer, and says whether the connection can go on. Handlers never
 //! flush: the connection loop decides when replies go out, which is what batches them.
+//!
+//! Access (DESIGN.md): without a users file, everything but `exec` is open and `exec` is
+//! `disabled`. With one, a connection must `login` before anything but `ping`, `echo`,
+//! `challenge` and `login` itself.
 
 mod basic;
+mod exec;
 mod files;
+mod login;
+
+pub(crate) use login::Session;
 
 use std::fmt::Display;
 use std::sync::Arc;
 
 use sockit_proto::{ErrorCode, Header};
 use tokio::io::{AsyncRead, AsyncWrite};
+use tokio::sync::Semaphore;
 
+use crate::auth::accounts::Accounts;
+use crate::config::{ExecConfig, LoginConfig};
 use crate::connection::{ConnError, Connection};
 use crate::reply;
 use crate::store::Store;
+
+/// What the operations share across connections.
+#[derive(Debug)]
+pub(crate) struct Context {
+    pub(crate) store: Arc<Store>,
+    /// The accounts, when the server has a users file.
+    pub(crate) accounts: Option<Arc<Accounts>>,
+    pub(crate) login: LoginConfig,
+    pub(crate) exec: ExecConfig,
+    /// One permit per command that may run at once (shared with the legacy listener).
+    pub(crate) exec_slots: Arc<Semaphore>,
+}
 
 /// Whether a connection can take another request after this one.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -34,15 +57,25 @@ pub(crate) enum Flow {
 pub(crate) async fn handle<S: AsyncRead + AsyncWrite + Unpin>(
     conn: &mut Connection<S>,
     header: Header,
-    store: &Arc<Store>,
+    context: &Context,
+    session: &mut Session,
 ) -> Result<Flow, ConnError> {
     let op = match header.op() {
         Ok(op) => op,
         Err(err) => return refuse(conn, &header, err.code(), &err).await,
     };
+    let open_to_all = matches!(op, Some("ping" | "echo" | "challenge" | "login"));
+    if context.accounts.is_some() && session.user().is_none() && !open_to_all {
+        let message = "log in first: this server has accounts";
+        return refuse(conn, &header, ErrorCode::Unauthorized, &message).await;
+    }
+    let store = &context.store;
     match op {
         Some("ping") => basic::ping(conn, &header).await,
         Some("echo") => basic::echo(conn, &header).await,
+        Some("challenge") => login::challenge(conn, &header, context, session).await,
+        Some("login") => login::login(conn, &header, context, session).await,
+        Some("exec") => exec::exec(conn, &header, context, session).await,
         Some("put") => files::put(conn, &header, store).await,
         Some("get") => files::get(conn, &header, store).await,
         Some("list") => files::list(conn, &header, store).await,

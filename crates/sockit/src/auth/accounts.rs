@@ -1,0 +1,211 @@
+//! The server's view of the users file: checking passwords and key proofs, and the penalties
+//! for failing.
+//!
+//! Passwords are verified by argon2 on the blocking pool, at most one per core at a time, so
+//! a flood of logins costs a bounded amount of CPU and memory. An unknown user (or one with no
+//! password) is verified against a dummy hash made with the same parameters, so the reply and
+//! its timing do not say whether the user exists. The comparison of hash outputs inside
+//! `argon2` is constant-time.
+//!
+//! The users file is re-read when its modification time or length changes, so `sockit user`
+//! edits take effect without a restart; a file that no longer parses leaves the last good one
+//! in force, with a warning.
+
+use std::collections::HashMap;
+use std::net::IpAddr;
+use std::path::{Path, PathBuf};
+use std::sync::{Arc, Mutex, PoisonError};
+use std::time::{Duration, Instant, SystemTime};
+
+use argon2::password_hash::{PasswordHash, PasswordVerifier};
+use argon2::Argon2;
+use ed25519_dalek::VerifyingKey;
+use tokio::sync::Semaphore;
+
+use super::keys::{self, PublicKey, CHALLENGE_LEN};
+use super::penalty::{Penalties, PenaltyPolicy};
+use super::users::{hash_password, UsersError, UsersFile, MAX_PASSWORD};
+
+/// Most penalty records kept per table (sources, user names).
+const PENALTY_CAPACITY: usize = 65_536;
+
+/// One account as the server uses it.
+#[derive(Debug)]
+struct User {
+    password_hash: Option<String>,
+    keys: Vec<VerifyingKey>,
+}
+
+type Users = Arc<HashMap<String, User>>;
+
+/// What identifies one version of the users file on disk.
+type Stamp = Option<(SystemTime, u64)>;
+
+#[derive(Debug)]
+struct Loaded {
+    users: Users,
+    stamp: Stamp,
+}
+
+/// Accounts, password and key checks, and login penalties.
+#[derive(Debug)]
+pub(crate) struct Accounts {
+    path: PathBuf,
+    loaded: Mutex<Loaded>,
+    dummy_hash: String,
+    verify_slots: Semaphore,
+    sources: Mutex<Penalties<IpAddr>>,
+    user_names: Mutex<Penalties<String>>,
+}
+
+impl Accounts {
+    /// Loads the users file.
+    pub(crate) fn open(path: &Path, penalties: PenaltyPolicy) -> Result<Accounts, UsersError> {
+        let stamp = stamp(path);
+        let users = parse(UsersFile::load(path)?);
+        let mut random = [0u8; 16];
+        getrandom::fill(&mut random).map_err(|err| UsersError::Io {
+            path: path.to_owned(),
+            source: std::io::Error::other(err.to_string()),
+        })?;
+        let dummy_hash = hash_password(&hex::encode(random)).map_err(|err| UsersError::Io {
+            path: path.to_owned(),
+            source: std::io::Error::other(err.to_string()),
+        })?;
+        let cores = std::thread::available_parallelism().map_or(1, usize::from);
+        Ok(Accounts {
+            path: path.to_owned(),
+            loaded: Mutex::new(Loaded { users, stamp }),
+            dummy_hash,
+            verify_slots: Semaphore::new(cores),
+            sources: Mutex::new(Penalties::new(penalties, PENALTY_CAPACITY)),
+            user_names: Mutex::new(Penalties::new(penalties, PENALTY_CAPACITY)),
+        })
+    }
+
+    /// How many accounts there are now.
+    pub(crate) fn len(&self) -> usize {
+        self.users().len()
+    }
+
+    /// The accounts, re-read first if the file changed.
+    fn users(&self) -> Users {
+        let mut loaded = self.loaded.lock().unwrap_or_else(PoisonError::into_inner);
+        let now = stamp(&self.path);
+        if now != loaded.stamp {
+            loaded.stamp = now;
+            match UsersFile::load(&self.path) {
+                Ok(file) => {
+                    loaded.users = parse(file);
+                    tracing::info!(users = loaded.users.len(), path = %self.path.display(), "users file reloaded");
+                }
+                Err(err) => tracing::warn!(%err, "users file not reloaded; the previous version stays in force"),
+            }
+        }
+        Arc::clone(&loaded.users)
+    }
+
+    /// `Err(wait)` while logins from `source`, or password logins for `user`, are locked out.
+    pub(crate) fn check_penalty(&self, source: IpAddr, user: Option<&str>) -> Result<(), Duration> {
+        let now = Instant::now();
+        let by_source = lock(&self.sources).check(&source, now);
+        let by_user = match user {
+            Some(user) => lock(&self.user_names).check(&user.to_owned(), now),
+            None => Ok(()),
+        };
+        match (by_source, by_user) {
+            (Err(a), Err(b)) => Err(a.max(b)),
+            (Err(wait), _) | (_, Err(wait)) => Err(wait),
+            _ => Ok(()),
+        }
+    }
+
+    /// Records the outcome of a login from `source`; `user` is given for password logins,
+    /// whose failures also count against the user name.
+    pub(crate) fn record(&self, source: IpAddr, user: Option<&str>, success: bool) {
+        let now = Instant::now();
+        if success {
+            if let Some(user) = user {
+                lock(&self.user_names).succeed(&user.to_owned());
+            }
+            return;
+        }
+        lock(&self.sources).fail(&source, now);
+        if let Some(user) = user {
+            lock(&self.user_names).fail(&user.to_owned(), now);
+        }
+    }
+
+    /// Whether `password` is `user`'s. Takes one argon2 run whether or not the user exists.
+    pub(crate) async fn verify_password(&self, user: &str, password: &str) -> bool {
+        let users = self.users();
+        let account = users.get(user);
+        let stored = account.and_then(|account| account.password_hash.clone());
+        let real = stored.is_some();
+        let hash = stored.unwrap_or_else(|| self.dummy_hash.clone());
+        let password = password.as_bytes()[..password.len().min(MAX_PASSWORD)].to_vec();
+        let Ok(_slot) = self.verify_slots.acquire().await else {
+            return false;
+        };
+        let verified = tokio::task::spawn_blocking(move || {
+            PasswordHash::new(&hash).is_ok_and(|hash| {
+                Argon2::default()
+                    .verify_password(&password, &hash)
+                    .is_ok()
+            })
+        })
+        .await
+        .unwrap_or(false);
+        verified && real
+    }
+
+    /// Whether `signature` proves that `user` holds the authorised key `public_key` for
+    /// `challenge`.
+    pub(crate) fn verify_key(
+        &self,
+        user: &str,
+        public_key: &str,
+        challenge: &[u8; CHALLENGE_LEN],
+        signature: &str,
+    ) -> bool {
+        let Ok(offered) = public_key.parse::<PublicKey>() else {
+            return false;
+        };
+        let users = self.users();
+        let authorised = users
+            .get(user)
+            .is_some_and(|account| account.keys.contains(offered.verifying_key()));
+        authorised && keys::verify_login(offered.verifying_key(), challenge, user, signature)
+    }
+}
+
+fn lock<T>(mutex: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
+    mutex.lock().unwrap_or_else(PoisonError::into_inner)
+}
+
+fn stamp(path: &Path) -> Stamp {
+    let metadata = std::fs::metadata(path).ok()?;
+    Some((metadata.modified().ok()?, metadata.len()))
+}
+
+/// The server's form of a checked users file.
+fn parse(file: UsersFile) -> Users {
+    let users = file
+        .users
+        .into_iter()
+        .map(|(name, account)| {
+            let keys = account
+                .keys
+                .iter()
+                .filter_map(|line| line.parse::<PublicKey>().ok())
+                .map(|key| *key.verifying_key())
+                .collect();
+            let user = User {
+                password_hash: account.password,
+                keys,
+            };
+            (name, user)
+        })
+        .collect();
+    Arc::new(users)
+}

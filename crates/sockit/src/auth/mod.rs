@@ -1,0 +1,11 @@
+//! Accounts and login: the users file, ed25519 keys, and the server's checks and penalties.
+//!
+//! - [`users`]: the TOML users file with argon2id hashes, as `sockit user` edits it.
+//! - [`keys`]: public key lines, identity files, and the signed login proof.
+//! - [`penalty`]: lockouts that double after repeated failures (sans-I/O).
+//! - `accounts`: the server side — verifying passwords and proofs, and applying penalties.
+
+pub(crate) mod accounts;
+pub mod keys;
+pub mod penalty;
+pub mod users;

@@ -1,0 +1,122 @@
+//! Running remote commands: `exec`, its output delivered as it arrives.
+
+use std::borrow::Cow;
+use std::io;
+use std::time::Duration;
+
+use serde::Deserialize;
+use sockit_proto::HeaderWriter;
+
+use super::{Client, ClientError, REPLY_TIMEOUT};
+use crate::command::{Exit, OutputStream};
+
+/// How a remote command ended.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct ExecOutcome {
+    /// Its exit status or signal.
+    pub exit: Exit,
+    /// The server's output cap was reached: it was killed and the rest of its output lost.
+    pub truncated: bool,
+    /// Its time ran out: it was killed.
+    pub timed_out: bool,
+}
+
+impl ExecOutcome {
+    /// The exit status a local process should end with to pass this on: the command's own
+    /// status, or 128 + the signal that killed it (as shells and ssh report it).
+    pub fn status(&self) -> u8 {
+        match self.exit {
+            Exit::Code(code) => u8::try_from(code & 0xff).unwrap_or(255),
+            Exit::Signal(signal) => u8::try_from((128 + signal).min(255)).unwrap_or(255),
+        }
+    }
+}
+
+/// The fields of an `exec` reply frame.
+#[derive(Deserialize)]
+struct ExecFrame<'a> {
+    #[serde(borrow, default)]
+    stream: Option<Cow<'a, str>>,
+    #[serde(default)]
+    exit_code: Option<i32>,
+    #[serde(default)]
+    signal: Option<i32>,
+    #[serde(default)]
+    truncated: bool,
+    #[serde(default)]
+    timed_out: bool,
+}
+
+impl Client {
+    /// Runs `cmd` with `sh -c` on the server (logged in first), passing each piece of its
+    /// output to `output` as it arrives. `timeout` asks the server to kill it after that long
+    /// (the server may allow less).
+    ///
+    /// # Errors
+    ///
+    /// `unauthorized` when not logged in, `disabled` from a server without accounts, `busy`
+    /// when too many commands run; [`ClientError::Local`] when `output` fails.
+    pub async fn exec(
+        &mut self,
+        cmd: &str,
+        timeout: Option<Duration>,
+        mut output: impl FnMut(OutputStream, &[u8]) -> io::Result<()>,
+    ) -> Result<ExecOutcome, ClientError> {
+        let mut header = HeaderWriter::new(self.conn.write_buf());
+        header.field("op", "exec").field("cmd", cmd);
+        if let Some(timeout) = timeout {
+            header.field("timeout", &timeout.as_secs_f64());
+        }
+        header.finish(0).map_err(io::Error::from)?;
+        // A command may rightly say nothing for as long as it runs.
+        self.conn.set_idle(timeout.map(|timeout| timeout + REPLY_TIMEOUT));
+        let outcome = self.read_exec_reply(&mut output).await;
+        self.conn.set_idle(Some(REPLY_TIMEOUT));
+        outcome
+    }
+
+    async fn read_exec_reply(
+        &mut self,
+        output: &mut impl FnMut(OutputStream, &[u8]) -> io::Result<()>,
+    ) -> Result<ExecOutcome, ClientError> {
+        loop {
+            let header = self.read_reply_header().await?;
+            let frame: ExecFrame<'_> = header
+                .parse()
+                .map_err(|err| ClientError::BadReply(err.to_string()))?;
+            let stream = match frame.stream.as_deref() {
+                Some("stdout") => OutputStream::Stdout,
+                Some("stderr") => OutputStream::Stderr,
+                Some(other) => {
+                    return Err(ClientError::BadReply(format!("unknown output stream {other:?}")))
+                }
+                None => {
+                    let exit = match (frame.exit_code, frame.signal) {
+                        (Some(code), _) => Exit::Code(code),
+                        (None, Some(signal)) => Exit::Signal(signal),
+                        (None, None) => {
+                            return Err(ClientError::BadReply(
+                                "final exec frame has neither exit_code nor signal".into(),
+                            ))
+                        }
+                    };
+                    let outcome = ExecOutcome {
+                        exit,
+                        truncated: frame.truncated,
+                        timed_out: frame.timed_out,
+                    };
+                    drop(frame);
+                    self.conn.skip_body().await?;
+                    return Ok(outcome);
+                }
+            };
+            drop(frame);
+            while let Some(chunk) = self.conn.read_body_chunk().await? {
+                output(stream, &chunk).map_err(|source| ClientError::Local {
+                    path: format!("standard {}", &stream.name()[3..]),
+                    source,
+                })?;
+            }
+        }
+    }
+}
