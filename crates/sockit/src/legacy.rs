@@ -96,10 +96,21 @@ impl LegacyExec {
     }
 
     /// Runs one command and builds its reply frame.
-    async fn run(&self, command: &[u8], stream: &mut TcpStream, pending: &mut BytesMut) -> Option<Vec<u8>> {
+    async fn run(
+        &self,
+        command: &[u8],
+        stream: &mut TcpStream,
+        pending: &mut BytesMut,
+    ) -> Option<Vec<u8>> {
         let Ok(_slot) = self.slots.clone().try_acquire_owned() else {
-            let message = format!("sockit: {} commands are running already\n", self.exec.max_running);
-            return Some(legacy_reply(message.as_bytes(), &[("exit_code", 255.into())]));
+            let message = format!(
+                "sockit: {} commands are running already\n",
+                self.exec.max_running
+            );
+            return Some(legacy_reply(
+                message.as_bytes(),
+                &[("exit_code", 255.into())],
+            ));
         };
         let limits = CommandLimits {
             deadline: Instant::now() + self.exec.max_timeout,
@@ -109,7 +120,10 @@ impl LegacyExec {
             Ok(running) => running,
             Err(err) => {
                 let message = format!("sockit: cannot run the command: {err}\n");
-                return Some(legacy_reply(message.as_bytes(), &[("exit_code", 255.into())]));
+                return Some(legacy_reply(
+                    message.as_bytes(),
+                    &[("exit_code", 255.into())],
+                ));
             }
         };
         let (mut stdout, mut stderr) = (Vec::new(), Vec::new());
@@ -175,7 +189,12 @@ fn legacy_reply(body: &[u8], fields: &[(&str, serde_json::Value)]) -> Vec<u8> {
 }
 
 impl TcpService for LegacyExec {
-    async fn serve(self: Arc<Self>, mut stream: TcpStream, peer: SocketAddr, stop: CancellationToken) {
+    async fn serve(
+        self: Arc<Self>,
+        mut stream: TcpStream,
+        peer: SocketAddr,
+        stop: CancellationToken,
+    ) {
         let _ = stream.set_nodelay(true);
         let mut pending = BytesMut::with_capacity(LEGACY_READ);
         loop {

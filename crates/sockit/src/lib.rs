@@ -18,10 +18,10 @@
 pub mod auth;
 pub mod chat;
 pub mod client;
+pub mod command;
 pub mod config;
 pub mod connection;
 pub mod demo;
-pub mod command;
 mod legacy;
 mod reply;
 pub mod server;

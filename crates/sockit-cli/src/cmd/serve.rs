@@ -5,7 +5,9 @@ use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::time::Duration;
 
+use sockit::auth::penalty::PenaltyPolicy;
 use sockit::chat::room::RoomConfig;
+use sockit::config::{ExecConfig, LoginConfig};
 use sockit::{Server, ServerConfig};
 use sockit_proto::Limits;
 
@@ -25,6 +27,37 @@ pub(crate) struct Args {
     /// UDP upper-case echo.
     #[arg(long, value_name = "ADDR")]
     udp_echo: Option<SocketAddr>,
+    /// Raw TCP remote commands for the tutorials' clients: no login, so loopback only.
+    #[arg(long, value_name = "ADDR")]
+    legacy_exec: Option<SocketAddr>,
+    /// Accounts file (see `sockit user`): requires login for all but ping and echo, and
+    /// enables exec.
+    #[arg(long, value_name = "FILE")]
+    users: Option<PathBuf>,
+    /// Longest a remote command may run, in seconds (a client may ask for less).
+    #[arg(long, value_name = "SECS", default_value = "3600", value_parser = parse_seconds)]
+    exec_timeout: Duration,
+    /// Output after which a remote command is killed and reported truncated, in bytes.
+    #[arg(long, value_name = "BYTES", default_value_t = 64 * 1024 * 1024)]
+    exec_max_output: u64,
+    /// Most remote commands running at once; more are refused as busy.
+    #[arg(long, value_name = "N", default_value_t = 64)]
+    exec_max_running: usize,
+    /// Seconds a connection has to log in after connecting.
+    #[arg(long, value_name = "SECS", default_value = "60", value_parser = parse_seconds)]
+    login_grace: Duration,
+    /// Failed logins allowed on one connection before it is closed.
+    #[arg(long, value_name = "N", default_value_t = 6)]
+    login_max_tries: u32,
+    /// Failed logins from one address (or for one user) before lockouts begin.
+    #[arg(long, value_name = "N", default_value_t = 5)]
+    login_free_failures: u32,
+    /// First lockout, in seconds; each further failure doubles it.
+    #[arg(long, value_name = "SECS", default_value = "1", value_parser = parse_seconds)]
+    login_backoff: Duration,
+    /// Longest lockout, in seconds.
+    #[arg(long, value_name = "SECS", default_value = "300", value_parser = parse_seconds)]
+    login_backoff_max: Duration,
     /// The file store directory.
     #[arg(long, value_name = "DIR", default_value = "./sockit-data")]
     root: PathBuf,
@@ -72,6 +105,23 @@ pub(crate) async fn run(args: Args) -> CmdResult {
         udp: args.udp.0,
         legacy_echo: args.legacy_echo,
         udp_echo: args.udp_echo,
+        legacy_exec: args.legacy_exec,
+        users: args.users,
+        login: LoginConfig {
+            max_tries: args.login_max_tries.max(1),
+            grace: args.login_grace,
+            penalties: PenaltyPolicy {
+                free_failures: args.login_free_failures,
+                base: args.login_backoff,
+                max: args.login_backoff_max.max(args.login_backoff),
+                ..PenaltyPolicy::default()
+            },
+        },
+        exec: ExecConfig {
+            max_timeout: args.exec_timeout,
+            max_output: args.exec_max_output,
+            max_running: args.exec_max_running,
+        },
         root: args.root,
         limits: Limits::builder()
             .max_header_len(args.max_header_len)

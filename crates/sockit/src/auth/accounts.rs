@@ -99,7 +99,9 @@ impl Accounts {
                     loaded.users = parse(file);
                     tracing::info!(users = loaded.users.len(), path = %self.path.display(), "users file reloaded");
                 }
-                Err(err) => tracing::warn!(%err, "users file not reloaded; the previous version stays in force"),
+                Err(err) => {
+                    tracing::warn!(%err, "users file not reloaded; the previous version stays in force")
+                }
             }
         }
         Arc::clone(&loaded.users)
@@ -148,11 +150,8 @@ impl Accounts {
             return false;
         };
         let verified = tokio::task::spawn_blocking(move || {
-            PasswordHash::new(&hash).is_ok_and(|hash| {
-                Argon2::default()
-                    .verify_password(&password, &hash)
-                    .is_ok()
-            })
+            PasswordHash::new(&hash)
+                .is_ok_and(|hash| Argon2::default().verify_password(&password, &hash).is_ok())
         })
         .await
         .unwrap_or(false);

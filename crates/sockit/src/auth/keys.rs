@@ -222,20 +222,20 @@ impl Identity {
             file.write_all(text.as_bytes())?;
             file.sync_all()
         };
-        let secret = format!(
-            "{SECRET_KEY_KIND} {}\n",
-            hex::encode(self.key.to_bytes())
-        );
+        let secret = format!("{SECRET_KEY_KIND} {}\n", hex::encode(self.key.to_bytes()));
         write(path, 0o600, secret).map_err(|source| IdentityError::Io {
             path: path.to_owned(),
             source,
         })?;
-        write(&public_path, 0o644, format!("{}\n", self.public_key(comment))).map_err(
-            |source| IdentityError::Io {
-                path: public_path.clone(),
-                source,
-            },
+        write(
+            &public_path,
+            0o644,
+            format!("{}\n", self.public_key(comment)),
         )
+        .map_err(|source| IdentityError::Io {
+            path: public_path.clone(),
+            source,
+        })
     }
 
     /// The public half, with a comment.
@@ -305,7 +305,10 @@ mod tests {
         assert_eq!(parsed, key);
         let bare: PublicKey = key.hex().parse().unwrap();
         assert_eq!(bare.verifying_key(), key.verifying_key());
-        assert_eq!("ssh-ed25519 AAAA".parse::<PublicKey>(), Err(BadKey::Kind(PUBLIC_KEY_KIND)));
+        assert_eq!(
+            "ssh-ed25519 AAAA".parse::<PublicKey>(),
+            Err(BadKey::Kind(PUBLIC_KEY_KIND))
+        );
         assert_eq!("sockit-ed25519 abcd".parse::<PublicKey>(), Err(BadKey::Hex));
         // The identity point is a weak (small-order) key.
         let weak = format!("sockit-ed25519 01{}", "00".repeat(31));
@@ -322,7 +325,12 @@ mod tests {
         assert!(verify_login(&key, &challenge, "alice", &proof));
         assert!(!verify_login(&key, &[8u8; CHALLENGE_LEN], "alice", &proof));
         assert!(!verify_login(&key, &challenge, "bob", &proof));
-        assert!(!verify_login(&other.public_key("").key, &challenge, "alice", &proof));
+        assert!(!verify_login(
+            &other.public_key("").key,
+            &challenge,
+            "alice",
+            &proof
+        ));
         assert!(!verify_login(&key, &challenge, "alice", "zz"));
     }
 
@@ -335,11 +343,20 @@ mod tests {
         let loaded = Identity::load(&path).unwrap();
         assert_eq!(loaded.public_hex(), identity.public_hex());
         let public = std::fs::read_to_string(public_key_path(&path)).unwrap();
-        assert_eq!(public.trim().parse::<PublicKey>().unwrap(), identity.public_key("me@here"));
-        assert!(matches!(identity.save(&path, ""), Err(IdentityError::Io { .. })));
+        assert_eq!(
+            public.trim().parse::<PublicKey>().unwrap(),
+            identity.public_key("me@here")
+        );
+        assert!(matches!(
+            identity.save(&path, ""),
+            Err(IdentityError::Io { .. })
+        ));
 
         std::fs::set_permissions(&path, std::fs::Permissions::from_mode(0o644)).unwrap();
         let err = Identity::load(&path).unwrap_err();
-        assert!(matches!(err, IdentityError::TooOpen { mode: 0o644, .. }), "{err}");
+        assert!(
+            matches!(err, IdentityError::TooOpen { mode: 0o644, .. }),
+            "{err}"
+        );
     }
 }

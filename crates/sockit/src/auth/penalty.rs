@@ -131,9 +131,16 @@ mod tests {
         let mut now = start;
         for expected in [1, 2, 4, 8, 8, 8] {
             penalties.fail(&"ip", now);
-            assert_eq!(penalties.check(&"ip", now), Err(Duration::from_secs(expected)));
+            assert_eq!(
+                penalties.check(&"ip", now),
+                Err(Duration::from_secs(expected))
+            );
             now += Duration::from_secs(expected);
-            assert_eq!(penalties.check(&"ip", now), Ok(()), "free after {expected}s");
+            assert_eq!(
+                penalties.check(&"ip", now),
+                Ok(()),
+                "free after {expected}s"
+            );
         }
         assert_eq!(penalties.check(&"other", now), Ok(()));
     }
@@ -154,7 +161,11 @@ mod tests {
         }
         let later = start + Duration::from_secs(61);
         penalties.fail(&"bob", later);
-        assert_eq!(penalties.check(&"bob", later), Ok(()), "old failures forgotten");
+        assert_eq!(
+            penalties.check(&"bob", later),
+            Ok(()),
+            "old failures forgotten"
+        );
     }
 
     #[test]
@@ -167,6 +178,9 @@ mod tests {
         assert_eq!(penalties.records.len(), 4);
         let later = start + Duration::from_secs(61);
         penalties.fail(&1000, later);
-        assert!(penalties.records.contains_key(&1000), "stale records make room");
+        assert!(
+            penalties.records.contains_key(&1000),
+            "stale records make room"
+        );
     }
 }

@@ -222,7 +222,8 @@ pub fn hash_password(password: &str) -> Result<String, BadPassword> {
     }
     let mut salt = [0u8; 16];
     getrandom::fill(&mut salt).map_err(|err| BadPassword::Hashing(err.to_string()))?;
-    let salt = SaltString::encode_b64(&salt).map_err(|err| BadPassword::Hashing(err.to_string()))?;
+    let salt =
+        SaltString::encode_b64(&salt).map_err(|err| BadPassword::Hashing(err.to_string()))?;
     Argon2::default()
         .hash_password(password.as_bytes(), &salt)
         .map(|hash| hash.to_string())
@@ -250,7 +251,13 @@ mod tests {
 
     #[test]
     fn user_names() {
-        for good in ["alice", "a", "bob.smith", "x_1-2", &"a".repeat(MAX_USER_NAME)] {
+        for good in [
+            "alice",
+            "a",
+            "bob.smith",
+            "x_1-2",
+            &"a".repeat(MAX_USER_NAME),
+        ] {
             assert_eq!(check_user_name(good), Ok(()), "{good}");
         }
         let long = "a".repeat(MAX_USER_NAME + 1);

@@ -69,7 +69,8 @@ impl Client {
         }
         header.finish(0).map_err(io::Error::from)?;
         // A command may rightly say nothing for as long as it runs.
-        self.conn.set_idle(timeout.map(|timeout| timeout + REPLY_TIMEOUT));
+        self.conn
+            .set_idle(timeout.map(|timeout| timeout + REPLY_TIMEOUT));
         let outcome = self.read_exec_reply(&mut output).await;
         self.conn.set_idle(Some(REPLY_TIMEOUT));
         outcome
@@ -88,7 +89,9 @@ impl Client {
                 Some("stdout") => OutputStream::Stdout,
                 Some("stderr") => OutputStream::Stderr,
                 Some(other) => {
-                    return Err(ClientError::BadReply(format!("unknown output stream {other:?}")))
+                    return Err(ClientError::BadReply(format!(
+                        "unknown output stream {other:?}"
+                    )))
                 }
                 None => {
                     let exit = match (frame.exit_code, frame.signal) {

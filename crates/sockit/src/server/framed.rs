@@ -50,11 +50,12 @@ impl TcpService for Framed {
                     return conn.fail(&err).await;
                 }
             };
-            let outcome = match service::handle(&mut conn, header, &self.context, &mut session).await {
-                Ok(Flow::Continue) => conn.flush_if_full().await.map_err(Into::into),
-                Ok(Flow::Close) => return conn.close().await,
-                Err(err) => Err(err),
-            };
+            let outcome =
+                match service::handle(&mut conn, header, &self.context, &mut session).await {
+                    Ok(Flow::Continue) => conn.flush_if_full().await.map_err(Into::into),
+                    Ok(Flow::Close) => return conn.close().await,
+                    Err(err) => Err(err),
+                };
             if let Err(err) = outcome {
                 tracing::debug!(%err, "connection failed");
                 return conn.fail(&err).await;

@@ -75,7 +75,13 @@ pub(super) async fn challenge<S: AsyncRead + AsyncWrite + Unpin>(
         return refuse(conn, header, ErrorCode::Disabled, &NO_ACCOUNTS).await;
     }
     if header.body_len() > 0 {
-        return refuse(conn, header, ErrorCode::BadRequest, &"challenge takes no body").await;
+        return refuse(
+            conn,
+            header,
+            ErrorCode::BadRequest,
+            &"challenge takes no body",
+        )
+        .await;
     }
     let mut challenge = [0u8; CHALLENGE_LEN];
     if let Err(err) = getrandom::fill(&mut challenge) {
@@ -130,7 +136,8 @@ pub(super) async fn login<S: AsyncRead + AsyncWrite + Unpin>(
         }
     };
     if !by_password && challenge.is_none() {
-        let message = "no challenge to sign: send `challenge` first, then `login` with its signature";
+        let message =
+            "no challenge to sign: send `challenge` first, then `login` with its signature";
         return refuse(conn, header, ErrorCode::BadRequest, &message).await;
     }
     let penalised_user = by_password.then_some(user);
@@ -154,7 +161,12 @@ pub(super) async fn login<S: AsyncRead + AsyncWrite + Unpin>(
         return Ok(count_failure(session, context));
     }
 
-    let verified = match (&request.password, &request.key, &request.signature, challenge) {
+    let verified = match (
+        &request.password,
+        &request.key,
+        &request.signature,
+        challenge,
+    ) {
         (Some(password), ..) => accounts.verify_password(user, password).await,
         (None, Some(key), Some(signature), Some(challenge)) => {
             accounts.verify_key(user, key, &challenge, signature)
@@ -183,7 +195,12 @@ pub(super) async fn login<S: AsyncRead + AsyncWrite + Unpin>(
     if flow == Flow::Close {
         message.push_str("; too many failures on this connection, so it closes");
     }
-    reply::error(conn.write_buf(), header.id(), ErrorCode::Unauthorized, &message);
+    reply::error(
+        conn.write_buf(),
+        header.id(),
+        ErrorCode::Unauthorized,
+        &message,
+    );
     Ok(flow)
 }
 
