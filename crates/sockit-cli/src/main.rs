@@ -17,7 +17,7 @@ struct Cli {
 #[derive(Debug, Subcommand)]
 enum Command {
     /// Run the server: the framed TCP protocol and the optional raw listeners.
-    Serve(cmd::serve::Args),
+    Serve(Box<cmd::serve::Args>),
     /// Measure round trips to a server.
     Ping(cmd::ping::Args),
     /// Send text (or standard input) to a server and print what comes back.
@@ -28,8 +28,17 @@ enum Command {
     Get(cmd::get::Args),
     /// List the files in the server's store.
     Ls(cmd::ls::Args),
+    /// Run a command on the server; its output and exit status come back.
+    Exec(cmd::exec::Args),
+    /// Log in once and run commands interactively (`>>:` prompt).
+    Shell(cmd::shell::Args),
     /// Join the UDP chat room: standard input lines go out, room lines come in.
     Chat(cmd::chat::Args),
+    /// Edit the users file of `sockit serve --users`.
+    #[command(subcommand)]
+    User(cmd::user::User),
+    /// Make an ed25519 key pair for key login.
+    Keygen(cmd::keygen::Args),
     /// Demonstrations of the problems sockit solves.
     #[command(subcommand)]
     Demo(cmd::demo::Demo),
@@ -46,21 +55,43 @@ fn main() -> ExitCode {
         Ok(runtime) => runtime,
         Err(err) => return cmd::fail(&format!("cannot start the runtime: {err}")),
     };
-    let result = runtime.block_on(async move {
-        match cli.command {
-            Command::Serve(args) => cmd::serve::run(args).await,
-            Command::Ping(args) => cmd::ping::run(args).await,
-            Command::Echo(args) => cmd::echo::run(args).await,
-            Command::Put(args) => cmd::put::run(args).await,
-            Command::Get(args) => cmd::get::run(args).await,
-            Command::Ls(args) => cmd::ls::run(args).await,
-            Command::Chat(args) => cmd::chat::run(args).await,
-            Command::Demo(demo) => cmd::demo::run(demo).await,
+    match runtime.block_on(cli.command.run()) {
+        Ok(code) => code,
+        Err((err, code)) => {
+            cmd::fail(&err);
+            code
         }
-    });
-    match result {
-        Ok(()) => ExitCode::SUCCESS,
-        Err(err) => cmd::fail(&err),
+    }
+}
+
+impl Command {
+    /// Runs the command: its exit status, or why it failed with the status to end with.
+    async fn run(self) -> Result<ExitCode, (String, ExitCode)> {
+        let done = |result: cmd::CmdResult| {
+            result
+                .map(|()| ExitCode::SUCCESS)
+                .map_err(|err| (err, ExitCode::FAILURE))
+        };
+        // exec and shell end with the remote command's status, and 255 when sockit failed.
+        let remote = |result: Result<u8, String>| {
+            result
+                .map(ExitCode::from)
+                .map_err(|err| (err, ExitCode::from(cmd::exec::FAILED)))
+        };
+        match self {
+            Command::Serve(args) => done(cmd::serve::run(*args).await),
+            Command::Ping(args) => done(cmd::ping::run(args).await),
+            Command::Echo(args) => done(cmd::echo::run(args).await),
+            Command::Put(args) => done(cmd::put::run(args).await),
+            Command::Get(args) => done(cmd::get::run(args).await),
+            Command::Ls(args) => done(cmd::ls::run(args).await),
+            Command::Exec(args) => remote(cmd::exec::run(args).await),
+            Command::Shell(args) => remote(cmd::shell::run(args).await),
+            Command::Chat(args) => done(cmd::chat::run(args).await),
+            Command::User(user) => done(cmd::user::run(user)),
+            Command::Keygen(args) => done(cmd::keygen::run(args)),
+            Command::Demo(demo) => done(cmd::demo::run(demo).await),
+        }
     }
 }
 

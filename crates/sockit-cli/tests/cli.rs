@@ -30,7 +30,8 @@ impl Serve {
             .stderr(Stdio::null())
             .spawn()
             .unwrap();
-        let expected = 2 + extra.iter().filter(|a| a.starts_with("--")).count();
+        let listeners = ["--legacy-echo", "--legacy-exec", "--udp-echo"];
+        let expected = 2 + extra.iter().filter(|a| listeners.contains(a)).count();
         let mut lines = BufReader::new(child.stdout.take().unwrap()).lines();
         let mut addrs = HashMap::new();
         while addrs.len() < expected {
@@ -537,4 +538,363 @@ fn chat_with_no_room_there_fails_clearly() {
         String::from_utf8(output.stderr).unwrap(),
         format!("sockit: no chat room at {server}: connection refused\n")
     );
+}
+
+// --- Accounts, exec, shell and the tutorials' remote-command clients ---
+
+const PASSWORD: &str = "open sesame";
+
+/// A users file with `alice` (password [`PASSWORD`]), made by `sockit user add`.
+fn users_file(dir: &Path) -> PathBuf {
+    let users = dir.join("users.toml");
+    let output = run_with_stdin(
+        &[
+            "user",
+            "add",
+            "alice",
+            "--users",
+            users.to_str().unwrap(),
+            "--password-stdin",
+        ],
+        &[],
+        &format!("{PASSWORD}\n"),
+    );
+    assert!(output.status.success(), "{output:?}");
+    users
+}
+
+/// Runs `sockit` with `stdin`, the `env` given, and no login settings inherited: no key in
+/// the default place, no password or user from the environment.
+fn run_with_stdin(args: &[&str], env: &[(&str, &str)], stdin: &str) -> Output {
+    let home = tempfile::tempdir().unwrap();
+    let mut child = Command::new(SOCKIT)
+        .args(args)
+        .env_remove("SOCKIT_PASSWORD")
+        .env_remove("SOCKIT_IDENTITY")
+        .env_remove("SOCKIT_USERS")
+        .env("SOCKIT_USER", "alice")
+        .env("XDG_CONFIG_HOME", home.path())
+        .envs(env.iter().copied())
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    child
+        .stdin
+        .take()
+        .unwrap()
+        .write_all(stdin.as_bytes())
+        .unwrap();
+    child.wait_with_output().unwrap()
+}
+
+fn stderr(output: &Output) -> String {
+    String::from_utf8_lossy(&output.stderr).into_owned()
+}
+
+#[test]
+fn user_commands_edit_the_users_file_without_storing_passwords() {
+    let dir = tempfile::tempdir().unwrap();
+    let users = users_file(dir.path());
+    let file = users.to_str().unwrap();
+    let text = std::fs::read_to_string(&users).unwrap();
+    assert!(
+        text.contains("$argon2id$") && !text.contains(PASSWORD),
+        "{text}"
+    );
+
+    let again = run_with_stdin(
+        &["user", "add", "alice", "--users", file, "--password-stdin"],
+        &[],
+        "x\n",
+    );
+    assert!(!again.status.success());
+    assert!(stderr(&again).contains("exists"), "{again:?}");
+    let bad_name = run_with_stdin(
+        &["user", "add", "-x", "--users", file, "--password-stdin"],
+        &[],
+        "x\n",
+    );
+    assert!(!bad_name.status.success());
+
+    let key = "sockit-ed25519 3b6a27bcceb6a42d62a3a8d02a6f0d73653215771de243a63ac048a18b59da29 bob@laptop";
+    let words: Vec<&str> = key.split(' ').collect();
+    let mut args = vec!["user", "add-key", "bob"];
+    args.extend(&words);
+    args.extend(["--users", file]);
+    let added = run_with_stdin(&args, &[], "");
+    assert!(added.status.success(), "{added:?}");
+    let listed = run_with_stdin(&["user", "list", "--users", file], &[], "");
+    assert_eq!(
+        stdout(&listed),
+        "alice\tpassword, 0 keys\nbob\tno password, 1 key\n\tkey 7a5d6d4d4ea2b0d4bd8b2d26c2e7d9f0 bob@laptop\n"
+            .replace("7a5d6d4d4ea2b0d4bd8b2d26c2e7d9f0", &fingerprint(key))
+    );
+    let removed = run_with_stdin(&["user", "del", "bob", "--users", file], &[], "");
+    assert!(removed.status.success(), "{removed:?}");
+    let listed = run_with_stdin(&["user", "list", "--users", file], &[], "");
+    assert_eq!(stdout(&listed), "alice\tpassword, 0 keys\n");
+}
+
+fn fingerprint(key: &str) -> String {
+    key.parse::<sockit::auth::keys::PublicKey>()
+        .unwrap()
+        .fingerprint()
+}
+
+#[test]
+fn exec_passes_output_streams_and_exit_status_through() {
+    let dir = tempfile::tempdir().unwrap();
+    let users = users_file(dir.path());
+    let serve = Serve::start(&["--users", users.to_str().unwrap()]);
+    let server = serve.addr("tcp").to_string();
+    let password = [("SOCKIT_PASSWORD", PASSWORD)];
+    let exec = |words: &[&str], env: &[(&str, &str)]| {
+        let mut args = vec!["exec", "--server", &server, "--"];
+        args.extend(words);
+        run_with_stdin(&args, env, "")
+    };
+
+    let output = exec(&["sh", "-c", "echo out; echo err >&2; exit 3"], &password);
+    assert_eq!(output.status.code(), Some(3), "{output:?}");
+    assert_eq!(stdout(&output), "out\n");
+    assert_eq!(stderr(&output), "err\n");
+
+    let output = exec(&["sh", "-c", "kill -KILL $$"], &password);
+    assert_eq!(output.status.code(), Some(128 + 9), "{output:?}");
+
+    let output = exec(&["true"], &[("SOCKIT_PASSWORD", "wrong")]);
+    assert_eq!(output.status.code(), Some(255), "{output:?}");
+    assert!(
+        stderr(&output).contains("wrong user name or password"),
+        "{output:?}"
+    );
+
+    let output = exec(&["true"], &[]);
+    assert_eq!(output.status.code(), Some(255), "{output:?}");
+    assert!(stderr(&output).contains("SOCKIT_PASSWORD"), "{output:?}");
+}
+
+#[test]
+fn exec_quotes_every_word_so_metacharacters_arrive_unchanged() {
+    let dir = tempfile::tempdir().unwrap();
+    let users = users_file(dir.path());
+    let serve = Serve::start(&["--users", users.to_str().unwrap()]);
+    let server = serve.addr("tcp").to_string();
+    let words = [
+        "a b", "$HOME", "x;y", "*", "it's", "\"q\"", "`id`", "$(id)", "a|b", "&", "", "~", "-n",
+    ];
+    let mut args = vec!["exec", "--server", &server, "--", "printf", "[%s]\\n"];
+    args.extend(words);
+    let output = run_with_stdin(&args, &[("SOCKIT_PASSWORD", PASSWORD)], "");
+    assert!(output.status.success(), "{output:?}");
+    let expected: String = words.iter().map(|word| format!("[{word}]\n")).collect();
+    assert_eq!(stdout(&output), expected);
+
+    // -c gives the remote shell a whole command line.
+    let output = run_with_stdin(
+        &[
+            "exec",
+            "--server",
+            &server,
+            "-c",
+            "printf 'a\\nb\\n' | wc -l",
+        ],
+        &[("SOCKIT_PASSWORD", PASSWORD)],
+        "",
+    );
+    assert_eq!(stdout(&output).trim(), "2", "{output:?}");
+}
+
+#[test]
+fn keygen_and_add_key_let_exec_log_in_without_a_password() {
+    let dir = tempfile::tempdir().unwrap();
+    let users = users_file(dir.path());
+    let identity = dir.path().join("id_ed25519");
+    let identity = identity.to_str().unwrap();
+    let made = run_with_stdin(&["keygen", "--identity", identity, "-C", "test"], &[], "");
+    assert!(made.status.success(), "{made:?}");
+    assert!(stdout(&made).starts_with("sockit-ed25519 "), "{made:?}");
+    let again = run_with_stdin(&["keygen", "--identity", identity], &[], "");
+    assert!(!again.status.success(), "keygen must not overwrite a key");
+
+    let serve = Serve::start(&["--users", users.to_str().unwrap()]);
+    let server = serve.addr("tcp").to_string();
+    let exec = [
+        "exec",
+        "--server",
+        &server,
+        "--identity",
+        identity,
+        "--",
+        "echo",
+        "by key",
+    ];
+    // Not authorised yet: falls back to a password, and there is none.
+    let output = run_with_stdin(&exec, &[], "");
+    assert_eq!(output.status.code(), Some(255), "{output:?}");
+
+    let public = format!("{identity}.pub");
+    let users = users.to_str().unwrap();
+    let added = run_with_stdin(
+        &["user", "add-key", "alice", &public, "--users", users],
+        &[],
+        "",
+    );
+    assert!(added.status.success(), "{added:?}");
+    let output = run_with_stdin(&exec, &[], "");
+    assert!(output.status.success(), "{output:?}");
+    assert_eq!(stdout(&output), "by key\n");
+}
+
+#[test]
+fn shell_runs_each_line_and_ends_with_the_last_status() {
+    let dir = tempfile::tempdir().unwrap();
+    let users = users_file(dir.path());
+    let serve = Serve::start(&["--users", users.to_str().unwrap()]);
+    let server = serve.addr("tcp").to_string();
+    let output = run_with_stdin(
+        &["shell", "--server", &server],
+        &[("SOCKIT_PASSWORD", PASSWORD)],
+        "echo one\n\necho two | tr a-z A-Z\nexit 4\n",
+    );
+    assert_eq!(stdout(&output), "one\nTWO\n", "{output:?}");
+    assert_eq!(output.status.code(), Some(4), "{output:?}");
+    let output = run_with_stdin(
+        &["shell", "--server", &server],
+        &[("SOCKIT_PASSWORD", PASSWORD)],
+        "echo before\nquit\necho after\n",
+    );
+    assert_eq!(stdout(&output), "before\n", "{output:?}");
+    assert_eq!(output.status.code(), Some(0));
+}
+
+#[test]
+fn exec_on_a_server_without_users_is_disabled() {
+    let serve = Serve::start(&[]);
+    let server = serve.addr("tcp").to_string();
+    let output = run_with_stdin(&["exec", "--server", &server, "--", "true"], &[], "");
+    assert_eq!(output.status.code(), Some(255), "{output:?}");
+    assert!(stderr(&output).contains("disabled"), "{output:?}");
+}
+
+#[test]
+fn killing_exec_mid_command_leaves_no_process_behind() {
+    let dir = tempfile::tempdir().unwrap();
+    let users = users_file(dir.path());
+    let serve = Serve::start(&["--users", users.to_str().unwrap()]);
+    let server = serve.addr("tcp").to_string();
+    let marker = format!("{}.7", 6000 + std::process::id() % 1000);
+    let script = format!("sleep {marker} & (sleep {marker}; true) & echo started; wait");
+    let home = tempfile::tempdir().unwrap();
+    let mut child = Command::new(SOCKIT)
+        .args(["exec", "--server", &server, "-c", &script])
+        .env("SOCKIT_PASSWORD", PASSWORD)
+        .env("SOCKIT_USER", "alice")
+        .env("XDG_CONFIG_HOME", home.path())
+        .stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    let mut first = String::new();
+    BufReader::new(child.stdout.take().unwrap())
+        .read_line(&mut first)
+        .unwrap();
+    assert_eq!(first, "started\n");
+    let pattern = format!("sleep {marker}");
+    assert!(processes_with(&pattern) >= 2);
+    child.kill().unwrap();
+    child.wait().unwrap();
+    let started = Instant::now();
+    while processes_with(&pattern) > 0 {
+        assert!(
+            started.elapsed() < Duration::from_secs(10),
+            "processes left behind"
+        );
+        std::thread::sleep(Duration::from_millis(50));
+    }
+}
+
+/// How many processes have `pattern` in their command line.
+fn processes_with(pattern: &str) -> usize {
+    std::fs::read_dir("/proc")
+        .unwrap()
+        .flatten()
+        .filter_map(|entry| std::fs::read(entry.path().join("cmdline")).ok())
+        .filter(|cmdline| {
+            String::from_utf8_lossy(cmdline)
+                .replace('\0', " ")
+                .contains(pattern)
+        })
+        .count()
+}
+
+#[test]
+fn legacy_exec_refuses_a_non_loopback_address() {
+    let dir = tempfile::tempdir().unwrap();
+    let root = dir.path().to_str().unwrap();
+    let output = sockit(&[
+        "serve",
+        "--listen",
+        "127.0.0.1:0",
+        "--udp",
+        "off",
+        "--root",
+        root,
+        "--legacy-exec",
+        "0.0.0.0:0",
+    ]);
+    assert!(!output.status.success());
+    assert!(stdout(&output).is_empty(), "nothing may be listening");
+    let message = stderr(&output);
+    assert!(
+        message.contains("loopback") && message.contains("0.0.0.0:0"),
+        "{message}"
+    );
+}
+
+#[test]
+fn tutorial_remote_command_clients_work_against_legacy_exec() {
+    if python3().is_none() {
+        return;
+    }
+    let serve = Serve::start(&["--legacy-exec", "127.0.0.1:0"]);
+    let port = serve.addr("legacy-exec").port().to_string();
+
+    let out = run_python(
+        &seed("remote_command_client_003.py"),
+        port.parse().unwrap(),
+        "echo hello\n\necho err >&2; echo out\nquit\n",
+    );
+    assert_eq!(out, ">>: hello\n\n>>: >>: out\nerr\n\n>>: ");
+
+    // The seeds/002 client loops until its input ends, then dies of EOFError.
+    let mut child = Command::new(python3().unwrap())
+        .arg(seed("remote_command_client_002.py"))
+        .arg(&port)
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let lines = "printf 'x%.0s' $(seq 3000)\necho 你好\n";
+    child
+        .stdin
+        .take()
+        .unwrap()
+        .write_all(lines.as_bytes())
+        .unwrap();
+    let output = child.wait_with_output().unwrap();
+    let prompt = "please enter your cmd you want>>>";
+    assert_eq!(
+        String::from_utf8(output.stdout).unwrap(),
+        format!("{prompt}{}\n{prompt}你好\n\n{prompt}", "x".repeat(3000))
+    );
+    assert!(stderr_of(&output.stderr).contains("EOFError"));
+}
+
+fn stderr_of(bytes: &[u8]) -> String {
+    String::from_utf8_lossy(bytes).into_owned()
 }

@@ -3,12 +3,17 @@
 pub(crate) mod chat;
 pub(crate) mod demo;
 pub(crate) mod echo;
+pub(crate) mod exec;
 pub(crate) mod get;
+pub(crate) mod keygen;
 pub(crate) mod ls;
 pub(crate) mod ping;
 mod progress;
 pub(crate) mod put;
+mod remote;
 pub(crate) mod serve;
+pub(crate) mod shell;
+pub(crate) mod user;
 
 use std::fmt::Display;
 use std::process::ExitCode;

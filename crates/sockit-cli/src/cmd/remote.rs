@@ -1,0 +1,192 @@
+//! What `sockit exec` and `sockit shell` share: who to log in as, with which key or password,
+//! and a logged-in connection that comes back by itself if the server closed it while idle.
+//!
+//! Login order, as ssh does it: the identity key if there is one (no prompt, no argon2 run on
+//! the server), then a password from `SOCKIT_PASSWORD`, else asked on the terminal (three
+//! tries). A server without accounts needs no login at all.
+
+use std::io::IsTerminal;
+use std::path::PathBuf;
+use std::time::{Duration, Instant};
+
+use sockit::auth::keys::Identity;
+use sockit::{Client, ClientError, ExecOutcome, OutputStream};
+
+use super::ServerArg;
+
+/// Password tries at an interactive prompt.
+const PROMPT_TRIES: usize = 3;
+/// A connection unused for this long is checked with a ping before the next command.
+const CHECK_AFTER_IDLE: Duration = Duration::from_secs(1);
+
+#[derive(Debug, clap::Args)]
+pub(crate) struct LoginArgs {
+    /// User to log in as (default: your login name).
+    #[arg(long, short = 'u', value_name = "USER", env = "SOCKIT_USER")]
+    user: Option<String>,
+    /// Secret key for key login (default: ~/.config/sockit/id_ed25519, when it exists).
+    #[arg(long, short = 'i', value_name = "FILE", env = "SOCKIT_IDENTITY")]
+    identity: Option<PathBuf>,
+    #[command(flatten)]
+    server: ServerArg,
+}
+
+/// `$XDG_CONFIG_HOME/sockit/id_ed25519`, else `~/.config/sockit/id_ed25519`.
+pub(crate) fn default_identity_path() -> Option<PathBuf> {
+    let config = std::env::var_os("XDG_CONFIG_HOME")
+        .filter(|dir| !dir.is_empty())
+        .map(PathBuf::from)
+        .or_else(|| std::env::var_os("HOME").map(|home| PathBuf::from(home).join(".config")))?;
+    Some(config.join("sockit").join("id_ed25519"))
+}
+
+/// The local login name.
+pub(crate) fn local_user() -> Option<String> {
+    ["USER", "LOGNAME"]
+        .into_iter()
+        .find_map(|var| std::env::var(var).ok().filter(|name| !name.is_empty()))
+}
+
+/// How this session logs in, kept so that it can log in again after reconnecting.
+enum Credentials {
+    /// The server has no accounts.
+    None,
+    Key(Identity),
+    Password(String),
+}
+
+/// A connection that is logged in.
+pub(crate) struct Remote {
+    client: Client,
+    user: String,
+    credentials: Credentials,
+    last_used: Instant,
+}
+
+impl Remote {
+    /// Connects and logs in.
+    pub(crate) async fn connect(args: &LoginArgs) -> Result<Remote, String> {
+        let user = args
+            .user
+            .clone()
+            .or_else(local_user)
+            .ok_or("no user name: use --user")?;
+        let identity = match &args.identity {
+            Some(path) => Some(Identity::load(path).map_err(|err| err.to_string())?),
+            None => match default_identity_path().filter(|path| path.exists()) {
+                Some(path) => Some(Identity::load(&path).map_err(|err| err.to_string())?),
+                None => None,
+            },
+        };
+        let addr = &args.server.server;
+        let mut client = Client::connect(addr).await.map_err(|err| err.to_string())?;
+        let credentials = login(&mut client, &user, identity, addr).await?;
+        Ok(Remote {
+            client,
+            user,
+            credentials,
+            last_used: Instant::now(),
+        })
+    }
+
+    /// Runs `cmd`, writing its output to our stdout and stderr as it arrives. A connection
+    /// that sat idle is checked first and, if the server closed it meanwhile, made again.
+    pub(crate) async fn exec(
+        &mut self,
+        cmd: &str,
+        timeout: Option<Duration>,
+    ) -> Result<ExecOutcome, ClientError> {
+        if self.last_used.elapsed() > CHECK_AFTER_IDLE && self.client.ping().await.is_err() {
+            self.client.reconnect().await?;
+            self.relogin().await?;
+        }
+        let outcome = self.client.exec(cmd, timeout, write_output).await;
+        self.last_used = Instant::now();
+        outcome
+    }
+
+    async fn relogin(&mut self) -> Result<(), ClientError> {
+        match &self.credentials {
+            Credentials::None => Ok(()),
+            Credentials::Key(identity) => self.client.login_key(&self.user, identity).await,
+            Credentials::Password(password) => {
+                self.client.login_password(&self.user, password).await
+            }
+        }
+    }
+}
+
+async fn login(
+    client: &mut Client,
+    user: &str,
+    identity: Option<Identity>,
+    addr: &str,
+) -> Result<Credentials, String> {
+    let failed = |err: ClientError| format!("login failed: {err}");
+    match identity {
+        Some(identity) => match client.login_key(user, &identity).await {
+            Ok(()) => return Ok(Credentials::Key(identity)),
+            Err(err) if err.remote_code() == Some("disabled") => return Ok(Credentials::None),
+            Err(err) if err.remote_code() == Some("unauthorized") => {}
+            Err(err) => return Err(failed(err)),
+        },
+        None => match client.challenge().await {
+            Ok(_) => {}
+            Err(err) if err.remote_code() == Some("disabled") => return Ok(Credentials::None),
+            Err(err) => return Err(failed(err)),
+        },
+    }
+    if let Ok(password) = std::env::var("SOCKIT_PASSWORD") {
+        client
+            .login_password(user, &password)
+            .await
+            .map_err(failed)?;
+        return Ok(Credentials::Password(password));
+    }
+    if !std::io::stdin().is_terminal() {
+        return Err(format!(
+            "{user}@{addr} needs a password: set SOCKIT_PASSWORD, or use a key (sockit keygen)"
+        ));
+    }
+    let mut last_error = None;
+    for _ in 0..PROMPT_TRIES {
+        let password = rpassword::prompt_password(format!("{user}@{addr}'s password: "))
+            .map_err(|err| format!("cannot read the password: {err}"))?;
+        match client.login_password(user, &password).await {
+            Ok(()) => return Ok(Credentials::Password(password)),
+            Err(err) if err.remote_code() == Some("unauthorized") => {
+                eprintln!("sockit: {err}");
+                last_error = Some(err);
+            }
+            Err(err) => return Err(failed(err)),
+        }
+    }
+    Err(failed(last_error.expect("at least one try")))
+}
+
+/// Writes remote output to the matching local stream at once.
+fn write_output(stream: OutputStream, data: &[u8]) -> std::io::Result<()> {
+    use std::io::Write;
+    match stream {
+        OutputStream::Stdout => {
+            let mut out = std::io::stdout().lock();
+            out.write_all(data)?;
+            out.flush()
+        }
+        OutputStream::Stderr => {
+            let mut err = std::io::stderr().lock();
+            err.write_all(data)?;
+            err.flush()
+        }
+    }
+}
+
+/// Warnings about how a command ended, for standard error.
+pub(crate) fn report(outcome: &ExecOutcome) {
+    if outcome.truncated {
+        eprintln!("sockit: output reached the server's limit; the command was killed");
+    }
+    if outcome.timed_out {
+        eprintln!("sockit: the command ran out of time and was killed");
+    }
+}
