@@ -21,35 +21,19 @@ import os
 import resource
 import shutil
 import signal
-import socket
 import statistics
 import subprocess
 import sys
 import tempfile
 import time
 
+from loopback import Sshd, free_port, wait_port
+
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 SOCKIT = os.path.join(ROOT, "target", "release", "sockit")
 SEED_CLIENT = os.path.join(ROOT, "crates", "sockit-cli", "tests", "seeds", "upload_client_000.py")
 SEED_SERVER = os.path.join(ROOT, "bench", "tutorial_upload_server.py")
 RUN_TIMEOUT = 600
-
-
-def free_port():
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
-def wait_port(port, timeout=10):
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        try:
-            socket.create_connection(("127.0.0.1", port), timeout=1).close()
-            return
-        except OSError:
-            time.sleep(0.02)
-    raise RuntimeError(f"nothing listening on 127.0.0.1:{port}")
 
 
 def wait4(proc, timeout=RUN_TIMEOUT):
@@ -90,43 +74,6 @@ def peak_rss_kib(pid):
 
 def same_file(a, b):
     return subprocess.run(["cmp", "-s", a, b]).returncode == 0
-
-
-class Sshd:
-    """A throwaway sshd on 127.0.0.1 with key authentication for the current user."""
-
-    def __init__(self, work):
-        self.dir = os.path.join(work, "ssh")
-        os.makedirs(self.dir, exist_ok=True)
-        self.port = free_port()
-        self.host_key = os.path.join(self.dir, "host_ed25519")
-        self.user_key = os.path.join(self.dir, "user_ed25519")
-        for key in (self.host_key, self.user_key):
-            subprocess.run(["ssh-keygen", "-q", "-t", "ed25519", "-N", "", "-f", key], check=True)
-        authorized = os.path.join(self.dir, "authorized_keys")
-        shutil.copy(self.user_key + ".pub", authorized)
-        config = os.path.join(self.dir, "sshd_config")
-        with open(config, "w") as f:
-            f.write(
-                f"ListenAddress 127.0.0.1\nPort {self.port}\nHostKey {self.host_key}\n"
-                f"AuthorizedKeysFile {authorized}\nPasswordAuthentication no\n"
-                "KbdInteractiveAuthentication no\nPermitRootLogin prohibit-password\n"
-                f"StrictModes no\nUsePAM no\nPidFile {self.dir}/sshd.pid\n"
-                "Subsystem sftp internal-sftp\n"
-            )
-        os.makedirs("/run/sshd", exist_ok=True)
-        self.proc = subprocess.Popen([shutil.which("sshd") or "/usr/sbin/sshd", "-D", "-e", "-f", config],
-                                     stderr=subprocess.DEVNULL)
-        wait_port(self.port)
-
-    def scp_command(self, src, dst):
-        return ["scp", "-q", "-P", str(self.port), "-i", self.user_key,
-                "-o", "StrictHostKeyChecking=no", "-o", "UserKnownHostsFile=/dev/null",
-                "-o", "BatchMode=yes", src, f"{os.environ.get('USER', 'root')}@127.0.0.1:{dst}"]
-
-    def close(self):
-        self.proc.terminate()
-        self.proc.wait(timeout=10)
 
 
 def run_sockit(server, src, store, name):
