@@ -143,7 +143,9 @@ impl Accounts {
         let users = self.users();
         let account = users.get(user);
         let stored = account.and_then(|account| account.password_hash.clone());
-        let real = stored.is_some();
+        // A password longer than any stored one can be is still hashed (for the timing) but
+        // never accepted.
+        let real = stored.is_some() && password.len() <= MAX_PASSWORD;
         let hash = stored.unwrap_or_else(|| self.dummy_hash.clone());
         let password = password.as_bytes()[..password.len().min(MAX_PASSWORD)].to_vec();
         let Ok(_slot) = self.verify_slots.acquire().await else {
