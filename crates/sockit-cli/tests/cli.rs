@@ -214,9 +214,16 @@ fn run_python(script: &Path, port: u16, stdin: &str) -> String {
 }
 
 fn run_python_with(script: &Path, args: &[&str], stdin: &str) -> String {
-    let mut child = Command::new(python3().unwrap())
-        .arg(script)
-        .args(args)
+    let mut python = Command::new(python3().unwrap());
+    python.arg(script).args(args);
+    let output = output_with_stdin(python, stdin);
+    assert!(output.status.success(), "{output:?}");
+    String::from_utf8(output.stdout).unwrap()
+}
+
+/// Runs `command` with `stdin` as its standard input, capturing its output.
+fn output_with_stdin(mut command: Command, stdin: &str) -> Output {
+    let mut child = command
         .stdin(Stdio::piped())
         .stdout(Stdio::piped())
         .stderr(Stdio::piped())
@@ -228,9 +235,7 @@ fn run_python_with(script: &Path, args: &[&str], stdin: &str) -> String {
         .unwrap()
         .write_all(stdin.as_bytes())
         .unwrap();
-    let output = child.wait_with_output().unwrap();
-    assert!(output.status.success(), "{output:?}");
-    String::from_utf8(output.stdout).unwrap()
+    child.wait_with_output().unwrap()
 }
 
 #[test]
@@ -567,26 +572,16 @@ fn users_file(dir: &Path) -> PathBuf {
 /// the default place, no password or user from the environment.
 fn run_with_stdin(args: &[&str], env: &[(&str, &str)], stdin: &str) -> Output {
     let home = tempfile::tempdir().unwrap();
-    let mut child = Command::new(SOCKIT)
+    let mut sockit = Command::new(SOCKIT);
+    sockit
         .args(args)
         .env_remove("SOCKIT_PASSWORD")
         .env_remove("SOCKIT_IDENTITY")
         .env_remove("SOCKIT_USERS")
         .env("SOCKIT_USER", "alice")
         .env("XDG_CONFIG_HOME", home.path())
-        .envs(env.iter().copied())
-        .stdin(Stdio::piped())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .unwrap();
-    child
-        .stdin
-        .take()
-        .unwrap()
-        .write_all(stdin.as_bytes())
-        .unwrap();
-    child.wait_with_output().unwrap()
+        .envs(env.iter().copied());
+    output_with_stdin(sockit, stdin)
 }
 
 fn stderr(output: &Output) -> String {
@@ -871,30 +866,13 @@ fn tutorial_remote_command_clients_work_against_legacy_exec() {
     assert_eq!(out, ">>: hello\n\n>>: >>: out\nerr\n\n>>: ");
 
     // The seeds/002 client loops until its input ends, then dies of EOFError.
-    let mut child = Command::new(python3().unwrap())
-        .arg(seed("remote_command_client_002.py"))
-        .arg(&port)
-        .stdin(Stdio::piped())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .unwrap();
-    let lines = "printf 'x%.0s' $(seq 3000)\necho 你好\n";
-    child
-        .stdin
-        .take()
-        .unwrap()
-        .write_all(lines.as_bytes())
-        .unwrap();
-    let output = child.wait_with_output().unwrap();
+    let mut python = Command::new(python3().unwrap());
+    python.arg(seed("remote_command_client_002.py")).arg(&port);
+    let output = output_with_stdin(python, "printf 'x%.0s' $(seq 3000)\necho 你好\n");
     let prompt = "please enter your cmd you want>>>";
     assert_eq!(
-        String::from_utf8(output.stdout).unwrap(),
+        stdout(&output),
         format!("{prompt}{}\n{prompt}你好\n\n{prompt}", "x".repeat(3000))
     );
-    assert!(stderr_of(&output.stderr).contains("EOFError"));
-}
-
-fn stderr_of(bytes: &[u8]) -> String {
-    String::from_utf8_lossy(bytes).into_owned()
+    assert!(stderr(&output).contains("EOFError"));
 }

@@ -210,39 +210,17 @@ impl Server {
         }
         let framed = Arc::new(framed::Framed::new(&config, context));
         tasks.spawn(sweep_partials(Arc::clone(&self.store), stop.clone()));
-        tasks.spawn(accept_loop(
-            self.tcp,
-            framed,
-            Arc::clone(&limiter),
-            stop.clone(),
-            tasks.clone(),
-        ));
+        spawn_accept(&tasks, self.tcp, framed, &limiter, &stop);
         if let Some(listener) = self.legacy_echo {
             let service = Arc::new(legacy::LegacyEcho::new(config.idle_timeout));
-            tasks.spawn(accept_loop(
-                listener,
-                service,
-                Arc::clone(&limiter),
-                stop.clone(),
-                tasks.clone(),
-            ));
+            spawn_accept(&tasks, listener, service, &limiter, &stop);
         }
         if let Some(listener) = self.legacy_exec {
             tracing::warn!(
                 "legacy-exec: anyone on this machine can run commands as this user, without a login"
             );
-            let service = Arc::new(legacy::LegacyExec::new(
-                config.idle_timeout,
-                config.exec,
-                exec_slots,
-            ));
-            tasks.spawn(accept_loop(
-                listener,
-                service,
-                Arc::clone(&limiter),
-                stop.clone(),
-                tasks.clone(),
-            ));
+            let service = legacy::LegacyExec::new(config.idle_timeout, config.exec, exec_slots);
+            spawn_accept(&tasks, listener, Arc::new(service), &limiter, &stop);
         }
         if let Some(socket) = self.udp {
             tasks.spawn(chat::serve(
@@ -271,6 +249,24 @@ impl Server {
             );
         }
     }
+}
+
+/// Serves `listener` with `service` until `stop`, as one of `tasks`.
+fn spawn_accept<T: accept::TcpService>(
+    tasks: &TaskTracker,
+    listener: TcpListener,
+    service: Arc<T>,
+    limiter: &Arc<ConnLimiter>,
+    stop: &CancellationToken,
+) {
+    let accepting = accept_loop(
+        listener,
+        service,
+        Arc::clone(limiter),
+        stop.clone(),
+        tasks.clone(),
+    );
+    tasks.spawn(accepting);
 }
 
 /// How often expired partial uploads are looked for.
