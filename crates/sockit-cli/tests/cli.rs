@@ -766,6 +766,28 @@ fn shell_runs_each_line_and_ends_with_the_last_status() {
 }
 
 #[test]
+fn shell_logs_in_again_when_the_server_closed_the_idle_connection() {
+    let dir = tempfile::tempdir().unwrap();
+    let users = users_file(dir.path());
+    let users = users.to_str().unwrap();
+    let serve = Serve::start(&["--users", users, "--idle-timeout", "0.5"]);
+    let server = serve.addr("tcp").to_string();
+    let home = tempfile::tempdir().unwrap();
+    // The second line comes after the server has closed the idle connection.
+    let script =
+        format!("(echo 'echo a'; sleep 1.5; echo 'echo b') | {SOCKIT} shell --server {server}");
+    let output = Command::new("sh")
+        .args(["-c", &script])
+        .env("SOCKIT_PASSWORD", PASSWORD)
+        .env("SOCKIT_USER", "alice")
+        .env("XDG_CONFIG_HOME", home.path())
+        .output()
+        .unwrap();
+    assert_eq!(stdout(&output), "a\nb\n", "{output:?}");
+    assert!(output.status.success());
+}
+
+#[test]
 fn exec_on_a_server_without_users_is_disabled() {
     let serve = Serve::start(&[]);
     let server = serve.addr("tcp").to_string();

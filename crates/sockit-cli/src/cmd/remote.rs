@@ -40,11 +40,15 @@ pub(crate) fn default_identity_path() -> Option<PathBuf> {
     Some(config.join("sockit").join("id_ed25519"))
 }
 
-/// The local login name.
+/// The local login name: `$USER`, `$LOGNAME`, else the name of our user id.
 pub(crate) fn local_user() -> Option<String> {
     ["USER", "LOGNAME"]
         .into_iter()
         .find_map(|var| std::env::var(var).ok().filter(|name| !name.is_empty()))
+        .or_else(|| {
+            let user = nix::unistd::User::from_uid(nix::unistd::getuid()).ok()??;
+            Some(user.name)
+        })
 }
 
 /// How this session logs in, kept so that it can log in again after reconnecting.
