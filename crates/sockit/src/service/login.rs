@@ -144,9 +144,11 @@ pub(super) async fn login<S: AsyncRead + AsyncWrite + Unpin>(
 
     if let Err(wait) = accounts.check_penalty(session.peer, penalised_user) {
         tracing::info!(user, peer = %session.peer, "login refused: locked out after failures");
+        let flow = count_failure(session, context);
         let message = format!(
-            "too many failed logins; try again in {}",
-            round_up_seconds(wait)
+            "too many failed logins; try again in {}{}",
+            round_up_seconds(wait),
+            closing_note(flow)
         );
         reply::error_with(
             conn.write_buf(),
@@ -158,7 +160,7 @@ pub(super) async fn login<S: AsyncRead + AsyncWrite + Unpin>(
                 reply.field("retry_after", &(millis as f64 / 1000.0));
             },
         );
-        return Ok(count_failure(session, context));
+        return Ok(flow);
     }
 
     let verified = match (
@@ -211,6 +213,14 @@ fn count_failure(session: &mut Session, context: &Context) -> Flow {
         Flow::Close
     } else {
         Flow::Continue
+    }
+}
+
+/// What a failed login's message adds when it is the connection's last.
+fn closing_note(flow: Flow) -> &'static str {
+    match flow {
+        Flow::Close => "; too many failures on this connection, so it closes",
+        Flow::Continue => "",
     }
 }
 
