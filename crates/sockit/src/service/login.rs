@@ -126,21 +126,32 @@ pub(super) async fn login<S: AsyncRead + AsyncWrite + Unpin>(
     // Any login attempt logs the connection out and uses up its challenge.
     session.user = None;
     let challenge = session.challenge.take();
-    let by_password = match (&request.password, &request.key, &request.signature) {
-        (Some(_), None, None) => true,
-        (None, Some(_), Some(_)) => false,
+    let proof = match (
+        &request.password,
+        &request.key,
+        &request.signature,
+        challenge,
+    ) {
+        (Some(password), None, None, _) => Proof::Password(password),
+        (None, Some(key), Some(signature), Some(challenge)) => Proof::Key {
+            key,
+            signature,
+            challenge,
+        },
+        (None, Some(_), Some(_), None) => {
+            let message =
+                "no challenge to sign: send `challenge` first, then `login` with its signature";
+            return refuse(conn, header, ErrorCode::BadRequest, &message).await;
+        }
         _ => {
             let message =
                 "login takes `user` with `password`, or `user` with `key` and `signature`";
             return refuse(conn, header, ErrorCode::BadRequest, &message).await;
         }
     };
-    if !by_password && challenge.is_none() {
-        let message =
-            "no challenge to sign: send `challenge` first, then `login` with its signature";
-        return refuse(conn, header, ErrorCode::BadRequest, &message).await;
-    }
-    let penalised_user = by_password.then_some(user);
+    // Password failures count against the user name as well as the source; keys cannot be
+    // guessed, so they only count against the source.
+    let penalised_user = matches!(proof, Proof::Password(_)).then_some(user);
 
     if let Err(wait) = accounts.check_penalty(session.peer, penalised_user) {
         tracing::info!(user, peer = %session.peer, "login refused: locked out after failures");
@@ -163,20 +174,23 @@ pub(super) async fn login<S: AsyncRead + AsyncWrite + Unpin>(
         return Ok(flow);
     }
 
-    let verified = match (
-        &request.password,
-        &request.key,
-        &request.signature,
-        challenge,
-    ) {
-        (Some(password), ..) => accounts.verify_password(user, password).await,
-        (None, Some(key), Some(signature), Some(challenge)) => {
-            accounts.verify_key(user, key, &challenge, signature)
-        }
-        _ => false,
+    let (method, verified, refusal) = match proof {
+        Proof::Password(password) => (
+            "password",
+            accounts.verify_password(user, password).await,
+            "wrong user name or password",
+        ),
+        Proof::Key {
+            key,
+            signature,
+            challenge,
+        } => (
+            "key",
+            accounts.verify_key(user, key, &challenge, signature),
+            "key not accepted for this user name",
+        ),
     };
     accounts.record(session.peer, penalised_user, verified);
-    let method = if by_password { "password" } else { "key" };
     if verified {
         tracing::info!(user, method, peer = %session.peer, "logged in");
         session.user = Some(user.to_owned());
@@ -189,14 +203,7 @@ pub(super) async fn login<S: AsyncRead + AsyncWrite + Unpin>(
     }
     tracing::info!(user, method, peer = %session.peer, "login failed");
     let flow = count_failure(session, context);
-    let mut message = String::from(if by_password {
-        "wrong user name or password"
-    } else {
-        "key not accepted for this user name"
-    });
-    if flow == Flow::Close {
-        message.push_str("; too many failures on this connection, so it closes");
-    }
+    let message = format!("{refusal}{}", closing_note(flow));
     reply::error(
         conn.write_buf(),
         header.id(),
@@ -204,6 +211,16 @@ pub(super) async fn login<S: AsyncRead + AsyncWrite + Unpin>(
         &message,
     );
     Ok(flow)
+}
+
+/// What a `login` request offers as proof.
+enum Proof<'r> {
+    Password(&'r str),
+    Key {
+        key: &'r str,
+        signature: &'r str,
+        challenge: [u8; CHALLENGE_LEN],
+    },
 }
 
 /// Counts a failed attempt on the connection; the last one allowed closes it.
