@@ -63,12 +63,8 @@ impl Accounts {
     pub(crate) fn open(path: &Path, penalties: PenaltyPolicy) -> Result<Accounts, UsersError> {
         let stamp = stamp(path);
         let users = parse(UsersFile::load(path)?);
-        let mut random = [0u8; 16];
-        getrandom::fill(&mut random).map_err(|err| UsersError::Io {
-            path: path.to_owned(),
-            source: std::io::Error::other(err.to_string()),
-        })?;
-        let dummy_hash = hash_password(&hex::encode(random)).map_err(|err| UsersError::Io {
+        // Only its cost matters: a match against it is never accepted.
+        let dummy_hash = hash_password("no such user").map_err(|err| UsersError::Io {
             path: path.to_owned(),
             source: std::io::Error::other(err.to_string()),
         })?;
@@ -112,7 +108,7 @@ impl Accounts {
         let now = Instant::now();
         let by_source = lock(&self.sources).check(&source, now);
         let by_user = match user {
-            Some(user) => lock(&self.user_names).check(&user.to_owned(), now),
+            Some(user) => lock(&self.user_names).check(user, now),
             None => Ok(()),
         };
         match (by_source, by_user) {
@@ -128,13 +124,13 @@ impl Accounts {
         let now = Instant::now();
         if success {
             if let Some(user) = user {
-                lock(&self.user_names).succeed(&user.to_owned());
+                lock(&self.user_names).succeed(user);
             }
             return;
         }
         lock(&self.sources).fail(&source, now);
         if let Some(user) = user {
-            lock(&self.user_names).fail(&user.to_owned(), now);
+            lock(&self.user_names).fail(user, now);
         }
     }
 

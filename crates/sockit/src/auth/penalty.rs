@@ -5,6 +5,7 @@
 //!
 //! No I/O and no clock of its own: callers pass `now`, so the rules are tested exactly.
 
+use std::borrow::Borrow;
 use std::collections::HashMap;
 use std::hash::Hash;
 use std::time::{Duration, Instant};
@@ -48,7 +49,7 @@ pub(crate) struct Penalties<K> {
     capacity: usize,
 }
 
-impl<K: Hash + Eq + Clone> Penalties<K> {
+impl<K: Hash + Eq> Penalties<K> {
     pub(crate) fn new(policy: PenaltyPolicy, capacity: usize) -> Penalties<K> {
         Penalties {
             policy,
@@ -58,7 +59,11 @@ impl<K: Hash + Eq + Clone> Penalties<K> {
     }
 
     /// `Err(wait)` while `key` is locked out.
-    pub(crate) fn check(&self, key: &K, now: Instant) -> Result<(), Duration> {
+    pub(crate) fn check<Q>(&self, key: &Q, now: Instant) -> Result<(), Duration>
+    where
+        K: Borrow<Q>,
+        Q: Hash + Eq + ?Sized,
+    {
         match self.records.get(key).and_then(|record| record.locked_until) {
             Some(until) if until > now => Err(until - now),
             _ => Ok(()),
@@ -66,7 +71,11 @@ impl<K: Hash + Eq + Clone> Penalties<K> {
     }
 
     /// Counts a failure for `key`, locking it out once past the free failures.
-    pub(crate) fn fail(&mut self, key: &K, now: Instant) {
+    pub(crate) fn fail<Q>(&mut self, key: &Q, now: Instant)
+    where
+        K: Borrow<Q>,
+        Q: Hash + Eq + ToOwned<Owned = K> + ?Sized,
+    {
         if !self.records.contains_key(key) && self.records.len() >= self.capacity {
             self.forget_stale(now);
             if self.records.len() >= self.capacity {
@@ -76,7 +85,7 @@ impl<K: Hash + Eq + Clone> Penalties<K> {
             }
         }
         let policy = self.policy;
-        let record = self.records.entry(key.clone()).or_insert(Record {
+        let record = self.records.entry(key.to_owned()).or_insert(Record {
             failures: 0,
             last_failure: now,
             locked_until: None,
@@ -96,7 +105,11 @@ impl<K: Hash + Eq + Clone> Penalties<K> {
     }
 
     /// Clears `key`'s record after a success.
-    pub(crate) fn succeed(&mut self, key: &K) {
+    pub(crate) fn succeed<Q>(&mut self, key: &Q)
+    where
+        K: Borrow<Q>,
+        Q: Hash + Eq + ?Sized,
+    {
         self.records.remove(key);
     }
 
