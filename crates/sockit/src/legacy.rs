@@ -107,10 +107,7 @@ impl LegacyExec {
                 "sockit: {} commands are running already\n",
                 self.exec.max_running
             );
-            return Some(legacy_reply(
-                message.as_bytes(),
-                &[("exit_code", 255.into())],
-            ));
+            return Some(legacy_failure(&message));
         };
         let limits = CommandLimits {
             deadline: Instant::now() + self.exec.max_timeout,
@@ -120,10 +117,7 @@ impl LegacyExec {
             Ok(running) => running,
             Err(err) => {
                 let message = format!("sockit: cannot run the command: {err}\n");
-                return Some(legacy_reply(
-                    message.as_bytes(),
-                    &[("exit_code", 255.into())],
-                ));
+                return Some(legacy_failure(&message));
             }
         };
         let (mut stdout, mut stderr) = (Vec::new(), Vec::new());
@@ -166,6 +160,11 @@ async fn read_more(stream: &mut TcpStream, pending: &mut BytesMut) -> bool {
     }
     pending.reserve(LEGACY_READ - pending.len());
     matches!(stream.read_buf(pending).await, Ok(0) | Err(_))
+}
+
+/// The reply when a command could not be run: the reason as its output, exit status 255.
+fn legacy_failure(message: &str) -> Vec<u8> {
+    legacy_reply(message.as_bytes(), &[("exit_code", 255.into())])
 }
 
 /// One frame: `{"size":N,"data_size":N,"total_size":N,…}` and the body.
