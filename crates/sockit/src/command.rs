@@ -127,7 +127,6 @@ pub(crate) struct RunningCommand {
     output_left: u64,
     truncated: bool,
     timed_out: bool,
-    finished: bool,
 }
 
 impl RunningCommand {
@@ -169,7 +168,6 @@ impl RunningCommand {
             limits,
             truncated: false,
             timed_out: false,
-            finished: false,
         })
     }
 
@@ -179,12 +177,11 @@ impl RunningCommand {
     }
 
     /// Waits for the next output or for the end. Cancel-safe: dropping the future loses
-    /// nothing. After [`Event::Finished`], the command must not be polled again.
+    /// nothing. Once it has returned [`Event::Finished`], it returns it again at once.
     pub(crate) async fn next(&mut self) -> Event {
         loop {
             if self.stdout.is_none() && self.stderr.is_none() {
                 if let Some(status) = self.exit {
-                    self.finished = true;
                     return Event::Finished(Finished {
                         exit: status.into(),
                         truncated: self.truncated,
@@ -192,7 +189,6 @@ impl RunningCommand {
                     });
                 }
             }
-            assert!(!self.finished, "RunningCommand polled after it finished");
             let drain_until = self.drain_until;
             tokio::select! {
                 biased;
