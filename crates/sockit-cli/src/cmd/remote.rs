@@ -75,13 +75,15 @@ impl Remote {
             .clone()
             .or_else(local_user)
             .ok_or("no user name: use --user")?;
-        let identity = match &args.identity {
-            Some(path) => Some(Identity::load(path).map_err(|err| err.to_string())?),
-            None => match default_identity_path().filter(|path| path.exists()) {
-                Some(path) => Some(Identity::load(&path).map_err(|err| err.to_string())?),
-                None => None,
-            },
-        };
+        // A key given explicitly must exist; the default one is used when it does.
+        let identity_path = args
+            .identity
+            .clone()
+            .or_else(|| default_identity_path().filter(|path| path.exists()));
+        let identity = identity_path
+            .map(|path| Identity::load(&path))
+            .transpose()
+            .map_err(|err| err.to_string())?;
         let addr = &args.server.server;
         let mut client = Client::connect(addr).await.map_err(|err| err.to_string())?;
         let credentials = login(&mut client, &user, identity, addr).await?;
