@@ -2,15 +2,19 @@
 //!
 //! Requests can be sent one at a time ([`Client::call`]) or pipelined: [`Client::queue`] any
 //! number, [`Client::flush`], then [`Client::read_reply`] once per request, in order. File
-//! transfer (`put_file`, `get_file`, `list`, `stat`) lives in the `files` submodule, logging in
-//! in `auth`, remote commands in `exec`.
+//! transfer in `upload` (`put_file`), `download` (`get_file`) and `files` (`list`, `stat`),
+//! logging in in `auth`, remote commands in `exec`.
 
 mod auth;
+mod download;
 mod exec;
 mod files;
+mod upload;
 
+pub use download::{part_path, GetOutcome, PART_SUFFIX};
 pub use exec::ExecOutcome;
-pub use files::{part_path, GetOutcome, PutOutcome, RemoteStat, PART_SUFFIX};
+pub use files::RemoteStat;
+pub use upload::PutOutcome;
 
 use std::borrow::Cow;
 use std::io;
