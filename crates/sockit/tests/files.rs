@@ -381,6 +381,17 @@ async fn concurrent_uploads_of_one_name_end_with_one_whole_file() {
     );
 }
 
+/// Leaves what an interrupted download of `data` (stored as `name`) to `out` leaves behind: the
+/// first `held` bytes in the part file, and the record of what they belong to.
+fn leave_part(out: &Path, name: &str, data: &[u8], held: &[u8]) {
+    let part = sockit::client::part_path(out);
+    std::fs::write(&part, held).unwrap();
+    let mut record = part.into_os_string();
+    record.push(".json");
+    let record_json = json!({"name": name, "length": data.len(), "hash": blake3_hex(data)});
+    std::fs::write(record, record_json.to_string()).unwrap();
+}
+
 #[tokio::test]
 async fn interrupted_get_resumes_and_a_bad_partial_is_replaced() {
     let server = TestServer::start().await;
@@ -391,17 +402,18 @@ async fn interrupted_get_resumes_and_a_bad_partial_is_replaced() {
     let part = sockit::client::part_path(&out);
     let mut client = client(&server).await;
 
-    std::fs::write(&part, &data[..1_000_000]).unwrap();
+    leave_part(&out, "g.bin", &data, &data[..1_000_000]);
     let got = client
         .get_file("g.bin", &out, &mut |_, _| {})
         .await
         .unwrap();
     assert_eq!(got.resumed_from, 1_000_000);
     assert!(std::fs::read(&out).unwrap() == data);
+    std::fs::remove_file(&out).unwrap();
 
     let mut wrong = data[..1_000_000].to_vec();
     wrong[10] ^= 0xff;
-    std::fs::write(&part, &wrong).unwrap();
+    leave_part(&out, "g.bin", &data, &wrong);
     let got = client
         .get_file("g.bin", &out, &mut |_, _| {})
         .await
@@ -411,13 +423,25 @@ async fn interrupted_get_resumes_and_a_bad_partial_is_replaced() {
         "a corrupt partial is discarded and fetched again"
     );
     assert!(std::fs::read(&out).unwrap() == data);
-    assert!(!part.exists());
+    assert_eq!(
+        std::fs::read_dir(dir.path()).unwrap().count(),
+        1,
+        "only the file is left"
+    );
 }
 
 #[tokio::test]
 async fn get_and_stat_report_what_is_stored() {
     let server = TestServer::start().await;
     std::fs::write(root_of(&server).join("s.txt"), b"hello").unwrap();
+    let meta = std::fs::metadata(root_of(&server).join("s.txt")).unwrap();
+    let mode = std::os::unix::fs::PermissionsExt::mode(&meta.permissions()) & 0o777;
+    let modified = meta
+        .modified()
+        .unwrap()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_secs();
     let mut stream = server.connect().await;
     let (reply, body) = send_and_read(
         &mut stream,
@@ -426,7 +450,8 @@ async fn get_and_stat_report_what_is_stored() {
     .await;
     assert_eq!(
         reply,
-        json!({"ok": true, "id": 1, "name": "s.txt", "length": 5, "hash": blake3_hex(b"hello"), "offset": 2, "size": 3})
+        json!({"ok": true, "id": 1, "name": "s.txt", "length": 5, "hash": blake3_hex(b"hello"), "offset": 2,
+               "mode": mode, "modified": modified, "size": 3})
     );
     assert_eq!(body, b"llo");
     let (reply, _) = send_and_read(

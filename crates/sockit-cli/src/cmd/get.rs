@@ -2,7 +2,7 @@
 
 use std::path::PathBuf;
 
-use sockit::store::FileName;
+use sockit::client::{SaveOptions, Target};
 use sockit::Client;
 
 use super::progress::Progress;
@@ -12,33 +12,42 @@ use super::{CmdResult, ServerArg};
 pub(crate) struct Args {
     /// The stored file's name.
     name: String,
-    /// Where to write it (default: NAME in the current directory).
+    /// Where to write it: a file, a directory to save into, a device or FIFO to write through,
+    /// or `-` for standard output (default: NAME in the current directory).
     #[arg(short = 'o', long = "output", value_name = "PATH")]
     output: Option<PathBuf>,
+    /// Replace an existing file (its mode, owner and hard links are kept).
+    #[arg(short = 'f', long)]
+    force: bool,
+    /// Give the saved file the stored file's modification time and permission bits.
+    #[arg(short = 'p', long)]
+    preserve: bool,
     #[command(flatten)]
     server: ServerArg,
 }
 
 pub(crate) async fn run(args: Args) -> CmdResult {
-    let output = match args.output {
-        Some(path) => path,
-        None => match FileName::new(&args.name) {
-            Ok(name) => PathBuf::from(name.as_str()),
-            Err(err) => return Err(format!("{err}; choose where to save it with -o PATH")),
-        },
+    let target = Target::resolve(args.output.as_deref(), &args.name, args.force)
+        .map_err(|err| err.to_string())?;
+    let options = SaveOptions {
+        force: args.force,
+        preserve: args.preserve,
     };
     let mut client = Client::connect(&args.server.server)
         .await
         .map_err(|err| err.to_string())?;
     let progress = Progress::new(&args.name, 0);
     let outcome = client
-        .get_file(&args.name, &output, &mut |done, total| {
+        .get_to(&args.name, &target, options, &mut |done, total| {
             progress.set_total(total);
             progress.set(done);
         })
         .await;
     progress.finish();
     let got = outcome.map_err(|err| err.to_string())?;
+    if let Target::Stdout = target {
+        return Ok(()); // standard output carries the file and nothing else
+    }
     let resumed = match got.resumed_from {
         0 => String::new(),
         from => format!(" (resumed at byte {from})"),
@@ -46,7 +55,7 @@ pub(crate) async fn run(args: Args) -> CmdResult {
     println!(
         "{} -> {}: {} bytes, blake3 {}{resumed}",
         args.name,
-        output.display(),
+        target.shown(),
         got.length,
         got.hash
     );

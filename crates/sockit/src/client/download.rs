@@ -1,18 +1,23 @@
-//! Downloads: `get_file`, resuming an interrupted download, verified by BLAKE3.
+//! Downloads: `get_to` a [`Target`], verified by BLAKE3, resumed after an interruption.
+//!
+//! A regular file is written through its part file ([`super::part`]) and appears under its
+//! name only once complete and verified; a device, a FIFO or standard output is written in
+//! order and the hash checked at the end. A local write failure stops the download at once:
+//! the connection is dropped rather than the rest of the file read and thrown away.
 
-use std::fs::{self, File, OpenOptions};
+use std::fs::{File, OpenOptions};
 use std::io::{self, Write};
+use std::os::fd::AsFd;
+use std::os::unix::fs::OpenOptionsExt;
 use std::path::{Path, PathBuf};
 
 use serde::Deserialize;
 use sockit_proto::HeaderWriter;
 
-use super::files::local;
+use super::part::{PartFile, Record, Stored};
+use super::target::{Existing, SaveError, SaveOptions, Target};
 use super::{Client, ClientError};
-use crate::transfer::{blocking, hash_prefix, receive_body, BodySink, Writeback};
-
-/// Suffix of a download in progress, kept for resuming.
-pub const PART_SUFFIX: &str = ".sockit-part";
+use crate::transfer::{blocking, receive_body, BodySink};
 
 /// A finished download.
 #[derive(Debug, Clone)]
@@ -30,128 +35,264 @@ struct GetReply {
     length: u64,
     hash: String,
     offset: u64,
+    #[serde(default)]
+    mode: Option<u32>,
+    #[serde(default)]
+    modified: Option<u64>,
+}
+
+/// How one request for a regular file's download ended.
+enum Fetched {
+    /// Saved.
+    Done(GetOutcome),
+    /// What was held turned out not to be a prefix of the file: ask again from the start.
+    Restart(PartFile),
 }
 
 impl Client {
-    /// Downloads `name` to `out`, through `<out>.sockit-part` so that an interrupted download
-    /// resumes, and checks the whole file against the server's BLAKE3 hash before renaming it
-    /// into place. `progress` is called with the bytes done and the total.
+    /// Downloads `name` to the file at `out` (which must not exist yet), resuming an
+    /// interrupted download to the same path.
     ///
     /// # Errors
     ///
-    /// An error reply (`not_found`, …), a hash mismatch, a local write error, or a connection
-    /// failure.
+    /// As [`Client::get_to`].
     pub async fn get_file(
         &mut self,
         name: &str,
         out: &Path,
         progress: &mut (dyn FnMut(u64, u64) + Send),
     ) -> Result<GetOutcome, ClientError> {
-        let part = part_path(out);
-        let held = fs::metadata(&part).map(|meta| meta.len()).unwrap_or(0);
-        match self.get_from(name, out, &part, held, progress).await {
-            Err(ClientError::Remote { code, .. }) if code == "bad_offset" && held > 0 => {
-                self.get_from(name, out, &part, 0, progress).await
+        let target = Target::resolve(Some(out), name, false)?;
+        self.get_to(name, &target, SaveOptions::default(), progress)
+            .await
+    }
+
+    /// Downloads `name` to `target`, checking the whole file against the server's BLAKE3 hash.
+    /// `progress` is called with the bytes done and the total.
+    ///
+    /// # Errors
+    ///
+    /// An error reply (`not_found`, …), a hash mismatch, a local [`SaveError`], or a connection
+    /// failure.
+    pub async fn get_to(
+        &mut self,
+        name: &str,
+        target: &Target,
+        options: SaveOptions,
+        progress: &mut (dyn FnMut(u64, u64) + Send),
+    ) -> Result<GetOutcome, ClientError> {
+        match target {
+            Target::Stdout => {
+                let file = std::io::stdout()
+                    .as_fd()
+                    .try_clone_to_owned()
+                    .map(File::from)
+                    .map_err(|err| SaveError::io(Path::new("standard output"), err))?;
+                self.get_streamed(name, file, &target.shown(), progress)
+                    .await
             }
-            Err(ClientError::HashMismatch { .. }) if held > 0 => {
-                self.get_from(name, out, &part, 0, progress).await
+            Target::Node { shown, path } => {
+                let (shown_owned, path) = (shown.clone(), path.clone());
+                // A FIFO's open waits for a reader: on the blocking pool, before asking.
+                let file = blocking(move || open_node(&path))
+                    .await
+                    .map_err(|err| SaveError::io(&shown_owned, err))?;
+                self.get_streamed(name, file, &target.shown(), progress)
+                    .await
             }
-            outcome => outcome,
+            Target::File {
+                shown,
+                path,
+                existing,
+            } => {
+                let (shown, path) = (shown.clone(), path.clone());
+                let part = blocking(move || PartFile::open(&shown, &path)).await?;
+                let (offset, if_hash) = part.resumable();
+                let if_hash = if_hash.map(str::to_owned);
+                let first = self
+                    .fetch_part(name, part, offset, if_hash, existing, options, progress)
+                    .await?;
+                match first {
+                    Fetched::Done(outcome) => Ok(outcome),
+                    Fetched::Restart(part) => {
+                        let again = self
+                            .fetch_part(name, part, 0, None, existing, options, progress)
+                            .await?;
+                        match again {
+                            Fetched::Done(outcome) => Ok(outcome),
+                            Fetched::Restart(_) => Err(ClientError::BadReply(
+                                "the server ignored a download from the start".into(),
+                            )),
+                        }
+                    }
+                }
+            }
         }
     }
 
-    async fn get_from(
+    /// Sends `get` and reads the reply header, checking it against the request.
+    async fn request_get(
         &mut self,
         name: &str,
-        out: &Path,
-        part: &Path,
         offset: u64,
-        progress: &mut (dyn FnMut(u64, u64) + Send),
-    ) -> Result<GetOutcome, ClientError> {
-        HeaderWriter::new(self.conn.write_buf())
+        if_hash: Option<&str>,
+    ) -> Result<GetReply, ClientError> {
+        let mut header = HeaderWriter::new(self.conn.write_buf());
+        header
             .field("op", "get")
             .field("name", name)
-            .field("offset", &offset)
-            .finish(0)
-            .map_err(io::Error::from)?;
+            .field("offset", &offset);
+        if let Some(hash) = if_hash {
+            header.field("if_hash", hash);
+        }
+        header.finish(0).map_err(io::Error::from)?;
         let header = self.read_reply_header().await?;
         let reply: GetReply = header
             .parse()
             .map_err(|err| ClientError::BadReply(err.to_string()))?;
-        if reply.offset != offset || header.body_len() != reply.length.saturating_sub(offset) {
+        let served_from_start = reply.offset == 0 && if_hash.is_some();
+        if (reply.offset != offset && !served_from_start)
+            || header.body_len() != reply.length.saturating_sub(reply.offset)
+        {
             return Err(ClientError::BadReply(
                 "get reply does not match the request".into(),
             ));
         }
+        Ok(reply)
+    }
 
-        let part_owned = part.to_path_buf();
-        let (sink, hasher) = blocking(move || open_part(&part_owned, offset))
-            .await
-            .map_err(|err| local(part, err))?;
-        progress(offset, reply.length);
-        let total = reply.length;
-        let (sink, hash, written) = receive_body(&mut self.conn, hasher, sink, &mut |done| {
-            progress(offset + done, total)
-        })
-        .await?;
-        if let Err(err) = written {
-            // Keep the stream in step so the connection stays usable.
-            self.conn.skip_body().await?;
-            return Err(local(part, err));
+    /// One request for a regular file's download, from `offset` (bytes held in `part` of the
+    /// file whose hash is `if_hash`).
+    #[allow(clippy::too_many_arguments)]
+    async fn fetch_part(
+        &mut self,
+        name: &str,
+        part: PartFile,
+        offset: u64,
+        if_hash: Option<String>,
+        existing: &Option<Existing>,
+        options: SaveOptions,
+        progress: &mut (dyn FnMut(u64, u64) + Send),
+    ) -> Result<Fetched, ClientError> {
+        let reply = self.request_get(name, offset, if_hash.as_deref()).await?;
+        let mut part = part;
+        if reply.offset > 0 && if_hash.as_deref() != Some(reply.hash.as_str()) {
+            // A server that does not know `if_hash` sent the rest of another file: drop it.
+            let _ = self.reconnect().await;
+            part.discard();
+            return Ok(Fetched::Restart(part));
         }
-        blocking(move || sink.file.sync_all())
-            .await
-            .map_err(|err| local(part, err))?;
+        let record = Record {
+            name: name.to_owned(),
+            length: reply.length,
+            hash: reply.hash.clone(),
+        };
+        let start = reply.offset;
+        let (mut part, begun) = blocking(move || {
+            let begun = part.begin(record, start);
+            (part, begun)
+        })
+        .await;
+        let (sink, hasher) = match begun {
+            Ok(begun) => begun,
+            Err(err) => {
+                let _ = self.reconnect().await;
+                return Err(part.interrupted(err).into());
+            }
+        };
+        let total = reply.length;
+        progress(start, total);
+        let received = receive_body(&mut self.conn, hasher, sink, &mut |done| {
+            progress(start + done, total);
+        })
+        .await;
+        let (sink, hash, written) = match received {
+            Ok(received) => received,
+            Err(err) => return Err(part.interrupted(io::Error::other(err)).into()),
+        };
+        if let Err(err) = written {
+            // Stop at once: reading the rest only to throw it away could take hours.
+            let _ = self.reconnect().await;
+            return Err(part.interrupted(err).into());
+        }
         if hash.to_hex().as_str() != reply.hash {
-            let _ = fs::remove_file(part);
+            if start > 0 {
+                // What was held was not the beginning of this file after all.
+                part.discard();
+                return Ok(Fetched::Restart(part));
+            }
+            blocking(move || part.remove()).await;
             return Err(ClientError::HashMismatch {
                 expected: reply.hash,
                 actual: hash.to_hex().to_string(),
             });
         }
-        fs::rename(part, out).map_err(|err| local(out, err))?;
+        let stored = Stored {
+            mode: reply.mode,
+            modified: reply.modified,
+        };
+        let existing = *existing;
+        blocking(move || part.commit(sink, existing.as_ref(), stored, options)).await?;
+        Ok(Fetched::Done(GetOutcome {
+            length: reply.length,
+            hash: reply.hash,
+            resumed_from: start,
+        }))
+    }
+
+    /// Downloads `name` into an open device, FIFO or standard output, in order.
+    async fn get_streamed(
+        &mut self,
+        name: &str,
+        file: File,
+        shown: &str,
+        progress: &mut (dyn FnMut(u64, u64) + Send),
+    ) -> Result<GetOutcome, ClientError> {
+        let shown_path = PathBuf::from(shown);
+        let reply = self.request_get(name, 0, None).await?;
+        let total = reply.length;
+        progress(0, total);
+        let sink = StreamSink(file);
+        let received = receive_body(&mut self.conn, blake3::Hasher::new(), sink, &mut |done| {
+            progress(done, total);
+        })
+        .await?;
+        let (StreamSink(mut file), hash, written) = received;
+        if let Err(err) = written.and_then(|()| file.flush()) {
+            let _ = self.reconnect().await;
+            return Err(SaveError::io(&shown_path, err).into());
+        }
+        if hash.to_hex().as_str() != reply.hash {
+            return Err(SaveError::Unverified {
+                path: shown.to_owned(),
+                expected: reply.hash,
+                actual: hash.to_hex().to_string(),
+            }
+            .into());
+        }
         Ok(GetOutcome {
             length: reply.length,
             hash: reply.hash,
-            resumed_from: offset,
+            resumed_from: 0,
         })
     }
 }
 
-/// Where a download to `out` is kept while in progress.
-pub fn part_path(out: &Path) -> PathBuf {
-    let mut part = out.as_os_str().to_owned();
-    part.push(PART_SUFFIX);
-    PathBuf::from(part)
+/// Opens an existing device or FIFO for writing, without creating, truncating or replacing it.
+fn open_node(path: &Path) -> io::Result<File> {
+    OpenOptions::new()
+        .write(true)
+        .custom_flags(libc::O_NOCTTY)
+        .open(path)
 }
 
-/// A download's partial file, written with background writeback.
-struct PartFile {
-    file: File,
-    writeback: Writeback,
-}
+/// Writes a download in order into a file that cannot seek.
+struct StreamSink(File);
 
-impl BodySink for PartFile {
+impl BodySink for StreamSink {
     type Error = io::Error;
 
     fn write(&mut self, data: &[u8]) -> io::Result<()> {
-        self.file.write_all(data)?;
-        self.writeback.wrote(data.len());
-        Ok(())
+        self.0.write_all(data)
     }
-}
-
-/// Opens the partial download at `part`, keeps its first `offset` bytes and returns it with a
-/// hasher that has seen them.
-fn open_part(part: &Path, offset: u64) -> io::Result<(PartFile, blake3::Hasher)> {
-    let mut file = OpenOptions::new()
-        .read(true)
-        .write(true)
-        .create(true)
-        .truncate(false)
-        .open(part)?;
-    file.set_len(offset)?;
-    let hasher = hash_prefix(&mut file, offset)?;
-    let writeback = Writeback::start(&file)?;
-    Ok((PartFile { file, writeback }, hasher))
 }

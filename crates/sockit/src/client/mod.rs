@@ -9,11 +9,15 @@ mod auth;
 mod download;
 mod exec;
 mod files;
+mod part;
+mod target;
 mod upload;
 
-pub use download::{part_path, GetOutcome, PART_SUFFIX};
+pub use download::GetOutcome;
 pub use exec::ExecOutcome;
 pub use files::RemoteStat;
+pub use part::{part_path, PART_SUFFIX};
+pub use target::{SaveError, SaveOptions, Target};
 pub use upload::PutOutcome;
 
 use std::borrow::Cow;
@@ -66,6 +70,9 @@ pub enum ClientError {
         /// Why.
         source: io::Error,
     },
+    /// A download could not be saved where it was asked to go.
+    #[error(transparent)]
+    Save(#[from] SaveError),
     /// A downloaded file does not match the hash the server sent.
     #[error("downloaded data does not match its hash (expected {expected}, got {actual}); nothing was kept")]
     HashMismatch {

@@ -5,6 +5,7 @@
 //! hashing and disk overlap and memory stays bounded whatever the file's size.
 
 use std::borrow::Cow;
+use std::os::unix::fs::PermissionsExt;
 use std::sync::Arc;
 
 use serde::Deserialize;
@@ -56,6 +57,8 @@ struct NameRequest<'a> {
     offset: u64,
     #[serde(default)]
     length: Option<u64>,
+    #[serde(borrow, default)]
+    if_hash: Option<Cow<'a, str>>,
 }
 
 /// `put`.
@@ -204,15 +207,25 @@ async fn read_trailer<S: AsyncRead + AsyncWrite + Unpin>(
     })
 }
 
-/// `get`: header with `name`, `length`, `hash`, `offset`, then the file from `offset`.
+/// `get`: header with `name`, `length`, `hash`, `offset`, `mode`, `modified`, then the file
+/// from `offset`. With `if_hash`, a resume: served from `offset` only if the file still has that
+/// hash, else from the start (`offset` 0 in the reply).
 pub(super) async fn get<S: AsyncRead + AsyncWrite + Unpin>(
     conn: &mut Connection<S>,
     header: &Header,
     store: &Arc<Store>,
 ) -> Result<Flow, ConnError> {
-    let (name, NameRequest { offset, .. }) = match named_request(header, "get") {
+    let (name, request) = match named_request(header, "get") {
         Ok(request) => request,
         Err((code, message)) => return refuse(conn, header, code, &message).await,
+    };
+    let if_hash = match request.if_hash.as_deref().map(blake3::Hash::from_hex) {
+        None => None,
+        Some(Ok(hash)) => Some(hash),
+        Some(Err(_)) => {
+            let message = "`if_hash` must be 64 hexadecimal digits (BLAKE3)";
+            return refuse(conn, header, ErrorCode::BadRequest, &message).await;
+        }
     };
     let _slot = store.transfer_slot().await;
     let opened = blocking({
@@ -220,13 +233,18 @@ pub(super) async fn get<S: AsyncRead + AsyncWrite + Unpin>(
         move || -> Result<_, StoreError> {
             let (file, info) = store.open_for_read(&name)?;
             let hash = store.hash_of(&name, &file)?;
-            Ok((file, info, hash))
+            let mode = file.metadata()?.permissions().mode() & 0o777;
+            Ok((file, info, hash, mode))
         }
     })
     .await;
-    let (file, info, hash) = match opened {
+    let (file, info, hash, mode) = match opened {
         Ok(opened) => opened,
         Err(err) => return refuse(conn, header, err.code(), &err).await,
+    };
+    let offset = match if_hash {
+        Some(expected) if expected != hash => 0,
+        _ => request.offset,
     };
     if offset > info.length {
         let err = StoreError::BadOffset {
@@ -241,6 +259,8 @@ pub(super) async fn get<S: AsyncRead + AsyncWrite + Unpin>(
         .field("length", &info.length)
         .field("hash", hash.to_hex().as_str())
         .field("offset", &offset)
+        .field("mode", &mode)
+        .field("modified", &info.modified)
         .finish(size)
         .expect("a get reply always encodes");
     stream_from_disk(conn, file, offset, size).await?;
