@@ -399,7 +399,6 @@ async fn interrupted_get_resumes_and_a_bad_partial_is_replaced() {
     std::fs::write(root_of(&server).join("g.bin"), &data).unwrap();
     let dir = tempfile::tempdir().unwrap();
     let out = dir.path().join("g.bin");
-    let part = sockit::client::part_path(&out);
     let mut client = client(&server).await;
 
     leave_part(&out, "g.bin", &data, &data[..1_000_000]);
