@@ -453,6 +453,25 @@ async fn get_and_stat_report_what_is_stored() {
                "mode": mode, "modified": modified, "size": 3})
     );
     assert_eq!(body, b"llo");
+    // A resume offers the hash of what it holds: a changed file is sent from the start.
+    let resume = |if_hash: &str| {
+        frame(
+            &format!(r#"{{"op":"get","name":"s.txt","offset":2,"if_hash":"{if_hash}"}}"#),
+            b"",
+        )
+    };
+    let (reply, body) = send_and_read(&mut stream, &resume(&blake3_hex(b"hello"))).await;
+    assert_eq!(
+        (reply["offset"].as_u64(), body.as_slice()),
+        (Some(2), &b"llo"[..])
+    );
+    let (reply, body) = send_and_read(&mut stream, &resume(&blake3_hex(b"help!"))).await;
+    assert_eq!(
+        (reply["offset"].as_u64(), body.as_slice()),
+        (Some(0), &b"hello"[..])
+    );
+    let (reply, _) = send_and_read(&mut stream, &resume("not hex")).await;
+    assert_eq!(reply["code"], "bad_request");
     let (reply, _) = send_and_read(
         &mut stream,
         &frame(r#"{"op":"get","name":"s.txt","offset":6}"#, b""),
