@@ -351,10 +351,10 @@ fn force_keeps_mode_owner_and_hard_links_and_refuses_write_protected_files() {
 struct SmallDisk(tempfile::TempDir);
 
 impl SmallDisk {
-    fn mount(size: &str) -> Option<SmallDisk> {
+    fn mount(options: &str) -> Option<SmallDisk> {
         let dir = tempfile::tempdir().unwrap();
         let mounted = Command::new("mount")
-            .args(["-t", "tmpfs", "-o", &format!("size={size}"), "tmpfs"])
+            .args(["-t", "tmpfs", "-o", options, "tmpfs"])
             .arg(dir.path())
             .output()
             .is_ok_and(|out| out.status.success());
@@ -405,7 +405,7 @@ fn a_full_local_disk_stops_at_once_and_says_what_is_kept() {
     if skip_unless_root("a_full_local_disk_stops_at_once_and_says_what_is_kept") {
         return;
     }
-    let Some(disk) = SmallDisk::mount("4m") else {
+    let Some(disk) = SmallDisk::mount("size=4m") else {
         panic!("root cannot mount a tmpfs");
     };
     let declared = 1u64 << 30;
@@ -435,6 +435,24 @@ fn a_full_local_disk_stops_at_once_and_says_what_is_kept() {
     );
     assert!(took < Duration::from_secs(20), "took {took:?}");
     assert!(!disk.0.path().join("big.bin").exists());
+}
+
+#[test]
+fn an_unwritable_directory_is_named_with_the_real_cause() {
+    if skip_unless_root("an_unwritable_directory_is_named_with_the_real_cause") {
+        return;
+    }
+    let serve = Serve::start();
+    serve.store("f.txt", b"bytes");
+    let Some(disk) = SmallDisk::mount("size=1m,ro") else {
+        panic!("root cannot mount a tmpfs");
+    };
+    let output = serve.get(disk.0.path(), &["f.txt"]);
+    assert!(!output.status.success());
+    assert_eq!(
+        stderr(&output),
+        "sockit: f.txt: cannot create a file in .: Read-only file system (os error 30)\n"
+    );
 }
 
 #[test]

@@ -121,7 +121,11 @@ impl PartFile {
         for _ in 0..3 {
             let file = open_private(&part).map_err(|err| match err {
                 PrivateError::Unsafe(why) => unsafe_part(why),
-                PrivateError::Io(err) => SaveError::io(&part, err),
+                PrivateError::Io(source) => SaveError::CannotCreate {
+                    path: shown.display().to_string(),
+                    dir: parent_dir(out).display().to_string(),
+                    source,
+                },
             })?;
             let file = match Flock::lock(file, FlockArg::LockExclusiveNonblock) {
                 Ok(file) => file,

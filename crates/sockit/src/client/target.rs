@@ -114,6 +114,16 @@ pub enum SaveError {
         /// Where the link points.
         target: String,
     },
+    /// No file can be created beside the output.
+    #[error("{path}: cannot create a file in {dir}: {source}")]
+    CannotCreate {
+        /// The path as given.
+        path: String,
+        /// The directory.
+        dir: String,
+        /// Why.
+        source: io::Error,
+    },
     /// Another download to the same file holds its part file.
     #[error("{0}: another download to this file is in progress")]
     InProgress(String),
