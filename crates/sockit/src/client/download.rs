@@ -105,29 +105,42 @@ impl Client {
                 path,
                 existing,
             } => {
-                let (shown, path) = (shown.clone(), path.clone());
-                let part = blocking(move || PartFile::open(&shown, &path)).await?;
-                let (offset, if_hash) = part.resumable();
-                let if_hash = if_hash.map(str::to_owned);
-                let first = self
-                    .fetch_part(name, part, offset, if_hash, existing, options, progress)
-                    .await?;
-                match first {
-                    Fetched::Done(outcome) => Ok(outcome),
-                    Fetched::Restart(part) => {
-                        let again = self
-                            .fetch_part(name, part, 0, None, existing, options, progress)
-                            .await?;
-                        match again {
-                            Fetched::Done(outcome) => Ok(outcome),
-                            Fetched::Restart(_) => Err(ClientError::BadReply(
-                                "the server ignored a download from the start".into(),
-                            )),
-                        }
-                    }
-                }
+                self.get_into_file(name, shown, path, existing, options, progress)
+                    .await
             }
         }
+    }
+
+    /// Downloads `name` into the regular file at `path` through its part file: resuming what
+    /// it holds, and starting over once when that turns out not to be this file's beginning.
+    async fn get_into_file(
+        &mut self,
+        name: &str,
+        shown: &Path,
+        path: &Path,
+        existing: &Option<Existing>,
+        options: SaveOptions,
+        progress: &mut (dyn FnMut(u64, u64) + Send),
+    ) -> Result<GetOutcome, ClientError> {
+        let (shown, path) = (shown.to_path_buf(), path.to_path_buf());
+        let mut part = blocking(move || PartFile::open(&shown, &path)).await?;
+        for from_start in [false, true] {
+            let (offset, if_hash) = match from_start {
+                false => part.resumable(),
+                true => (0, None),
+            };
+            let if_hash = if_hash.map(str::to_owned);
+            let fetched = self
+                .fetch_part(name, part, offset, if_hash, existing, options, progress)
+                .await?;
+            match fetched {
+                Fetched::Done(outcome) => return Ok(outcome),
+                Fetched::Restart(again) => part = again,
+            }
+        }
+        Err(ClientError::BadReply(
+            "the server did not send the file from its start when asked".into(),
+        ))
     }
 
     /// Sends `get` and reads the reply header, checking it against the request.
