@@ -399,12 +399,18 @@ fn put_refuses_an_existing_name_without_force() {
         b"two"
     );
 
-    let output = sockit(&["get", "missing", "--server", &server]);
+    let output = Command::new(SOCKIT)
+        .args(["get", "missing", "--server", &server])
+        .current_dir(dir.path())
+        .output()
+        .unwrap();
     assert_eq!(output.status.code(), Some(1));
     assert_eq!(
         String::from_utf8(output.stderr).unwrap(),
         "sockit: server refused: no file named \"missing\" (not_found)\n"
     );
+    let left: Vec<_> = std::fs::read_dir(dir.path()).unwrap().collect();
+    assert_eq!(left.len(), 1, "a failed get leaves nothing behind: {left:?}");
 }
 
 /// A raw UDP member of the chat room, as the tutorials' clients are.
