@@ -212,6 +212,17 @@ async fn a_zero_or_non_integer_limit_and_a_non_string_after_are_bad_request() {
         assert_eq!(reply["id"], "x", "{fields}: {reply}");
         assert!(body.is_empty());
     }
+    // A limit past any integer type is simply more than a page holds.
+    let huge = frame(
+        r#"{"op":"list","limit":123456789012345678901234567890}"#,
+        b"",
+    );
+    let (reply, _) = send_and_read(&mut stream, &huge).await;
+    assert_eq!(
+        (reply["ok"].clone(), reply["count"].clone()),
+        (json!(true), json!(1)),
+        "{reply}"
+    );
     // The connection is still in step; null counts as absent.
     let (reply, entries) = raw_list(&mut stream, json!({"after": null, "limit": null})).await;
     assert_eq!(
