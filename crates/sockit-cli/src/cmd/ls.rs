@@ -1,5 +1,12 @@
 //! `sockit ls`: the stored files with their sizes and modification times.
+//!
+//! The listing is asked for page by page and each page is printed as it arrives, so a store of
+//! millions of files is listed completely in bounded memory. `--json` prints one JSON array
+//! over all pages, byte for byte what one `serde_json` array of the entries would be.
 
+use std::io::{self, Write};
+
+use sockit::store::FileInfo;
 use sockit::Client;
 
 use super::{CmdResult, ServerArg};
@@ -13,30 +20,83 @@ pub(crate) struct Args {
     server: ServerArg,
 }
 
+/// Lists the store, printing each page as it arrives; any failure, mid-way too, is the error.
 pub(crate) async fn run(args: Args) -> CmdResult {
     let mut client = Client::connect(&args.server.server)
         .await
         .map_err(|err| err.to_string())?;
-    let files = client.list().await.map_err(|err| err.to_string())?;
-    if args.json {
-        println!(
-            "{}",
-            serde_json::to_string(&files).expect("entries serialise")
-        );
-        return Ok(());
+    let mut listing = Listing::new(args.json);
+    let mut pages = client.list_pages(None);
+    while let Some(page) = pages.next().await.map_err(|err| err.to_string())? {
+        listing.page(&page).map_err(write_failed)?;
     }
+    listing.finish().map_err(write_failed)
+}
+
+/// The one-line message for a failed write to standard output.
+fn write_failed(err: io::Error) -> String {
+    format!("cannot write standard output: {err}")
+}
+
+/// The listing being printed on standard output, one page at a time.
+struct Listing {
+    json: bool,
+    /// Entries printed so far.
+    printed: u64,
+}
+
+impl Listing {
+    fn new(json: bool) -> Listing {
+        Listing { json, printed: 0 }
+    }
+
+    /// Prints one page and flushes it.
+    fn page(&mut self, files: &[FileInfo]) -> io::Result<()> {
+        let mut out = io::BufWriter::new(io::stdout().lock());
+        if self.json {
+            write_json_entries(&mut out, files, self.printed == 0)?;
+        } else {
+            write_lines(&mut out, files)?;
+        }
+        self.printed += files.len() as u64;
+        out.flush()
+    }
+
+    /// Ends the listing: closes the JSON array (`[]` when there was nothing).
+    fn finish(self) -> io::Result<()> {
+        if !self.json {
+            return Ok(());
+        }
+        let mut out = io::stdout().lock();
+        out.write_all(if self.printed == 0 { b"[]\n" } else { b"]\n" })?;
+        out.flush()
+    }
+}
+
+/// The entries as JSON objects, each after `[` (the first of the whole listing) or `,`.
+fn write_json_entries(out: &mut impl Write, files: &[FileInfo], first: bool) -> io::Result<()> {
+    for (i, file) in files.iter().enumerate() {
+        out.write_all(if first && i == 0 { b"[" } else { b"," })?;
+        serde_json::to_writer(&mut *out, file)?;
+    }
+    Ok(())
+}
+
+/// One line per file: size (right-aligned across the page), modification time, name.
+fn write_lines(out: &mut impl Write, files: &[FileInfo]) -> io::Result<()> {
     let width = files
         .iter()
         .map(|f| f.length.to_string().len())
         .max()
         .unwrap_or(0);
-    for file in &files {
-        println!(
+    for file in files {
+        writeln!(
+            out,
             "{:>width$}  {}  {}",
             file.length,
             utc_time(file.modified),
             sockit::client::printable(&file.name)
-        );
+        )?;
     }
     Ok(())
 }
@@ -65,6 +125,39 @@ fn utc_time(secs: u64) -> String {
 
 #[cfg(test)]
 mod tests {
+    use sockit::store::FileInfo;
+
+    fn file(name: &str, length: u64) -> FileInfo {
+        FileInfo {
+            name: name.to_owned(),
+            length,
+            modified: 1_795_320_267,
+        }
+    }
+
+    #[test]
+    fn json_written_page_by_page_is_one_serde_json_array() {
+        let files = [file("a", 1), file("b\"q", 22), file("c", 333)];
+        let whole = serde_json::to_string(&files[..]).unwrap();
+        for split in 0..=files.len() {
+            let mut out = Vec::new();
+            super::write_json_entries(&mut out, &files[..split], true).unwrap();
+            super::write_json_entries(&mut out, &files[split..], split == 0).unwrap();
+            out.extend_from_slice(b"]");
+            assert_eq!(String::from_utf8(out).unwrap(), whole, "split at {split}");
+        }
+    }
+
+    #[test]
+    fn sizes_are_aligned_across_a_page() {
+        let mut out = Vec::new();
+        super::write_lines(&mut out, &[file("a", 6), file("b", 70_000)]).unwrap();
+        assert_eq!(
+            String::from_utf8(out).unwrap(),
+            "    6  2026-11-22 04:04:27  a\n70000  2026-11-22 04:04:27  b\n"
+        );
+    }
+
     #[test]
     fn utc_time_matches_known_dates() {
         assert_eq!(super::utc_time(0), "1970-01-01 00:00:00");

@@ -2,8 +2,8 @@
 //!
 //! Requests can be sent one at a time ([`Client::call`]) or pipelined: [`Client::queue`] any
 //! number, [`Client::flush`], then [`Client::read_reply`] once per request, in order. File
-//! transfer in `upload` (`put_file`), `download` (`get_file`) and `files` (`list`, `stat`),
-//! logging in in `auth`, remote commands in `exec`.
+//! transfer in `upload` (`put_file`), `download` (`get_file`) and `files` (`list`, `list_page`,
+//! `list_pages`, `stat`), logging in in `auth`, remote commands in `exec`.
 
 mod auth;
 mod download;
@@ -15,7 +15,7 @@ mod upload;
 
 pub use download::GetOutcome;
 pub use exec::ExecOutcome;
-pub use files::RemoteStat;
+pub use files::{FilePage, ListPages, RemoteStat};
 pub use part::{part_path, PART_SUFFIX};
 pub use target::{SaveError, SaveOptions, Target};
 pub use upload::PutOutcome;

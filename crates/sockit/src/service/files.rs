@@ -9,13 +9,14 @@ use std::os::unix::fs::PermissionsExt;
 use std::sync::Arc;
 
 use serde::Deserialize;
+use serde_json::value::RawValue;
 use sockit_proto::{ErrorCode, Header};
 use tokio::io::{AsyncRead, AsyncWrite};
 
-use super::{refuse, Flow};
+use super::{quoted, refuse, Flow};
 use crate::connection::{ConnError, Connection};
 use crate::reply;
-use crate::store::{FileName, Store, StoreError};
+use crate::store::{FileName, Store, StoreError, MAX_LIST_ENTRIES};
 use crate::transfer::{blocking, receive_body, FileReader};
 
 /// What a `put` (or a tutorial upload) asks for.
@@ -47,6 +48,15 @@ struct LegacyUpload<'a> {
 struct Trailer<'a> {
     #[serde(borrow)]
     hash: Cow<'a, str>,
+}
+
+/// What a `list` asks for: the page after a name, of at most `limit` entries.
+#[derive(Deserialize)]
+struct ListRequest<'a> {
+    #[serde(borrow, default)]
+    after: Option<Cow<'a, str>>,
+    #[serde(borrow, default)]
+    limit: Option<&'a RawValue>,
 }
 
 #[derive(Deserialize)]
@@ -293,7 +303,10 @@ async fn stream_from_disk<S: AsyncRead + AsyncWrite + Unpin>(
     Ok(())
 }
 
-/// `list`: the body is a JSON array of `{name, length, modified}`.
+/// `list`: one page of the listing. The body is a JSON array of `{name, length, modified}`
+/// sorted by name; the header's `count` is its length and `more` says whether entries follow.
+/// Optional request fields: `after` (a name; only names greater are listed) and `limit` (most
+/// entries, `1..=`[`MAX_LIST_ENTRIES`], larger is clamped).
 pub(super) async fn list<S: AsyncRead + AsyncWrite + Unpin>(
     conn: &mut Connection<S>,
     header: &Header,
@@ -302,22 +315,54 @@ pub(super) async fn list<S: AsyncRead + AsyncWrite + Unpin>(
     if header.body_len() > 0 {
         return refuse(conn, header, ErrorCode::BadRequest, &"list takes no body").await;
     }
+    let (after, limit) = match list_request(header) {
+        Ok(request) => request,
+        Err(message) => return refuse(conn, header, ErrorCode::BadRequest, &message).await,
+    };
     let listed = blocking({
         let store = Arc::clone(store);
-        move || store.list()
+        move || store.list_page(after.as_deref(), limit)
     })
     .await;
-    let files = match listed {
-        Ok(files) => files,
+    let page = match listed {
+        Ok(page) => page,
         Err(err) => return refuse(conn, header, ErrorCode::Internal, &StoreError::from(err)).await,
     };
-    let body = serde_json::to_vec(&files).expect("file entries always serialise");
     reply::ok(conn.write_buf(), header.id())
-        .field("count", &files.len())
-        .finish(body.len() as u64)
+        .field("count", &page.count)
+        .field("more", &page.more)
+        .finish(page.json.len() as u64)
         .expect("a list reply always encodes");
-    conn.write_body(&body).await?;
+    conn.write_body(&page.json).await?;
     Ok(Flow::Continue)
+}
+
+/// Reads a `list` request's cursor (`after`) and page size (`limit`, [`MAX_LIST_ENTRIES`] when
+/// absent). On refusal, why.
+fn list_request(header: &Header) -> Result<(Option<String>, usize), String> {
+    let request: ListRequest<'_> = header.parse().map_err(|err| err.to_string())?;
+    let limit = match request.limit {
+        None => MAX_LIST_ENTRIES,
+        Some(raw) => page_limit(raw.get())?,
+    };
+    Ok((request.after.map(Cow::into_owned), limit))
+}
+
+/// A `limit` as JSON text: a positive integer in plain digits, clamped to
+/// [`MAX_LIST_ENTRIES`].
+fn page_limit(json: &str) -> Result<usize, String> {
+    if json.is_empty() || !json.bytes().all(|b| b.is_ascii_digit()) {
+        return Err(format!(
+            "`limit` must be a positive integer, not {}",
+            quoted(json)
+        ));
+    }
+    // All digits: a number too long for u64 is simply more than the largest page.
+    let limit = json.parse::<u64>().unwrap_or(u64::MAX);
+    if limit == 0 {
+        return Err("`limit` must be at least 1".to_owned());
+    }
+    Ok(usize::try_from(limit).map_or(MAX_LIST_ENTRIES, |limit| limit.min(MAX_LIST_ENTRIES)))
 }
 
 /// `stat`: whether `name` is stored (`exists`, `length`, `modified`), and with `length` given,

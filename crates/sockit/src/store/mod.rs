@@ -12,9 +12,11 @@
 //!   [`Store::sweep_expired_partials`], which the server runs at start and every 10 minutes.
 //! - `<root>/.sockit/meta/<key>.json` caches each file's BLAKE3 hash with the length and
 //!   modification time it was computed for; a file changed behind sockit's back is re-hashed.
+//! - Listing goes page by page, sorted by name, in memory bounded by the page (`list.rs`).
 //!
 //! The methods here block (file-system calls); async callers run them on the blocking pool.
 
+mod list;
 mod name;
 
 use std::collections::HashSet;
@@ -30,10 +32,9 @@ use sockit_proto::ErrorCode;
 
 use crate::transfer::{hash_prefix, BodySink, Writeback};
 
+pub use list::{ListPage, MAX_LIST_ENTRIES, MAX_LIST_PAGE_BYTES};
 pub use name::{FileName, NameError, BOOKKEEPING_DIR, MAX_NAME_LEN};
 
-/// Most entries `list` returns.
-pub const MAX_LIST_ENTRIES: usize = 100_000;
 /// Most uploads and downloads streaming at once. Each holds two threads of the runtime's
 /// blocking pool (512 by default) while it streams; the cap keeps the rest of the pool free for
 /// `stat`, `list` and commits however many slow transfers are open. Further transfers wait.
@@ -182,31 +183,6 @@ impl Store {
             Err(err) if err.kind() == io::ErrorKind::NotFound => Ok(None),
             Err(err) => Err(err),
         }
-    }
-
-    /// Every stored file, sorted by name, at most [`MAX_LIST_ENTRIES`].
-    ///
-    /// # Errors
-    ///
-    /// When the root cannot be read.
-    pub fn list(&self) -> io::Result<Vec<FileInfo>> {
-        let mut files = Vec::new();
-        for entry in fs::read_dir(&self.root)? {
-            let entry = entry?;
-            let Some(name) = entry.file_name().to_str().map(str::to_owned) else {
-                continue;
-            };
-            if FileName::new(&name).is_err() {
-                continue;
-            }
-            let Ok(meta) = entry.metadata() else { continue };
-            if meta.is_file() {
-                files.push(file_info(&name, &meta));
-            }
-        }
-        files.sort_unstable_by(|a, b| a.name.cmp(&b.name));
-        files.truncate(MAX_LIST_ENTRIES);
-        Ok(files)
     }
 
     /// How many bytes of an upload of `name` with total `length` are held for resuming.
