@@ -58,6 +58,46 @@ impl<'a> HeaderWriter<'a> {
         self
     }
 
+    /// Writes every field of `value`, which must serialise to a JSON object (a struct of
+    /// [`crate::message`], say), in its order.
+    pub fn fields<V: Serialize + ?Sized>(&mut self, value: &V) -> &mut Self {
+        if self.error.is_some() {
+            return self;
+        }
+        assert!(!self.finished, "HeaderWriter used after finish");
+        let at = self.dst.len();
+        if let Err(source) = serde_json::to_writer((&mut *self.dst).writer(), value) {
+            self.dst.truncate(at);
+            self.error = Some(EncodeError::Field {
+                key: "(fields)".to_owned(),
+                source,
+            });
+            return self;
+        }
+        let written = &self.dst[at..];
+        if written.first() != Some(&b'{') || written.last() != Some(&b'}') {
+            self.dst.truncate(at);
+            self.error = Some(EncodeError::Field {
+                key: "(fields)".to_owned(),
+                source: serde::ser::Error::custom("fields must serialise to a JSON object"),
+            });
+            return self;
+        }
+        if written.len() == 2 {
+            self.dst.truncate(at); // `{}`: nothing to add
+            return self;
+        }
+        // `{"a":1,"b":2}` becomes `,"a":1,"b":2` (or `"a":1,"b":2` first in the header).
+        self.dst.truncate(self.dst.len() - 1);
+        if std::mem::take(&mut self.empty) {
+            self.dst.copy_within(at + 1.., at);
+            self.dst.truncate(self.dst.len() - 1);
+        } else {
+            self.dst[at] = b',';
+        }
+        self
+    }
+
     /// Writes `key: json` where `json` is already valid JSON text (an `id` copied from a
     /// request, say).
     pub fn raw_field(&mut self, key: &str, json: &str) -> &mut Self {
@@ -128,6 +168,31 @@ mod tests {
         assert_eq!(&buf[..6], b"prefix");
         assert_eq!(&buf[6..10], &(json.len() as i32).to_le_bytes());
         assert_eq!(&buf[10..], json);
+    }
+
+    #[test]
+    fn encode_the_fields_of_a_struct_in_place() {
+        #[derive(Serialize)]
+        struct Pair {
+            a: u8,
+            b: &'static str,
+        }
+        #[derive(Serialize)]
+        struct Nothing {}
+        let mut buf = BytesMut::new();
+        HeaderWriter::new(&mut buf)
+            .fields(&Pair { a: 1, b: "x" })
+            .fields(&Nothing {})
+            .field("ok", &true)
+            .fields(&Pair { a: 2, b: "}" })
+            .finish(0)
+            .unwrap();
+        assert_eq!(&buf[4..], br#"{"a":1,"b":"x","ok":true,"a":2,"b":"}"}"#);
+        let mut buf = BytesMut::new();
+        let mut writer = HeaderWriter::new(&mut buf);
+        writer.fields(&3u8);
+        assert!(writer.finish(0).is_err(), "a number has no fields");
+        assert!(buf.is_empty());
     }
 
     #[test]

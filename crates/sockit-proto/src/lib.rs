@@ -43,6 +43,7 @@ mod encode;
 mod error;
 mod header;
 mod limits;
+pub mod message;
 
 pub use code::ErrorCode;
 pub use decode::{Decoder, Event};
