@@ -5,7 +5,8 @@
 //! bounded by a handful of chunks whatever the file's size:
 //!
 //! - [`FileReader`]: a blocking thread reads the file (hashing it on the way, if asked) into
-//!   buffers the sender hands back after writing them to the socket.
+//!   buffers the sender hands back after writing them to the socket; a stream (a pipe, a
+//!   device) is read as its bytes come, to its end.
 //! - [`receive_body`] and [`BodyPipeline`]: the connection task reads the body (or the bodies
 //!   of a run of frames) straight into buffers, one thread hashes them, another writes them to
 //!   a [`BodySink`], and they go back to be filled again.
@@ -48,6 +49,16 @@ pub(crate) struct FileReader {
     done: tokio::task::JoinHandle<io::Result<Option<blake3::Hash>>>,
 }
 
+/// What a [`FileReader`] reads.
+#[derive(Clone, Copy)]
+enum Span {
+    /// `len` bytes from `offset`, filling each buffer (a file or a block device).
+    Range { offset: u64, len: u64 },
+    /// From the current position to the end, one `read` per buffer: a pipe's bytes go on as
+    /// they come instead of waiting for a whole buffer.
+    ToEnd,
+}
+
 impl FileReader {
     /// Reads `len` bytes of `file` from `offset`. With `hash`, the whole file from its start
     /// (including the first `offset` bytes) is hashed on the way and returned by
@@ -57,21 +68,46 @@ impl FileReader {
     ///
     /// When the file handle cannot be duplicated.
     pub(crate) fn start(file: &File, offset: u64, len: u64, hash: bool) -> io::Result<FileReader> {
+        FileReader::spawn(file, Span::Range { offset, len }, hash)
+    }
+
+    /// Reads `file` (a pipe, a device, standard input) from where it is to its end, hashing
+    /// what it reads: a stream can be read only once.
+    ///
+    /// # Errors
+    ///
+    /// When the file handle cannot be duplicated.
+    pub(crate) fn stream(file: &File) -> io::Result<FileReader> {
+        FileReader::spawn(file, Span::ToEnd, true)
+    }
+
+    fn spawn(file: &File, span: Span, hash: bool) -> io::Result<FileReader> {
         let mut file = file.try_clone()?;
         let (chunks, queue) = mpsc::channel(QUEUE_DEPTH);
         let (recycle, recycled) = std_mpsc::channel::<Vec<u8>>();
         let done = tokio::task::spawn_blocking(move || {
-            let mut hasher = if hash {
-                Some(hash_prefix(&mut file, offset)?)
-            } else {
-                file.seek(SeekFrom::Start(offset))?;
-                None
+            let mut hasher = match span {
+                Span::Range { offset, .. } if hash => Some(hash_prefix(&mut file, offset)?),
+                Span::Range { offset, .. } => {
+                    file.seek(SeekFrom::Start(offset))?;
+                    None
+                }
+                Span::ToEnd => hash.then(blake3::Hasher::new),
             };
-            let mut left = len;
-            while left > 0 {
+            let mut left = match span {
+                Span::Range { len, .. } => Some(len),
+                Span::ToEnd => None,
+            };
+            while left != Some(0) {
                 let mut buf = recycled.try_recv().unwrap_or_else(|_| vec![0; CHUNK_LEN]);
-                let want = usize::try_from(left).map_or(buf.len(), |left| left.min(buf.len()));
-                let filled = match read_full(&mut file, &mut buf[..want]) {
+                let want = left
+                    .and_then(|left| usize::try_from(left).ok())
+                    .map_or(buf.len(), |left| left.min(buf.len()));
+                let read = match span {
+                    Span::Range { .. } => read_full(&mut file, &mut buf[..want]),
+                    Span::ToEnd => read_once(&mut file, &mut buf[..want]),
+                };
+                let filled = match read {
                     Ok(filled) => filled,
                     Err(err) => {
                         let kind = err.kind();
@@ -80,12 +116,12 @@ impl FileReader {
                     }
                 };
                 if filled == 0 {
-                    break; // the file shrank; the consumer sees the short count
+                    break; // the end, or a file that shrank: the consumer sees the short count
                 }
                 if let Some(hasher) = &mut hasher {
                     hasher.update(&buf[..filled]);
                 }
-                left -= filled as u64;
+                left = left.map(|left| left - filled as u64);
                 if chunks
                     .blocking_send(Ok(Chunk { buf, len: filled }))
                     .is_err()
@@ -356,6 +392,16 @@ fn hash_reader(reader: &mut impl Read, hasher: &mut blake3::Hasher) -> io::Resul
         };
         hasher.update(&buf[..n]);
         total += n as u64;
+    }
+}
+
+/// One `read` into `buf`, retried only when interrupted; returns how much was read.
+fn read_once(file: &mut File, buf: &mut [u8]) -> io::Result<usize> {
+    loop {
+        match file.read(buf) {
+            Err(err) if err.kind() == io::ErrorKind::Interrupted => {}
+            read => return read,
+        }
     }
 }
 

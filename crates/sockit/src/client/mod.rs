@@ -2,18 +2,21 @@
 //!
 //! Requests can be sent one at a time ([`Client::call`]) or pipelined: [`Client::queue`] any
 //! number, [`Client::flush`], then [`Client::read_reply`] once per request, in order. File
-//! transfer in `upload` (`put_file`), `download` (`get_file`) and `files` (`list`, `stat`),
-//! logging in in `auth`, remote commands in `exec`.
+//! transfer in `upload` (`put_file`, `put_source`), `download` (`get_file`) and `files`
+//! (`list`, `stat`); what an upload reads in `source`; logging in in `auth`, remote commands in
+//! `exec`.
 
 mod auth;
 mod download;
 mod exec;
 mod files;
+mod source;
 mod upload;
 
 pub use download::{part_path, GetOutcome, PART_SUFFIX};
 pub use exec::ExecOutcome;
 pub use files::RemoteStat;
+pub use source::{Source, SourceError, SourceKind};
 pub use upload::PutOutcome;
 
 use std::borrow::Cow;
@@ -65,6 +68,15 @@ pub enum ClientError {
         path: String,
         /// Why.
         source: io::Error,
+    },
+    /// What an upload reads cannot be used: it cannot be opened, is a directory, failed or
+    /// shrank while being read.
+    #[error("{path}: {source}")]
+    Source {
+        /// What the user named it by: the path as given, or "standard input".
+        path: String,
+        /// Why.
+        source: SourceError,
     },
     /// A downloaded file does not match the hash the server sent.
     #[error("downloaded data does not match its hash (expected {expected}, got {actual}); nothing was kept")]
