@@ -135,6 +135,34 @@ async fn a_fifo_whose_writer_comes_late_is_waited_for_off_the_runtime() {
 }
 
 #[tokio::test]
+async fn a_connection_the_server_closed_while_a_fifo_waited_is_made_again() {
+    let server = TestServer::start_with(|config| {
+        config.header_timeout = Duration::from_millis(300);
+    })
+    .await;
+    let dir = tempfile::tempdir().unwrap();
+    let fifo = fifo(dir.path());
+    // Connected before the source is opened, as `sockit put` is; the server gives up on the
+    // silent connection long before the writer comes.
+    let mut client = client(&server).await;
+    let writer = write_fifo_later(
+        fifo.clone(),
+        b"worth the wait".to_vec(),
+        Duration::from_secs(1),
+    );
+    let put = client
+        .put_file(&fifo, "patient", false, &mut |_| {})
+        .await
+        .unwrap();
+    writer.join().unwrap();
+    assert_eq!(put.length, 14);
+    assert_eq!(
+        std::fs::read(server.root().join("patient")).unwrap(),
+        b"worth the wait"
+    );
+}
+
+#[tokio::test]
 async fn each_read_of_a_stream_is_sent_at_once() {
     let server = TestServer::start().await;
     let dir = tempfile::tempdir().unwrap();

@@ -102,7 +102,7 @@ impl Client {
         let stat = match self.stat(name, length).await {
             // Opening the source may have taken long (a FIFO waits for its writer), and the
             // server closes idle connections. Nothing of the upload is sent yet: ask again.
-            Err(ClientError::Closed | ClientError::Conn(_)) => {
+            Err(err) if closed_while_idle(&err) => {
                 self.reconnect().await?;
                 self.stat(name, length).await?
             }
@@ -261,6 +261,13 @@ impl Client {
         }
         Ok(())
     }
+}
+
+/// Whether the failure of a request on a connection that sat idle says that the server had
+/// closed it: the connection is gone, or the server's last words were a timeout.
+fn closed_while_idle(err: &ClientError) -> bool {
+    matches!(err, ClientError::Closed | ClientError::Conn(_))
+        || err.remote_code() == Some("timeout")
 }
 
 /// A source's failure, named by what the user called it.
