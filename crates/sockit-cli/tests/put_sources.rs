@@ -9,7 +9,7 @@ use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Output, Stdio};
 use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::Arc;
+use std::sync::{mpsc, Arc};
 use std::time::{Duration, Instant};
 
 use nix::sys::stat::{makedev, mknod, Mode, SFlag};
@@ -361,4 +361,36 @@ fn put_that_loses_the_name_to_another_upload_points_at_force() {
         )
     );
     assert_eq!(serve.stored("race"), b"the winner's bytes");
+}
+
+#[test]
+fn put_of_a_stream_that_fails_does_not_wait_for_the_streams_end() {
+    let mut serve = Serve::start();
+    let dir = tempfile::tempdir().unwrap();
+    let fifo = fifo(dir.path());
+    let child = spawn_put(&serve, &[&fifo, &path("--as"), &path("cut")]);
+    let (done, finished) = mpsc::channel::<()>();
+    // The writer writes, and keeps the FIFO open until the test ends.
+    let writer = std::thread::spawn({
+        let fifo = fifo.clone();
+        move || {
+            let mut writer = OpenOptions::new().write(true).open(&fifo).unwrap();
+            writer.write_all(b"first").unwrap();
+            finished.recv().unwrap();
+            writer.write_all(b"second").unwrap();
+            let _ = finished.recv();
+        }
+    });
+    serve.wait_for_partial();
+    serve.child.kill().unwrap();
+    serve.child.wait().unwrap();
+    done.send(()).unwrap();
+    let output = finish_within(child, Duration::from_secs(10));
+    assert_eq!(output.status.code(), Some(1), "{output:?}");
+    assert!(
+        text(&output.stderr).starts_with(&format!("sockit: {}: ", fifo.display())),
+        "{output:?}"
+    );
+    drop(done);
+    writer.join().unwrap();
 }

@@ -18,7 +18,7 @@ use std::io::{self, Read, Seek, SeekFrom};
 use std::sync::mpsc as std_mpsc;
 
 use tokio::io::{AsyncRead, AsyncWrite};
-use tokio::sync::mpsc;
+use tokio::sync::{mpsc, oneshot};
 
 use crate::connection::{ConnError, Connection};
 
@@ -46,7 +46,7 @@ impl Chunk {
 pub(crate) struct FileReader {
     chunks: mpsc::Receiver<io::Result<Chunk>>,
     recycle: std_mpsc::Sender<Vec<u8>>,
-    done: tokio::task::JoinHandle<io::Result<Option<blake3::Hash>>>,
+    done: oneshot::Receiver<io::Result<Option<blake3::Hash>>>,
 }
 
 /// What a [`FileReader`] reads.
@@ -74,9 +74,14 @@ impl FileReader {
     /// Reads `file` (a pipe, a device, standard input) from where it is to its end, hashing
     /// what it reads: a stream can be read only once.
     ///
+    /// A read of a stream may wait for ever (a pipe whose writer neither writes nor closes, a
+    /// terminal), so it runs on a thread of its own rather than the blocking pool, which a
+    /// runtime waits for when it shuts down: a program that gave up on the upload can still
+    /// end.
+    ///
     /// # Errors
     ///
-    /// When the file handle cannot be duplicated.
+    /// When the file handle cannot be duplicated or the thread cannot start.
     pub(crate) fn stream(file: &File) -> io::Result<FileReader> {
         FileReader::spawn(file, Span::ToEnd, true)
     }
@@ -85,7 +90,8 @@ impl FileReader {
         let mut file = file.try_clone()?;
         let (chunks, queue) = mpsc::channel(QUEUE_DEPTH);
         let (recycle, recycled) = std_mpsc::channel::<Vec<u8>>();
-        let done = tokio::task::spawn_blocking(move || {
+        let (finished, done) = oneshot::channel();
+        let mut read = move || {
             let mut hasher = match span {
                 Span::Range { offset, .. } if hash => Some(hash_prefix(&mut file, offset)?),
                 Span::Range { offset, .. } => {
@@ -130,7 +136,18 @@ impl FileReader {
                 }
             }
             Ok(hasher.map(|hasher| hasher.finalize()))
-        });
+        };
+        let report = move || {
+            let _ = finished.send(read());
+        };
+        match span {
+            Span::Range { .. } => drop(tokio::task::spawn_blocking(report)),
+            Span::ToEnd => drop(
+                std::thread::Builder::new()
+                    .name("sockit-stream-reader".into())
+                    .spawn(report)?,
+            ),
+        }
         Ok(FileReader {
             chunks: queue,
             recycle,
