@@ -107,7 +107,7 @@ enum Interrupted {
     StoreStopped,
 }
 
-/// `put` with `chunked`: checks the request, then receives the chunks and commits the file.
+/// `put` with `chunked`: checks the request and starts the upload.
 pub(super) async fn put<S: AsyncRead + AsyncWrite + Unpin>(
     conn: &mut Connection<S>,
     header: &Header,
@@ -128,11 +128,20 @@ pub(super) async fn put<S: AsyncRead + AsyncWrite + Unpin>(
         move || store.begin_stream_upload(name, overwrite)
     })
     .await;
-    let upload = match begun {
-        Ok(upload) => upload,
-        Err(err) => return refuse(conn, header, err.code(), &err).await,
-    };
+    match begun {
+        Ok(upload) => receive_and_commit(conn, header, upload, overwrite).await,
+        Err(err) => refuse(conn, header, err.code(), &err).await,
+    }
+}
 
+/// Streams the chunks into `upload` and, once the end frame agrees with what arrived, commits
+/// it as `put` does; otherwise deletes it.
+async fn receive_and_commit<S: AsyncRead + AsyncWrite + Unpin>(
+    conn: &mut Connection<S>,
+    header: &Header,
+    upload: Upload,
+    overwrite: bool,
+) -> Result<Flow, ConnError> {
     let mut pipeline = BodyPipeline::start(blake3::Hasher::new(), upload);
     let received = receive_chunks(conn, &mut pipeline).await;
     let total = pipeline.received();
