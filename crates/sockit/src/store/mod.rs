@@ -234,9 +234,7 @@ impl Store {
         length: u64,
         overwrite: bool,
     ) -> Result<(Upload, blake3::Hasher), StoreError> {
-        if !overwrite && self.stat(&name)?.is_some() {
-            return Err(StoreError::Exists(name.to_string()));
-        }
+        self.refuse_taken(&name, overwrite)?;
         let partial = self.partial_path(&name, length);
         let claim =
             Claim::new(self, partial.clone()).ok_or_else(|| StoreError::Busy(name.to_string()))?;
@@ -280,9 +278,7 @@ impl Store {
         name: FileName,
         overwrite: bool,
     ) -> Result<Upload, StoreError> {
-        if !overwrite && self.stat(&name)?.is_some() {
-            return Err(StoreError::Exists(name.to_string()));
-        }
+        self.refuse_taken(&name, overwrite)?;
         let (partial, file) = self.create_stream_partial(&name)?;
         let claim = Claim::new(self, partial.clone()).expect("a new partial is nobody's");
         let writeback = match Writeback::start(&file) {
@@ -303,6 +299,14 @@ impl Store {
             delete_on_drop: true,
             _claim: claim,
         })
+    }
+
+    /// [`StoreError::Exists`] when `name` is stored and is not to be overwritten.
+    fn refuse_taken(&self, name: &FileName, overwrite: bool) -> Result<(), StoreError> {
+        if !overwrite && self.stat(name)?.is_some() {
+            return Err(StoreError::Exists(name.to_string()));
+        }
+        Ok(())
     }
 
     /// Creates a partial file of a streamed upload of `name`, with a random part so that it is
@@ -470,11 +474,6 @@ impl Upload {
     /// Bytes still expected; `None` for a stream, whose length is known only at its end.
     pub fn remaining(&self) -> Option<u64> {
         self.expected.map(|expected| expected - self.received)
-    }
-
-    /// Bytes written so far.
-    pub fn received(&self) -> u64 {
-        self.received
     }
 
     /// Appends `chunk`, which must not run past the expected length.
