@@ -138,9 +138,8 @@ impl Client {
         offset: u64,
         progress: &mut (dyn FnMut(u64) + Send),
     ) -> Result<PutOutcome, ClientError> {
-        let failed = |err| source_error(source.label(), SourceError::Read(err));
-        let mut reader =
-            FileReader::start(source.file(), offset, length - offset, true).map_err(failed)?;
+        let reader = FileReader::start(source.file(), offset, length - offset, true)
+            .map_err(|err| read_failed(source, err))?;
         HeaderWriter::new(self.conn.write_buf())
             .field("op", "put")
             .field("name", name)
@@ -149,20 +148,9 @@ impl Client {
             .field("overwrite", &overwrite)
             .finish(length - offset)
             .map_err(io::Error::from)?;
-        progress(offset);
-        let mut done = offset;
-        while let Some(chunk) = reader.next().await {
-            let chunk = chunk.map_err(failed)?;
-            self.send_body(chunk.data()).await?;
-            done += chunk.data().len() as u64;
-            reader.recycle(chunk);
-            progress(done);
-        }
-        let hash = reader
-            .finish()
-            .await
-            .map_err(failed)?
-            .expect("the reader was asked to hash");
+        let (done, hash) = self
+            .send_read(reader, source, false, offset, progress)
+            .await?;
         if done != length {
             let shrank = SourceError::Shrank {
                 read: done,
@@ -170,7 +158,7 @@ impl Client {
             };
             return Err(source_error(source.label(), shrank));
         }
-        let changed = source.changed().map_err(failed)?;
+        let changed = source.changed().map_err(|err| read_failed(source, err))?;
         HeaderWriter::new(self.conn.write_buf())
             .field("hash", hash.to_hex().as_str())
             .finish(0)
@@ -192,8 +180,7 @@ impl Client {
         overwrite: bool,
         progress: &mut (dyn FnMut(u64) + Send),
     ) -> Result<PutOutcome, ClientError> {
-        let failed = |err| source_error(source.label(), SourceError::Read(err));
-        let mut reader = FileReader::stream(source.file()).map_err(failed)?;
+        let reader = FileReader::stream(source.file()).map_err(|err| read_failed(source, err))?;
         HeaderWriter::new(self.conn.write_buf())
             .field("op", "put")
             .field("name", name)
@@ -201,24 +188,7 @@ impl Client {
             .field("chunked", &true)
             .finish(0)
             .map_err(io::Error::from)?;
-        progress(0);
-        let mut done = 0;
-        while let Some(chunk) = reader.next().await {
-            let chunk = chunk.map_err(failed)?;
-            let len = chunk.data().len() as u64;
-            HeaderWriter::new(self.conn.write_buf())
-                .finish(len)
-                .map_err(io::Error::from)?;
-            self.send_body(chunk.data()).await?;
-            done += len;
-            reader.recycle(chunk);
-            progress(done);
-        }
-        let hash = reader
-            .finish()
-            .await
-            .map_err(failed)?
-            .expect("a stream is always hashed");
+        let (done, hash) = self.send_read(reader, source, true, 0, progress).await?;
         HeaderWriter::new(self.conn.write_buf())
             .field("end", &true)
             .field("length", &done)
@@ -232,6 +202,39 @@ impl Client {
             resumed_from: 0,
             changed: false,
         })
+    }
+
+    /// Sends what `reader` reads: as the rest of the body already announced, or (`chunked`)
+    /// each piece in a chunk frame of its own. Returns the bytes done, counted on from `done`,
+    /// and the hash of the whole source.
+    async fn send_read(
+        &mut self,
+        mut reader: FileReader,
+        source: &Source,
+        chunked: bool,
+        mut done: u64,
+        progress: &mut (dyn FnMut(u64) + Send),
+    ) -> Result<(u64, blake3::Hash), ClientError> {
+        progress(done);
+        while let Some(chunk) = reader.next().await {
+            let chunk = chunk.map_err(|err| read_failed(source, err))?;
+            let len = chunk.data().len() as u64;
+            if chunked {
+                HeaderWriter::new(self.conn.write_buf())
+                    .finish(len)
+                    .map_err(io::Error::from)?;
+            }
+            self.send_body(chunk.data()).await?;
+            done += len;
+            reader.recycle(chunk);
+            progress(done);
+        }
+        let hash = reader
+            .finish()
+            .await
+            .map_err(|err| read_failed(source, err))?
+            .expect("an upload's reader always hashes");
+        Ok((done, hash))
     }
 
     /// Writes a body after its header, watching for the server to answer early.
@@ -268,6 +271,11 @@ impl Client {
 fn closed_while_idle(err: &ClientError) -> bool {
     matches!(err, ClientError::Closed | ClientError::Conn(_))
         || err.remote_code() == Some("timeout")
+}
+
+/// A read of `source` that failed.
+fn read_failed(source: &Source, err: io::Error) -> ClientError {
+    source_error(source.label(), SourceError::Read(err))
 }
 
 /// A source's failure, named by what the user called it.
