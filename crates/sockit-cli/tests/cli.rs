@@ -389,7 +389,9 @@ fn put_refuses_an_existing_name_without_force() {
     assert_eq!(refused.status.code(), Some(1));
     let stderr = String::from_utf8(refused.stderr).unwrap();
     assert!(
-        stderr.contains("already exists (use --force to replace it) (exists)"),
+        stderr.contains(
+            "a file named \"x.txt\" already exists on the server (use --force to replace it)\n"
+        ),
         "{stderr}"
     );
     assert!(put(&["--force"]).status.success());

@@ -215,6 +215,22 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Connection<S> {
         }
     }
 
+    /// Reads the header of a frame that continues the request in progress (the trailer of a
+    /// `put`, the next frame of a chunked `put`). Unlike [`read_header`](Connection::read_header)
+    /// the stop signal does not end it, since a request begun is finished, and the end of the
+    /// stream is an error.
+    ///
+    /// # Errors
+    ///
+    /// As [`read_header`](Connection::read_header), and [`ConnError::Truncated`] when the
+    /// stream ends.
+    pub async fn read_continuation(&mut self) -> Result<Header, ConnError> {
+        let stop = self.stop.take();
+        let read = self.read_header().await;
+        self.stop = stop;
+        read?.ok_or(ConnError::Truncated(FramePart::Header))
+    }
+
     /// Bytes of the current body not yet read.
     pub fn body_remaining(&self) -> u64 {
         self.decoder.body_remaining()

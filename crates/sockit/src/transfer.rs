@@ -5,9 +5,11 @@
 //! bounded by a handful of chunks whatever the file's size:
 //!
 //! - [`FileReader`]: a blocking thread reads the file (hashing it on the way, if asked) into
-//!   buffers the sender hands back after writing them to the socket.
-//! - [`receive_body`]: the connection task reads the body straight into buffers, one thread
-//!   hashes them, another writes them to a [`BodySink`], and they go back to be filled again.
+//!   buffers the sender hands back after writing them to the socket; a stream (a pipe, a
+//!   device) is read as its bytes come, to its end.
+//! - [`receive_body`] and [`BodyPipeline`]: the connection task reads the body (or the bodies
+//!   of a run of frames) straight into buffers, one thread hashes them, another writes them to
+//!   a [`BodySink`], and they go back to be filled again.
 //! - [`Writeback`]: flushes a file being written to disk in the background, so that the sync
 //!   at the end waits only for the tail.
 
@@ -16,7 +18,7 @@ use std::io::{self, Read, Seek, SeekFrom};
 use std::sync::mpsc as std_mpsc;
 
 use tokio::io::{AsyncRead, AsyncWrite};
-use tokio::sync::mpsc;
+use tokio::sync::{mpsc, oneshot};
 
 use crate::connection::{ConnError, Connection};
 
@@ -44,7 +46,17 @@ impl Chunk {
 pub(crate) struct FileReader {
     chunks: mpsc::Receiver<io::Result<Chunk>>,
     recycle: std_mpsc::Sender<Vec<u8>>,
-    done: tokio::task::JoinHandle<io::Result<Option<blake3::Hash>>>,
+    done: oneshot::Receiver<io::Result<Option<blake3::Hash>>>,
+}
+
+/// What a [`FileReader`] reads.
+#[derive(Clone, Copy)]
+enum Span {
+    /// `len` bytes from `offset`, filling each buffer (a file or a block device).
+    Range { offset: u64, len: u64 },
+    /// From the current position to the end, one `read` per buffer: a pipe's bytes go on as
+    /// they come instead of waiting for a whole buffer.
+    ToEnd,
 }
 
 impl FileReader {
@@ -56,21 +68,52 @@ impl FileReader {
     ///
     /// When the file handle cannot be duplicated.
     pub(crate) fn start(file: &File, offset: u64, len: u64, hash: bool) -> io::Result<FileReader> {
+        FileReader::spawn(file, Span::Range { offset, len }, hash)
+    }
+
+    /// Reads `file` (a pipe, a device, standard input) from where it is to its end, hashing
+    /// what it reads: a stream can be read only once.
+    ///
+    /// A read of a stream may wait for ever (a pipe whose writer neither writes nor closes, a
+    /// terminal), so it runs on a thread of its own rather than the blocking pool, which a
+    /// runtime waits for when it shuts down: a program that gave up on the upload can still
+    /// end.
+    ///
+    /// # Errors
+    ///
+    /// When the file handle cannot be duplicated or the thread cannot start.
+    pub(crate) fn stream(file: &File) -> io::Result<FileReader> {
+        FileReader::spawn(file, Span::ToEnd, true)
+    }
+
+    fn spawn(file: &File, span: Span, hash: bool) -> io::Result<FileReader> {
         let mut file = file.try_clone()?;
         let (chunks, queue) = mpsc::channel(QUEUE_DEPTH);
         let (recycle, recycled) = std_mpsc::channel::<Vec<u8>>();
-        let done = tokio::task::spawn_blocking(move || {
-            let mut hasher = if hash {
-                Some(hash_prefix(&mut file, offset)?)
-            } else {
-                file.seek(SeekFrom::Start(offset))?;
-                None
+        let (finished, done) = oneshot::channel();
+        let mut read = move || {
+            let mut hasher = match span {
+                Span::Range { offset, .. } if hash => Some(hash_prefix(&mut file, offset)?),
+                Span::Range { offset, .. } => {
+                    file.seek(SeekFrom::Start(offset))?;
+                    None
+                }
+                Span::ToEnd => hash.then(blake3::Hasher::new),
             };
-            let mut left = len;
-            while left > 0 {
+            let mut left = match span {
+                Span::Range { len, .. } => Some(len),
+                Span::ToEnd => None,
+            };
+            while left != Some(0) {
                 let mut buf = recycled.try_recv().unwrap_or_else(|_| vec![0; CHUNK_LEN]);
-                let want = usize::try_from(left).map_or(buf.len(), |left| left.min(buf.len()));
-                let filled = match read_full(&mut file, &mut buf[..want]) {
+                let want = left
+                    .and_then(|left| usize::try_from(left).ok())
+                    .map_or(buf.len(), |left| left.min(buf.len()));
+                let read = match span {
+                    Span::Range { .. } => read_full(&mut file, &mut buf[..want]),
+                    Span::ToEnd => read_once(&mut file, &mut buf[..want]),
+                };
+                let filled = match read {
                     Ok(filled) => filled,
                     Err(err) => {
                         let kind = err.kind();
@@ -79,12 +122,12 @@ impl FileReader {
                     }
                 };
                 if filled == 0 {
-                    break; // the file shrank; the consumer sees the short count
+                    break; // the end, or a file that shrank: the consumer sees the short count
                 }
                 if let Some(hasher) = &mut hasher {
                     hasher.update(&buf[..filled]);
                 }
-                left -= filled as u64;
+                left = left.map(|left| left - filled as u64);
                 if chunks
                     .blocking_send(Ok(Chunk { buf, len: filled }))
                     .is_err()
@@ -93,7 +136,18 @@ impl FileReader {
                 }
             }
             Ok(hasher.map(|hasher| hasher.finalize()))
-        });
+        };
+        let report = move || {
+            let _ = finished.send(read());
+        };
+        match span {
+            Span::Range { .. } => drop(tokio::task::spawn_blocking(report)),
+            Span::ToEnd => drop(
+                std::thread::Builder::new()
+                    .name("sockit-stream-reader".into())
+                    .spawn(report)?,
+            ),
+        }
         Ok(FileReader {
             chunks: queue,
             recycle,
@@ -126,7 +180,7 @@ impl FileReader {
     }
 }
 
-/// Where [`receive_body`] writes.
+/// Where [`receive_body`] and [`BodyPipeline`] write.
 pub(crate) trait BodySink: Send + 'static {
     /// Why a write failed.
     type Error: Send + 'static;
@@ -149,53 +203,121 @@ where
     S: AsyncRead + AsyncWrite + Unpin,
     K: BodySink,
 {
-    let (to_hasher, mut hasher_queue) = mpsc::channel::<Chunk>(QUEUE_DEPTH);
-    let (to_writer, writer_queue) = std_mpsc::sync_channel::<Chunk>(QUEUE_DEPTH);
-    let (recycle, recycled) = std_mpsc::channel::<Vec<u8>>();
-    let hashing = tokio::task::spawn_blocking(move || {
-        let mut hasher = hasher;
-        while let Some(chunk) = hasher_queue.blocking_recv() {
-            hasher.update(chunk.data());
-            if to_writer.send(chunk).is_err() {
-                break; // the writer stopped on an error
-            }
-        }
-        hasher.finalize()
-    });
-    let writing = tokio::task::spawn_blocking(move || {
-        let mut sink = sink;
-        for chunk in writer_queue {
-            if let Err(err) = sink.write(chunk.data()) {
-                return (sink, Err(err));
-            }
-            let _ = recycle.send(chunk.buf);
-        }
-        (sink, Ok(()))
-    });
-    let mut failed = None;
-    let mut received = 0;
-    while conn.body_remaining() > 0 {
-        let mut buf = recycled.try_recv().unwrap_or_else(|_| vec![0; CHUNK_LEN]);
-        match conn.read_body_into(&mut buf).await {
-            Ok(len) => {
-                received += len as u64;
-                if to_hasher.send(Chunk { buf, len }).await.is_err() {
-                    break; // a later stage stopped on an error; it reports it below
+    let mut pipeline = BodyPipeline::start(hasher, sink);
+    let fed = pipeline.feed(conn, progress).await;
+    let outcome = pipeline.finish().await;
+    fed.map(|_| outcome)
+}
+
+/// The receiving pipeline: the connection task reads bodies straight into buffers, one thread
+/// hashes them, another writes them to a [`BodySink`], and they go back to be filled again.
+///
+/// It can take the bodies of several frames in a row ([`BodyPipeline::feed`] once per body),
+/// packing small ones into the same buffer, so a stream sent in many small frames costs no
+/// more buffers or thread hand-offs than one long body.
+pub(crate) struct BodyPipeline<K: BodySink> {
+    to_hasher: mpsc::Sender<Chunk>,
+    recycled: std_mpsc::Receiver<Vec<u8>>,
+    /// The buffer being filled, not yet handed to the hasher.
+    filling: Option<Chunk>,
+    received: u64,
+    hashing: tokio::task::JoinHandle<blake3::Hash>,
+    writing: tokio::task::JoinHandle<(K, Result<(), K::Error>)>,
+}
+
+impl<K: BodySink> BodyPipeline<K> {
+    /// Starts the hashing and writing threads; `hasher` may already hold a prefix.
+    pub(crate) fn start(hasher: blake3::Hasher, sink: K) -> BodyPipeline<K> {
+        let (to_hasher, mut hasher_queue) = mpsc::channel::<Chunk>(QUEUE_DEPTH);
+        let (to_writer, writer_queue) = std_mpsc::sync_channel::<Chunk>(QUEUE_DEPTH);
+        let (recycle, recycled) = std_mpsc::channel::<Vec<u8>>();
+        let hashing = tokio::task::spawn_blocking(move || {
+            let mut hasher = hasher;
+            while let Some(chunk) = hasher_queue.blocking_recv() {
+                hasher.update(chunk.data());
+                if to_writer.send(chunk).is_err() {
+                    break; // the writer stopped on an error
                 }
-                progress(received);
             }
-            Err(err) => {
-                failed = Some(err);
-                break;
+            hasher.finalize()
+        });
+        let writing = tokio::task::spawn_blocking(move || {
+            let mut sink = sink;
+            for chunk in writer_queue {
+                if let Err(err) = sink.write(chunk.data()) {
+                    return (sink, Err(err));
+                }
+                let _ = recycle.send(chunk.buf);
             }
+            (sink, Ok(()))
+        });
+        BodyPipeline {
+            to_hasher,
+            recycled,
+            filling: None,
+            received: 0,
+            hashing,
+            writing,
         }
     }
-    drop(to_hasher);
-    let hash = hashing.await.expect("the body hasher does not panic");
-    let (sink, written) = writing.await.expect("the body writer does not panic");
-    match failed {
-        Some(err) => Err(err),
-        None => Ok((sink, hash, written)),
+
+    /// Bytes taken in so far, over every body fed.
+    pub(crate) fn received(&self) -> u64 {
+        self.received
+    }
+
+    /// Streams the rest of the connection's current body in; `progress` gets the bytes taken
+    /// in so far. `Ok(false)` when a later stage stopped on an error (which
+    /// [`finish`](BodyPipeline::finish) reports): the rest of the body is then still unread.
+    ///
+    /// # Errors
+    ///
+    /// When the connection failed.
+    pub(crate) async fn feed<S: AsyncRead + AsyncWrite + Unpin>(
+        &mut self,
+        conn: &mut Connection<S>,
+        progress: &mut (dyn FnMut(u64) + Send),
+    ) -> Result<bool, ConnError> {
+        while conn.body_remaining() > 0 {
+            let mut chunk = self.filling.take().unwrap_or_else(|| Chunk {
+                buf: self
+                    .recycled
+                    .try_recv()
+                    .unwrap_or_else(|_| vec![0; CHUNK_LEN]),
+                len: 0,
+            });
+            let read = conn.read_body_into(&mut chunk.buf[chunk.len..]).await;
+            let len = match read {
+                Ok(len) => len,
+                Err(err) => {
+                    // What arrived before the failure still goes to the sink on `finish`.
+                    self.filling = Some(chunk);
+                    return Err(err);
+                }
+            };
+            chunk.len += len;
+            self.received += len as u64;
+            if chunk.len < chunk.buf.len() {
+                self.filling = Some(chunk);
+            } else if self.to_hasher.send(chunk).await.is_err() {
+                return Ok(false);
+            }
+            progress(self.received);
+        }
+        Ok(true)
+    }
+
+    /// Hands on what is still buffered and waits for both threads: the sink, the hash of
+    /// everything fed, and whether every write succeeded.
+    pub(crate) async fn finish(mut self) -> (K, blake3::Hash, Result<(), K::Error>) {
+        if let Some(chunk) = self.filling.take().filter(|chunk| chunk.len > 0) {
+            // A failed send means the writer stopped on an error, which it reports below.
+            let _ = self.to_hasher.send(chunk).await;
+        }
+        drop(self.to_hasher);
+        let hash = self.hashing.await.expect("the body hasher does not panic");
+        let (sink, written) = self.writing.await.expect("the body writer does not panic");
+        (sink, hash, written)
     }
 }
 
@@ -287,6 +409,16 @@ fn hash_reader(reader: &mut impl Read, hasher: &mut blake3::Hasher) -> io::Resul
         };
         hasher.update(&buf[..n]);
         total += n as u64;
+    }
+}
+
+/// One `read` into `buf`, retried only when interrupted; returns how much was read.
+fn read_once(file: &mut File, buf: &mut [u8]) -> io::Result<usize> {
+    loop {
+        match file.read(buf) {
+            Err(err) if err.kind() == io::ErrorKind::Interrupted => {}
+            read => return read,
+        }
     }
 }
 

@@ -1,5 +1,5 @@
-//! Transfer progress on standard error: a bar with bytes, rate and ETA on a terminal, nothing
-//! otherwise.
+//! Transfer progress on standard error: a bar with bytes, rate and ETA on a terminal (bytes and
+//! rate for a stream of unknown length), nothing otherwise.
 
 use std::io::IsTerminal;
 
@@ -12,16 +12,31 @@ pub(crate) struct Progress {
 
 impl Progress {
     pub(crate) fn new(label: &str, total: u64) -> Progress {
+        Progress::styled(
+            label,
+            || ProgressBar::new(total),
+            "{msg} [{bar:30}] {bytes}/{total_bytes} {binary_bytes_per_sec} ETA {eta}",
+        )
+    }
+
+    /// For a transfer whose length is unknown (a stream): the bytes so far and the rate.
+    pub(crate) fn stream(label: &str) -> Progress {
+        Progress::styled(
+            label,
+            ProgressBar::no_length,
+            "{msg} {bytes} {binary_bytes_per_sec}",
+        )
+    }
+
+    fn styled(label: &str, bar: impl FnOnce() -> ProgressBar, template: &str) -> Progress {
         if !std::io::stderr().is_terminal() {
             return Progress { bar: None };
         }
-        let bar = ProgressBar::new(total);
+        let bar = bar();
         bar.set_style(
-            ProgressStyle::with_template(
-                "{msg} [{bar:30}] {bytes}/{total_bytes} {binary_bytes_per_sec} ETA {eta}",
-            )
-            .expect("the template is valid")
-            .progress_chars("=> "),
+            ProgressStyle::with_template(template)
+                .expect("the template is valid")
+                .progress_chars("=> "),
         );
         bar.set_message(label.to_owned());
         Progress { bar: Some(bar) }

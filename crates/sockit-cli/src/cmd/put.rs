@@ -1,18 +1,28 @@
-//! `sockit put`: upload files, resuming interrupted uploads, verified by BLAKE3.
+//! `sockit put`: upload files, devices, pipes or standard input, resuming interrupted uploads
+//! of files, verified by BLAKE3.
+//!
+//! What each argument is (a file, a block device, a stream, a directory) is the library's
+//! [`Source`]'s decision. Messages name the argument as the user typed it. A file that changed
+//! while it was read is stored as it was read, with a warning and exit status 1, like tar.
 
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 
-use sockit::Client;
+use sockit::client::{PutOutcome, Source, SourceKind};
+use sockit::{Client, ClientError};
 
 use super::progress::Progress;
 use super::{CmdResult, ServerArg};
 
+/// The argument that means standard input.
+const STDIN_ARG: &str = "-";
+
 #[derive(Debug, clap::Args)]
 pub(crate) struct Args {
-    /// Files to upload.
+    /// Files to upload. `-` is standard input (needs --as). FIFOs, character devices and files
+    /// of /proc are read to their end; block devices are read whole.
     #[arg(required = true, value_name = "FILE")]
     files: Vec<PathBuf>,
-    /// Store the file under this name (only with one FILE).
+    /// Store the file under this name (only with one FILE; required for `-`).
     #[arg(long = "as", value_name = "NAME")]
     name: Option<String>,
     /// Replace a stored file of the same name.
@@ -22,58 +32,124 @@ pub(crate) struct Args {
     server: ServerArg,
 }
 
+/// How one upload ended, when it stored something.
+enum Stored {
+    /// As it was when opened.
+    Whole,
+    /// The file changed while it was read; what was read is stored.
+    Changed,
+}
+
 pub(crate) async fn run(args: Args) -> CmdResult {
     if args.name.is_some() && args.files.len() > 1 {
         return Err("--as takes a single FILE".into());
     }
+    if args.name.is_none() && args.files.iter().any(|path| is_stdin(path)) {
+        return Err("standard input has no name: give it one with --as NAME".into());
+    }
     let mut client = Client::connect(&args.server.server)
         .await
         .map_err(|err| err.to_string())?;
-    let mut failures = 0;
+    let (mut failed, mut changed) = (0, 0);
     for path in &args.files {
-        let name = match args.name.clone().or_else(|| default_name(path)) {
-            Some(name) => name,
-            None => {
-                eprintln!(
-                    "sockit: {}: cannot tell its name; use --as NAME",
-                    path.display()
-                );
-                failures += 1;
-                continue;
-            }
-        };
-        let total = std::fs::metadata(path).map(|meta| meta.len()).unwrap_or(0);
-        let progress = Progress::new(&name, total);
-        let outcome = client
-            .put_file(path, &name, args.force, &mut |done| progress.set(done))
-            .await;
-        progress.finish();
-        match outcome {
-            Ok(put) => {
-                let resumed = match put.resumed_from {
-                    0 => String::new(),
-                    from => format!(" (resumed at byte {from})"),
-                };
-                println!(
-                    "{} -> {name}: {} bytes, blake3 {}{resumed}",
-                    path.display(),
-                    put.length,
-                    put.hash
-                );
-            }
-            Err(err) => {
-                eprintln!("sockit: {}: {err}", path.display());
-                failures += 1;
+        match put_one(&mut client, path, &args).await {
+            Ok(Stored::Whole) => {}
+            Ok(Stored::Changed) => changed += 1,
+            Err(message) => {
+                eprintln!("sockit: {message}");
+                failed += 1;
             }
         }
     }
-    match failures {
-        0 => Ok(()),
-        n => Err(format!("{n} of {} uploads failed", args.files.len())),
+    summary(failed, changed, args.files.len())
+}
+
+/// Uploads one argument; on failure, the message (without the `sockit: ` prefix).
+async fn put_one(client: &mut Client, path: &Path, args: &Args) -> Result<Stored, String> {
+    let label = label(path);
+    let name = args
+        .name
+        .clone()
+        .or_else(|| default_name(path))
+        .ok_or_else(|| format!("{label}: cannot tell its name; use --as NAME"))?;
+    let source = if is_stdin(path) {
+        Source::stdin()
+    } else {
+        Source::open(path).await
+    };
+    let source = source.map_err(|err| format!("{label}: {err}"))?;
+    let progress = match source.length() {
+        Some(total) => Progress::new(&name, total),
+        None => Progress::stream(&name),
+    };
+    let outcome = client
+        .put_source(&source, &name, args.force, &mut |done| progress.set(done))
+        .await;
+    progress.finish();
+    let put = outcome.map_err(|err| format!("{label}: {}", describe(&err)))?;
+    println!("{}", result_line(&label, &name, source.kind(), &put));
+    if !put.changed {
+        return Ok(Stored::Whole);
+    }
+    eprintln!(
+        "sockit: {label}: file changed as we read it; stored the first {} bytes",
+        put.length
+    );
+    Ok(Stored::Changed)
+}
+
+/// `FILE -> NAME: N bytes, blake3 HASH`, and how it was read when that matters.
+fn result_line(label: &str, name: &str, kind: SourceKind, put: &PutOutcome) -> String {
+    let how = match (kind, put.resumed_from) {
+        (SourceKind::Stream, _) => " (a stream, read to its end)".to_owned(),
+        (_, 0) => String::new(),
+        (_, from) => format!(" (resumed at byte {from})"),
+    };
+    format!(
+        "{label} -> {name}: {} bytes, blake3 {}{how}",
+        put.length, put.hash
+    )
+}
+
+/// A failed upload's cause, in words about what the user typed (the caller names it).
+fn describe(err: &ClientError) -> String {
+    match err {
+        ClientError::Source { source, .. } => source.to_string(),
+        ClientError::Remote { code, message } if code == "exists" => {
+            format!("{message} (use --force to replace it)")
+        }
+        other => other.to_string(),
+    }
+}
+
+/// The line that ends a run with failures or changed files, which exits with status 1.
+fn summary(failed: usize, changed: usize, total: usize) -> CmdResult {
+    match (failed, changed) {
+        (0, 0) => Ok(()),
+        (0, changed) => Err(format!(
+            "{changed} of {total} files changed as they were read"
+        )),
+        (failed, 0) => Err(format!("{failed} of {total} uploads failed")),
+        (failed, changed) => Err(format!(
+            "{failed} of {total} uploads failed, and {changed} files changed as they were read"
+        )),
+    }
+}
+
+fn is_stdin(path: &Path) -> bool {
+    path.as_os_str() == STDIN_ARG
+}
+
+/// What messages call an argument: the path as typed, or "standard input" for `-`.
+fn label(path: &Path) -> String {
+    if is_stdin(path) {
+        "standard input".to_owned()
+    } else {
+        path.display().to_string()
     }
 }
 
 /// A path's last component, when it is valid UTF-8.
-fn default_name(path: &std::path::Path) -> Option<String> {
+fn default_name(path: &Path) -> Option<String> {
     path.file_name()?.to_str().map(str::to_owned)
 }

@@ -1,9 +1,6 @@
 //! The client side of the file store: `stat`, `list` (page by page, or all pages collected),
 //! and what uploads and downloads share.
 
-use std::io;
-use std::path::Path;
-
 use serde::Deserialize;
 
 use super::{Client, ClientError, Reply};
@@ -183,11 +180,4 @@ pub(super) fn parse<'a, T: Deserialize<'a>>(reply: &'a Reply) -> Result<T, Clien
         .header
         .parse()
         .map_err(|err| ClientError::BadReply(err.to_string()))
-}
-
-pub(super) fn local(path: &Path, err: io::Error) -> ClientError {
-    ClientError::Local {
-        path: path.display().to_string(),
-        source: err,
-    }
 }

@@ -2,14 +2,16 @@
 //!
 //! Requests can be sent one at a time ([`Client::call`]) or pipelined: [`Client::queue`] any
 //! number, [`Client::flush`], then [`Client::read_reply`] once per request, in order. File
-//! transfer in `upload` (`put_file`), `download` (`get_file`) and `files` (`list`, `list_page`,
-//! `list_pages`, `stat`), logging in in `auth`, remote commands in `exec`.
+//! transfer in `upload` (`put_file`, `put_source`), `download` (`get_file`, `get_to`) and
+//! `files` (`list`, `list_page`, `list_pages`, `stat`); what an upload reads in `source`, where a
+//! download goes in `target` and `part`; logging in in `auth`, remote commands in `exec`.
 
 mod auth;
 mod download;
 mod exec;
 mod files;
 mod part;
+mod source;
 mod target;
 mod upload;
 
@@ -17,6 +19,7 @@ pub use download::GetOutcome;
 pub use exec::ExecOutcome;
 pub use files::{FilePage, ListPages, RemoteStat};
 pub use part::{part_path, PART_SUFFIX};
+pub use source::{Source, SourceError, SourceKind};
 pub use target::{SaveError, SaveOptions, Target};
 pub use upload::PutOutcome;
 
@@ -73,6 +76,15 @@ pub enum ClientError {
     /// A download could not be saved where it was asked to go.
     #[error(transparent)]
     Save(#[from] SaveError),
+    /// What an upload reads cannot be used: it cannot be opened, is a directory, failed or
+    /// shrank while being read.
+    #[error("{path}: {source}")]
+    Source {
+        /// What the user named it by: the path as given, or "standard input".
+        path: String,
+        /// Why.
+        source: SourceError,
+    },
     /// A downloaded file does not match the hash the server sent.
     #[error("downloaded data does not match its hash (expected {expected}, got {actual}); nothing was kept")]
     HashMismatch {

@@ -1,25 +1,35 @@
-//! Uploads: `put_file`, resuming an interrupted upload, verified by BLAKE3 on both sides.
+//! Uploads: `put_file` and `put_source`, verified by BLAKE3 on both sides.
+//!
+//! A file or block device of known length is sent as one `put` body with a trailer hash, and
+//! an interrupted upload resumes from what the server holds. A stream (a pipe, a character
+//! device, standard input, `/proc`) is sent as a chunked `put`: each `read` becomes a chunk
+//! frame as soon as it returns, and the end frame carries the length and hash
+//! (PROTOCOL.md §3.1). [`Source`] decides which.
 
-use std::fs::{self, File};
 use std::io;
 use std::path::Path;
 
 use serde::Deserialize;
 use sockit_proto::HeaderWriter;
 
-use super::files::{local, parse};
+use super::files::parse;
+use super::source::{Source, SourceError};
 use super::{Client, ClientError};
 use crate::transfer::FileReader;
 
 /// A finished upload.
 #[derive(Debug, Clone)]
 pub struct PutOutcome {
-    /// The file's length.
+    /// The length stored: for a file, its length when it was opened; for a stream, every byte
+    /// read to its end.
     pub length: u64,
     /// Its BLAKE3 hash, as both sides computed it.
     pub hash: String,
     /// Bytes the server already held from an interrupted upload.
     pub resumed_from: u64,
+    /// The file changed (grew, or was written to) while it was read. What was stored is
+    /// exactly the `length` bytes read and hashed, which may not be the file as it is now.
+    pub changed: bool,
 }
 
 #[derive(Deserialize)]
@@ -29,13 +39,13 @@ struct PutReply {
 }
 
 impl Client {
-    /// Uploads `path` as `name`, resuming an interrupted upload of the same file, and checks
-    /// that the server stored exactly what was sent. `progress` is called with the bytes done.
+    /// Uploads `path` as `name`: opens it (see [`Source::open`]) and calls
+    /// [`Client::put_source`].
     ///
     /// # Errors
     ///
-    /// A local read error, an error reply (`exists` without `overwrite`, `bad_name`, …), or a
-    /// connection failure.
+    /// [`ClientError::Source`] when the path cannot be opened or read or is a directory, and
+    /// as [`Client::put_source`].
     pub async fn put_file(
         &mut self,
         path: &Path,
@@ -43,48 +53,93 @@ impl Client {
         overwrite: bool,
         progress: &mut (dyn FnMut(u64) + Send),
     ) -> Result<PutOutcome, ClientError> {
-        let length = fs::metadata(path).map_err(|err| local(path, err))?.len();
-        let stat = self.stat(name, Some(length)).await?;
-        if stat.exists && !overwrite {
-            return Err(ClientError::Remote {
-                code: "exists".into(),
-                message: format!(
-                    "a file named {name:?} already exists (use --force to replace it)"
-                ),
-            });
-        }
-        let held = stat.partial.min(length);
-        let first = self
-            .put_from(path, name, overwrite, length, held, progress)
-            .await;
-        let outcome = match first {
-            // The held part was not of this file after all: start again from the beginning.
-            Err(ClientError::Remote { code, .. }) if code == "hash_mismatch" && held > 0 => {
-                self.put_from(path, name, overwrite, length, 0, progress)
-                    .await
-            }
-            outcome => outcome,
-        };
+        let source = Source::open(path)
+            .await
+            .map_err(|err| source_error(&path.display().to_string(), err))?;
+        self.put_source(&source, name, overwrite, progress).await
+    }
+
+    /// Uploads `source` as `name` and checks that the server stored exactly what was sent.
+    /// A file or block device resumes an interrupted upload of the same length; a stream is
+    /// read to its end. `progress` is called with the bytes done.
+    ///
+    /// # Errors
+    ///
+    /// [`ClientError::Source`] for a read failure or a file that shrank; an error reply
+    /// (`exists` without `overwrite`, whether the name was taken before the upload or while it
+    /// ran, `bad_name`, `no_space`, …); or a connection failure. After an error the client
+    /// has a new connection for later requests.
+    pub async fn put_source(
+        &mut self,
+        source: &Source,
+        name: &str,
+        overwrite: bool,
+        progress: &mut (dyn FnMut(u64) + Send),
+    ) -> Result<PutOutcome, ClientError> {
+        let outcome = self.put_checked(source, name, overwrite, progress).await;
         if outcome.is_err() {
             // A failed upload may have left the stream mid-body, or the server closing it:
             // later requests get a fresh connection. If that fails, they report it.
             let _ = self.reconnect().await;
         }
-        outcome
+        outcome.map_err(|err| match err.remote_code() {
+            // The server's sentence speaks of its protocol; say it in the client's terms.
+            Some("exists") => exists(name),
+            _ => err,
+        })
     }
 
+    /// Asks whether the name is free (and, for a known length, what is held to resume), then
+    /// sends the source in the form its kind needs.
+    async fn put_checked(
+        &mut self,
+        source: &Source,
+        name: &str,
+        overwrite: bool,
+        progress: &mut (dyn FnMut(u64) + Send),
+    ) -> Result<PutOutcome, ClientError> {
+        let length = source.length();
+        let stat = match self.stat(name, length).await {
+            // Opening the source may have taken long (a FIFO waits for its writer), and the
+            // server closes idle connections. Nothing of the upload is sent yet: ask again.
+            Err(err) if closed_while_idle(&err) => {
+                self.reconnect().await?;
+                self.stat(name, length).await?
+            }
+            stat => stat?,
+        };
+        if stat.exists && !overwrite {
+            return Err(exists(name));
+        }
+        let Some(length) = length else {
+            return self.put_stream(source, name, overwrite, progress).await;
+        };
+        let held = stat.partial.min(length);
+        let first = self
+            .put_from(source, name, overwrite, length, held, progress)
+            .await;
+        match first {
+            // The held part was not of this file after all: start again from the beginning.
+            Err(ClientError::Remote { code, .. }) if code == "hash_mismatch" && held > 0 => {
+                self.put_from(source, name, overwrite, length, 0, progress)
+                    .await
+            }
+            outcome => outcome,
+        }
+    }
+
+    /// Sends a source of known length from `offset` as one `put` body with a trailer hash.
     async fn put_from(
         &mut self,
-        path: &Path,
+        source: &Source,
         name: &str,
         overwrite: bool,
         length: u64,
         offset: u64,
         progress: &mut (dyn FnMut(u64) + Send),
     ) -> Result<PutOutcome, ClientError> {
-        let file = File::open(path).map_err(|err| local(path, err))?;
-        let mut reader = FileReader::start(&file, offset, length - offset, true)
-            .map_err(|err| local(path, err))?;
+        let reader = FileReader::start(source.file(), offset, length - offset, true)
+            .map_err(|err| read_failed(source, err))?;
         HeaderWriter::new(self.conn.write_buf())
             .field("op", "put")
             .field("name", name)
@@ -93,40 +148,111 @@ impl Client {
             .field("overwrite", &overwrite)
             .finish(length - offset)
             .map_err(io::Error::from)?;
-        progress(offset);
-        let mut done = offset;
+        let (done, hash) = self
+            .send_read(reader, source, false, offset, progress)
+            .await?;
+        if done != length {
+            let shrank = SourceError::Shrank {
+                read: done,
+                expected: length,
+            };
+            return Err(source_error(source.label(), shrank));
+        }
+        let changed = source.changed().map_err(|err| read_failed(source, err))?;
+        HeaderWriter::new(self.conn.write_buf())
+            .field("hash", hash.to_hex().as_str())
+            .finish(0)
+            .map_err(io::Error::from)?;
+        self.read_stored(length, &hash).await?;
+        Ok(PutOutcome {
+            length,
+            hash: hash.to_hex().to_string(),
+            resumed_from: offset,
+            changed,
+        })
+    }
+
+    /// Sends a stream as a chunked `put`: a chunk frame for each read, then the end frame.
+    async fn put_stream(
+        &mut self,
+        source: &Source,
+        name: &str,
+        overwrite: bool,
+        progress: &mut (dyn FnMut(u64) + Send),
+    ) -> Result<PutOutcome, ClientError> {
+        let reader = FileReader::stream(source.file()).map_err(|err| read_failed(source, err))?;
+        HeaderWriter::new(self.conn.write_buf())
+            .field("op", "put")
+            .field("name", name)
+            .field("overwrite", &overwrite)
+            .field("chunked", &true)
+            .finish(0)
+            .map_err(io::Error::from)?;
+        let (done, hash) = self.send_read(reader, source, true, 0, progress).await?;
+        HeaderWriter::new(self.conn.write_buf())
+            .field("end", &true)
+            .field("length", &done)
+            .field("hash", hash.to_hex().as_str())
+            .finish(0)
+            .map_err(io::Error::from)?;
+        self.read_stored(done, &hash).await?;
+        Ok(PutOutcome {
+            length: done,
+            hash: hash.to_hex().to_string(),
+            resumed_from: 0,
+            changed: false,
+        })
+    }
+
+    /// Sends what `reader` reads: as the rest of the body already announced, or (`chunked`)
+    /// each piece in a chunk frame of its own. Returns the bytes done, counted on from `done`,
+    /// and the hash of the whole source.
+    async fn send_read(
+        &mut self,
+        mut reader: FileReader,
+        source: &Source,
+        chunked: bool,
+        mut done: u64,
+        progress: &mut (dyn FnMut(u64) + Send),
+    ) -> Result<(u64, blake3::Hash), ClientError> {
+        progress(done);
         while let Some(chunk) = reader.next().await {
-            let chunk = chunk.map_err(|err| local(path, err))?;
-            if !self.conn.write_body_watching(chunk.data()).await? {
-                // The server answered before the body was complete: a refusal, after which it
-                // closes the connection (`put_file` then reconnects).
-                return Err(match self.read_reply().await {
-                    Ok(_) => ClientError::BadReply("upload accepted before it was sent".into()),
-                    Err(err) => err,
-                });
+            let chunk = chunk.map_err(|err| read_failed(source, err))?;
+            let len = chunk.data().len() as u64;
+            if chunked {
+                HeaderWriter::new(self.conn.write_buf())
+                    .finish(len)
+                    .map_err(io::Error::from)?;
             }
-            done += chunk.data().len() as u64;
+            self.send_body(chunk.data()).await?;
+            done += len;
             reader.recycle(chunk);
             progress(done);
         }
         let hash = reader
             .finish()
             .await
-            .map_err(|err| local(path, err))?
-            .expect("the reader was asked to hash");
-        if done != length {
-            return Err(local(
-                path,
-                io::Error::new(
-                    io::ErrorKind::UnexpectedEof,
-                    "file changed size while being sent",
-                ),
-            ));
+            .map_err(|err| read_failed(source, err))?
+            .expect("an upload's reader always hashes");
+        Ok((done, hash))
+    }
+
+    /// Writes a body after its header, watching for the server to answer early.
+    async fn send_body(&mut self, body: &[u8]) -> Result<(), ClientError> {
+        if self.conn.write_body_watching(body).await? {
+            return Ok(());
         }
-        HeaderWriter::new(self.conn.write_buf())
-            .field("hash", hash.to_hex().as_str())
-            .finish(0)
-            .map_err(io::Error::from)?;
+        // The server answered before the body was complete: a refusal, after which it closes
+        // the connection or discards the rest (`put_source` then reconnects).
+        Err(match self.read_reply().await {
+            Ok(_) => ClientError::BadReply("upload accepted before it was sent".into()),
+            Err(err) => err,
+        })
+    }
+
+    /// Reads the reply to an upload and checks that the server stored `length` bytes hashing
+    /// to `hash`.
+    async fn read_stored(&mut self, length: u64, hash: &blake3::Hash) -> Result<(), ClientError> {
         let reply: PutReply = parse(&self.read_reply().await?)?;
         if reply.hash != hash.to_hex().as_str() || reply.length != length {
             return Err(ClientError::BadReply(format!(
@@ -136,10 +262,35 @@ impl Client {
                 hash.to_hex()
             )));
         }
-        Ok(PutOutcome {
-            length,
-            hash: reply.hash,
-            resumed_from: offset,
-        })
+        Ok(())
+    }
+}
+
+/// Whether the failure of a request on a connection that sat idle says that the server had
+/// closed it: the connection is gone, or the server's last words were a timeout.
+fn closed_while_idle(err: &ClientError) -> bool {
+    matches!(err, ClientError::Closed | ClientError::Conn(_))
+        || err.remote_code() == Some("timeout")
+}
+
+/// A read of `source` that failed.
+fn read_failed(source: &Source, err: io::Error) -> ClientError {
+    source_error(source.label(), SourceError::Read(err))
+}
+
+/// A source's failure, named by what the user called it.
+fn source_error(label: &str, err: SourceError) -> ClientError {
+    ClientError::Source {
+        path: label.to_owned(),
+        source: err,
+    }
+}
+
+/// The refusal of a name that is taken, whether the server found it so before the upload or
+/// at its commit (another upload took the name meanwhile).
+fn exists(name: &str) -> ClientError {
+    ClientError::Remote {
+        code: "exists".into(),
+        message: format!("a file named {name:?} already exists on the server"),
     }
 }

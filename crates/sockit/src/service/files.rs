@@ -2,7 +2,8 @@
 //! upload (a header with `file_name` and `file_size` but no `op`).
 //!
 //! Bodies stream in both directions through the pipelines of [`crate::transfer`], so network,
-//! hashing and disk overlap and memory stays bounded whatever the file's size.
+//! hashing and disk overlap and memory stays bounded whatever the file's size. The chunked
+//! form of `put`, for a file whose length is not known in advance, is in [`super::chunked`].
 
 use std::borrow::Cow;
 use std::os::unix::fs::PermissionsExt;
@@ -13,25 +14,28 @@ use serde_json::value::RawValue;
 use sockit_proto::{ErrorCode, Header};
 use tokio::io::{AsyncRead, AsyncWrite};
 
-use super::{quoted, refuse, Flow};
+use super::{chunked, quoted, refuse, Flow};
 use crate::connection::{ConnError, Connection};
 use crate::reply;
-use crate::store::{FileName, Store, StoreError, MAX_LIST_ENTRIES};
+use crate::store::{FileInfo, FileName, Store, StoreError, MAX_LIST_ENTRIES};
 use crate::transfer::{blocking, receive_body, FileReader};
 
 /// What a `put` (or a tutorial upload) asks for.
 #[derive(Deserialize)]
-struct PutRequest<'a> {
+pub(super) struct PutRequest<'a> {
     #[serde(borrow)]
-    name: Cow<'a, str>,
+    pub(super) name: Cow<'a, str>,
     #[serde(default)]
-    offset: u64,
+    pub(super) offset: u64,
     #[serde(borrow, default)]
-    hash: Option<Cow<'a, str>>,
+    pub(super) hash: Option<Cow<'a, str>>,
     #[serde(default)]
-    trailer: bool,
+    pub(super) trailer: bool,
     #[serde(default)]
-    overwrite: bool,
+    pub(super) overwrite: bool,
+    /// The file follows in chunk frames and an end frame (see [`super::chunked`]).
+    #[serde(default)]
+    pub(super) chunked: bool,
 }
 
 /// The tutorials' upload header. `file_size` is only required (it is the body length, which
@@ -77,7 +81,8 @@ pub(super) async fn put<S: AsyncRead + AsyncWrite + Unpin>(
     header: &Header,
     store: &Arc<Store>,
 ) -> Result<Flow, ConnError> {
-    match header.parse() {
+    match header.parse::<PutRequest<'_>>() {
+        Ok(request) if request.chunked => chunked::put(conn, header, store, &request).await,
         Ok(request) => receive_file(conn, header, store, request).await,
         Err(err) => refuse(conn, header, ErrorCode::BadRequest, &err).await,
     }
@@ -96,6 +101,7 @@ pub(super) async fn legacy_upload<S: AsyncRead + AsyncWrite + Unpin>(
         hash: None,
         trailer: false,
         overwrite: false,
+        chunked: false,
     };
     Some(receive_file(conn, header, store, request).await)
 }
@@ -166,8 +172,20 @@ async fn receive_file<S: AsyncRead + AsyncWrite + Unpin>(
     } else {
         declared
     };
-    match blocking(move || upload.finish(hash, declared, overwrite)).await {
-        Ok(info) => {
+    let finished = blocking(move || upload.finish(hash, declared, overwrite)).await;
+    reply_stored(conn, header, finished.map(|info| (info, hash)));
+    Ok(Flow::Continue)
+}
+
+/// Queues the reply to a `put` that reached its commit: `name`, `length` and `hash` of the
+/// stored file, or why it was not stored.
+pub(super) fn reply_stored<S: AsyncRead + AsyncWrite + Unpin>(
+    conn: &mut Connection<S>,
+    header: &Header,
+    finished: Result<(FileInfo, blake3::Hash), StoreError>,
+) {
+    match finished {
+        Ok((info, hash)) => {
             reply::ok(conn.write_buf(), header.id())
                 .field("name", &info.name)
                 .field("length", &info.length)
@@ -177,7 +195,6 @@ async fn receive_file<S: AsyncRead + AsyncWrite + Unpin>(
         }
         Err(err) => reply::error(conn.write_buf(), header.id(), err.code(), &err),
     }
-    Ok(Flow::Continue)
 }
 
 /// Refuses a put. A put with a trailer is two frames, so when the stream can be kept in step the
@@ -201,9 +218,7 @@ async fn refuse_put<S: AsyncRead + AsyncWrite + Unpin>(
 async fn read_trailer<S: AsyncRead + AsyncWrite + Unpin>(
     conn: &mut Connection<S>,
 ) -> Result<Result<blake3::Hash, String>, ConnError> {
-    let Some(trailer) = conn.read_header().await? else {
-        return Err(ConnError::Truncated(crate::connection::FramePart::Header));
-    };
+    let trailer = conn.read_continuation().await?;
     if trailer.body_len() > 0 {
         // A trailer never has a body; the stream cannot be trusted past this point.
         return Err(ConnError::Frame(sockit_proto::FrameError::HeaderNotJson(

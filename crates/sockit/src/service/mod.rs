@@ -9,6 +9,7 @@
 //! `challenge` and `login` itself.
 
 mod basic;
+mod chunked;
 mod exec;
 mod files;
 mod login;

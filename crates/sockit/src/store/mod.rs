@@ -8,6 +8,8 @@
 //!   held. It becomes `<root>/<name>` only when complete, synced and verified: by `rename`
 //!   (overwrite) or by `link` (which fails if the name appeared meanwhile), never by writing
 //!   under the final name.
+//! - A streamed upload (length unknown until its end) writes `<key>-stream-<random>`, created
+//!   exclusively: it cannot be resumed, so it is deleted whenever the upload does not complete.
 //! - A partial untouched for the partial time-to-live (24 h by default) is deleted by
 //!   [`Store::sweep_expired_partials`], which the server runs at start and every 10 minutes.
 //! - `<root>/.sockit/meta/<key>.json` caches each file's BLAKE3 hash with the length and
@@ -208,9 +210,7 @@ impl Store {
         length: u64,
         overwrite: bool,
     ) -> Result<(Upload, blake3::Hasher), StoreError> {
-        if !overwrite && self.stat(&name)?.is_some() {
-            return Err(StoreError::Exists(name.to_string()));
-        }
+        self.refuse_taken(&name, overwrite)?;
         let partial = self.partial_path(&name, length);
         let claim =
             Claim::new(self, partial.clone()).ok_or_else(|| StoreError::Busy(name.to_string()))?;
@@ -234,10 +234,82 @@ impl Store {
             writeback: Writeback::start(&file)?,
             file,
             received: 0,
-            expected: length - offset,
+            expected: Some(length - offset),
+            delete_on_drop: false,
             _claim: claim,
         };
         Ok((upload, hasher))
+    }
+
+    /// Starts an upload of `name` whose length is not known in advance (a stream). Its partial
+    /// file is new and its own, cannot be resumed, and is deleted unless the upload is
+    /// [finished](Upload::finish): on [`Upload::discard`] and when the upload is dropped.
+    ///
+    /// # Errors
+    ///
+    /// [`StoreError::Exists`] if the name is taken and `overwrite` is false, or a file-system
+    /// failure.
+    pub fn begin_stream_upload(
+        self: &Arc<Self>,
+        name: FileName,
+        overwrite: bool,
+    ) -> Result<Upload, StoreError> {
+        self.refuse_taken(&name, overwrite)?;
+        let (partial, file) = self.create_stream_partial(&name)?;
+        let claim = Claim::new(self, partial.clone()).expect("a new partial is nobody's");
+        let writeback = match Writeback::start(&file) {
+            Ok(writeback) => writeback,
+            Err(err) => {
+                let _ = fs::remove_file(&partial);
+                return Err(err.into());
+            }
+        };
+        Ok(Upload {
+            store: Arc::clone(self),
+            name,
+            partial,
+            writeback,
+            file,
+            received: 0,
+            expected: None,
+            delete_on_drop: true,
+            _claim: claim,
+        })
+    }
+
+    /// [`StoreError::Exists`] when `name` is stored and is not to be overwritten.
+    fn refuse_taken(&self, name: &FileName, overwrite: bool) -> Result<(), StoreError> {
+        if !overwrite && self.stat(name)?.is_some() {
+            return Err(StoreError::Exists(name.to_string()));
+        }
+        Ok(())
+    }
+
+    /// Creates a partial file of a streamed upload of `name`, with a random part so that it is
+    /// never another upload's.
+    fn create_stream_partial(&self, name: &FileName) -> io::Result<(PathBuf, File)> {
+        const ATTEMPTS: usize = 4;
+        let mut last = None;
+        for _ in 0..ATTEMPTS {
+            let mut random = [0u8; 8];
+            getrandom::fill(&mut random).map_err(|err| io::Error::other(err.to_string()))?;
+            let path = self.partial_dir.join(format!(
+                "{}-stream-{}",
+                bookkeeping_key(name),
+                hex::encode(random)
+            ));
+            let created = OpenOptions::new()
+                .write(true)
+                .create_new(true)
+                .custom_flags(libc::O_NOFOLLOW)
+                .open(&path);
+            match created {
+                Ok(file) => return Ok((path, file)),
+                Err(err) if err.kind() == io::ErrorKind::AlreadyExists => last = Some(err),
+                Err(err) => return Err(err),
+            }
+        }
+        Err(last.expect("at least one attempt was made"))
     }
 
     /// Opens the stored file `name` for reading, refusing symbolic links.
@@ -356,6 +428,9 @@ impl Store {
 }
 
 /// An upload in progress, written to its partial file.
+///
+/// Dropped unfinished, a resumable upload keeps its partial for a later resume; a streamed one
+/// ([`Store::begin_stream_upload`]) deletes it.
 #[derive(Debug)]
 pub struct Upload {
     store: Arc<Store>,
@@ -364,14 +439,17 @@ pub struct Upload {
     file: File,
     writeback: Writeback,
     received: u64,
-    expected: u64,
+    /// The bytes this upload writes in all, when known in advance.
+    expected: Option<u64>,
+    /// Whether the partial file is still to be deleted when the upload is dropped.
+    delete_on_drop: bool,
     _claim: Claim,
 }
 
 impl Upload {
-    /// Bytes still expected.
-    pub fn remaining(&self) -> u64 {
-        self.expected - self.received
+    /// Bytes still expected; `None` for a stream, whose length is known only at its end.
+    pub fn remaining(&self) -> Option<u64> {
+        self.expected.map(|expected| expected - self.received)
     }
 
     /// Appends `chunk`, which must not run past the expected length.
@@ -382,7 +460,8 @@ impl Upload {
     /// [`discard`](Upload::discard).
     pub fn write(&mut self, chunk: &[u8]) -> Result<(), StoreError> {
         assert!(
-            chunk.len() as u64 <= self.remaining(),
+            self.remaining()
+                .is_none_or(|remaining| chunk.len() as u64 <= remaining),
             "upload chunk past the declared length"
         );
         self.file.write_all(chunk)?;
@@ -405,14 +484,13 @@ impl Upload {
     ///
     /// If fewer bytes were written than expected.
     pub fn finish(
-        self,
+        mut self,
         hash: blake3::Hash,
         declared: Option<blake3::Hash>,
         overwrite: bool,
     ) -> Result<FileInfo, StoreError> {
-        assert_eq!(
-            self.remaining(),
-            0,
+        assert!(
+            self.remaining().is_none_or(|remaining| remaining == 0),
             "upload finished before all bytes arrived"
         );
         if let Some(declared) = declared.filter(|declared| *declared != hash) {
@@ -429,9 +507,13 @@ impl Upload {
         let target = self.store.root.join(self.name.as_str());
         if overwrite {
             fs::rename(&self.partial, &target)?;
+            self.delete_on_drop = false;
         } else {
             match fs::hard_link(&self.partial, &target) {
-                Ok(()) => fs::remove_file(&self.partial)?,
+                Ok(()) => {
+                    self.delete_on_drop = false;
+                    fs::remove_file(&self.partial)?;
+                }
                 Err(err) if err.kind() == io::ErrorKind::AlreadyExists => {
                     let name = self.name.to_string();
                     self.discard();
@@ -446,10 +528,24 @@ impl Upload {
     }
 
     /// Abandons the upload and deletes what was held.
-    pub fn discard(self) {
-        if let Err(err) = fs::remove_file(&self.partial) {
-            tracing::warn!(%err, partial = %self.partial.display(), "could not remove a partial upload");
+    pub fn discard(mut self) {
+        self.delete_on_drop = false;
+        remove_partial(&self.partial);
+    }
+}
+
+impl Drop for Upload {
+    fn drop(&mut self) {
+        if self.delete_on_drop {
+            remove_partial(&self.partial);
         }
+    }
+}
+
+/// Deletes a partial upload; a failure is logged, and the sweep of expired partials retries.
+fn remove_partial(partial: &Path) {
+    if let Err(err) = fs::remove_file(partial) {
+        tracing::warn!(%err, partial = %partial.display(), "could not remove a partial upload");
     }
 }
 
