@@ -209,7 +209,10 @@ async fn interrupted_put_resumes_to_an_identical_file() {
             .await
         {
             Err(err) if err.remote_code() == Some("busy") => {
-                assert!(started.elapsed() < std::time::Duration::from_secs(10), "{err}");
+                assert!(
+                    started.elapsed() < std::time::Duration::from_secs(10),
+                    "{err}"
+                );
                 tokio::time::sleep(std::time::Duration::from_millis(10)).await;
             }
             outcome => break outcome.unwrap(),
