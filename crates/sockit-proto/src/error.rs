@@ -46,6 +46,9 @@ pub enum FrameError {
         /// The JSON found there (shortened).
         found: String,
     },
+    /// A frame that may not have a body declares one (a `put` trailer, say).
+    #[error("{0}")]
+    UnexpectedBody(&'static str),
     /// The declared body exceeds [`Limits::max_body_len`](crate::Limits::max_body_len).
     #[error("body of {len} bytes exceeds the limit of {max} bytes")]
     BodyTooLarge {

@@ -154,12 +154,35 @@ impl<'a> Request<'a> {
     /// [`RequestError`] when `op` is not a string or not ours, a field is missing or
     /// mistyped, or an operation that takes no body declares one.
     pub fn parse(header: &'a Header) -> Result<Request<'a>, RequestError> {
-        let op = match header.op() {
-            Ok(Some(word)) => {
-                Op::parse(word).ok_or_else(|| RequestError::UnknownOp(quoted(word)))?
-            }
-            Ok(None) => return legacy_upload(header),
-            Err(err) => return Err(RequestError::Bad(err.to_string())),
+        let op = Request::op_of(header)?;
+        Request::parse_as(header, op)
+    }
+
+    /// The operation a header asks for, before its fields are read: `None` for a header with
+    /// no `op` (the tutorials' upload, if it has its fields).
+    ///
+    /// # Errors
+    ///
+    /// [`RequestError::Bad`] when `op` is not a string, [`RequestError::UnknownOp`] when it
+    /// is not ours.
+    pub fn op_of(header: &Header) -> Result<Option<Op>, RequestError> {
+        match header.op() {
+            Ok(Some(word)) => Op::parse(word)
+                .map(Some)
+                .ok_or_else(|| RequestError::UnknownOp(quoted(word))),
+            Ok(None) => Ok(None),
+            Err(err) => Err(RequestError::Bad(err.to_string())),
+        }
+    }
+
+    /// Reads the fields of a request for `op` (as [`Request::op_of`] found it).
+    ///
+    /// # Errors
+    ///
+    /// As [`Request::parse`].
+    pub fn parse_as(header: &'a Header, op: Option<Op>) -> Result<Request<'a>, RequestError> {
+        let Some(op) = op else {
+            return legacy_upload(header);
         };
         if !op.takes_body() && header.body_len() > 0 {
             return Err(RequestError::Bad(format!("{op} takes no body")));
@@ -287,6 +310,101 @@ pub struct PutRequest<'a> {
     /// Replace a stored file of the same name.
     #[serde(default)]
     pub overwrite: bool,
+    /// The file follows in [`ChunkFrame`]s closed by a [`ChunkEnd`], for a length not known
+    /// in advance.
+    #[serde(default, skip_serializing_if = "is_false")]
+    pub chunked: bool,
+}
+
+/// One frame after a chunked `put`: a chunk of the file (its body), or the end.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum ChunkFrame {
+    /// A chunk of this many bytes (at least 1) follows.
+    Chunk(u64),
+    /// The end frame: the total length and hash the client declares, or why they are not
+    /// valid. Either way the sequence is over and the stream in step.
+    End(Result<ChunkEnd, String>),
+}
+
+/// The end frame of a chunked `put`: `{"end":true,"length":L,"hash":"<hex>"}`, no body.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct ChunkEnd {
+    /// Always `true`: marks the end frame.
+    pub end: bool,
+    /// The total of the chunks.
+    pub length: u64,
+    /// BLAKE3 of the whole file, hex.
+    pub hash: String,
+}
+
+impl ChunkFrame {
+    /// Reads a frame of a chunked `put`'s sequence.
+    ///
+    /// # Errors
+    ///
+    /// When the frame is no such frame (a key other than `size`, `end`, `length` and `hash`;
+    /// `end` not `true`; a chunk of 0 bytes; an end frame with a body): the stream cannot be
+    /// followed after it.
+    pub fn parse(frame: &Header) -> Result<ChunkFrame, String> {
+        /// The keys a frame of the sequence may have; any other key breaks the sequence.
+        #[derive(Deserialize)]
+        #[serde(deny_unknown_fields)]
+        struct Fields<'a> {
+            #[serde(default, rename = "size")]
+            _size: Option<u64>,
+            #[serde(default)]
+            end: Option<bool>,
+            #[serde(default)]
+            length: Option<u64>,
+            #[serde(borrow, default)]
+            hash: Option<Cow<'a, str>>,
+        }
+        let fields: Fields<'_> = frame.parse().map_err(|err| {
+            format!(
+                "expected a chunk frame {{\"size\":n}} or the end frame of a chunked put: {err}"
+            )
+        })?;
+        match fields.end {
+            Some(true) => {
+                if frame.body_len() > 0 {
+                    return Err("the end frame of a chunked put has no body".into());
+                }
+                Ok(ChunkFrame::End(ChunkEnd::from_fields(
+                    fields.length,
+                    fields.hash.as_deref(),
+                )))
+            }
+            Some(false) => Err("`end` is only ever true, in the end frame".into()),
+            None if fields.length.is_some() || fields.hash.is_some() => {
+                Err("a chunk frame has only `size`; `length` and `hash` go in the end frame".into())
+            }
+            None if frame.body_len() == 0 => {
+                Err("a chunk frame carries at least one byte (`size` >= 1)".into())
+            }
+            None => Ok(ChunkFrame::Chunk(frame.body_len())),
+        }
+    }
+}
+
+impl ChunkEnd {
+    /// The end frame for `length` bytes hashing to `hash`.
+    pub fn new(length: u64, hash: String) -> ChunkEnd {
+        ChunkEnd {
+            end: true,
+            length,
+            hash,
+        }
+    }
+
+    /// The end frame's `length` and `hash`, checked (64 hex digits).
+    fn from_fields(length: Option<u64>, hash: Option<&str>) -> Result<ChunkEnd, String> {
+        let length = length.ok_or("the end frame needs `length`, the total of the chunks")?;
+        let hash = hash.ok_or("the end frame needs `hash`, the BLAKE3 of the whole file")?;
+        if hash.len() != 64 || !hash.bytes().all(|b| b.is_ascii_hexdigit()) {
+            return Err("the end frame's `hash` must be 64 hexadecimal digits (BLAKE3)".into());
+        }
+        Ok(ChunkEnd::new(length, hash.to_owned()))
+    }
 }
 
 /// The frame after a `put` body with `trailer`: the whole file's hash.

@@ -19,6 +19,7 @@ use tokio::time::{timeout_at, Instant};
 use tokio_util::sync::CancellationToken;
 
 use crate::reply;
+use crate::transfer::BodySource;
 
 /// Smallest free space the read buffer gets before a read.
 const READ_RESERVE: usize = 64 * 1024;
@@ -481,7 +482,7 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Connection<S> {
     }
 }
 
-impl Connection<TcpStream> {
+impl<S: AsyncRead + AsyncWrite + Unpin> Connection<S> {
     /// Writes `body` (after any buffered header) while watching for the peer to speak first.
     ///
     /// Returns `Ok(false)` as soon as the peer sends something or closes — for a request, that
@@ -495,37 +496,45 @@ impl Connection<TcpStream> {
     /// A socket error, or the peer taking nothing for the idle time.
     pub async fn write_body_watching(&mut self, body: &[u8]) -> io::Result<bool> {
         self.flush().await?;
+        self.rbuf.reserve(MIN_READ_SPACE);
+        let (mut reader, mut writer) = tokio::io::split(&mut self.stream);
         let mut written = 0;
         while written < body.len() {
-            let deadline = self.idle_deadline();
-            let ready = async {
+            let deadline = self.deadlines.idle.map(|limit| Instant::now() + limit);
+            // Both halves are cancel-safe: a read not chosen loses no byte, a write not
+            // chosen wrote none.
+            let step = async {
                 tokio::select! {
                     biased;
-                    ready = self.stream.readable() => ready.map(|()| true),
-                    ready = self.stream.writable() => ready.map(|()| false),
+                    read = reader.read_buf(&mut self.rbuf) => read.map(|_| None),
+                    wrote = writer.write(&body[written..]) => wrote.map(Some),
                 }
             };
-            let readable = match deadline {
-                None => ready.await?,
-                Some(deadline) => timeout_at(deadline, ready).await.map_err(|_| {
+            let step = match deadline {
+                None => step.await?,
+                Some(deadline) => timeout_at(deadline, step).await.map_err(|_| {
                     io::Error::new(io::ErrorKind::TimedOut, "peer stopped reading")
                 })??,
             };
-            if readable {
-                self.rbuf.reserve(MIN_READ_SPACE);
-                match self.stream.try_read_buf(&mut self.rbuf) {
-                    Ok(_) => return Ok(false),
-                    Err(err) if err.kind() == io::ErrorKind::WouldBlock => continue,
-                    Err(err) => return Err(err),
-                }
-            }
-            match self.stream.try_write(&body[written..]) {
-                Ok(n) => written += n,
-                Err(err) if err.kind() == io::ErrorKind::WouldBlock => {}
-                Err(err) => return Err(err),
+            match step {
+                None => return Ok(false),
+                Some(0) => return Err(io::ErrorKind::WriteZero.into()),
+                Some(n) => written += n,
             }
         }
         Ok(true)
+    }
+}
+
+impl<S: AsyncRead + AsyncWrite + Unpin> BodySource for Connection<S> {
+    type Error = ConnError;
+
+    fn remaining(&self) -> u64 {
+        self.body_remaining()
+    }
+
+    async fn read_into(&mut self, buf: &mut [u8]) -> Result<usize, ConnError> {
+        self.read_body_into(buf).await
     }
 }
 

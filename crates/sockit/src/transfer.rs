@@ -17,10 +17,7 @@ use std::fs::File;
 use std::io::{self, Read, Seek, SeekFrom};
 use std::sync::mpsc as std_mpsc;
 
-use tokio::io::{AsyncRead, AsyncWrite};
 use tokio::sync::{mpsc, oneshot};
-
-use crate::connection::{ConnError, Connection};
 
 /// Size of the buffers a transfer moves through.
 pub(crate) const CHUNK_LEN: usize = 1024 * 1024;
@@ -180,6 +177,17 @@ impl FileReader {
     }
 }
 
+/// Where [`receive_body`] and [`BodyPipeline`] read: the body of a request in progress, from
+/// whatever carries it (a framed connection; later, an HTTP request).
+pub(crate) trait BodySource {
+    /// Why reading failed.
+    type Error;
+    /// Bytes of the body not yet read.
+    fn remaining(&self) -> u64;
+    /// Reads the next part of the body into `buf`; how many bytes, 0 once it is complete.
+    async fn read_into(&mut self, buf: &mut [u8]) -> Result<usize, Self::Error>;
+}
+
 /// Where [`receive_body`] and [`BodyPipeline`] write.
 pub(crate) trait BodySink: Send + 'static {
     /// Why a write failed.
@@ -193,14 +201,14 @@ pub(crate) trait BodySink: Send + 'static {
 ///
 /// `Err` when the connection failed; `Ok((sink, hash, Err))` when the sink failed, in which
 /// case the rest of the body is still unread.
-pub(crate) async fn receive_body<S, K>(
-    conn: &mut Connection<S>,
+pub(crate) async fn receive_body<B, K>(
+    conn: &mut B,
     hasher: blake3::Hasher,
     sink: K,
     progress: &mut (dyn FnMut(u64) + Send),
-) -> Result<(K, blake3::Hash, Result<(), K::Error>), ConnError>
+) -> Result<(K, blake3::Hash, Result<(), K::Error>), B::Error>
 where
-    S: AsyncRead + AsyncWrite + Unpin,
+    B: BodySource,
     K: BodySink,
 {
     let mut pipeline = BodyPipeline::start(hasher, sink);
@@ -273,12 +281,12 @@ impl<K: BodySink> BodyPipeline<K> {
     /// # Errors
     ///
     /// When the connection failed.
-    pub(crate) async fn feed<S: AsyncRead + AsyncWrite + Unpin>(
+    pub(crate) async fn feed<B: BodySource>(
         &mut self,
-        conn: &mut Connection<S>,
+        conn: &mut B,
         progress: &mut (dyn FnMut(u64) + Send),
-    ) -> Result<bool, ConnError> {
-        while conn.body_remaining() > 0 {
+    ) -> Result<bool, B::Error> {
+        while conn.remaining() > 0 {
             let mut chunk = self.filling.take().unwrap_or_else(|| Chunk {
                 buf: self
                     .recycled
@@ -286,7 +294,7 @@ impl<K: BodySink> BodyPipeline<K> {
                     .unwrap_or_else(|_| vec![0; CHUNK_LEN]),
                 len: 0,
             });
-            let read = conn.read_body_into(&mut chunk.buf[chunk.len..]).await;
+            let read = conn.read_into(&mut chunk.buf[chunk.len..]).await;
             let len = match read {
                 Ok(len) => len,
                 Err(err) => {

@@ -149,13 +149,14 @@ pub(crate) async fn run(args: Args) -> CmdResult {
     if chat_enabled && std::io::stdin().is_terminal() {
         server.operator_lines(operator_console());
     }
+    // Watched before the listening lines go out: whoever reads them may signal at once.
+    let shutdown = shutdown_signal().map_err(|err| format!("cannot watch for signals: {err}"))?;
     let mut stdout = std::io::stdout().lock();
     for (service, addr) in server.listening() {
         writeln!(stdout, "listening {service} {addr}").map_err(|err| err.to_string())?;
     }
     stdout.flush().map_err(|err| err.to_string())?;
     drop(stdout);
-    let shutdown = shutdown_signal().map_err(|err| format!("cannot watch for signals: {err}"))?;
     server.run(shutdown).await;
     Ok(())
 }

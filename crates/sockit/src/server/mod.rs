@@ -10,7 +10,6 @@
 //! its place under the connection limits is returned when its task ends, however it ends.
 
 pub(crate) mod accept;
-mod framed;
 mod limit;
 
 use std::fmt;
@@ -26,7 +25,8 @@ use tokio_util::task::TaskTracker;
 use crate::auth::accounts::Accounts;
 use crate::auth::users::UsersError;
 use crate::config::ServerConfig;
-use crate::service::Context;
+use crate::core::Core;
+use crate::front::framed::Framed;
 use crate::store::Store;
 use crate::{chat, legacy, udp};
 use accept::accept_loop;
@@ -194,21 +194,21 @@ impl Server {
         let limiter = ConnLimiter::new(config.max_conns, config.max_conns_per_source);
 
         let exec_slots = Arc::new(tokio::sync::Semaphore::new(config.exec.max_running));
-        let context = Context {
+        let core = Core {
             store: Arc::clone(&self.store),
             accounts: self.accounts,
             login: config.login,
             exec: config.exec,
             exec_slots: Arc::clone(&exec_slots),
         };
-        match &context.accounts {
+        match &core.accounts {
             Some(accounts) => tracing::info!(
                 users = accounts.len(),
                 "accounts loaded: login required for everything but ping and echo"
             ),
             None => tracing::info!("no users file: files open to all, exec disabled"),
         }
-        let framed = Arc::new(framed::Framed::new(&config, context));
+        let framed = Arc::new(Framed::new(&config, core));
         tasks.spawn(sweep_partials(Arc::clone(&self.store), stop.clone()));
         spawn_accept(&tasks, self.tcp, framed, &limiter, &stop);
         if let Some(listener) = self.legacy_echo {

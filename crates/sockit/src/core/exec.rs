@@ -1,0 +1,154 @@
+//! `exec`: a remote command for a logged-in session, as a stream of events.
+//!
+//! [`start`] checks the request and the limits and spawns `sh -c CMD` (see
+//! [`crate::command`]); [`Exec::next`] then yields its output as it is produced and, last, how
+//! it ended. Dropping the [`Exec`] kills the command's process group, which is what happens
+//! when the client goes away.
+
+use std::ffi::OsStr;
+use std::time::Duration;
+
+use bytes::Bytes;
+use nix::sys::signal::Signal;
+use sockit_proto::message::{ExecExit, ExecRequest, Stream};
+use sockit_proto::ErrorCode;
+use tokio::sync::OwnedSemaphorePermit;
+use tokio::time::Instant;
+
+use super::{Core, OpError, Session};
+use crate::command::{CommandLimits, Event, Exit, Finished, OutputStream, RunningCommand};
+
+/// How long past a command's deadline its last output may take to reach the client.
+const SEND_GRACE: Duration = Duration::from_secs(10);
+
+/// A running remote command.
+#[derive(Debug)]
+pub(crate) struct Exec {
+    command: RunningCommand,
+    user: String,
+    started: Instant,
+    _slot: OwnedSemaphorePermit,
+}
+
+/// What a running command did next.
+#[derive(Debug)]
+pub(crate) enum ExecEvent {
+    /// Some output.
+    Output(Stream, Bytes),
+    /// It ended, and all its output was delivered.
+    Exit(ExecExit),
+}
+
+/// Starts the command `request` asks for, as the session's user.
+///
+/// # Errors
+///
+/// `bad_request` for an empty command line or a bad timeout, `busy` when the most commands
+/// allowed already run, `internal` when the shell cannot start.
+pub(crate) fn start(
+    core: &Core,
+    session: &Session,
+    request: &ExecRequest<'_>,
+) -> Result<Exec, OpError> {
+    let user = session
+        .user()
+        .expect("authorize lets exec through only for a logged-in session");
+    if request.cmd.trim().is_empty() || request.cmd.contains('\0') {
+        return Err(OpError::bad_request(
+            "cmd must be a non-empty command line without NUL bytes",
+        ));
+    }
+    let max_timeout = core.exec.max_timeout;
+    let timeout = match request.timeout {
+        None => max_timeout,
+        Some(secs) => match Duration::try_from_secs_f64(secs) {
+            Ok(asked) if !asked.is_zero() => asked.min(max_timeout),
+            _ => {
+                return Err(OpError::bad_request(
+                    "timeout must be a positive number of seconds",
+                ))
+            }
+        },
+    };
+    let Ok(slot) = core.exec_slots.clone().try_acquire_owned() else {
+        return Err(OpError::new(
+            ErrorCode::Busy,
+            format!(
+                "{} commands are running already; try again later",
+                core.exec.max_running
+            ),
+        ));
+    };
+    let limits = CommandLimits {
+        deadline: Instant::now() + timeout,
+        max_output: core.exec.max_output,
+    };
+    let command =
+        RunningCommand::spawn(OsStr::new(&*request.cmd), &[("SOCKIT_USER", user)], limits)
+            .map_err(|err| {
+                OpError::new(
+                    ErrorCode::Internal,
+                    format!("cannot start the shell: {err}"),
+                )
+            })?;
+    tracing::debug!(user, cmd = %request.cmd, "exec");
+    Ok(Exec {
+        command,
+        user: user.to_owned(),
+        started: Instant::now(),
+        _slot: slot,
+    })
+}
+
+impl Exec {
+    /// When the last of the command's output must have reached the client.
+    pub(crate) fn send_by(&self) -> Instant {
+        self.command.deadline() + SEND_GRACE
+    }
+
+    /// The user it runs for.
+    pub(crate) fn user(&self) -> &str {
+        &self.user
+    }
+
+    /// The command's next output, or how it ended (after which it yields nothing new).
+    pub(crate) async fn next(&mut self) -> ExecEvent {
+        match self.command.next().await {
+            Event::Output(stream, data) => ExecEvent::Output(stream_of(stream), data),
+            Event::Finished(finished) => {
+                let elapsed = self.started.elapsed();
+                tracing::info!(user = self.user, exit = ?finished.exit, ?elapsed, "command finished");
+                ExecEvent::Exit(exit_of(&finished, elapsed))
+            }
+        }
+    }
+}
+
+fn stream_of(stream: OutputStream) -> Stream {
+    match stream {
+        OutputStream::Stdout => Stream::Stdout,
+        OutputStream::Stderr => Stream::Stderr,
+    }
+}
+
+/// The end of an `exec` reply.
+fn exit_of(finished: &Finished, elapsed: Duration) -> ExecExit {
+    let (exit_code, signal, signal_name) = match finished.exit {
+        Exit::Code(code) => (Some(code), None, None),
+        Exit::Signal(signal) => (
+            None,
+            Some(signal),
+            Signal::try_from(signal)
+                .ok()
+                .map(|name| name.as_str().to_owned()),
+        ),
+    };
+    ExecExit {
+        exit_code,
+        signal,
+        signal_name,
+        truncated: finished.truncated,
+        timed_out: finished.timed_out,
+        elapsed_ms: elapsed.as_millis() as u64,
+    }
+}

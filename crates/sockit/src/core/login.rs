@@ -1,0 +1,185 @@
+//! `challenge` and `login`: proving who a session is.
+//!
+//! Password login: `user` and `password`. Key login: `challenge` returns 32 fresh random
+//! bytes (hex) kept in the session; the client signs them (see
+//! [`crate::auth::keys::login_message`]) and sends `user`, `key` and `signature`. Any `login`
+//! uses up the challenge, so a proof works once.
+//!
+//! Failures answer `unauthorized` with the same words whether the user exists or not. The
+//! session ends after [`LoginConfig::max_tries`](crate::config::LoginConfig) failures, and
+//! after repeated failures a source address (and, for passwords, a user name) is locked out
+//! for a while: `rate_limited`, with `retry_after` in seconds.
+
+use std::time::Duration;
+
+use sockit_proto::message::{ChallengeReply, LoginReply, LoginRequest};
+use sockit_proto::ErrorCode;
+
+use super::{Core, OpError, Session};
+use crate::auth::keys::CHALLENGE_LEN;
+
+/// `challenge`: fresh random bytes to sign for a key login, kept in the session.
+///
+/// # Errors
+///
+/// `internal` when the system has no randomness to give.
+pub(crate) fn challenge(session: &mut Session) -> Result<ChallengeReply, OpError> {
+    let mut challenge = [0u8; CHALLENGE_LEN];
+    getrandom::fill(&mut challenge).map_err(|err| {
+        OpError::new(
+            ErrorCode::Internal,
+            format!("no randomness for a challenge: {err}"),
+        )
+    })?;
+    session.challenge = Some(challenge);
+    Ok(ChallengeReply {
+        challenge: hex::encode(challenge),
+    })
+}
+
+/// `login`, by password or by a signed challenge.
+///
+/// # Errors
+///
+/// `unauthorized` for a wrong proof, `rate_limited` while locked out, `timeout` after the
+/// login grace, `bad_request` for a request that offers no proof; the error says when the
+/// session cannot go on.
+pub(crate) async fn login(
+    core: &Core,
+    session: &mut Session,
+    request: &LoginRequest<'_>,
+) -> Result<LoginReply, OpError> {
+    let accounts = core
+        .accounts
+        .as_ref()
+        .expect("authorize lets login through only with accounts");
+    let grace = core.login.grace;
+    if session.connected.elapsed() > grace {
+        let message = format!(
+            "a connection must log in within {}s of connecting; connect again",
+            grace.as_secs_f64()
+        );
+        return Err(OpError {
+            ends_session: true,
+            ..OpError::new(ErrorCode::Timeout, message)
+        });
+    }
+    let user = request.user.as_ref();
+    // Any login attempt logs the session out and uses up its challenge.
+    session.user = None;
+    let proof = Proof::of(request, session.challenge.take())?;
+    // Password failures count against the user name as well as the source; keys cannot be
+    // guessed, so they only count against the source.
+    let penalised_user = matches!(proof, Proof::Password(_)).then_some(user);
+
+    if let Err(wait) = accounts.check_penalty(session.peer, penalised_user) {
+        tracing::info!(user, peer = %session.peer, "login refused: locked out after failures");
+        let ends_session = count_failure(core, session);
+        let message = format!(
+            "too many failed logins; try again in {}{}",
+            round_up_seconds(wait),
+            closing_note(ends_session)
+        );
+        let millis = wait.as_micros().div_ceil(1000).max(1);
+        return Err(OpError {
+            retry_after: Some(millis as f64 / 1000.0),
+            ends_session,
+            ..OpError::new(ErrorCode::RateLimited, message)
+        });
+    }
+
+    let (method, verified, refusal) = match proof {
+        Proof::Password(password) => (
+            "password",
+            accounts.verify_password(user, password).await,
+            "wrong user name or password",
+        ),
+        Proof::Key {
+            key,
+            signature,
+            challenge,
+        } => (
+            "key",
+            accounts.verify_key(user, key, &challenge, signature),
+            "key not accepted for this user name",
+        ),
+    };
+    accounts.record(session.peer, penalised_user, verified);
+    if verified {
+        tracing::info!(user, method, peer = %session.peer, "logged in");
+        session.user = Some(user.to_owned());
+        session.failures = 0;
+        return Ok(LoginReply {
+            user: user.to_owned(),
+        });
+    }
+    tracing::info!(user, method, peer = %session.peer, "login failed");
+    let ends_session = count_failure(core, session);
+    Err(OpError {
+        ends_session,
+        ..OpError::new(
+            ErrorCode::Unauthorized,
+            format!("{refusal}{}", closing_note(ends_session)),
+        )
+    })
+}
+
+/// What a `login` request offers as proof.
+enum Proof<'r> {
+    Password(&'r str),
+    Key {
+        key: &'r str,
+        signature: &'r str,
+        challenge: [u8; CHALLENGE_LEN],
+    },
+}
+
+impl<'r> Proof<'r> {
+    /// The proof a request offers, with the challenge the session held.
+    fn of(
+        request: &'r LoginRequest<'_>,
+        challenge: Option<[u8; CHALLENGE_LEN]>,
+    ) -> Result<Proof<'r>, OpError> {
+        match (
+            request.password.as_deref(),
+            request.key.as_deref(),
+            request.signature.as_deref(),
+            challenge,
+        ) {
+            (Some(password), None, None, _) => Ok(Proof::Password(password)),
+            (None, Some(key), Some(signature), Some(challenge)) => Ok(Proof::Key {
+                key,
+                signature,
+                challenge,
+            }),
+            (None, Some(_), Some(_), None) => Err(OpError::bad_request(
+                "no challenge to sign: send `challenge` first, then `login` with its signature",
+            )),
+            _ => Err(OpError::bad_request(
+                "login takes `user` with `password`, or `user` with `key` and `signature`",
+            )),
+        }
+    }
+}
+
+/// Counts a failed attempt; whether it was the session's last allowed.
+fn count_failure(core: &Core, session: &mut Session) -> bool {
+    session.failures += 1;
+    session.failures >= core.login.max_tries
+}
+
+/// What a failed login's message adds when it is the session's last.
+fn closing_note(ends_session: bool) -> &'static str {
+    if ends_session {
+        "; too many failures on this connection, so it closes"
+    } else {
+        ""
+    }
+}
+
+fn round_up_seconds(wait: Duration) -> String {
+    match wait.as_millis().div_ceil(1000) {
+        1 => "1 second".to_owned(),
+        secs => format!("{secs} seconds"),
+    }
+}

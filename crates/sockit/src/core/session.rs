@@ -1,0 +1,34 @@
+//! What a connection has proved about itself, whichever front end it came through.
+
+use std::net::IpAddr;
+use std::time::Instant;
+
+use crate::auth::keys::CHALLENGE_LEN;
+
+/// One client's standing: who it logged in as, the challenge it may sign, its failures.
+#[derive(Debug)]
+pub(crate) struct Session {
+    pub(super) peer: IpAddr,
+    pub(super) connected: Instant,
+    pub(super) user: Option<String>,
+    pub(super) challenge: Option<[u8; CHALLENGE_LEN]>,
+    pub(super) failures: u32,
+}
+
+impl Session {
+    /// A session for a client at `peer`, starting now.
+    pub(crate) fn new(peer: IpAddr) -> Session {
+        Session {
+            peer,
+            connected: Instant::now(),
+            user: None,
+            challenge: None,
+            failures: 0,
+        }
+    }
+
+    /// The user this session logged in as.
+    pub(crate) fn user(&self) -> Option<&str> {
+        self.user.as_deref()
+    }
+}

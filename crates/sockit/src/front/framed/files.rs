@@ -1,0 +1,310 @@
+//! The file operations in frames: a `put` body (and its trailer, or its chunk frames), a `get`
+//! body, a `list` page, a `stat`.
+//!
+//! ```text
+//! put              {"op":"put",…,"size":n} + n bytes [+ {"hash":…} when "trailer":true]
+//! chunked put      {"op":"put",…,"chunked":true}, then {"size":n} + n bytes (n >= 1, any
+//!                  number), then {"end":true,"length":L,"hash":…}
+//! ```
+//!
+//! One reply answers a `put` of either form, after its last frame. When a `put` is refused the
+//! error reply is queued at once and the rest of what was announced (body, trailer, chunks) is
+//! read and discarded while it is within the in-memory limit, so the connection stays usable;
+//! beyond that, or after a frame that breaks the sequence, the connection closes, since what
+//! follows can no longer be told from the next requests.
+
+use sockit_proto::message::{
+    ChunkEnd, ChunkFrame, GetRequest, ListRequest, PutRequest, PutTrailer, StatRequest,
+};
+use sockit_proto::{ErrorCode, FrameError, Header};
+use tokio::io::{AsyncRead, AsyncWrite};
+
+use super::{answer, queue_error, refuse, start_reply, Flow};
+use crate::connection::{ConnError, Connection};
+use crate::core::files::{self, PutPlan};
+use crate::core::{Core, OpError};
+use crate::store::Upload;
+use crate::transfer::{BodyPipeline, FileReader};
+
+/// `put`, either form.
+pub(super) async fn put<S: AsyncRead + AsyncWrite + Unpin>(
+    conn: &mut Connection<S>,
+    header: &Header,
+    core: &Core,
+    request: &PutRequest<'_>,
+) -> Result<Flow, ConnError> {
+    let begun = files::begin_put(&core.store, request, header.body_len()).await;
+    let (upload, hasher, plan) = match begun {
+        Ok(begun) => begun,
+        Err(err) if request.chunked => return refuse_chunked(conn, header, &err).await,
+        Err(err) => return refuse_put(conn, header, request.trailer, &err).await,
+    };
+    if plan.chunked() {
+        return receive_chunked(conn, header, upload, plan).await;
+    }
+
+    let mut pipeline = BodyPipeline::start(hasher, upload);
+    // The client going away mid-body is an error of the connection: what arrived stays held
+    // for a resume.
+    let fed = pipeline.feed(conn, &mut |_| {}).await;
+    let (upload, hash, written) = pipeline.finish().await;
+    fed?;
+    if let Err(err) = written {
+        files::discard(upload).await;
+        return refuse_put(conn, header, request.trailer, &err.into()).await;
+    }
+    let trailer = if request.trailer {
+        match read_trailer(conn).await? {
+            Ok(hash) => Some(hash),
+            Err(message) => {
+                queue_error(conn, header, &OpError::bad_request(message));
+                return Ok(Flow::Continue);
+            }
+        }
+    } else {
+        None
+    };
+    match plan.finish(upload, hash, trailer).await {
+        Ok(reply) => answer(conn, header, &reply),
+        Err(err) => queue_error(conn, header, &err),
+    }
+    Ok(Flow::Continue)
+}
+
+/// Refuses a `put`. A put with a trailer is two frames, so when the stream can be kept in
+/// step the trailer is consumed too.
+async fn refuse_put<S: AsyncRead + AsyncWrite + Unpin>(
+    conn: &mut Connection<S>,
+    header: &Header,
+    trailer: bool,
+    err: &OpError,
+) -> Result<Flow, ConnError> {
+    let flow = refuse(conn, header, err).await?;
+    if flow == Flow::Continue && trailer {
+        // The reply is already queued; the trailer's content no longer matters.
+        let _ = read_trailer(conn).await?;
+    }
+    Ok(flow)
+}
+
+/// Reads the frame after a body that carries its hash: `{"hash": "<hex>"}`.
+async fn read_trailer<S: AsyncRead + AsyncWrite + Unpin>(
+    conn: &mut Connection<S>,
+) -> Result<Result<blake3::Hash, String>, ConnError> {
+    let trailer = conn.read_continuation().await?;
+    if trailer.body_len() > 0 {
+        // A trailer never has a body; the stream cannot be trusted past this point.
+        return Err(ConnError::Frame(FrameError::UnexpectedBody(
+            "a put trailer has no body",
+        )));
+    }
+    Ok(match trailer.parse::<PutTrailer<'_>>() {
+        Ok(trailer) => blake3::Hash::from_hex(trailer.hash.as_bytes())
+            .map_err(|_| "trailer `hash` must be 64 hexadecimal digits (BLAKE3)".to_owned()),
+        Err(err) => Err(format!("bad put trailer: {err}")),
+    })
+}
+
+/// How receiving a chunked `put`'s frames stopped before a complete sequence.
+enum Interrupted {
+    /// The connection failed or the peer left.
+    Conn(ConnError),
+    /// A frame broke the sequence's rules; the connection closes after the reply.
+    Broken(OpError),
+    /// The store stopped taking bytes; its error comes out of the pipeline.
+    StoreStopped,
+}
+
+/// Streams a chunked `put`'s chunk frames into `upload` and, once the end frame agrees with
+/// what arrived, stores it; otherwise deletes it.
+async fn receive_chunked<S: AsyncRead + AsyncWrite + Unpin>(
+    conn: &mut Connection<S>,
+    header: &Header,
+    upload: Upload,
+    plan: PutPlan,
+) -> Result<Flow, ConnError> {
+    let mut pipeline = BodyPipeline::start(blake3::Hasher::new(), upload);
+    let received = receive_chunks(conn, &mut pipeline).await;
+    let total = pipeline.received();
+    let (upload, hash, written) = pipeline.finish().await;
+    let end = match (received, written) {
+        (Ok(end), Ok(())) => end,
+        (received, written) => {
+            files::discard(upload).await;
+            return match (received, written) {
+                (Err(Interrupted::Conn(err)), _) => Err(err),
+                (Err(Interrupted::Broken(err)), _) => {
+                    queue_error(conn, header, &err);
+                    Ok(Flow::Close)
+                }
+                (Err(Interrupted::StoreStopped), Err(err)) => {
+                    refuse_chunked(conn, header, &err.into()).await
+                }
+                (Err(Interrupted::StoreStopped), Ok(())) => {
+                    let err = OpError::new(
+                        ErrorCode::Internal,
+                        "the file store stopped taking the upload",
+                    );
+                    refuse_chunked(conn, header, &err).await
+                }
+                (Ok(_), Err(err)) => {
+                    queue_error(conn, header, &err.into());
+                    Ok(Flow::Continue)
+                }
+                (Ok(_), Ok(())) => unreachable!("handled above"),
+            };
+        }
+    };
+    let stored = match end {
+        Ok(end) => plan.finish_chunked(upload, hash, total, &end).await,
+        Err(message) => {
+            files::discard(upload).await;
+            Err(OpError::bad_request(message))
+        }
+    };
+    match stored {
+        Ok(reply) => answer(conn, header, &reply),
+        Err(err) => queue_error(conn, header, &err),
+    }
+    Ok(Flow::Continue)
+}
+
+/// Feeds chunk bodies into `pipeline` until the end frame, checking each frame and the
+/// running total.
+async fn receive_chunks<S: AsyncRead + AsyncWrite + Unpin>(
+    conn: &mut Connection<S>,
+    pipeline: &mut BodyPipeline<Upload>,
+) -> Result<Result<ChunkEnd, String>, Interrupted> {
+    let max = conn.limits().max_body_len();
+    let mut total = 0u64;
+    loop {
+        let frame = conn.read_continuation().await.map_err(Interrupted::Conn)?;
+        let size = match ChunkFrame::parse(&frame) {
+            Ok(ChunkFrame::Chunk(size)) => size,
+            Ok(ChunkFrame::End(end)) => return Ok(end),
+            Err(message) => return Err(Interrupted::Broken(OpError::bad_request(message))),
+        };
+        total = match total.checked_add(size).filter(|total| *total <= max) {
+            Some(total) => total,
+            None => {
+                let message = format!("a chunked put may carry at most {max} bytes in all");
+                return Err(Interrupted::Broken(OpError::new(
+                    ErrorCode::TooLarge,
+                    message,
+                )));
+            }
+        };
+        if !pipeline
+            .feed(conn, &mut |_| {})
+            .await
+            .map_err(Interrupted::Conn)?
+        {
+            return Err(Interrupted::StoreStopped);
+        }
+    }
+}
+
+/// Answers a chunked `put` with an error, then reads and discards the rest of its sequence
+/// when that is within the in-memory limit; otherwise the connection closes after the reply.
+async fn refuse_chunked<S: AsyncRead + AsyncWrite + Unpin>(
+    conn: &mut Connection<S>,
+    header: &Header,
+    err: &OpError,
+) -> Result<Flow, ConnError> {
+    queue_error(conn, header, err);
+    Ok(if skip_sequence(conn).await? {
+        Flow::Continue
+    } else {
+        Flow::Close
+    })
+}
+
+/// Reads and discards the rest of a chunked `put` (the current body, chunk frames, the end
+/// frame) while it stays within the in-memory limit; whether the end frame was reached.
+async fn skip_sequence<S: AsyncRead + AsyncWrite + Unpin>(
+    conn: &mut Connection<S>,
+) -> Result<bool, ConnError> {
+    let mut budget = conn.limits().max_buffered_body();
+    loop {
+        let Some(left) = budget.checked_sub(conn.body_remaining()) else {
+            return Ok(false);
+        };
+        budget = left;
+        conn.skip_body().await?;
+        match ChunkFrame::parse(&conn.read_continuation().await?) {
+            Ok(ChunkFrame::Chunk(_)) => {}
+            Ok(ChunkFrame::End(_)) => return Ok(true),
+            Err(_) => return Ok(false),
+        }
+    }
+}
+
+/// `get`: the reply header, then the file from the offset.
+pub(super) async fn get<S: AsyncRead + AsyncWrite + Unpin>(
+    conn: &mut Connection<S>,
+    header: &Header,
+    core: &Core,
+    request: &GetRequest<'_>,
+) -> Result<Flow, ConnError> {
+    let (reply, download) = match files::open_get(&core.store, request).await {
+        Ok(opened) => opened,
+        Err(err) => return refuse(conn, header, &err).await,
+    };
+    start_reply(conn, header)
+        .fields(&reply)
+        .finish(download.size)
+        .expect("a get reply always encodes");
+    let mut reader = FileReader::start(&download.file, download.offset, download.size, false)?;
+    let mut sent = 0u64;
+    while let Some(chunk) = reader.next().await {
+        let chunk = chunk?;
+        conn.write_body(chunk.data()).await?;
+        sent += chunk.data().len() as u64;
+        reader.recycle(chunk);
+    }
+    reader.finish().await?;
+    if sent < download.size {
+        // The file shrank while it was sent: the reply cannot be completed.
+        return Err(ConnError::Io(std::io::Error::new(
+            std::io::ErrorKind::UnexpectedEof,
+            "file shrank while being sent",
+        )));
+    }
+    Ok(Flow::Continue)
+}
+
+/// `list`: one page; the body is its JSON array of entries.
+pub(super) async fn list<S: AsyncRead + AsyncWrite + Unpin>(
+    conn: &mut Connection<S>,
+    header: &Header,
+    core: &Core,
+    request: &ListRequest<'_>,
+) -> Result<Flow, ConnError> {
+    match files::list(&core.store, request).await {
+        Ok((reply, body)) => {
+            start_reply(conn, header)
+                .fields(&reply)
+                .finish(body.len() as u64)
+                .expect("a list reply always encodes");
+            conn.write_body(&body).await?;
+            Ok(Flow::Continue)
+        }
+        Err(err) => refuse(conn, header, &err).await,
+    }
+}
+
+/// `stat`.
+pub(super) async fn stat<S: AsyncRead + AsyncWrite + Unpin>(
+    conn: &mut Connection<S>,
+    header: &Header,
+    core: &Core,
+    request: &StatRequest<'_>,
+) -> Result<Flow, ConnError> {
+    match files::stat(&core.store, request).await {
+        Ok(reply) => {
+            answer(conn, header, &reply);
+            Ok(Flow::Continue)
+        }
+        Err(err) => refuse(conn, header, &err).await,
+    }
+}

@@ -1,0 +1,270 @@
+//! The framed protocol's front end: read a request frame, run it through the core, write the
+//! reply frames, repeat.
+//!
+//! This module owns the frame grammar and nothing else: which requests take a body, how a
+//! refused request's unread body is skipped (or the connection closed when it is too long to
+//! skip), the `put` trailer, the chunk frames of a chunked `put`, the output frames of
+//! `exec`, when to close. What each operation *means* is in [`crate::core`]. It is generic over
+//! the stream, so TLS is another acceptor, not another code path.
+//!
+//! Handlers never flush: the connection loop flushes when it is about to wait for input or
+//! when the write buffer passes its high-water mark, which is what batches replies to
+//! pipelined requests. (`exec` is the exception that proves it: its output must reach the
+//! client while the command still runs.)
+
+mod exec;
+mod files;
+
+use std::net::SocketAddr;
+use std::sync::Arc;
+
+use sockit_proto::message::{Request, RequestError};
+use sockit_proto::{ErrorCode, Header, HeaderWriter, Limits};
+use tokio::io::{AsyncRead, AsyncWrite};
+use tokio::net::TcpStream;
+use tokio_util::sync::CancellationToken;
+
+use crate::config::ServerConfig;
+use crate::connection::{ConnError, Connection, Deadlines};
+use crate::core::{self, Core, OpError, Session};
+use crate::reply;
+use crate::server::accept::TcpService;
+
+/// Whether a connection can take another request after this one.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Flow {
+    /// The stream is in step; read the next frame.
+    Continue,
+    /// The stream is out of step (a body was left unread), or the session is over: close
+    /// after the reply.
+    Close,
+}
+
+/// Serves the framed protocol.
+#[derive(Debug)]
+pub(crate) struct Framed {
+    limits: Limits,
+    deadlines: Deadlines,
+    core: Core,
+}
+
+impl Framed {
+    pub(crate) fn new(config: &ServerConfig, core: Core) -> Framed {
+        Framed {
+            core,
+            limits: config.limits,
+            deadlines: Deadlines {
+                header: Some(config.header_timeout),
+                idle: Some(config.idle_timeout),
+            },
+        }
+    }
+
+    /// Serves one connection over any stream until the peer leaves, the stream breaks, or
+    /// `stop` fires between requests.
+    pub(crate) async fn serve_stream<S: AsyncRead + AsyncWrite + Unpin>(
+        &self,
+        stream: S,
+        peer: SocketAddr,
+        stop: CancellationToken,
+    ) {
+        let mut conn = Connection::new(stream, self.limits, self.deadlines);
+        conn.stop_when(stop);
+        let mut session = Session::new(peer.ip());
+        loop {
+            let header = match conn.read_header().await {
+                Ok(Some(header)) => header,
+                Ok(None) => return conn.close().await,
+                Err(err) => {
+                    tracing::debug!(%err, "bad request stream");
+                    return conn.fail(&err).await;
+                }
+            };
+            let outcome = match handle(&mut conn, header, &self.core, &mut session).await {
+                Ok(Flow::Continue) => conn.flush_if_full().await.map_err(Into::into),
+                Ok(Flow::Close) => return conn.close().await,
+                Err(err) => Err(err),
+            };
+            if let Err(err) = outcome {
+                tracing::debug!(%err, "connection failed");
+                return conn.fail(&err).await;
+            }
+        }
+    }
+}
+
+impl TcpService for Framed {
+    async fn serve(self: Arc<Self>, stream: TcpStream, peer: SocketAddr, stop: CancellationToken) {
+        // Replies are batched by the connection; Nagle's delay would only add latency.
+        let _ = stream.set_nodelay(true);
+        self.serve_stream(stream, peer, stop).await;
+    }
+
+    async fn refuse_busy(self: Arc<Self>, stream: TcpStream) {
+        let mut conn = Connection::new(stream, self.limits, self.deadlines);
+        reply::error(
+            conn.write_buf(),
+            None,
+            ErrorCode::Busy,
+            &"too many connections from your address",
+        );
+        conn.close().await;
+    }
+}
+
+/// Runs one request: the access check, then its operation.
+///
+/// # Errors
+///
+/// When the connection itself fails while the request is read or answered.
+async fn handle<S: AsyncRead + AsyncWrite + Unpin>(
+    conn: &mut Connection<S>,
+    header: Header,
+    core: &Core,
+    session: &mut Session,
+) -> Result<Flow, ConnError> {
+    let op = match Request::op_of(&header) {
+        Ok(op) => Some(op),
+        Err(err @ RequestError::Bad(_)) => return refuse(conn, &header, &err.into()).await,
+        Err(RequestError::UnknownOp(_)) => None,
+    };
+    if let Err(err) = core.authorize(session, op.flatten()) {
+        return refuse(conn, &header, &err).await;
+    }
+    let request = match op.map(|op| Request::parse_as(&header, op)) {
+        Some(Ok(request)) => request,
+        Some(Err(err)) => return refuse(conn, &header, &err.into()).await,
+        None => {
+            let err = Request::op_of(&header).expect_err("an unknown op");
+            return refuse(conn, &header, &err.into()).await;
+        }
+    };
+    match request {
+        Request::Ping => {
+            start_reply(conn, &header)
+                .finish(0)
+                .expect("a ping reply always encodes");
+            Ok(Flow::Continue)
+        }
+        Request::Echo => echo(conn, &header).await,
+        Request::Challenge => match core::login::challenge(session) {
+            Ok(reply) => {
+                answer(conn, &header, &reply);
+                Ok(Flow::Continue)
+            }
+            Err(err) => refuse(conn, &header, &err).await,
+        },
+        Request::Login(request) => match core::login::login(core, session, &request).await {
+            Ok(reply) => {
+                answer(conn, &header, &reply);
+                Ok(Flow::Continue)
+            }
+            Err(err) => refuse(conn, &header, &err).await,
+        },
+        Request::Exec(request) => exec::exec(conn, &header, core, session, &request).await,
+        Request::Put(request) => files::put(conn, &header, core, &request).await,
+        Request::Get(request) => files::get(conn, &header, core, &request).await,
+        Request::List(request) => files::list(conn, &header, core, &request).await,
+        Request::Stat(request) => files::stat(conn, &header, core, &request).await,
+        _ => {
+            let err = OpError::new(ErrorCode::UnknownOp, "an operation this server cannot run");
+            refuse(conn, &header, &err).await
+        }
+    }
+}
+
+/// `echo`: the body comes back unchanged. It is held in memory, so it is limited to
+/// [`Limits::max_buffered_body`].
+async fn echo<S: AsyncRead + AsyncWrite + Unpin>(
+    conn: &mut Connection<S>,
+    header: &Header,
+) -> Result<Flow, ConnError> {
+    let limit = conn.limits().max_buffered_body();
+    if header.body_len() > limit {
+        let message = format!(
+            "echo body of {} bytes exceeds the limit of {limit} bytes",
+            header.body_len()
+        );
+        return refuse(conn, header, &OpError::new(ErrorCode::TooLarge, message)).await;
+    }
+    let body = conn.read_body().await?;
+    reply::ok(conn.write_buf(), header.id())
+        .finish(body.len() as u64)
+        .expect("an echo reply always encodes");
+    conn.write_body(&body).await?;
+    Ok(Flow::Continue)
+}
+
+/// Queues a successful reply with no body.
+fn answer<S, R: serde::Serialize>(conn: &mut Connection<S>, header: &Header, reply: &R)
+where
+    S: AsyncRead + AsyncWrite + Unpin,
+{
+    start_reply(conn, header)
+        .fields(reply)
+        .finish(0)
+        .expect("a reply of plain fields always encodes");
+}
+
+/// Starts a successful reply to `header`; the caller adds fields and finishes it.
+fn start_reply<'c, S>(conn: &'c mut Connection<S>, header: &Header) -> HeaderWriter<'c>
+where
+    S: AsyncRead + AsyncWrite + Unpin,
+{
+    reply::ok(conn.write_buf(), header.id())
+}
+
+/// Queues an error reply for `err`, with its extra fields.
+fn queue_error<S>(conn: &mut Connection<S>, header: &Header, err: &OpError)
+where
+    S: AsyncRead + AsyncWrite + Unpin,
+{
+    reply::error_with(
+        conn.write_buf(),
+        header.id(),
+        err.code,
+        &err.message,
+        |reply| {
+            if let Some(retry_after) = err.retry_after {
+                reply.field("retry_after", &retry_after);
+            }
+        },
+    );
+}
+
+/// Answers a request with an error.
+///
+/// The rest of the request's body is read and discarded when it is within the in-memory limit,
+/// so that the connection stays usable; a longer rest is left unread and the connection is
+/// closed after the reply. An error that ends the session closes it too.
+async fn refuse<S: AsyncRead + AsyncWrite + Unpin>(
+    conn: &mut Connection<S>,
+    header: &Header,
+    err: &OpError,
+) -> Result<Flow, ConnError> {
+    let unread = conn.body_remaining();
+    if unread <= conn.limits().max_buffered_body() {
+        conn.skip_body().await?;
+        queue_error(conn, header, err);
+        return Ok(if err.ends_session {
+            Flow::Close
+        } else {
+            Flow::Continue
+        });
+    }
+    let closing = OpError {
+        message: format!(
+            "{}; the {unread} bytes of body that followed were not read, so the connection closes",
+            err.message
+        ),
+        ..err.clone()
+    };
+    queue_error(conn, header, &closing);
+    Ok(Flow::Close)
+}
+
+impl From<RequestError> for OpError {
+    fn from(err: RequestError) -> OpError {
+        OpError::new(err.code(), err)
+    }
+}
