@@ -14,6 +14,7 @@
 use std::borrow::Cow;
 use std::fmt;
 
+use bytes::BytesMut;
 use serde::{Deserialize, Deserializer, Serialize};
 use serde_json::value::RawValue;
 
@@ -606,6 +607,42 @@ impl ErrorReply<'_> {
     }
 }
 
+impl<'a> ErrorReply<'a> {
+    /// The error reply for `code`, with a sentence for people.
+    pub fn new(code: ErrorCode, error: &'a str) -> ErrorReply<'a> {
+        ErrorReply {
+            code: Cow::Borrowed(code.as_str()),
+            error: Cow::Borrowed(error),
+            retry_after: None,
+        }
+    }
+}
+
+/// Starts a successful reply: `"ok":true` and the request's `id` (JSON text, copied as it
+/// came); the caller adds the reply's fields and finishes it with the body length.
+pub fn ok_reply<'a>(dst: &'a mut BytesMut, id: Option<&str>) -> HeaderWriter<'a> {
+    let mut header = HeaderWriter::new(dst);
+    header.field("ok", &true);
+    if let Some(id) = id {
+        header.raw_field("id", id);
+    }
+    header
+}
+
+/// Appends a whole failed reply, with no body: `"ok":false`, the request's `id`, then the
+/// error's fields.
+pub fn error_reply(dst: &mut BytesMut, id: Option<&str>, error: &ErrorReply<'_>) {
+    let mut header = HeaderWriter::new(dst);
+    header.field("ok", &false);
+    if let Some(id) = id {
+        header.raw_field("id", id);
+    }
+    header
+        .fields(error)
+        .finish(0)
+        .expect("an error reply of strings and a number always encodes");
+}
+
 /// Reads whether a reply succeeded: its `ok`.
 #[derive(Debug, Clone, Copy, Deserialize)]
 pub struct ReplyStatus {
@@ -728,6 +765,26 @@ mod tests {
                 "{bad}"
             );
         }
+    }
+
+    #[test]
+    fn replies_carry_ok_and_the_request_id_first() {
+        let mut buf = BytesMut::new();
+        ok_reply(&mut buf, Some("7"))
+            .fields(&LoginReply { user: "al".into() })
+            .finish(0)
+            .unwrap();
+        assert_eq!(&buf[4..], br#"{"ok":true,"id":7,"user":"al"}"#);
+        let mut buf = BytesMut::new();
+        let error = ErrorReply {
+            retry_after: Some(1.5),
+            ..ErrorReply::new(ErrorCode::RateLimited, "wait")
+        };
+        error_reply(&mut buf, None, &error);
+        assert_eq!(
+            &buf[4..],
+            br#"{"ok":false,"code":"rate_limited","error":"wait","retry_after":1.5}"#
+        );
     }
 
     #[test]

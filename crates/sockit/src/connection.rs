@@ -12,13 +12,13 @@ use std::io;
 use std::time::Duration;
 
 use bytes::{Buf, Bytes, BytesMut};
+use sockit_proto::message::{error_reply, ErrorReply};
 use sockit_proto::{Decoder, ErrorCode, Event, FrameError, Header, Limits};
 use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
 use tokio::net::TcpStream;
 use tokio::time::{timeout_at, Instant};
 use tokio_util::sync::CancellationToken;
 
-use crate::reply;
 use crate::transfer::BodySource;
 
 /// Smallest free space the read buffer gets before a read.
@@ -379,7 +379,8 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Connection<S> {
     /// get one, then closes gracefully.
     pub async fn fail(mut self, err: &ConnError) {
         if let Some(code) = err.reply_code() {
-            reply::error(&mut self.wbuf, None, code, err);
+            let message = err.to_string();
+            error_reply(&mut self.wbuf, None, &ErrorReply::new(code, &message));
         }
         self.close().await;
     }

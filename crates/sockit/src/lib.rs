@@ -25,7 +25,6 @@ mod core;
 pub mod demo;
 mod front;
 mod legacy;
-mod reply;
 pub mod server;
 pub mod store;
 mod transfer;

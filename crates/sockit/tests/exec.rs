@@ -88,7 +88,7 @@ async fn run(client: &mut Client, cmd: &str) -> (Vec<u8>, Vec<u8>, sockit::ExecO
 
 fn remote_code(result: Result<impl std::fmt::Debug, ClientError>) -> String {
     match result {
-        Err(ClientError::Remote { code, .. }) => code,
+        Err(ClientError::Remote { code, .. }) => code.to_string(),
         other => panic!("expected an error reply, got {other:?}"),
     }
 }
@@ -262,7 +262,7 @@ async fn twenty_bad_passwords_are_rate_limited_and_the_right_one_works_after_the
     for _ in 0..20 {
         let result = client.login_password("alice", "guess").await;
         let code = match &result {
-            Err(ClientError::Remote { code, .. }) => code.clone(),
+            Err(ClientError::Remote { code, .. }) => code.to_string(),
             Err(ClientError::Closed) | Err(ClientError::Conn(_)) => {
                 // The connection was closed after its last allowed failure.
                 client = Client::connect(&addr).await.unwrap();

@@ -208,7 +208,7 @@ async fn interrupted_put_resumes_to_an_identical_file() {
             .put_file(&source, "video.mp4", false, &mut |_| {})
             .await
         {
-            Err(err) if err.remote_code() == Some("busy") => {
+            Err(err) if err.remote_code() == Some(sockit::proto::ErrorCode::Busy) => {
                 assert!(
                     started.elapsed() < std::time::Duration::from_secs(10),
                     "{err}"
@@ -355,7 +355,7 @@ async fn existing_name_is_refused_without_overwrite() {
         .await
         .unwrap_err();
     assert!(
-        matches!(&err, ClientError::Remote { code, .. } if code == "exists"),
+        matches!(&err, ClientError::Remote { code, .. } if *code == sockit::proto::ErrorCode::Exists),
         "{err}"
     );
 }
@@ -557,7 +557,7 @@ async fn full_disk_is_a_clean_error_with_no_leftover() {
         .await
         .unwrap_err();
     assert!(
-        matches!(&err, ClientError::Remote { code, .. } if code == "no_space"),
+        matches!(&err, ClientError::Remote { code, .. } if *code == sockit::proto::ErrorCode::NoSpace),
         "{err}"
     );
     assert!(!root.join("huge.bin").exists());
@@ -573,7 +573,7 @@ async fn full_disk_is_a_clean_error_with_no_leftover() {
         .await
         .unwrap_err();
     assert!(
-        matches!(&err, ClientError::Remote { code, .. } if code == "no_space"),
+        matches!(&err, ClientError::Remote { code, .. } if *code == sockit::proto::ErrorCode::NoSpace),
         "{err}"
     );
     assert!(partials(&root).is_empty(), "temporary file left behind");

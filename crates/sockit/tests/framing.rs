@@ -192,12 +192,21 @@ async fn client_library_pings_and_echoes() {
         &client.echo(b"round trip").await.unwrap()[..],
         b"round trip"
     );
-    let err = client.call("nope", b"").await.unwrap_err();
-    assert!(
-        matches!(&err, sockit::ClientError::Remote { code, .. } if code == "unknown_op"),
+    // An error reply is an error of the request, not of the connection.
+    let err = client.stat("../escape", None).await.unwrap_err();
+    assert_eq!(
+        err.remote_code(),
+        Some(sockit::proto::ErrorCode::BadName),
         "{err}"
     );
     client.ping().await.unwrap();
+
+    // An op the server does not know (the typed client cannot even say one).
+    let mut raw = server.connect().await;
+    let (reply, _) = send_and_read(&mut raw, &frame(r#"{"op":"nope"}"#, b"")).await;
+    assert_eq!(reply["code"], "unknown_op");
+    let (reply, _) = send_and_read(&mut raw, &frame(r#"{"op":"ping"}"#, b"")).await;
+    assert_eq!(reply, json!({"ok": true}));
 }
 
 #[tokio::test]

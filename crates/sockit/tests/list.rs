@@ -236,7 +236,7 @@ async fn a_zero_or_non_integer_limit_and_a_non_string_after_are_bad_request() {
         .await
         .unwrap_err();
     assert!(
-        matches!(&err, ClientError::Remote { code, .. } if code == "bad_request"),
+        matches!(&err, ClientError::Remote { code, .. } if *code == sockit::proto::ErrorCode::BadRequest),
         "{err}"
     );
 }

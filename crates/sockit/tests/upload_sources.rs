@@ -404,7 +404,11 @@ async fn a_name_taken_while_a_stream_was_sent_is_exists_in_the_clients_words() {
     release.send(()).unwrap();
     writer.join().unwrap();
     let err = upload.await.unwrap().unwrap_err();
-    assert_eq!(err.remote_code(), Some("exists"), "{err}");
+    assert_eq!(
+        err.remote_code(),
+        Some(sockit::proto::ErrorCode::Exists),
+        "{err}"
+    );
     assert!(
         err.to_string()
             .contains("a file named \"race\" already exists on the server"),

@@ -8,6 +8,7 @@
 use std::path::{Path, PathBuf};
 
 use sockit::client::{PutOutcome, Source, SourceKind};
+use sockit::proto::ErrorCode;
 use sockit::{Client, ClientError};
 
 use super::progress::Progress;
@@ -115,7 +116,7 @@ fn result_line(label: &str, name: &str, kind: SourceKind, put: &PutOutcome) -> S
 fn describe(err: &ClientError) -> String {
     match err {
         ClientError::Source { source, .. } => source.to_string(),
-        ClientError::Remote { code, message } if code == "exists" => {
+        ClientError::Remote { code, message, .. } if *code == ErrorCode::Exists => {
             format!("{message} (use --force to replace it)")
         }
         other => other.to_string(),

@@ -10,6 +10,7 @@ use std::path::PathBuf;
 use std::time::{Duration, Instant};
 
 use sockit::auth::keys::Identity;
+use sockit::proto::ErrorCode;
 use sockit::{Client, ClientError, ExecOutcome, OutputStream};
 
 use super::ServerArg;
@@ -132,13 +133,17 @@ async fn login(
     match identity {
         Some(identity) => match client.login_key(user, &identity).await {
             Ok(()) => return Ok(Credentials::Key(identity)),
-            Err(err) if err.remote_code() == Some("disabled") => return Ok(Credentials::None),
-            Err(err) if err.remote_code() == Some("unauthorized") => {}
+            Err(err) if err.remote_code() == Some(ErrorCode::Disabled) => {
+                return Ok(Credentials::None)
+            }
+            Err(err) if err.remote_code() == Some(ErrorCode::Unauthorized) => {}
             Err(err) => return Err(failed(err)),
         },
         None => match client.challenge().await {
             Ok(_) => {}
-            Err(err) if err.remote_code() == Some("disabled") => return Ok(Credentials::None),
+            Err(err) if err.remote_code() == Some(ErrorCode::Disabled) => {
+                return Ok(Credentials::None)
+            }
             Err(err) => return Err(failed(err)),
         },
     }
@@ -160,7 +165,7 @@ async fn login(
             .map_err(|err| format!("cannot read the password: {err}"))?;
         match client.login_password(user, &password).await {
             Ok(()) => return Ok(Credentials::Password(password)),
-            Err(err) if err.remote_code() == Some("unauthorized") => {
+            Err(err) if err.remote_code() == Some(ErrorCode::Unauthorized) => {
                 eprintln!("sockit: {err}");
                 last_error = Some(err);
             }

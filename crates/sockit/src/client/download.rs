@@ -11,12 +11,11 @@ use std::os::fd::AsFd;
 use std::os::unix::fs::OpenOptionsExt;
 use std::path::{Path, PathBuf};
 
-use serde::Deserialize;
-use sockit_proto::HeaderWriter;
+use sockit_proto::message::{GetReply, GetRequest, Request};
 
 use super::part::{PartFile, Record, Stored};
 use super::target::{Existing, SaveError, SaveOptions, Target};
-use super::{Client, ClientError};
+use super::{parse_header, Client, ClientError, Connect};
 use crate::transfer::{blocking, receive_body, BodySink};
 
 /// A finished download.
@@ -30,17 +29,6 @@ pub struct GetOutcome {
     pub resumed_from: u64,
 }
 
-#[derive(Deserialize)]
-struct GetReply {
-    length: u64,
-    hash: String,
-    offset: u64,
-    #[serde(default)]
-    mode: Option<u32>,
-    #[serde(default)]
-    modified: Option<u64>,
-}
-
 /// How one request for a regular file's download ended.
 enum Fetched {
     /// Saved.
@@ -49,7 +37,7 @@ enum Fetched {
     Restart(PartFile),
 }
 
-impl Client {
+impl<C: Connect> Client<C> {
     /// Downloads `name` to the file at `out` (which must not exist yet), resuming an
     /// interrupted download to the same path.
     ///
@@ -150,19 +138,14 @@ impl Client {
         offset: u64,
         if_hash: Option<&str>,
     ) -> Result<GetReply, ClientError> {
-        let mut header = HeaderWriter::new(self.conn.write_buf());
-        header
-            .field("op", "get")
-            .field("name", name)
-            .field("offset", &offset);
-        if let Some(hash) = if_hash {
-            header.field("if_hash", hash);
-        }
-        header.finish(0).map_err(io::Error::from)?;
+        let request = Request::Get(GetRequest {
+            name: name.into(),
+            offset,
+            if_hash: if_hash.map(Into::into),
+        });
+        self.write_request(&request, 0)?;
         let header = self.read_reply_header().await?;
-        let reply: GetReply = header
-            .parse()
-            .map_err(|err| ClientError::BadReply(err.to_string()))?;
+        let reply: GetReply = parse_header(&header)?;
         let served_from_start = reply.offset == 0 && if_hash.is_some();
         if (reply.offset != offset && !served_from_start)
             || header.body_len() != reply.length.saturating_sub(reply.offset)

@@ -1,13 +1,11 @@
 //! Running remote commands: `exec`, its output delivered as it arrives.
 
-use std::borrow::Cow;
 use std::io;
 use std::time::Duration;
 
-use serde::Deserialize;
-use sockit_proto::HeaderWriter;
+use sockit_proto::message::{ExecFrame, ExecRequest, Request, Stream};
 
-use super::{Client, ClientError, REPLY_TIMEOUT};
+use super::{parse_header, Client, ClientError, Connect, REPLY_TIMEOUT};
 use crate::command::{Exit, OutputStream};
 
 /// How a remote command ended.
@@ -32,22 +30,7 @@ impl ExecOutcome {
     }
 }
 
-/// The fields of an `exec` reply frame.
-#[derive(Deserialize)]
-struct ExecFrame<'a> {
-    #[serde(borrow, default)]
-    stream: Option<Cow<'a, str>>,
-    #[serde(default)]
-    exit_code: Option<i32>,
-    #[serde(default)]
-    signal: Option<i32>,
-    #[serde(default)]
-    truncated: bool,
-    #[serde(default)]
-    timed_out: bool,
-}
-
-impl Client {
+impl<C: Connect> Client<C> {
     /// Runs `cmd` with `sh -c` on the server (logged in first), passing each piece of its
     /// output to `output` as it arrives. `timeout` asks the server to kill it after that long
     /// (the server may allow less).
@@ -62,12 +45,11 @@ impl Client {
         timeout: Option<Duration>,
         mut output: impl FnMut(OutputStream, &[u8]) -> io::Result<()>,
     ) -> Result<ExecOutcome, ClientError> {
-        let mut header = HeaderWriter::new(self.conn.write_buf());
-        header.field("op", "exec").field("cmd", cmd);
-        if let Some(timeout) = timeout {
-            header.field("timeout", &timeout.as_secs_f64());
-        }
-        header.finish(0).map_err(io::Error::from)?;
+        let request = Request::Exec(ExecRequest {
+            cmd: cmd.into(),
+            timeout: timeout.map(|timeout| timeout.as_secs_f64()),
+        });
+        self.write_request(&request, 0)?;
         // A command may rightly say nothing for as long as it runs.
         self.conn
             .set_idle(timeout.map(|timeout| timeout + REPLY_TIMEOUT));
@@ -82,19 +64,13 @@ impl Client {
     ) -> Result<ExecOutcome, ClientError> {
         loop {
             let header = self.read_reply_header().await?;
-            let frame: ExecFrame<'_> = header
-                .parse()
-                .map_err(|err| ClientError::BadReply(err.to_string()))?;
-            let stream = match frame.stream.as_deref() {
-                Some("stdout") => OutputStream::Stdout,
-                Some("stderr") => OutputStream::Stderr,
-                Some(other) => {
-                    return Err(ClientError::BadReply(format!(
-                        "unknown output stream {other:?}"
-                    )))
-                }
-                None => {
-                    let exit = match (frame.exit_code, frame.signal) {
+            let stream = match parse_header(&header)? {
+                ExecFrame::Output { stream } => match stream {
+                    Stream::Stdout => OutputStream::Stdout,
+                    Stream::Stderr => OutputStream::Stderr,
+                },
+                ExecFrame::Exit(exit) => {
+                    let exit_status = match (exit.exit_code, exit.signal) {
                         (Some(code), _) => Exit::Code(code),
                         (None, Some(signal)) => Exit::Signal(signal),
                         (None, None) => {
@@ -103,17 +79,14 @@ impl Client {
                             ))
                         }
                     };
-                    let outcome = ExecOutcome {
-                        exit,
-                        truncated: frame.truncated,
-                        timed_out: frame.timed_out,
-                    };
-                    drop(frame);
                     self.conn.skip_body().await?;
-                    return Ok(outcome);
+                    return Ok(ExecOutcome {
+                        exit: exit_status,
+                        truncated: exit.truncated,
+                        timed_out: exit.timed_out,
+                    });
                 }
             };
-            drop(frame);
             while let Some(chunk) = self.conn.read_body_chunk().await? {
                 output(stream, &chunk).map_err(|source| ClientError::Local {
                     path: format!("standard {}", &stream.name()[3..]),

@@ -2,8 +2,9 @@
 //! and what uploads and downloads share.
 
 use serde::Deserialize;
+use sockit_proto::message::{ListReply, ListRequest, Request, StatRequest};
 
-use super::{Client, ClientError, Reply};
+use super::{Client, ClientError, Connect, Tcp};
 use crate::store::FileInfo;
 
 /// What the server says about a name.
@@ -18,7 +19,7 @@ pub struct RemoteStat {
     pub partial: u64,
 }
 
-impl Client {
+impl<C: Connect> Client<C> {
     /// `stat`: whether `name` is stored, and with `length`, how much of an upload of that
     /// length the server holds.
     ///
@@ -30,15 +31,11 @@ impl Client {
         name: &str,
         length: Option<u64>,
     ) -> Result<RemoteStat, ClientError> {
-        let reply = self
-            .call_with("stat", |header| {
-                header.field("name", name);
-                if let Some(length) = length {
-                    header.field("length", &length);
-                }
-            })
-            .await?;
-        parse(&reply)
+        let request = Request::Stat(StatRequest {
+            name: name.into(),
+            length,
+        });
+        self.call(&request, b"").await?.parse()
     }
 
     /// `list`: every stored file, sorted by name, collected from every page. It holds the whole
@@ -69,17 +66,12 @@ impl Client {
         after: Option<&str>,
         limit: Option<u32>,
     ) -> Result<FilePage, ClientError> {
-        let reply = self
-            .call_with("list", |header| {
-                if let Some(after) = after {
-                    header.field("after", after);
-                }
-                if let Some(limit) = limit {
-                    header.field("limit", &limit);
-                }
-            })
-            .await?;
-        let ListReply { count, more } = parse(&reply)?;
+        let request = Request::List(ListRequest {
+            after: after.map(Into::into),
+            limit: limit.map(u64::from),
+        });
+        let reply = self.call(&request, b"").await?;
+        let ListReply { count, more } = reply.parse()?;
         let files: Vec<FileInfo> = serde_json::from_slice(&reply.body)
             .map_err(|err| ClientError::BadReply(err.to_string()))?;
         check_page(&files, after, count)?;
@@ -88,7 +80,7 @@ impl Client {
 
     /// Walks every page of `list` from the first, `limit` entries at most per page (see
     /// [`Client::list_page`]); each page is asked for when the previous one has been taken.
-    pub fn list_pages(&mut self, limit: Option<u32>) -> ListPages<'_> {
+    pub fn list_pages(&mut self, limit: Option<u32>) -> ListPages<'_, C> {
         ListPages {
             client: self,
             limit,
@@ -108,16 +100,15 @@ pub struct FilePage {
 }
 
 /// The pages of a listing, one request each, from [`Client::list_pages`].
-#[derive(Debug)]
-pub struct ListPages<'c> {
-    client: &'c mut Client,
+pub struct ListPages<'c, C: Connect = Tcp> {
+    client: &'c mut Client<C>,
     limit: Option<u32>,
     /// The last name received: the next page starts after it.
     after: Option<String>,
     done: bool,
 }
 
-impl ListPages<'_> {
+impl<C: Connect> ListPages<'_, C> {
     /// The next page's entries, or `None` after the last page.
     ///
     /// # Errors
@@ -145,19 +136,10 @@ impl ListPages<'_> {
     }
 }
 
-/// The header fields of a `list` reply. A server older than paging sends no `more`: its one
-/// page is the whole listing.
-#[derive(Deserialize)]
-struct ListReply {
-    count: usize,
-    #[serde(default)]
-    more: bool,
-}
-
 /// Checks that a page keeps the protocol's promises: `count` entries, sorted by name with no
 /// repeats, all after `after`. The walk over pages relies on them to end.
-fn check_page(files: &[FileInfo], after: Option<&str>, count: usize) -> Result<(), ClientError> {
-    if files.len() != count {
+fn check_page(files: &[FileInfo], after: Option<&str>, count: u64) -> Result<(), ClientError> {
+    if files.len() as u64 != count {
         return Err(ClientError::BadReply(format!(
             "a list page says {count} entries and has {}",
             files.len()
@@ -173,11 +155,4 @@ fn check_page(files: &[FileInfo], after: Option<&str>, count: usize) -> Result<(
         ));
     }
     Ok(())
-}
-
-pub(super) fn parse<'a, T: Deserialize<'a>>(reply: &'a Reply) -> Result<T, ClientError> {
-    reply
-        .header
-        .parse()
-        .map_err(|err| ClientError::BadReply(err.to_string()))
 }

@@ -23,13 +23,15 @@ pub use source::{Source, SourceError, SourceKind};
 pub use target::{SaveError, SaveOptions, Target};
 pub use upload::PutOutcome;
 
-use std::borrow::Cow;
+use std::fmt;
+use std::future::Future;
 use std::io;
 use std::time::Duration;
 
 use bytes::Bytes;
-use serde::Deserialize;
-use sockit_proto::{Header, HeaderWriter, Limits};
+use sockit_proto::message::{ErrorReply, ReplyStatus, Request};
+use sockit_proto::{ErrorCode, Header, HeaderWriter, Limits};
+use tokio::io::{AsyncRead, AsyncWrite};
 use tokio::net::TcpStream;
 
 use crate::connection::{ConnError, Connection, Deadlines};
@@ -44,20 +46,22 @@ pub(crate) const REPLY_TIMEOUT: Duration = Duration::from_secs(60);
 #[non_exhaustive]
 pub enum ClientError {
     /// No connection could be made.
-    #[error("cannot connect to {addr}: {reason}")]
+    #[error("cannot connect to {addr}: {}", describe_io_error(source))]
     Connect {
         /// The address tried.
         addr: String,
-        /// Why, in words.
-        reason: String,
+        /// Why.
+        source: io::Error,
     },
     /// The server answered with an error reply.
     #[error("server refused: {message} ({code})")]
     Remote {
         /// The reply's `code`.
-        code: String,
+        code: RemoteCode,
         /// The reply's `error`, stripped of control characters.
         message: String,
+        /// With `rate_limited`: seconds to wait before trying again.
+        retry_after: Option<f64>,
     },
     /// The server closed the connection without answering.
     #[error("the server closed the connection")]
@@ -65,10 +69,10 @@ pub enum ClientError {
     /// The connection failed.
     #[error("lost the connection to the server: {0}")]
     Conn(#[from] ConnError),
-    /// A local file could not be read or written.
+    /// Output of a remote command could not be written locally.
     #[error("{path}: {source}")]
     Local {
-        /// The file.
+        /// Where it went.
         path: String,
         /// Why.
         source: io::Error,
@@ -104,6 +108,55 @@ impl From<io::Error> for ClientError {
     }
 }
 
+impl ClientError {
+    /// The reply's code when the server refused the request with one this version knows.
+    pub fn remote_code(&self) -> Option<ErrorCode> {
+        match self {
+            ClientError::Remote { code, .. } => code.known(),
+            _ => None,
+        }
+    }
+
+    /// Whether the failure is a broken pipe on our side (the reader of our output went away).
+    pub fn is_broken_pipe(&self) -> bool {
+        matches!(self, ClientError::Local { source, .. } if source.kind() == io::ErrorKind::BrokenPipe)
+    }
+}
+
+/// The code of an error reply: one this version knows, or the word a newer server sent.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum RemoteCode {
+    /// A code of this version.
+    Known(ErrorCode),
+    /// A word this version does not know (printable).
+    Unknown(String),
+}
+
+impl RemoteCode {
+    /// The code, when this version knows it.
+    pub fn known(&self) -> Option<ErrorCode> {
+        match self {
+            RemoteCode::Known(code) => Some(*code),
+            RemoteCode::Unknown(_) => None,
+        }
+    }
+}
+
+impl PartialEq<ErrorCode> for RemoteCode {
+    fn eq(&self, other: &ErrorCode) -> bool {
+        self.known() == Some(*other)
+    }
+}
+
+impl fmt::Display for RemoteCode {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            RemoteCode::Known(code) => f.write_str(code.as_str()),
+            RemoteCode::Unknown(word) => f.write_str(word),
+        }
+    }
+}
+
 /// A successful reply.
 #[derive(Debug)]
 pub struct Reply {
@@ -113,34 +166,106 @@ pub struct Reply {
     pub body: Bytes,
 }
 
-/// The fields of a reply header the client checks.
-#[derive(Deserialize)]
-struct ReplyEnvelope<'a> {
-    ok: bool,
-    #[serde(borrow, default)]
-    code: Option<Cow<'a, str>>,
-    #[serde(borrow, default)]
-    error: Option<Cow<'a, str>>,
-}
-
-/// A connection to a sockit server.
-#[derive(Debug)]
-pub struct Client {
-    addr: String,
-    conn: Connection<TcpStream>,
-}
-
-impl Client {
-    /// Connects to `addr` (`host:port`).
+impl Reply {
+    /// The reply's fields as a typed reply of [`sockit_proto::message`].
     ///
     /// # Errors
     ///
-    /// [`ClientError::Connect`] with the reason in words ("connection refused").
-    pub async fn connect(addr: &str) -> Result<Client, ClientError> {
-        Ok(Client {
+    /// [`ClientError::BadReply`] when they are not what the protocol says.
+    pub fn parse<'a, T: serde::Deserialize<'a>>(&'a self) -> Result<T, ClientError> {
+        parse_header(&self.header)
+    }
+}
+
+/// A reply header's fields as a typed reply.
+pub(crate) fn parse_header<'a, T: serde::Deserialize<'a>>(
+    header: &'a Header,
+) -> Result<T, ClientError> {
+    header
+        .parse()
+        .map_err(|err| ClientError::BadReply(err.to_string()))
+}
+
+/// How a client reaches its server, again whenever it reconnects: plain TCP ([`Tcp`]) today;
+/// TLS is another implementation, and every request works the same over either.
+pub trait Connect: Send + Sync {
+    /// The stream it opens.
+    type Stream: AsyncRead + AsyncWrite + Unpin + Send;
+    /// Opens a new stream to the server.
+    fn connect(&self) -> impl Future<Output = Result<Self::Stream, ClientError>> + Send;
+}
+
+/// Plain TCP to `host:port`.
+#[derive(Debug, Clone)]
+pub struct Tcp {
+    addr: String,
+}
+
+impl Tcp {
+    /// TCP to `addr` (`host:port`).
+    pub fn new(addr: &str) -> Tcp {
+        Tcp {
             addr: addr.to_owned(),
-            conn: Client::open(addr).await?,
-        })
+        }
+    }
+}
+
+impl Connect for Tcp {
+    type Stream = TcpStream;
+
+    async fn connect(&self) -> Result<TcpStream, ClientError> {
+        let connecting = tokio::time::timeout(CONNECT_TIMEOUT, TcpStream::connect(&self.addr));
+        let stream = connecting
+            .await
+            .unwrap_or_else(|_| {
+                Err(io::Error::new(
+                    io::ErrorKind::TimedOut,
+                    format!("no answer within {CONNECT_TIMEOUT:?}"),
+                ))
+            })
+            .map_err(|source| ClientError::Connect {
+                addr: self.addr.clone(),
+                source,
+            })?;
+        let _ = stream.set_nodelay(true);
+        Ok(stream)
+    }
+}
+
+/// A connection to a sockit server, over the stream its [`Connect`] opens.
+pub struct Client<C: Connect = Tcp> {
+    connector: C,
+    conn: Connection<C::Stream>,
+}
+
+impl<C: Connect + fmt::Debug> fmt::Debug for Client<C> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Client")
+            .field("connector", &self.connector)
+            .finish_non_exhaustive()
+    }
+}
+
+impl Client<Tcp> {
+    /// Connects to `addr` (`host:port`) over TCP.
+    ///
+    /// # Errors
+    ///
+    /// [`ClientError::Connect`], saying why ("connection refused").
+    pub async fn connect(addr: &str) -> Result<Client<Tcp>, ClientError> {
+        Client::connect_with(Tcp::new(addr)).await
+    }
+}
+
+impl<C: Connect> Client<C> {
+    /// Connects through `connector`.
+    ///
+    /// # Errors
+    ///
+    /// As the connector's [`Connect::connect`].
+    pub async fn connect_with(connector: C) -> Result<Client<C>, ClientError> {
+        let conn = Client::open(&connector).await?;
+        Ok(Client { connector, conn })
     }
 
     /// Replaces the connection with a new one to the same server, after the server refused a
@@ -148,30 +273,14 @@ impl Client {
     ///
     /// # Errors
     ///
-    /// As [`Client::connect`].
+    /// As [`Client::connect_with`].
     pub async fn reconnect(&mut self) -> Result<(), ClientError> {
-        self.conn = Client::open(&self.addr).await?;
+        self.conn = Client::open(&self.connector).await?;
         Ok(())
     }
 
-    async fn open(addr: &str) -> Result<Connection<TcpStream>, ClientError> {
-        let connecting = tokio::time::timeout(CONNECT_TIMEOUT, TcpStream::connect(addr));
-        let stream = match connecting.await {
-            Ok(Ok(stream)) => stream,
-            Ok(Err(err)) => {
-                return Err(ClientError::Connect {
-                    addr: addr.to_owned(),
-                    reason: describe_io_error(&err),
-                })
-            }
-            Err(_) => {
-                return Err(ClientError::Connect {
-                    addr: addr.to_owned(),
-                    reason: format!("no answer within {CONNECT_TIMEOUT:?}"),
-                })
-            }
-        };
-        let _ = stream.set_nodelay(true);
+    async fn open(connector: &C) -> Result<Connection<C::Stream>, ClientError> {
+        let stream = connector.connect().await?;
         let deadlines = Deadlines {
             header: None,
             idle: Some(REPLY_TIMEOUT),
@@ -179,13 +288,13 @@ impl Client {
         Ok(Connection::new(stream, Limits::default(), deadlines))
     }
 
-    /// Sends one request and reads its reply.
+    /// Sends one request with `body` and reads its reply.
     ///
     /// # Errors
     ///
     /// [`ClientError::Remote`] for an error reply; others when the connection fails.
-    pub async fn call(&mut self, op: &str, body: &[u8]) -> Result<Reply, ClientError> {
-        self.queue(op, body).await?;
+    pub async fn call(&mut self, request: &Request<'_>, body: &[u8]) -> Result<Reply, ClientError> {
+        self.queue(request, body).await?;
         self.read_reply().await
     }
 
@@ -195,7 +304,7 @@ impl Client {
     ///
     /// As [`Client::call`].
     pub async fn ping(&mut self) -> Result<(), ClientError> {
-        self.call("ping", b"").await.map(drop)
+        self.call(&Request::Ping, b"").await.map(drop)
     }
 
     /// `echo`: the server sends `body` back.
@@ -204,25 +313,11 @@ impl Client {
     ///
     /// As [`Client::call`]; `too_large` over the server's in-memory limit.
     pub async fn echo(&mut self, body: &[u8]) -> Result<Bytes, ClientError> {
-        let reply = self.call("echo", body).await?;
+        let reply = self.call(&Request::Echo, body).await?;
         if reply.body != body {
             return Err(ClientError::BadReply("echo came back different".into()));
         }
         Ok(reply.body)
-    }
-
-    /// Sends a request whose header has `op` and the fields `fields` adds, with no body, and
-    /// reads its reply.
-    async fn call_with(
-        &mut self,
-        op: &str,
-        fields: impl FnOnce(&mut HeaderWriter<'_>),
-    ) -> Result<Reply, ClientError> {
-        let mut header = HeaderWriter::new(self.conn.write_buf());
-        header.field("op", op);
-        fields(&mut header);
-        header.finish(0).map_err(io::Error::from)?;
-        self.read_reply().await
     }
 
     /// Appends a request to the outgoing buffer without waiting for its reply. Long bodies are
@@ -232,12 +327,31 @@ impl Client {
     /// # Errors
     ///
     /// When writing a long body fails.
-    pub async fn queue(&mut self, op: &str, body: &[u8]) -> Result<(), ClientError> {
-        HeaderWriter::new(self.conn.write_buf())
-            .field("op", op)
-            .finish(body.len() as u64)
-            .map_err(io::Error::from)?;
+    pub async fn queue(&mut self, request: &Request<'_>, body: &[u8]) -> Result<(), ClientError> {
+        self.write_request(request, body.len() as u64)?;
         self.conn.write_body(body).await?;
+        Ok(())
+    }
+
+    /// Appends a request's header, announcing a body of `body_len` bytes, to the write buffer.
+    fn write_request(&mut self, request: &Request<'_>, body_len: u64) -> Result<(), ClientError> {
+        let mut header = HeaderWriter::new(self.conn.write_buf());
+        request.write(&mut header);
+        header.finish(body_len).map_err(io::Error::from)?;
+        Ok(())
+    }
+
+    /// Appends a frame of `fields` alone (a trailer, a chunk frame), announcing `body_len`
+    /// bytes of body.
+    fn write_fields<F: serde::Serialize>(
+        &mut self,
+        fields: &F,
+        body_len: u64,
+    ) -> Result<(), ClientError> {
+        HeaderWriter::new(self.conn.write_buf())
+            .fields(fields)
+            .finish(body_len)
+            .map_err(io::Error::from)?;
         Ok(())
     }
 
@@ -272,26 +386,36 @@ impl Client {
     /// is always empty) becomes [`ClientError::Remote`].
     async fn read_reply_header(&mut self) -> Result<Header, ClientError> {
         let header = self.conn.read_header().await?.ok_or(ClientError::Closed)?;
-        let envelope: ReplyEnvelope<'_> = header
-            .parse()
-            .map_err(|err| ClientError::BadReply(err.to_string()))?;
-        if !envelope.ok {
-            let err = ClientError::Remote {
-                code: printable(envelope.code.as_deref().unwrap_or("unknown")),
-                message: printable(envelope.error.as_deref().unwrap_or("no reason given")),
-            };
-            drop(envelope);
+        let status: ReplyStatus = parse_header(&header)?;
+        if !status.ok {
+            let err = remote_error(&header)?;
             self.conn.skip_body().await?;
             return Err(err);
         }
-        drop(envelope);
         Ok(header)
     }
+}
+
+/// The error a failed reply carries.
+fn remote_error(header: &Header) -> Result<ClientError, ClientError> {
+    let reply: ErrorReply<'_> = parse_header(header)?;
+    let code = match reply.known_code() {
+        Some(code) => RemoteCode::Known(code),
+        None => RemoteCode::Unknown(printable(&reply.code)),
+    };
+    Ok(ClientError::Remote {
+        code,
+        message: printable(&reply.error),
+        retry_after: reply.retry_after,
+    })
 }
 
 /// An I/O error in a few lower-case words, as in "connection refused".
 pub fn describe_io_error(err: &io::Error) -> String {
     use io::ErrorKind::*;
+    if err.get_ref().is_some() {
+        return err.to_string(); // a message of our own, such as a timeout's
+    }
     let words = match err.kind() {
         ConnectionRefused => "connection refused",
         ConnectionReset => "connection reset by peer",

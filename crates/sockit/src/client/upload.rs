@@ -9,12 +9,11 @@
 use std::io;
 use std::path::Path;
 
-use serde::Deserialize;
-use sockit_proto::HeaderWriter;
+use sockit_proto::message::{ChunkEnd, PutReply, PutRequest, PutTrailer, Request};
+use sockit_proto::{ErrorCode, HeaderWriter};
 
-use super::files::parse;
 use super::source::{Source, SourceError};
-use super::{Client, ClientError};
+use super::{Client, ClientError, Connect, RemoteCode};
 use crate::transfer::FileReader;
 
 /// A finished upload.
@@ -32,13 +31,7 @@ pub struct PutOutcome {
     pub changed: bool,
 }
 
-#[derive(Deserialize)]
-struct PutReply {
-    length: u64,
-    hash: String,
-}
-
-impl Client {
+impl<C: Connect> Client<C> {
     /// Uploads `path` as `name`: opens it (see [`Source::open`]) and calls
     /// [`Client::put_source`].
     ///
@@ -84,7 +77,7 @@ impl Client {
         }
         outcome.map_err(|err| match err.remote_code() {
             // The server's sentence speaks of its protocol; say it in the client's terms.
-            Some("exists") => exists(name),
+            Some(ErrorCode::Exists) => exists(name),
             _ => err,
         })
     }
@@ -120,7 +113,7 @@ impl Client {
             .await;
         match first {
             // The held part was not of this file after all: start again from the beginning.
-            Err(ClientError::Remote { code, .. }) if code == "hash_mismatch" && held > 0 => {
+            Err(err) if err.remote_code() == Some(ErrorCode::HashMismatch) && held > 0 => {
                 self.put_from(source, name, overwrite, length, 0, progress)
                     .await
             }
@@ -140,14 +133,14 @@ impl Client {
     ) -> Result<PutOutcome, ClientError> {
         let reader = FileReader::start(source.file(), offset, length - offset, true)
             .map_err(|err| read_failed(source, err))?;
-        HeaderWriter::new(self.conn.write_buf())
-            .field("op", "put")
-            .field("name", name)
-            .field("offset", &offset)
-            .field("trailer", &true)
-            .field("overwrite", &overwrite)
-            .finish(length - offset)
-            .map_err(io::Error::from)?;
+        let request = Request::Put(PutRequest {
+            name: name.into(),
+            offset,
+            trailer: true,
+            overwrite,
+            ..PutRequest::default()
+        });
+        self.write_request(&request, length - offset)?;
         let (done, hash) = self
             .send_read(reader, source, false, offset, progress)
             .await?;
@@ -159,10 +152,10 @@ impl Client {
             return Err(source_error(source.label(), shrank));
         }
         let changed = source.changed().map_err(|err| read_failed(source, err))?;
-        HeaderWriter::new(self.conn.write_buf())
-            .field("hash", hash.to_hex().as_str())
-            .finish(0)
-            .map_err(io::Error::from)?;
+        let trailer = PutTrailer {
+            hash: hash.to_hex().to_string().into(),
+        };
+        self.write_fields(&trailer, 0)?;
         self.read_stored(length, &hash).await?;
         Ok(PutOutcome {
             length,
@@ -181,20 +174,15 @@ impl Client {
         progress: &mut (dyn FnMut(u64) + Send),
     ) -> Result<PutOutcome, ClientError> {
         let reader = FileReader::stream(source.file()).map_err(|err| read_failed(source, err))?;
-        HeaderWriter::new(self.conn.write_buf())
-            .field("op", "put")
-            .field("name", name)
-            .field("overwrite", &overwrite)
-            .field("chunked", &true)
-            .finish(0)
-            .map_err(io::Error::from)?;
+        let request = Request::Put(PutRequest {
+            name: name.into(),
+            overwrite,
+            chunked: true,
+            ..PutRequest::default()
+        });
+        self.write_request(&request, 0)?;
         let (done, hash) = self.send_read(reader, source, true, 0, progress).await?;
-        HeaderWriter::new(self.conn.write_buf())
-            .field("end", &true)
-            .field("length", &done)
-            .field("hash", hash.to_hex().as_str())
-            .finish(0)
-            .map_err(io::Error::from)?;
+        self.write_fields(&ChunkEnd::new(done, hash.to_hex().to_string()), 0)?;
         self.read_stored(done, &hash).await?;
         Ok(PutOutcome {
             length: done,
@@ -253,7 +241,7 @@ impl Client {
     /// Reads the reply to an upload and checks that the server stored `length` bytes hashing
     /// to `hash`.
     async fn read_stored(&mut self, length: u64, hash: &blake3::Hash) -> Result<(), ClientError> {
-        let reply: PutReply = parse(&self.read_reply().await?)?;
+        let reply: PutReply = self.read_reply().await?.parse()?;
         if reply.hash != hash.to_hex().as_str() || reply.length != length {
             return Err(ClientError::BadReply(format!(
                 "server stored {} bytes with hash {}, but {length} bytes with hash {} were sent",
@@ -270,7 +258,7 @@ impl Client {
 /// closed it: the connection is gone, or the server's last words were a timeout.
 fn closed_while_idle(err: &ClientError) -> bool {
     matches!(err, ClientError::Closed | ClientError::Conn(_))
-        || err.remote_code() == Some("timeout")
+        || err.remote_code() == Some(ErrorCode::Timeout)
 }
 
 /// A read of `source` that failed.
@@ -290,7 +278,8 @@ fn source_error(label: &str, err: SourceError) -> ClientError {
 /// at its commit (another upload took the name meanwhile).
 fn exists(name: &str) -> ClientError {
     ClientError::Remote {
-        code: "exists".into(),
+        code: RemoteCode::Known(ErrorCode::Exists),
         message: format!("a file named {name:?} already exists on the server"),
+        retry_after: None,
     }
 }

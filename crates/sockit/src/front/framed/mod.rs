@@ -18,7 +18,7 @@ mod files;
 use std::net::SocketAddr;
 use std::sync::Arc;
 
-use sockit_proto::message::{Request, RequestError};
+use sockit_proto::message::{error_reply, ok_reply, ErrorReply, Request, RequestError};
 use sockit_proto::{ErrorCode, Header, HeaderWriter, Limits};
 use tokio::io::{AsyncRead, AsyncWrite};
 use tokio::net::TcpStream;
@@ -27,7 +27,6 @@ use tokio_util::sync::CancellationToken;
 use crate::config::ServerConfig;
 use crate::connection::{ConnError, Connection, Deadlines};
 use crate::core::{self, Core, OpError, Session};
-use crate::reply;
 use crate::server::accept::TcpService;
 
 /// Whether a connection can take another request after this one.
@@ -102,12 +101,8 @@ impl TcpService for Framed {
 
     async fn refuse_busy(self: Arc<Self>, stream: TcpStream) {
         let mut conn = Connection::new(stream, self.limits, self.deadlines);
-        reply::error(
-            conn.write_buf(),
-            None,
-            ErrorCode::Busy,
-            &"too many connections from your address",
-        );
+        let busy = ErrorReply::new(ErrorCode::Busy, "too many connections from your address");
+        error_reply(conn.write_buf(), None, &busy);
         conn.close().await;
     }
 }
@@ -188,7 +183,7 @@ async fn echo<S: AsyncRead + AsyncWrite + Unpin>(
         return refuse(conn, header, &OpError::new(ErrorCode::TooLarge, message)).await;
     }
     let body = conn.read_body().await?;
-    reply::ok(conn.write_buf(), header.id())
+    ok_reply(conn.write_buf(), header.id())
         .finish(body.len() as u64)
         .expect("an echo reply always encodes");
     conn.write_body(&body).await?;
@@ -211,7 +206,7 @@ fn start_reply<'c, S>(conn: &'c mut Connection<S>, header: &Header) -> HeaderWri
 where
     S: AsyncRead + AsyncWrite + Unpin,
 {
-    reply::ok(conn.write_buf(), header.id())
+    ok_reply(conn.write_buf(), header.id())
 }
 
 /// Queues an error reply for `err`, with its extra fields.
@@ -219,17 +214,11 @@ fn queue_error<S>(conn: &mut Connection<S>, header: &Header, err: &OpError)
 where
     S: AsyncRead + AsyncWrite + Unpin,
 {
-    reply::error_with(
-        conn.write_buf(),
-        header.id(),
-        err.code,
-        &err.message,
-        |reply| {
-            if let Some(retry_after) = err.retry_after {
-                reply.field("retry_after", &retry_after);
-            }
-        },
-    );
+    let reply = ErrorReply {
+        retry_after: err.retry_after,
+        ..ErrorReply::new(err.code, &err.message)
+    };
+    error_reply(conn.write_buf(), header.id(), &reply);
 }
 
 /// Answers a request with an error.
