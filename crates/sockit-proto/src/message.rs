@@ -322,9 +322,11 @@ pub struct PutRequest<'a> {
 pub enum ChunkFrame {
     /// A chunk of this many bytes (at least 1) follows.
     Chunk(u64),
-    /// The end frame: the total length and hash the client declares, or why they are not
-    /// valid. Either way the sequence is over and the stream in step.
-    End(Result<ChunkEnd, String>),
+    /// The end frame: the total length and hash the client declares.
+    End(ChunkEnd),
+    /// An end frame whose `length` or `hash` is missing or malformed (why, in words): the
+    /// sequence is over and the stream in step, but nothing can be stored.
+    BadEnd(String),
 }
 
 /// The end frame of a chunked `put`: `{"end":true,"length":L,"hash":"<hex>"}`, no body.
@@ -370,10 +372,12 @@ impl ChunkFrame {
                 if frame.body_len() > 0 {
                     return Err("the end frame of a chunked put has no body".into());
                 }
-                Ok(ChunkFrame::End(ChunkEnd::from_fields(
-                    fields.length,
-                    fields.hash.as_deref(),
-                )))
+                Ok(
+                    match ChunkEnd::from_fields(fields.length, fields.hash.as_deref()) {
+                        Ok(end) => ChunkFrame::End(end),
+                        Err(why) => ChunkFrame::BadEnd(why),
+                    },
+                )
             }
             Some(false) => Err("`end` is only ever true, in the end frame".into()),
             None if fields.length.is_some() || fields.hash.is_some() => {

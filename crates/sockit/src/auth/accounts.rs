@@ -64,10 +64,7 @@ impl Accounts {
         let stamp = stamp(path);
         let users = parse(UsersFile::load(path)?);
         // Only its cost matters: a match against it is never accepted.
-        let dummy_hash = hash_password("no such user").map_err(|err| UsersError::Io {
-            path: path.to_owned(),
-            source: std::io::Error::other(err.to_string()),
-        })?;
+        let dummy_hash = hash_password("no such user").map_err(UsersError::Hashing)?;
         let cores = std::thread::available_parallelism().map_or(1, usize::from);
         Ok(Accounts {
             path: path.to_owned(),

@@ -46,6 +46,9 @@ pub enum UsersError {
         /// What is wrong, from the TOML parser.
         message: String,
     },
+    /// The server could not make the hash that stands in for unknown users.
+    #[error("cannot prepare password checks: {0}")]
+    Hashing(#[source] BadPassword),
     /// An entry is not valid.
     #[error("{path}: user {user:?}: {message}")]
     Entry {

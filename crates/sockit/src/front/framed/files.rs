@@ -14,7 +14,7 @@
 //! follows can no longer be told from the next requests.
 
 use sockit_proto::message::{
-    ChunkEnd, ChunkFrame, GetRequest, ListRequest, PutRequest, PutTrailer, StatRequest,
+    ChunkFrame, GetRequest, ListRequest, PutRequest, PutTrailer, StatRequest,
 };
 use sockit_proto::{ErrorCode, FrameError, Header};
 use tokio::io::{AsyncRead, AsyncWrite};
@@ -55,8 +55,8 @@ pub(super) async fn put<S: AsyncRead + AsyncWrite + Unpin>(
     }
     let trailer = if request.trailer {
         match read_trailer(conn).await? {
-            Ok(hash) => Some(hash),
-            Err(message) => {
+            Trailer::Hash(hash) => Some(hash),
+            Trailer::Bad(message) => {
                 queue_error(conn, header, &OpError::bad_request(message));
                 return Ok(Flow::Continue);
             }
@@ -87,10 +87,18 @@ async fn refuse_put<S: AsyncRead + AsyncWrite + Unpin>(
     Ok(flow)
 }
 
+/// What a `put` trailer said.
+enum Trailer {
+    /// The whole file's hash.
+    Hash(blake3::Hash),
+    /// Not a valid trailer (why, in words); the stream is still in step.
+    Bad(String),
+}
+
 /// Reads the frame after a body that carries its hash: `{"hash": "<hex>"}`.
 async fn read_trailer<S: AsyncRead + AsyncWrite + Unpin>(
     conn: &mut Connection<S>,
-) -> Result<Result<blake3::Hash, String>, ConnError> {
+) -> Result<Trailer, ConnError> {
     let trailer = conn.read_continuation().await?;
     if trailer.body_len() > 0 {
         // A trailer never has a body; the stream cannot be trusted past this point.
@@ -99,9 +107,11 @@ async fn read_trailer<S: AsyncRead + AsyncWrite + Unpin>(
         )));
     }
     Ok(match trailer.parse::<PutTrailer<'_>>() {
-        Ok(trailer) => blake3::Hash::from_hex(trailer.hash.as_bytes())
-            .map_err(|_| "trailer `hash` must be 64 hexadecimal digits (BLAKE3)".to_owned()),
-        Err(err) => Err(format!("bad put trailer: {err}")),
+        Ok(trailer) => match blake3::Hash::from_hex(trailer.hash.as_bytes()) {
+            Ok(hash) => Trailer::Hash(hash),
+            Err(_) => Trailer::Bad("trailer `hash` must be 64 hexadecimal digits (BLAKE3)".into()),
+        },
+        Err(err) => Trailer::Bad(format!("bad put trailer: {err}")),
     })
 }
 
@@ -156,11 +166,12 @@ async fn receive_chunked<S: AsyncRead + AsyncWrite + Unpin>(
         }
     };
     let stored = match end {
-        Ok(end) => plan.finish_chunked(upload, hash, total, &end).await,
-        Err(message) => {
+        ChunkFrame::End(end) => plan.finish_chunked(upload, hash, total, &end).await,
+        ChunkFrame::BadEnd(message) => {
             files::discard(upload).await;
             Err(OpError::bad_request(message))
         }
+        ChunkFrame::Chunk(_) => unreachable!("the chunks are received up to the end frame"),
     };
     match stored {
         Ok(reply) => answer(conn, header, &reply),
@@ -170,18 +181,18 @@ async fn receive_chunked<S: AsyncRead + AsyncWrite + Unpin>(
 }
 
 /// Feeds chunk bodies into `pipeline` until the end frame, checking each frame and the
-/// running total.
+/// running total; returns the end frame (valid or not).
 async fn receive_chunks<S: AsyncRead + AsyncWrite + Unpin>(
     conn: &mut Connection<S>,
     pipeline: &mut BodyPipeline<Upload>,
-) -> Result<Result<ChunkEnd, String>, Interrupted> {
+) -> Result<ChunkFrame, Interrupted> {
     let max = conn.limits().max_body_len();
     let mut total = 0u64;
     loop {
         let frame = conn.read_continuation().await.map_err(Interrupted::Conn)?;
         let size = match ChunkFrame::parse(&frame) {
             Ok(ChunkFrame::Chunk(size)) => size,
-            Ok(ChunkFrame::End(end)) => return Ok(end),
+            Ok(end @ (ChunkFrame::End(_) | ChunkFrame::BadEnd(_))) => return Ok(end),
             Err(message) => return Err(Interrupted::Broken(OpError::bad_request(message))),
         };
         total = match total.checked_add(size).filter(|total| *total <= max) {
@@ -233,7 +244,7 @@ async fn skip_sequence<S: AsyncRead + AsyncWrite + Unpin>(
         conn.skip_body().await?;
         match ChunkFrame::parse(&conn.read_continuation().await?) {
             Ok(ChunkFrame::Chunk(_)) => {}
-            Ok(ChunkFrame::End(_)) => return Ok(true),
+            Ok(ChunkFrame::End(_) | ChunkFrame::BadEnd(_)) => return Ok(true),
             Err(_) => return Ok(false),
         }
     }
