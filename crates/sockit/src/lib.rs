@@ -13,7 +13,6 @@
 //! - `legacy` and `udp`: the raw services of the tutorials (upper-case echo over TCP and UDP,
 //!   raw remote commands).
 //! - [`client`]: the client side used by the `sockit` commands.
-//! - [`demo`]: `sockit demo sticky`, the sticky-packet problem shown on a real socket.
 
 pub mod auth;
 pub mod chat;
@@ -22,7 +21,6 @@ pub mod command;
 pub mod config;
 pub mod connection;
 mod core;
-pub mod demo;
 mod front;
 mod legacy;
 pub mod server;

@@ -1,4 +1,6 @@
-//! `sockit demo`.
+//! `sockit demo`: demonstrations of the problems sockit solves, one module each.
+
+mod sticky;
 
 use super::CmdResult;
 
@@ -12,7 +14,7 @@ pub(crate) async fn run(demo: Demo) -> CmdResult {
     match demo {
         Demo::Sticky => {
             let mut stdout = std::io::stdout().lock();
-            sockit::demo::sticky(&mut stdout)
+            sticky::sticky(&mut stdout)
                 .await
                 .map_err(|err| format!("demo failed: {err}"))
         }

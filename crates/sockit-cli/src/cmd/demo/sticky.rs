@@ -31,7 +31,7 @@ const RECEIVER_PAUSE: Duration = Duration::from_millis(100);
 /// # Errors
 ///
 /// When the loopback socket cannot be set up or writing the report fails.
-pub async fn sticky(out: &mut impl Write) -> io::Result<()> {
+pub(crate) async fn sticky(out: &mut impl Write) -> io::Result<()> {
     let large = large_message();
 
     writeln!(
