@@ -10,8 +10,8 @@
 //! - [`auth`]: the users file, keys, and the server's login checks.
 //! - [`command`]: remote commands in their own process group, with caps and deadlines.
 //! - [`chat`]: the UDP chat room.
-//! - `legacy` and `udp`: the raw services of the tutorials (upper-case echo over TCP and UDP,
-//!   raw remote commands).
+//! - `front`: the front ends that only translate between a socket and the rules: the
+//!   tutorials' raw services (upper-case echo over TCP and UDP, raw remote commands).
 //! - [`client`]: the client side used by the `sockit` commands.
 
 pub mod auth;
@@ -22,11 +22,9 @@ pub mod config;
 pub mod connection;
 mod core;
 mod front;
-mod legacy;
 pub mod server;
 pub mod store;
 mod transfer;
-mod udp;
 
 pub use client::{Client, ClientError, ExecOutcome};
 pub use command::{Exit, OutputStream};

@@ -1,7 +1,38 @@
-//! Front ends: the ways in, each a thin adapter between a transport's grammar and the
-//! operations of [`crate::core`].
+//! Front ends: the ways in, each a thin adapter between a transport's grammar and what the
+//! server does. The rules they apply live below them: the operations in [`crate::core`], the
+//! chat room's in [`crate::chat`], remote commands in [`crate::command`]. The server binds
+//! each listener and hands its socket to the front end; a front end never reaches back into
+//! the server.
 //!
 //! - [`framed`]: the framed protocol (length-prefixed JSON headers and bodies) over any
 //!   stream, TCP today.
+//! - [`legacy`]: the tutorials' raw TCP services, upper-case echo and remote commands.
+//! - [`udp_echo`]: UDP upper-case echo.
+//!
+//! A TCP front end implements [`TcpService`] and is driven by the server's accept loop, which
+//! owns the connection limits and shutdown.
 
 pub(crate) mod framed;
+pub(crate) mod legacy;
+pub(crate) mod udp_echo;
+
+use std::future::Future;
+use std::net::SocketAddr;
+use std::sync::Arc;
+
+use tokio::net::TcpStream;
+use tokio_util::sync::CancellationToken;
+
+/// What a TCP listener serves.
+pub(crate) trait TcpService: Send + Sync + 'static {
+    /// Serves one connection until it ends or `stop` fires between requests.
+    fn serve(
+        self: Arc<Self>,
+        stream: TcpStream,
+        peer: SocketAddr,
+        stop: CancellationToken,
+    ) -> impl Future<Output = ()> + Send;
+
+    /// Turns away a connection whose source already has its share of connections.
+    fn refuse_busy(self: Arc<Self>, stream: TcpStream) -> impl Future<Output = ()> + Send;
+}

@@ -1,30 +1,15 @@
-//! The accept loop shared by every TCP listener.
+//! The accept loop shared by every TCP listener: limits, one task per connection, shutdown.
 
-use std::future::Future;
-use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::Duration;
 
-use tokio::net::{TcpListener, TcpStream};
+use tokio::net::TcpListener;
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 use tracing::Instrument;
 
 use super::limit::ConnLimiter;
-
-/// What a TCP listener serves.
-pub(crate) trait TcpService: Send + Sync + 'static {
-    /// Serves one connection until it ends or `stop` fires between requests.
-    fn serve(
-        self: Arc<Self>,
-        stream: TcpStream,
-        peer: SocketAddr,
-        stop: CancellationToken,
-    ) -> impl Future<Output = ()> + Send;
-
-    /// Turns away a connection whose source already has its share of connections.
-    fn refuse_busy(self: Arc<Self>, stream: TcpStream) -> impl Future<Output = ()> + Send;
-}
+pub(crate) use crate::front::TcpService;
 
 /// Accepts connections until `stop`, each in its own task holding its place under the limits.
 ///

@@ -24,11 +24,12 @@ use tokio_util::task::TaskTracker;
 
 use crate::auth::accounts::Accounts;
 use crate::auth::users::UsersError;
+use crate::chat;
 use crate::config::ServerConfig;
 use crate::core::Core;
 use crate::front::framed::Framed;
+use crate::front::{legacy, udp_echo, TcpService};
 use crate::store::Store;
-use crate::{chat, legacy, udp};
 use accept::accept_loop;
 use limit::ConnLimiter;
 
@@ -231,7 +232,7 @@ impl Server {
             ));
         }
         if let Some(socket) = self.udp_echo {
-            tasks.spawn(udp::serve_echo(socket, stop.clone()));
+            tasks.spawn(udp_echo::serve(socket, stop.clone()));
         }
 
         shutdown.await;
@@ -252,7 +253,7 @@ impl Server {
 }
 
 /// Serves `listener` with `service` until `stop`, as one of `tasks`.
-fn spawn_accept<T: accept::TcpService>(
+fn spawn_accept<T: TcpService>(
     tasks: &TaskTracker,
     listener: TcpListener,
     service: Arc<T>,

@@ -20,9 +20,9 @@ use tokio::sync::Semaphore;
 use tokio::time::{timeout, Instant};
 use tokio_util::sync::CancellationToken;
 
+use super::TcpService;
 use crate::command::{CommandLimits, Event, Exit, OutputStream, RunningCommand};
 use crate::config::ExecConfig;
-use crate::server::accept::TcpService;
 
 /// Read size of the legacy echo; the tutorials read 1024 at a time.
 const LEGACY_READ: usize = 16 * 1024;

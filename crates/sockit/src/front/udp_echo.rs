@@ -9,7 +9,7 @@ use tokio_util::sync::CancellationToken;
 const RECEIVE_BUFFER: usize = 65_535;
 
 /// Echoes datagrams until `stop`, upper-casing each in place.
-pub(crate) async fn serve_echo(socket: UdpSocket, stop: CancellationToken) {
+pub(crate) async fn serve(socket: UdpSocket, stop: CancellationToken) {
     let mut buf = vec![0u8; RECEIVE_BUFFER];
     loop {
         let received = tokio::select! {
