@@ -29,7 +29,7 @@ impl Client {
         let socket = UdpSocket::bind("127.0.0.1:0").await.unwrap();
         Client {
             socket,
-            server: server.addr(ServiceKind::Udp),
+            server: server.addr(ServiceKind::Chat),
         }
     }
 

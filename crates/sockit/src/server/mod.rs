@@ -36,10 +36,10 @@ use limit::ConnLimiter;
 /// The services `sockit serve` can listen for, named as in its `listening` lines.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum ServiceKind {
-    /// The framed TCP protocol.
-    Tcp,
-    /// The UDP chat room.
-    Udp,
+    /// The framed protocol, over TCP (`tcp`).
+    Framed,
+    /// The chat room, over UDP (`udp`).
+    Chat,
     /// Raw TCP upper-case echo.
     LegacyEcho,
     /// Raw TCP remote commands for the tutorials' clients.
@@ -52,8 +52,8 @@ impl ServiceKind {
     /// The service's name in `listening <service> <addr>`.
     pub fn name(self) -> &'static str {
         match self {
-            ServiceKind::Tcp => "tcp",
-            ServiceKind::Udp => "udp",
+            ServiceKind::Framed => "tcp",
+            ServiceKind::Chat => "udp",
             ServiceKind::LegacyEcho => "legacy-echo",
             ServiceKind::LegacyExec => "legacy-exec",
             ServiceKind::UdpEcho => "udp-echo",
@@ -128,9 +128,9 @@ impl Server {
             Some(path) => Some(Arc::new(Accounts::open(path, config.login.penalties)?)),
             None => None,
         };
-        let tcp = bind_tcp(ServiceKind::Tcp, config.listen)?;
+        let tcp = bind_tcp(ServiceKind::Framed, config.listen)?;
         let udp = match config.udp {
-            Some(addr) => Some(bind_udp(ServiceKind::Udp, addr)?),
+            Some(addr) => Some(bind_udp(ServiceKind::Chat, addr)?),
             None => None,
         };
         let legacy_echo = match config.legacy_echo {
@@ -172,14 +172,14 @@ impl Server {
     /// Every listener with the address it is bound to, in a fixed order.
     pub fn listening(&self) -> Vec<(ServiceKind, SocketAddr)> {
         let tcp = [
-            (ServiceKind::Tcp, Some(&self.tcp)),
+            (ServiceKind::Framed, Some(&self.tcp)),
             (ServiceKind::LegacyEcho, self.legacy_echo.as_ref()),
             (ServiceKind::LegacyExec, self.legacy_exec.as_ref()),
         ]
         .into_iter()
         .filter_map(|(kind, listener)| Some((kind, listener?.local_addr().ok()?)));
         let udp = [
-            (ServiceKind::Udp, self.udp.as_ref()),
+            (ServiceKind::Chat, self.udp.as_ref()),
             (ServiceKind::UdpEcho, self.udp_echo.as_ref()),
         ]
         .into_iter()

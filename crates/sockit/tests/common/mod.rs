@@ -60,7 +60,7 @@ impl TestServer {
     }
 
     pub fn tcp(&self) -> SocketAddr {
-        self.addr(ServiceKind::Tcp)
+        self.addr(ServiceKind::Framed)
     }
 
     pub async fn connect(&self) -> TcpStream {
