@@ -12,7 +12,7 @@ use tokio::net::UdpSocket;
 
 async fn room(chat: RoomConfig) -> TestServer {
     TestServer::start_with(|config| {
-        config.udp = Some("127.0.0.1:0".parse().unwrap());
+        config.add_listener(ServiceKind::Chat, "127.0.0.1:0".parse().unwrap());
         config.chat = chat;
     })
     .await

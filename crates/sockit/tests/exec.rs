@@ -579,7 +579,7 @@ async fn users_added_while_the_server_runs_can_log_in() {
 #[tokio::test]
 async fn legacy_exec_answers_one_frame_with_every_size_key() {
     let server = TestServer::start_with(|config| {
-        config.legacy_exec = Some("127.0.0.1:0".parse().unwrap());
+        config.add_listener(ServiceKind::LegacyExec, "127.0.0.1:0".parse().unwrap());
     })
     .await;
     let mut stream = TcpStream::connect(server.addr(ServiceKind::LegacyExec))
@@ -609,7 +609,7 @@ async fn legacy_exec_refuses_addresses_other_machines_can_reach() {
     let mut config = ServerConfig::loopback();
     let root = tempfile::tempdir().unwrap();
     config.root = root.path().to_path_buf();
-    config.legacy_exec = Some("0.0.0.0:0".parse().unwrap());
+    config.add_listener(ServiceKind::LegacyExec, "0.0.0.0:0".parse().unwrap());
     let err = Server::bind(config).await.unwrap_err();
     assert!(matches!(err, StartError::LegacyExecNotLoopback(_)), "{err}");
     assert!(err.to_string().contains("loopback"), "{err}");

@@ -7,7 +7,7 @@ use std::time::Duration;
 
 use sockit::auth::penalty::PenaltyPolicy;
 use sockit::chat::room::RoomConfig;
-use sockit::config::{ExecConfig, LoginConfig};
+use sockit::config::{ExecConfig, ListenerSpec, LoginConfig, ServiceKind};
 use sockit::{Server, ServerConfig};
 use sockit_proto::Limits;
 
@@ -100,12 +100,20 @@ pub(crate) async fn run(args: Args) -> CmdResult {
     if !(1..=i32::MAX as usize).contains(&args.max_header_len) {
         return Err("--max-header-len must be between 1 and 2147483647".into());
     }
+    // In the order of the `listening` lines.
+    let listeners = [
+        Some((ServiceKind::Framed, args.listen)),
+        args.legacy_echo.map(|addr| (ServiceKind::LegacyEcho, addr)),
+        args.legacy_exec.map(|addr| (ServiceKind::LegacyExec, addr)),
+        args.udp.0.map(|addr| (ServiceKind::Chat, addr)),
+        args.udp_echo.map(|addr| (ServiceKind::UdpEcho, addr)),
+    ];
     let config = ServerConfig {
-        listen: args.listen,
-        udp: args.udp.0,
-        legacy_echo: args.legacy_echo,
-        udp_echo: args.udp_echo,
-        legacy_exec: args.legacy_exec,
+        listeners: listeners
+            .into_iter()
+            .flatten()
+            .map(|(service, addr)| ListenerSpec::new(service, addr))
+            .collect(),
         users: args.users,
         login: LoginConfig {
             max_tries: args.login_max_tries.max(1),
@@ -144,7 +152,7 @@ pub(crate) async fn run(args: Args) -> CmdResult {
     if !(args.chat_rate.is_finite() && args.chat_rate > 0.0) {
         return Err("--chat-rate must be a positive number".into());
     }
-    let chat_enabled = config.udp.is_some();
+    let chat_enabled = args.udp.0.is_some();
     let mut server = Server::bind(config).await.map_err(|err| err.to_string())?;
     if chat_enabled && std::io::stdin().is_terminal() {
         server.operator_lines(operator_console());

@@ -11,14 +11,14 @@
 
 pub(crate) mod accept;
 mod limit;
+mod listener;
 
-use std::fmt;
 use std::future::Future;
 use std::io;
 use std::net::SocketAddr;
 use std::sync::Arc;
 
-use tokio::net::{TcpListener, TcpSocket, UdpSocket};
+use tokio::net::TcpListener;
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
@@ -26,46 +26,14 @@ use crate::auth::accounts::Accounts;
 use crate::auth::users::UsersError;
 use crate::chat;
 use crate::config::ServerConfig;
+pub use crate::config::{ListenerSpec, ServiceKind};
 use crate::core::Core;
 use crate::front::framed::Framed;
 use crate::front::{legacy, udp_echo, TcpService};
 use crate::store::Store;
 use accept::accept_loop;
 use limit::ConnLimiter;
-
-/// The services `sockit serve` can listen for, named as in its `listening` lines.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum ServiceKind {
-    /// The framed protocol, over TCP (`tcp`).
-    Framed,
-    /// The chat room, over UDP (`udp`).
-    Chat,
-    /// Raw TCP upper-case echo.
-    LegacyEcho,
-    /// Raw TCP remote commands for the tutorials' clients.
-    LegacyExec,
-    /// UDP upper-case echo.
-    UdpEcho,
-}
-
-impl ServiceKind {
-    /// The service's name in `listening <service> <addr>`.
-    pub fn name(self) -> &'static str {
-        match self {
-            ServiceKind::Framed => "tcp",
-            ServiceKind::Chat => "udp",
-            ServiceKind::LegacyEcho => "legacy-echo",
-            ServiceKind::LegacyExec => "legacy-exec",
-            ServiceKind::UdpEcho => "udp-echo",
-        }
-    }
-}
-
-impl fmt::Display for ServiceKind {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str(self.name())
-    }
-}
+use listener::Bound;
 
 /// Why a server could not start.
 #[derive(Debug, thiserror::Error)]
@@ -104,11 +72,7 @@ pub struct Server {
     store: Arc<Store>,
     accounts: Option<Arc<Accounts>>,
     operator: Option<tokio::sync::mpsc::Receiver<String>>,
-    tcp: TcpListener,
-    udp: Option<UdpSocket>,
-    legacy_echo: Option<TcpListener>,
-    legacy_exec: Option<TcpListener>,
-    udp_echo: Option<UdpSocket>,
+    listeners: Vec<Bound>,
 }
 
 impl Server {
@@ -116,35 +80,26 @@ impl Server {
     ///
     /// # Errors
     ///
-    /// The first listener that cannot be bound, a `legacy_exec` address that is not loopback,
-    /// a store directory that cannot be created, or a users file that cannot be read.
+    /// A [`ServiceKind::LegacyExec`] listener on an address that is not loopback (checked
+    /// before anything is bound), the first listener that cannot be bound, a store directory
+    /// that cannot be created, or a users file that cannot be read.
     pub async fn bind(config: ServerConfig) -> Result<Server, StartError> {
-        if let Some(addr) = config.legacy_exec {
-            if !addr.ip().is_loopback() {
-                return Err(StartError::LegacyExecNotLoopback(addr));
-            }
+        if let Some(spec) = config
+            .listeners
+            .iter()
+            .find(|spec| spec.service == ServiceKind::LegacyExec && !spec.addr.ip().is_loopback())
+        {
+            return Err(StartError::LegacyExecNotLoopback(spec.addr));
         }
         let accounts = match &config.users {
             Some(path) => Some(Arc::new(Accounts::open(path, config.login.penalties)?)),
             None => None,
         };
-        let tcp = bind_tcp(ServiceKind::Framed, config.listen)?;
-        let udp = match config.udp {
-            Some(addr) => Some(bind_udp(ServiceKind::Chat, addr)?),
-            None => None,
-        };
-        let legacy_echo = match config.legacy_echo {
-            Some(addr) => Some(bind_tcp(ServiceKind::LegacyEcho, addr)?),
-            None => None,
-        };
-        let legacy_exec = match config.legacy_exec {
-            Some(addr) => Some(bind_tcp(ServiceKind::LegacyExec, addr)?),
-            None => None,
-        };
-        let udp_echo = match config.udp_echo {
-            Some(addr) => Some(bind_udp(ServiceKind::UdpEcho, addr)?),
-            None => None,
-        };
+        let listeners = config
+            .listeners
+            .iter()
+            .map(Bound::bind)
+            .collect::<Result<Vec<_>, _>>()?;
         let store =
             Store::open(&config.root, config.partial_ttl).map_err(|source| StartError::Store {
                 path: config.root.clone(),
@@ -155,11 +110,7 @@ impl Server {
             accounts,
             operator: None,
             config: Arc::new(config),
-            tcp,
-            udp,
-            legacy_echo,
-            legacy_exec,
-            udp_echo,
+            listeners,
         })
     }
 
@@ -169,22 +120,12 @@ impl Server {
         self.operator = Some(lines);
     }
 
-    /// Every listener with the address it is bound to, in a fixed order.
+    /// Every listener with the address it is bound to, in the order they were declared.
     pub fn listening(&self) -> Vec<(ServiceKind, SocketAddr)> {
-        let tcp = [
-            (ServiceKind::Framed, Some(&self.tcp)),
-            (ServiceKind::LegacyEcho, self.legacy_echo.as_ref()),
-            (ServiceKind::LegacyExec, self.legacy_exec.as_ref()),
-        ]
-        .into_iter()
-        .filter_map(|(kind, listener)| Some((kind, listener?.local_addr().ok()?)));
-        let udp = [
-            (ServiceKind::Chat, self.udp.as_ref()),
-            (ServiceKind::UdpEcho, self.udp_echo.as_ref()),
-        ]
-        .into_iter()
-        .filter_map(|(kind, socket)| Some((kind, socket?.local_addr().ok()?)));
-        tcp.chain(udp).collect()
+        self.listeners
+            .iter()
+            .filter_map(|listener| Some((listener.service(), listener.local_addr().ok()?)))
+            .collect()
     }
 
     /// Serves until `shutdown` completes, then shuts down gracefully.
@@ -211,28 +152,31 @@ impl Server {
         }
         let framed = Arc::new(Framed::new(&config, core));
         tasks.spawn(sweep_partials(Arc::clone(&self.store), stop.clone()));
-        spawn_accept(&tasks, self.tcp, framed, &limiter, &stop);
-        if let Some(listener) = self.legacy_echo {
-            let service = Arc::new(legacy::LegacyEcho::new(config.idle_timeout));
-            spawn_accept(&tasks, listener, service, &limiter, &stop);
-        }
-        if let Some(listener) = self.legacy_exec {
-            tracing::warn!(
-                "legacy-exec: anyone on this machine can run commands as this user, without a login"
-            );
-            let service = legacy::LegacyExec::new(config.idle_timeout, config.exec, exec_slots);
-            spawn_accept(&tasks, listener, Arc::new(service), &limiter, &stop);
-        }
-        if let Some(socket) = self.udp {
-            tasks.spawn(chat::serve(
-                socket,
-                config.chat,
-                self.operator,
-                stop.clone(),
-            ));
-        }
-        if let Some(socket) = self.udp_echo {
-            tasks.spawn(udp_echo::serve(socket, stop.clone()));
+        let mut operator = self.operator;
+        for listener in self.listeners {
+            match listener {
+                Bound::Framed(tcp) => {
+                    spawn_accept(&tasks, tcp, Arc::clone(&framed), &limiter, &stop);
+                }
+                Bound::Chat(udp) => {
+                    tasks.spawn(chat::serve(udp, config.chat, operator.take(), stop.clone()));
+                }
+                Bound::LegacyEcho(tcp) => {
+                    let service = legacy::LegacyEcho::new(config.idle_timeout);
+                    spawn_accept(&tasks, tcp, Arc::new(service), &limiter, &stop);
+                }
+                Bound::LegacyExec(tcp) => {
+                    tracing::warn!(
+                        "legacy-exec: anyone on this machine can run commands as this user, without a login"
+                    );
+                    let slots = Arc::clone(&exec_slots);
+                    let service = legacy::LegacyExec::new(config.idle_timeout, config.exec, slots);
+                    spawn_accept(&tasks, tcp, Arc::new(service), &limiter, &stop);
+                }
+                Bound::UdpEcho(udp) => {
+                    tasks.spawn(udp_echo::serve(udp, stop.clone()));
+                }
+            }
         }
 
         shutdown.await;
@@ -288,48 +232,4 @@ async fn sweep_partials(store: Arc<Store>, stop: CancellationToken) {
             () = tokio::time::sleep(SWEEP_INTERVAL) => {}
         }
     }
-}
-
-/// A TCP listener with `SO_REUSEADDR`, so a restarted server can bind while old connections
-/// linger in `TIME_WAIT`.
-fn bind_tcp(service: ServiceKind, addr: SocketAddr) -> Result<TcpListener, StartError> {
-    let bind = || {
-        let socket = if addr.is_ipv4() {
-            TcpSocket::new_v4()?
-        } else {
-            TcpSocket::new_v6()?
-        };
-        socket.set_reuseaddr(true)?;
-        socket.bind(addr)?;
-        socket.listen(1024)
-    };
-    bind().map_err(|source| StartError::Bind {
-        service,
-        addr,
-        source,
-    })
-}
-
-/// Receive buffer asked for on UDP sockets, so that bursts are queued rather than dropped. The
-/// kernel caps it at `net.core.rmem_max`.
-const UDP_RECEIVE_BUFFER: usize = 4 * 1024 * 1024;
-
-fn bind_udp(service: ServiceKind, addr: SocketAddr) -> Result<UdpSocket, StartError> {
-    let bind = || {
-        let socket = socket2::Socket::new(
-            socket2::Domain::for_address(addr),
-            socket2::Type::DGRAM,
-            Some(socket2::Protocol::UDP),
-        )?;
-        // Best effort: a smaller buffer still works.
-        let _ = socket.set_recv_buffer_size(UDP_RECEIVE_BUFFER);
-        socket.set_nonblocking(true)?;
-        socket.bind(&addr.into())?;
-        UdpSocket::from_std(socket.into())
-    };
-    bind().map_err(|source| StartError::Bind {
-        service,
-        addr,
-        source,
-    })
 }

@@ -1,5 +1,9 @@
 //! Server configuration with the defaults `sockit serve` uses.
 
+mod listener;
+
+pub use listener::{ListenerSpec, ServiceKind};
+
 use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::time::Duration;
@@ -15,17 +19,10 @@ pub const DEFAULT_ADDR: &str = "127.0.0.1:9000";
 /// Everything `sockit serve` can be told.
 #[derive(Debug, Clone)]
 pub struct ServerConfig {
-    /// The framed TCP protocol.
-    pub listen: SocketAddr,
-    /// The UDP chat room, if any.
-    pub udp: Option<SocketAddr>,
-    /// Raw TCP upper-case echo (the tutorials' socketserver), if any.
-    pub legacy_echo: Option<SocketAddr>,
-    /// UDP upper-case echo, if any.
-    pub udp_echo: Option<SocketAddr>,
-    /// Raw TCP remote commands for the tutorials' clients, if any. Unauthenticated, so only a
-    /// loopback address is accepted.
-    pub legacy_exec: Option<SocketAddr>,
+    /// What to listen for, and where, in the order of the `listening` lines. A
+    /// [`ServiceKind::LegacyExec`] listener runs commands without a login, so only a loopback
+    /// address is accepted for it.
+    pub listeners: Vec<ListenerSpec>,
     /// The users file. With one, everything but `ping` and `echo` needs a login and `exec` is
     /// available; without, `exec` is disabled.
     pub users: Option<PathBuf>,
@@ -59,11 +56,10 @@ impl Default for ServerConfig {
     fn default() -> Self {
         let addr: SocketAddr = DEFAULT_ADDR.parse().expect("default address is valid");
         ServerConfig {
-            listen: addr,
-            udp: Some(addr),
-            legacy_echo: None,
-            udp_echo: None,
-            legacy_exec: None,
+            listeners: vec![
+                ListenerSpec::new(ServiceKind::Framed, addr),
+                ListenerSpec::new(ServiceKind::Chat, addr),
+            ],
             users: None,
             login: LoginConfig::default(),
             exec: ExecConfig::default(),
@@ -81,15 +77,20 @@ impl Default for ServerConfig {
 }
 
 impl ServerConfig {
-    /// A configuration for tests and embedding: every listener on `127.0.0.1:0` (so the
-    /// kernel picks free ports), no UDP room, defaults otherwise.
+    /// A configuration for tests and embedding: the framed protocol on `127.0.0.1:0` (so the
+    /// kernel picks a free port), no chat room, defaults otherwise.
     pub fn loopback() -> ServerConfig {
         let any_port: SocketAddr = "127.0.0.1:0".parse().expect("valid address");
         ServerConfig {
-            listen: any_port,
-            udp: None,
+            listeners: vec![ListenerSpec::new(ServiceKind::Framed, any_port)],
             ..ServerConfig::default()
         }
+    }
+
+    /// Adds a listener for `service` on `addr`, after those already declared.
+    pub fn add_listener(&mut self, service: ServiceKind, addr: SocketAddr) -> &mut Self {
+        self.listeners.push(ListenerSpec::new(service, addr));
+        self
     }
 }
 
