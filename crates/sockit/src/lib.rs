@@ -12,6 +12,8 @@
 //! - [`chat`]: the UDP chat room.
 //! - `front`: the front ends that only translate between a socket and the rules: the
 //!   tutorials' raw services (upper-case echo over TCP and UDP, raw remote commands).
+//! - [`config`] and [`defaults`]: what `sockit serve` can be told, and its defaults, each
+//!   written once.
 //! - [`client`]: the client side used by the `sockit` commands.
 
 pub mod auth;
@@ -21,6 +23,7 @@ pub mod command;
 pub mod config;
 pub mod connection;
 mod core;
+pub mod defaults;
 mod front;
 pub mod server;
 pub mod store;

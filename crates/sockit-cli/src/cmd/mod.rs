@@ -25,7 +25,7 @@ pub(crate) type CmdResult = Result<(), String>;
 #[derive(Debug, clap::Args)]
 pub(crate) struct ServerArg {
     /// Server address, host:port.
-    #[arg(long, env = "SOCKIT_SERVER", default_value = sockit::config::DEFAULT_ADDR)]
+    #[arg(long, env = "SOCKIT_SERVER", default_value = sockit::defaults::ADDR)]
     pub(crate) server: String,
 }
 

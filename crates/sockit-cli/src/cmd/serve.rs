@@ -1,13 +1,16 @@
 //! `sockit serve`.
 
+use std::fmt;
 use std::io::{IsTerminal, Write};
 use std::net::SocketAddr;
 use std::path::PathBuf;
+use std::str::FromStr;
 use std::time::Duration;
 
 use sockit::auth::penalty::PenaltyPolicy;
 use sockit::chat::room::RoomConfig;
 use sockit::config::{ExecConfig, ListenerSpec, LoginConfig, ServiceKind};
+use sockit::defaults;
 use sockit::{Server, ServerConfig};
 use sockit_proto::Limits;
 
@@ -16,10 +19,10 @@ use super::CmdResult;
 #[derive(Debug, clap::Args)]
 pub(crate) struct Args {
     /// The framed TCP protocol.
-    #[arg(long, value_name = "ADDR", default_value = sockit::config::DEFAULT_ADDR)]
+    #[arg(long, value_name = "ADDR", default_value = defaults::ADDR)]
     listen: SocketAddr,
     /// The UDP chat room port ("off" to disable).
-    #[arg(long, value_name = "ADDR", default_value = sockit::config::DEFAULT_ADDR, value_parser = parse_optional_addr)]
+    #[arg(long, value_name = "ADDR", default_value = defaults::ADDR, value_parser = parse_optional_addr)]
     udp: OptionalAddr,
     /// Raw TCP upper-case echo, as the tutorials' socketserver.
     #[arg(long, value_name = "ADDR")]
@@ -35,58 +38,58 @@ pub(crate) struct Args {
     #[arg(long, value_name = "FILE")]
     users: Option<PathBuf>,
     /// Longest a remote command may run, in seconds (a client may ask for less).
-    #[arg(long, value_name = "SECS", default_value = "3600", value_parser = parse_seconds)]
-    exec_timeout: Duration,
+    #[arg(long, value_name = "SECS", default_value_t = Seconds(defaults::EXEC_TIMEOUT))]
+    exec_timeout: Seconds,
     /// Output after which a remote command is killed and reported truncated, in bytes.
-    #[arg(long, value_name = "BYTES", default_value_t = 64 * 1024 * 1024)]
+    #[arg(long, value_name = "BYTES", default_value_t = defaults::EXEC_MAX_OUTPUT)]
     exec_max_output: u64,
     /// Most remote commands running at once; more are refused as busy.
-    #[arg(long, value_name = "N", default_value_t = 64)]
+    #[arg(long, value_name = "N", default_value_t = defaults::EXEC_MAX_RUNNING)]
     exec_max_running: usize,
     /// Seconds a connection has to log in after connecting.
-    #[arg(long, value_name = "SECS", default_value = "60", value_parser = parse_seconds)]
-    login_grace: Duration,
+    #[arg(long, value_name = "SECS", default_value_t = Seconds(defaults::LOGIN_GRACE))]
+    login_grace: Seconds,
     /// Failed logins allowed on one connection before it is closed.
-    #[arg(long, value_name = "N", default_value_t = 6)]
+    #[arg(long, value_name = "N", default_value_t = defaults::LOGIN_MAX_TRIES)]
     login_max_tries: u32,
     /// Failed logins from one address (or for one user) before lockouts begin.
-    #[arg(long, value_name = "N", default_value_t = 5)]
+    #[arg(long, value_name = "N", default_value_t = defaults::LOGIN_FREE_FAILURES)]
     login_free_failures: u32,
     /// First lockout, in seconds; each further failure doubles it.
-    #[arg(long, value_name = "SECS", default_value = "1", value_parser = parse_seconds)]
-    login_backoff: Duration,
+    #[arg(long, value_name = "SECS", default_value_t = Seconds(defaults::LOGIN_BACKOFF))]
+    login_backoff: Seconds,
     /// Longest lockout, in seconds.
-    #[arg(long, value_name = "SECS", default_value = "300", value_parser = parse_seconds)]
-    login_backoff_max: Duration,
+    #[arg(long, value_name = "SECS", default_value_t = Seconds(defaults::LOGIN_BACKOFF_MAX))]
+    login_backoff_max: Seconds,
     /// The file store directory.
-    #[arg(long, value_name = "DIR", default_value = "./sockit-data")]
+    #[arg(long, value_name = "DIR", default_value = defaults::ROOT)]
     root: PathBuf,
     /// Most TCP connections open at once; more wait to be accepted.
-    #[arg(long, value_name = "N", default_value_t = 1024)]
+    #[arg(long, value_name = "N", default_value_t = defaults::MAX_CONNS)]
     max_conns: usize,
     /// Most TCP connections open at once from one IP address; more are refused.
-    #[arg(long, value_name = "N", default_value_t = 256)]
+    #[arg(long, value_name = "N", default_value_t = defaults::MAX_CONNS_PER_SOURCE)]
     max_conns_per_source: usize,
     /// Seconds a frame header may take to arrive once begun (and a new connection to send one).
-    #[arg(long, value_name = "SECS", default_value = "10", value_parser = parse_seconds)]
-    header_timeout: Duration,
+    #[arg(long, value_name = "SECS", default_value_t = Seconds(defaults::HEADER_TIMEOUT))]
+    header_timeout: Seconds,
     /// Seconds a connection may stay silent.
-    #[arg(long, value_name = "SECS", default_value = "300", value_parser = parse_seconds)]
-    idle_timeout: Duration,
+    #[arg(long, value_name = "SECS", default_value_t = Seconds(defaults::IDLE_TIMEOUT))]
+    idle_timeout: Seconds,
     /// Seconds connections get to finish on SIGINT or SIGTERM.
-    #[arg(long, value_name = "SECS", default_value = "10", value_parser = parse_seconds)]
-    shutdown_timeout: Duration,
+    #[arg(long, value_name = "SECS", default_value_t = Seconds(defaults::SHUTDOWN_TIMEOUT))]
+    shutdown_timeout: Seconds,
     /// Seconds an interrupted upload is kept for resuming.
-    #[arg(long, value_name = "SECS", default_value = "86400", value_parser = parse_seconds)]
-    partial_ttl: Duration,
+    #[arg(long, value_name = "SECS", default_value_t = Seconds(defaults::PARTIAL_TTL))]
+    partial_ttl: Seconds,
     /// Seconds a chat member may stay silent before being dropped from the room.
-    #[arg(long, value_name = "SECS", default_value = "600", value_parser = parse_seconds)]
-    chat_idle: Duration,
+    #[arg(long, value_name = "SECS", default_value_t = Seconds(defaults::CHAT_IDLE))]
+    chat_idle: Seconds,
     /// Lines per second a chat member may send (bursts of twice that).
-    #[arg(long, value_name = "N", default_value_t = 20.0)]
+    #[arg(long, value_name = "N", default_value_t = defaults::CHAT_RATE)]
     chat_rate: f64,
     /// Most chat members at once.
-    #[arg(long, value_name = "N", default_value_t = 1024)]
+    #[arg(long, value_name = "N", default_value_t = defaults::CHAT_MAX_MEMBERS)]
     chat_max_members: usize,
     /// Largest frame header, in bytes.
     #[arg(long, value_name = "BYTES", default_value_t = sockit_proto::DEFAULT_MAX_HEADER_LEN)]
@@ -117,16 +120,16 @@ pub(crate) async fn run(args: Args) -> CmdResult {
         users: args.users,
         login: LoginConfig {
             max_tries: args.login_max_tries.max(1),
-            grace: args.login_grace,
+            grace: args.login_grace.0,
             penalties: PenaltyPolicy {
                 free_failures: args.login_free_failures,
-                base: args.login_backoff,
-                max: args.login_backoff_max.max(args.login_backoff),
+                base: args.login_backoff.0,
+                max: args.login_backoff_max.0.max(args.login_backoff.0),
                 ..PenaltyPolicy::default()
             },
         },
         exec: ExecConfig {
-            max_timeout: args.exec_timeout,
+            max_timeout: args.exec_timeout.0,
             max_output: args.exec_max_output,
             max_running: args.exec_max_running,
         },
@@ -137,14 +140,14 @@ pub(crate) async fn run(args: Args) -> CmdResult {
             .build(),
         max_conns: args.max_conns,
         max_conns_per_source: args.max_conns_per_source,
-        header_timeout: args.header_timeout,
-        idle_timeout: args.idle_timeout,
-        shutdown_timeout: args.shutdown_timeout,
-        partial_ttl: args.partial_ttl,
+        header_timeout: args.header_timeout.0,
+        idle_timeout: args.idle_timeout.0,
+        shutdown_timeout: args.shutdown_timeout.0,
+        partial_ttl: args.partial_ttl.0,
         chat: RoomConfig {
-            idle: args.chat_idle,
+            idle: args.chat_idle.0,
             rate: args.chat_rate,
-            burst: args.chat_rate * 2.0,
+            burst: args.chat_rate * defaults::CHAT_BURST_PER_RATE,
             max_members: args.chat_max_members,
             ..RoomConfig::default()
         },
@@ -217,4 +220,23 @@ pub(crate) fn parse_seconds(text: &str) -> Result<Duration, String> {
         .and_then(|secs| Duration::try_from_secs_f64(secs).ok())
         .filter(|duration| !duration.is_zero())
         .ok_or_else(|| format!("`{text}` is not a positive number of seconds"))
+}
+
+/// A number of seconds on the command line: more than zero, fractions allowed.
+#[derive(Debug, Clone, Copy)]
+struct Seconds(Duration);
+
+impl FromStr for Seconds {
+    type Err = String;
+
+    fn from_str(text: &str) -> Result<Seconds, String> {
+        parse_seconds(text).map(Seconds)
+    }
+}
+
+impl fmt::Display for Seconds {
+    /// As typed: `3600`, `0.5`.
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{}", self.0.as_secs_f64())
+    }
 }

@@ -10,6 +10,8 @@ use std::collections::HashMap;
 use std::hash::Hash;
 use std::time::{Duration, Instant};
 
+use crate::defaults;
+
 /// The penalty rules.
 #[derive(Debug, Clone, Copy, PartialEq)]
 pub struct PenaltyPolicy {
@@ -26,10 +28,10 @@ pub struct PenaltyPolicy {
 impl Default for PenaltyPolicy {
     fn default() -> Self {
         PenaltyPolicy {
-            free_failures: 5,
-            base: Duration::from_secs(1),
-            max: Duration::from_secs(300),
-            forget_after: Duration::from_secs(900),
+            free_failures: defaults::LOGIN_FREE_FAILURES,
+            base: defaults::LOGIN_BACKOFF,
+            max: defaults::LOGIN_BACKOFF_MAX,
+            forget_after: defaults::LOGIN_FORGET_AFTER,
         }
     }
 }

@@ -19,6 +19,8 @@ use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
+use crate::defaults;
+
 /// Longest datagram accepted, in bytes.
 pub const MAX_DATAGRAM: usize = 4096;
 /// Longest nick or room name, in characters.
@@ -46,11 +48,11 @@ pub struct RoomConfig {
 impl Default for RoomConfig {
     fn default() -> Self {
         RoomConfig {
-            idle: Duration::from_secs(600),
-            rate: 20.0,
-            burst: 40.0,
-            max_members: 1024,
-            join_rate: 20.0,
+            idle: defaults::CHAT_IDLE,
+            rate: defaults::CHAT_RATE,
+            burst: defaults::CHAT_RATE * defaults::CHAT_BURST_PER_RATE,
+            max_members: defaults::CHAT_MAX_MEMBERS,
+            join_rate: defaults::CHAT_JOIN_RATE,
         }
     }
 }

@@ -12,9 +12,7 @@ use sockit_proto::Limits;
 
 use crate::auth::penalty::PenaltyPolicy;
 use crate::chat::room::RoomConfig;
-
-/// Default address of the framed TCP listener and of the UDP room.
-pub const DEFAULT_ADDR: &str = "127.0.0.1:9000";
+use crate::defaults;
 
 /// Everything `sockit serve` can be told.
 #[derive(Debug, Clone)]
@@ -54,7 +52,7 @@ pub struct ServerConfig {
 
 impl Default for ServerConfig {
     fn default() -> Self {
-        let addr: SocketAddr = DEFAULT_ADDR.parse().expect("default address is valid");
+        let addr: SocketAddr = defaults::ADDR.parse().expect("default address is valid");
         ServerConfig {
             listeners: vec![
                 ListenerSpec::new(ServiceKind::Framed, addr),
@@ -63,14 +61,14 @@ impl Default for ServerConfig {
             users: None,
             login: LoginConfig::default(),
             exec: ExecConfig::default(),
-            root: PathBuf::from("sockit-data"),
+            root: PathBuf::from(defaults::ROOT),
             limits: Limits::default(),
-            max_conns: 1024,
-            max_conns_per_source: 256,
-            header_timeout: Duration::from_secs(10),
-            idle_timeout: Duration::from_secs(300),
-            shutdown_timeout: Duration::from_secs(10),
-            partial_ttl: Duration::from_secs(24 * 60 * 60),
+            max_conns: defaults::MAX_CONNS,
+            max_conns_per_source: defaults::MAX_CONNS_PER_SOURCE,
+            header_timeout: defaults::HEADER_TIMEOUT,
+            idle_timeout: defaults::IDLE_TIMEOUT,
+            shutdown_timeout: defaults::SHUTDOWN_TIMEOUT,
+            partial_ttl: defaults::PARTIAL_TTL,
             chat: RoomConfig::default(),
         }
     }
@@ -108,8 +106,8 @@ pub struct LoginConfig {
 impl Default for LoginConfig {
     fn default() -> Self {
         LoginConfig {
-            max_tries: 6,
-            grace: Duration::from_secs(60),
+            max_tries: defaults::LOGIN_MAX_TRIES,
+            grace: defaults::LOGIN_GRACE,
             penalties: PenaltyPolicy::default(),
         }
     }
@@ -130,9 +128,9 @@ pub struct ExecConfig {
 impl Default for ExecConfig {
     fn default() -> Self {
         ExecConfig {
-            max_timeout: Duration::from_secs(3600),
-            max_output: 64 * 1024 * 1024,
-            max_running: 64,
+            max_timeout: defaults::EXEC_TIMEOUT,
+            max_output: defaults::EXEC_MAX_OUTPUT,
+            max_running: defaults::EXEC_MAX_RUNNING,
         }
     }
 }

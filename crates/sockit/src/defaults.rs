@@ -1,0 +1,60 @@
+//! The defaults of `sockit serve`, each written once.
+//!
+//! [`ServerConfig::default`](crate::ServerConfig), the `Default`s of the login, exec, penalty
+//! and chat room settings, and the command line's flags all read these. The frame limits'
+//! defaults belong to the wire format: [`sockit_proto::DEFAULT_MAX_HEADER_LEN`] and
+//! [`sockit_proto::DEFAULT_MAX_BUFFERED_BODY`].
+
+use std::time::Duration;
+
+/// Where the framed listener and the chat room listen (`--listen`, `--udp`), and where client
+/// commands connect (`--server`).
+pub const ADDR: &str = "127.0.0.1:9000";
+/// The file store directory (`--root`).
+pub const ROOT: &str = "./sockit-data";
+
+/// Most TCP connections open at once, over all listeners (`--max-conns`).
+pub const MAX_CONNS: usize = 1024;
+/// Most TCP connections open at once from one IP address (`--max-conns-per-source`).
+pub const MAX_CONNS_PER_SOURCE: usize = 256;
+/// Time a frame header may take once begun, and a new connection to send one
+/// (`--header-timeout`).
+pub const HEADER_TIMEOUT: Duration = Duration::from_secs(10);
+/// Time a connection may stay silent (`--idle-timeout`).
+pub const IDLE_TIMEOUT: Duration = Duration::from_secs(300);
+/// Time connections get to finish on shutdown (`--shutdown-timeout`).
+pub const SHUTDOWN_TIMEOUT: Duration = Duration::from_secs(10);
+/// Time an interrupted upload is kept for resuming (`--partial-ttl`).
+pub const PARTIAL_TTL: Duration = Duration::from_secs(24 * 60 * 60);
+
+/// Longest a remote command may run (`--exec-timeout`).
+pub const EXEC_TIMEOUT: Duration = Duration::from_secs(3600);
+/// Output after which a remote command is killed (`--exec-max-output`).
+pub const EXEC_MAX_OUTPUT: u64 = 64 * 1024 * 1024;
+/// Most remote commands running at once (`--exec-max-running`).
+pub const EXEC_MAX_RUNNING: usize = 64;
+
+/// Time a connection has to log in (`--login-grace`).
+pub const LOGIN_GRACE: Duration = Duration::from_secs(60);
+/// Failed logins allowed on one connection (`--login-max-tries`).
+pub const LOGIN_MAX_TRIES: u32 = 6;
+/// Failed logins from one address, or for one user, before lockouts begin
+/// (`--login-free-failures`).
+pub const LOGIN_FREE_FAILURES: u32 = 5;
+/// The first lockout; each further failure doubles it (`--login-backoff`).
+pub const LOGIN_BACKOFF: Duration = Duration::from_secs(1);
+/// The longest lockout (`--login-backoff-max`).
+pub const LOGIN_BACKOFF_MAX: Duration = Duration::from_secs(300);
+/// Failures are forgotten this long after the last one.
+pub const LOGIN_FORGET_AFTER: Duration = Duration::from_secs(900);
+
+/// A chat member silent this long is dropped (`--chat-idle`).
+pub const CHAT_IDLE: Duration = Duration::from_secs(600);
+/// Lines a second a chat member may send, on average (`--chat-rate`).
+pub const CHAT_RATE: f64 = 20.0;
+/// A chat member's burst, in multiples of its rate.
+pub const CHAT_BURST_PER_RATE: f64 = 2.0;
+/// Most chat members at once, in all rooms together (`--chat-max-members`).
+pub const CHAT_MAX_MEMBERS: usize = 1024;
+/// New chat members a second over all rooms, on average (bursts of ten times that).
+pub const CHAT_JOIN_RATE: f64 = 20.0;
