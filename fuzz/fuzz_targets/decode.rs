@@ -10,7 +10,11 @@ use libfuzzer_sys::fuzz_target;
 use sockit_proto::{Decoder, Event, Limits};
 
 fn decode_all(data: &[u8], piece: usize) -> (Vec<Event>, Option<String>) {
-    let limits = Limits::builder().max_header_len(4096).max_depth(16).build();
+    let limits = Limits::builder()
+        .max_header_len(4096)
+        .max_depth(16)
+        .build()
+        .expect("valid limits");
     let mut decoder = Decoder::new(limits);
     let mut buf = BytesMut::new();
     let mut events = Vec::new();

@@ -6,7 +6,10 @@ use libfuzzer_sys::fuzz_target;
 use sockit_proto::{Header, Limits};
 
 fuzz_target!(|data: &[u8]| {
-    let limits = Limits::builder().max_depth(16).build();
+    let limits = Limits::builder()
+        .max_depth(16)
+        .build()
+        .expect("valid limits");
     if let Ok(header) = Header::parse_json(Bytes::copy_from_slice(data), &limits) {
         assert!(header.body_len() <= limits.max_body_len());
         let _ = header.op();

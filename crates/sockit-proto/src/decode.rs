@@ -209,7 +209,7 @@ mod tests {
 
     #[test]
     fn read_max_header_len() {
-        let limits = Limits::builder().max_header_len(16).build();
+        let limits = Limits::builder().max_header_len(16).build().unwrap();
         for len in [17i32, i32::MAX] {
             let mut buf = BytesMut::from(&len.to_le_bytes()[..]);
             let before = buf.capacity();

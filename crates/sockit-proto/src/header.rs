@@ -296,7 +296,7 @@ mod tests {
 
     #[test]
     fn body_over_max_body_len_is_refused() {
-        let limits = Limits::builder().max_body_len(10).build();
+        let limits = Limits::builder().max_body_len(10).build().unwrap();
         let err = Header::parse_json(Bytes::from_static(br#"{"size":11}"#), &limits).unwrap_err();
         assert_eq!(err, FrameError::BodyTooLarge { len: 11, max: 10 });
     }

@@ -51,8 +51,8 @@ pub use encode::HeaderWriter;
 pub use error::{EncodeError, EnvelopeError, FrameError};
 pub use header::Header;
 pub use limits::{
-    Limits, LimitsBuilder, DEFAULT_MAX_BODY_LEN, DEFAULT_MAX_BUFFERED_BODY, DEFAULT_MAX_DEPTH,
-    DEFAULT_MAX_HEADER_LEN, MAX_DEPTH_CEILING,
+    Limits, LimitsBuilder, LimitsError, DEFAULT_MAX_BODY_LEN, DEFAULT_MAX_BUFFERED_BODY,
+    DEFAULT_MAX_DEPTH, DEFAULT_MAX_HEADER_LEN, MAX_DEPTH_CEILING,
 };
 
 /// Length in bytes of the header-length prefix that starts every frame.

@@ -23,10 +23,15 @@ pub const MAX_DEPTH_CEILING: usize = 128;
 /// | [`max_buffered_body`](Limits::max_buffered_body) | 16 MiB | checked by operations that hold a body in memory |
 ///
 /// ```
-/// use sockit_proto::Limits;
-/// let limits = Limits::builder().max_header_len(1024).max_depth(8).build();
+/// use sockit_proto::{Limits, LimitsError};
+/// let limits = Limits::builder().max_header_len(1024).max_depth(8).build()?;
 /// assert_eq!(limits.max_header_len(), 1024);
 /// assert_eq!(limits.max_buffered_body(), 16 * 1024 * 1024);
+/// assert_eq!(
+///     Limits::builder().max_header_len(0).build(),
+///     Err(LimitsError::MaxHeaderLen(0))
+/// );
+/// # Ok::<(), LimitsError>(())
 /// ```
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct Limits {
@@ -76,37 +81,21 @@ impl Limits {
     }
 }
 
-/// Builds [`Limits`]; setters chain and [`build`](LimitsBuilder::build) finishes.
+/// Builds [`Limits`]; setters chain and [`build`](LimitsBuilder::build) checks and finishes.
 #[derive(Debug, Clone)]
 pub struct LimitsBuilder {
     limits: Limits,
 }
 
 impl LimitsBuilder {
-    /// Sets the largest header length.
-    ///
-    /// # Panics
-    ///
-    /// If `len` is 0 or does not fit the `i32` length prefix.
+    /// Sets the largest header length: 1 to `i32::MAX`, the most the length prefix can say.
     pub fn max_header_len(&mut self, len: usize) -> &mut Self {
-        assert!(
-            len >= 1 && len <= i32::MAX as usize,
-            "max_header_len must be in 1..=i32::MAX"
-        );
         self.limits.max_header_len = len;
         self
     }
 
-    /// Sets the deepest nesting of a header.
-    ///
-    /// # Panics
-    ///
-    /// If `depth` is 0 or above 128.
+    /// Sets the deepest nesting of a header: 1 to [`MAX_DEPTH_CEILING`].
     pub fn max_depth(&mut self, depth: usize) -> &mut Self {
-        assert!(
-            (1..=MAX_DEPTH_CEILING).contains(&depth),
-            "max_depth must be in 1..=128"
-        );
         self.limits.max_depth = depth;
         self
     }
@@ -124,7 +113,34 @@ impl LimitsBuilder {
     }
 
     /// The finished limits.
-    pub fn build(&self) -> Limits {
-        self.limits
+    ///
+    /// # Errors
+    ///
+    /// A header length of 0 or beyond what the `i32` length prefix can say, or a nesting depth
+    /// of 0 or above [`MAX_DEPTH_CEILING`].
+    pub fn build(&self) -> Result<Limits, LimitsError> {
+        let limits = self.limits;
+        if !(1..=MAX_HEADER_LEN_CEILING).contains(&limits.max_header_len) {
+            return Err(LimitsError::MaxHeaderLen(limits.max_header_len));
+        }
+        if !(1..=MAX_DEPTH_CEILING).contains(&limits.max_depth) {
+            return Err(LimitsError::MaxDepth(limits.max_depth));
+        }
+        Ok(limits)
     }
+}
+
+/// The most a header length limit can be: the largest length the `i32` prefix can say.
+const MAX_HEADER_LEN_CEILING: usize = i32::MAX as usize;
+
+/// A limit [`LimitsBuilder::build`] refuses.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
+#[non_exhaustive]
+pub enum LimitsError {
+    /// The largest header length is 0 or more than the length prefix can say.
+    #[error("max_header_len must be 1 to {MAX_HEADER_LEN_CEILING} bytes, not {0}")]
+    MaxHeaderLen(usize),
+    /// The deepest nesting is 0 or above the ceiling.
+    #[error("max_depth must be 1 to {MAX_DEPTH_CEILING}, not {0}")]
+    MaxDepth(usize),
 }

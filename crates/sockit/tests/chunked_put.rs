@@ -271,7 +271,8 @@ async fn a_refused_sequence_longer_than_the_in_memory_limit_closes_the_connectio
     let server = TestServer::start_with(|config| {
         config.limits = sockit_proto::Limits::builder()
             .max_buffered_body(64 * 1024)
-            .build();
+            .build()
+            .unwrap();
     })
     .await;
     std::fs::write(server.root().join("taken"), b"old").unwrap();
@@ -305,7 +306,10 @@ async fn a_refused_sequence_longer_than_the_in_memory_limit_closes_the_connectio
 #[tokio::test]
 async fn chunks_over_the_body_limit_in_all_are_too_large() {
     let server = TestServer::start_with(|config| {
-        config.limits = sockit_proto::Limits::builder().max_body_len(1000).build();
+        config.limits = sockit_proto::Limits::builder()
+            .max_body_len(1000)
+            .build()
+            .unwrap();
     })
     .await;
     let mut stream = server.connect().await;

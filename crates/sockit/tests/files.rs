@@ -544,7 +544,8 @@ async fn full_disk_is_a_clean_error_with_no_leftover() {
         // answers and closes, and the client must carry on with a new connection.
         config.limits = sockit_proto::Limits::builder()
             .max_buffered_body(256 * 1024)
-            .build();
+            .build()
+            .unwrap();
     })
     .await;
     let dir = tempfile::tempdir().unwrap();

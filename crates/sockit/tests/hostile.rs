@@ -99,7 +99,8 @@ async fn echo_over_the_in_memory_limit_is_too_large_and_nothing_is_read() {
     let server = TestServer::start_with(|config| {
         config.limits = sockit_proto::Limits::builder()
             .max_buffered_body(1024)
-            .build();
+            .build()
+            .unwrap();
     })
     .await;
     let header = expect_error_then_close(

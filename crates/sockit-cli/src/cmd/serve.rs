@@ -100,9 +100,11 @@ pub(crate) struct Args {
 }
 
 pub(crate) async fn run(args: Args) -> CmdResult {
-    if !(1..=i32::MAX as usize).contains(&args.max_header_len) {
-        return Err("--max-header-len must be between 1 and 2147483647".into());
-    }
+    let limits = Limits::builder()
+        .max_header_len(args.max_header_len)
+        .max_buffered_body(args.max_body_in_memory)
+        .build()
+        .map_err(|err| format!("invalid frame limits: {err}"))?;
     // In the order of the `listening` lines.
     let listeners = [
         Some((ServiceKind::Framed, args.listen)),
@@ -134,10 +136,7 @@ pub(crate) async fn run(args: Args) -> CmdResult {
             max_running: args.exec_max_running,
         },
         root: args.root,
-        limits: Limits::builder()
-            .max_header_len(args.max_header_len)
-            .max_buffered_body(args.max_body_in_memory)
-            .build(),
+        limits,
         max_conns: args.max_conns,
         max_conns_per_source: args.max_conns_per_source,
         header_timeout: args.header_timeout.0,
