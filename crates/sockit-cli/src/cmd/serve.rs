@@ -151,9 +151,6 @@ pub(crate) async fn run(args: Args) -> CmdResult {
             ..RoomConfig::default()
         },
     };
-    if !(args.chat_rate.is_finite() && args.chat_rate > 0.0) {
-        return Err("--chat-rate must be a positive number".into());
-    }
     let chat_enabled = args.udp.0.is_some();
     let mut server = Server::bind(config).await.map_err(|err| err.to_string())?;
     if chat_enabled && std::io::stdin().is_terminal() {

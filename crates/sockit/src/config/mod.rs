@@ -1,7 +1,9 @@
 //! Server configuration with the defaults `sockit serve` uses.
 
+mod check;
 mod listener;
 
+pub use check::{ConfigError, MAX_TIME};
 pub use listener::{ListenerSpec, ServiceKind};
 
 use std::net::SocketAddr;

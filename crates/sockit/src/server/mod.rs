@@ -25,7 +25,7 @@ use tokio_util::task::TaskTracker;
 use crate::auth::accounts::Accounts;
 use crate::auth::users::UsersError;
 use crate::chat;
-use crate::config::ServerConfig;
+use crate::config::{ConfigError, ServerConfig};
 pub use crate::config::{ListenerSpec, ServiceKind};
 use crate::core::Core;
 use crate::front::framed::Framed;
@@ -63,6 +63,9 @@ pub enum StartError {
     /// The users file could not be used.
     #[error(transparent)]
     Users(#[from] UsersError),
+    /// A setting is out of range.
+    #[error(transparent)]
+    Config(#[from] ConfigError),
 }
 
 /// A server with its listeners bound, ready to [`run`](Server::run).
@@ -80,10 +83,12 @@ impl Server {
     ///
     /// # Errors
     ///
-    /// A [`ServiceKind::LegacyExec`] listener on an address that is not loopback (checked
-    /// before anything is bound), the first listener that cannot be bound, a store directory
+    /// A setting out of range ([`ServerConfig::check`]) or a [`ServiceKind::LegacyExec`]
+    /// listener on an address that is not loopback, both found before anything is bound; the
+    /// first listener that cannot be bound, a store directory
     /// that cannot be created, or a users file that cannot be read.
     pub async fn bind(config: ServerConfig) -> Result<Server, StartError> {
+        config.check()?;
         if let Some(spec) = config
             .listeners
             .iter()

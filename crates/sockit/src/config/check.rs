@@ -1,0 +1,167 @@
+//! Settings the server refuses before binding anything: those that could only fail later, or
+//! make it panic (a time too long to add to the clock, more permits than a semaphore holds).
+
+use std::net::SocketAddr;
+use std::time::Duration;
+
+use tokio::sync::Semaphore;
+
+use super::{ServerConfig, ServiceKind};
+
+/// The longest any time setting may be: 100 years, far longer than any wait that means
+/// something, and far from the clock's own limit.
+pub const MAX_TIME: Duration = Duration::from_secs(100 * 365 * 24 * 60 * 60);
+
+/// A setting [`Server::bind`](crate::Server::bind) refuses.
+#[derive(Debug, Clone, PartialEq, thiserror::Error)]
+#[non_exhaustive]
+pub enum ConfigError {
+    /// A time longer than [`MAX_TIME`].
+    #[error("{setting} must be at most {} seconds (100 years), not {} seconds", MAX_TIME.as_secs(), .value.as_secs_f64())]
+    TimeTooLong {
+        /// Which setting, with its `serve` flag.
+        setting: &'static str,
+        /// What it was set to.
+        value: Duration,
+    },
+    /// A count larger than the server can keep track of.
+    #[error("{setting} must be at most {max}, not {value}")]
+    TooMany {
+        /// Which setting, with its `serve` flag.
+        setting: &'static str,
+        /// What it was set to.
+        value: usize,
+        /// The most it may be.
+        max: usize,
+    },
+    /// A rate that is zero, negative, infinite or not a number.
+    #[error("{setting} must be a positive number, not {value}")]
+    NotPositive {
+        /// Which setting, with its `serve` flag.
+        setting: &'static str,
+        /// What it was set to.
+        value: f64,
+    },
+    /// A second chat room listener: a server has one set of rooms, one operator console.
+    #[error("one chat room per server; a second one is declared on {0}")]
+    SecondChatRoom(SocketAddr),
+}
+
+impl ServerConfig {
+    /// Checks every setting that [`Server::bind`](crate::Server::bind) would otherwise accept
+    /// and fail on later.
+    ///
+    /// # Errors
+    ///
+    /// The first setting out of range, as a [`ConfigError`].
+    pub fn check(&self) -> Result<(), ConfigError> {
+        // Times that are added to the clock's present.
+        for (setting, value) in [
+            ("header_timeout (--header-timeout)", self.header_timeout),
+            ("idle_timeout (--idle-timeout)", self.idle_timeout),
+            ("exec.max_timeout (--exec-timeout)", self.exec.max_timeout),
+            ("login.grace (--login-grace)", self.login.grace),
+            (
+                "login.penalties.max (--login-backoff-max)",
+                self.login.penalties.max,
+            ),
+        ] {
+            if value > MAX_TIME {
+                return Err(ConfigError::TimeTooLong { setting, value });
+            }
+        }
+        // Counts that become semaphore permits.
+        for (setting, value) in [
+            ("max_conns (--max-conns)", self.max_conns),
+            (
+                "exec.max_running (--exec-max-running)",
+                self.exec.max_running,
+            ),
+        ] {
+            if value > Semaphore::MAX_PERMITS {
+                let max = Semaphore::MAX_PERMITS;
+                return Err(ConfigError::TooMany {
+                    setting,
+                    value,
+                    max,
+                });
+            }
+        }
+        for (setting, value) in [
+            ("chat.rate (--chat-rate)", self.chat.rate),
+            ("chat.burst", self.chat.burst),
+            ("chat.join_rate", self.chat.join_rate),
+        ] {
+            if !(value.is_finite() && value > 0.0) {
+                return Err(ConfigError::NotPositive { setting, value });
+            }
+        }
+        let mut rooms = self
+            .listeners
+            .iter()
+            .filter(|spec| spec.service == ServiceKind::Chat);
+        if let (Some(_), Some(second)) = (rooms.next(), rooms.next()) {
+            return Err(ConfigError::SecondChatRoom(second.addr));
+        }
+        Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_defaults_pass() {
+        assert_eq!(ServerConfig::default().check(), Ok(()));
+        assert_eq!(ServerConfig::loopback().check(), Ok(()));
+    }
+
+    #[test]
+    fn a_time_too_long_for_the_clock_is_refused() {
+        let mut config = ServerConfig::loopback();
+        config.idle_timeout = Duration::from_secs(u64::MAX);
+        let err = config.check().unwrap_err();
+        assert!(
+            matches!(err, ConfigError::TimeTooLong { setting, .. } if setting.contains("--idle-timeout")),
+            "{err}"
+        );
+        config.idle_timeout = MAX_TIME;
+        assert_eq!(config.check(), Ok(()));
+    }
+
+    #[test]
+    fn more_permits_than_a_semaphore_holds_are_refused() {
+        let mut config = ServerConfig::loopback();
+        config.max_conns = usize::MAX;
+        assert!(matches!(
+            config.check(),
+            Err(ConfigError::TooMany {
+                value: usize::MAX,
+                ..
+            })
+        ));
+    }
+
+    #[test]
+    fn a_chat_rate_must_be_positive() {
+        for rate in [0.0, -1.0, f64::NAN, f64::INFINITY] {
+            let mut config = ServerConfig::loopback();
+            config.chat.rate = rate;
+            let err = config.check().unwrap_err();
+            assert!(
+                err.to_string()
+                    .starts_with("chat.rate (--chat-rate) must be a positive number"),
+                "{err}"
+            );
+        }
+    }
+
+    #[test]
+    fn one_chat_room_per_server() {
+        let mut config = ServerConfig::default();
+        let second = "127.0.0.1:9001".parse().unwrap();
+        config.add_listener(ServiceKind::Chat, second);
+        assert_eq!(config.check(), Err(ConfigError::SecondChatRoom(second)));
+    }
+}
