@@ -97,7 +97,10 @@ impl<K: Hash + Eq> Penalties<K> {
         }
         record.failures = record.failures.saturating_add(1);
         record.last_failure = now;
-        if let Some(over) = record.failures.checked_sub(policy.free_failures + 1) {
+        if let Some(over) = record
+            .failures
+            .checked_sub(policy.free_failures.saturating_add(1))
+        {
             let lockout = policy
                 .base
                 .checked_mul(1 << over.min(30))
@@ -158,6 +161,20 @@ mod tests {
             );
         }
         assert_eq!(penalties.check(&"other", now), Ok(()));
+    }
+
+    #[test]
+    fn as_many_free_failures_as_a_count_holds_never_lock_out() {
+        let start = Instant::now();
+        let policy = PenaltyPolicy {
+            free_failures: u32::MAX,
+            ..POLICY
+        };
+        let mut penalties = Penalties::new(policy, 16);
+        for _ in 0..10 {
+            penalties.fail(&"ip", start);
+        }
+        assert_eq!(penalties.check(&"ip", start), Ok(()));
     }
 
     #[test]
