@@ -1,24 +1,29 @@
-//! The chat room's rules, with no sockets and no clock: datagrams in, datagrams out.
+//! The chat room's rules, with no sockets and no clock: lines in, lines out.
 //!
-//! [`Rooms::datagram`] takes one datagram from an address and returns the datagrams to send,
-//! so the rules can be tested exactly. The UDP loop in [`super`] feeds it and sends the result,
-//! one datagram at a time from one task: nothing is ever sent twice, and each sender's lines
-//! are relayed in the order they arrived.
+//! Members are [`MemberId`]s the rules hand out ([`Rooms::new_member_id`]); a front end maps its
+//! own peers to them. [`Rooms::arrive`] takes a newcomer's first line and [`Rooms::receive`] a
+//! member's next; each returns the [`Effects`]: the lines to deliver, what the operator's
+//! console shows, and the members the room has let go. So the rules are tested exactly, and
+//! whoever feeds them one line at a time and delivers the result before the next never sends a
+//! line twice, and relays each sender's lines in the order they arrived.
 //!
 //! Safety rules kept here:
 //! - Text and names are sanitised: control characters (the start of every terminal escape) and
 //!   bidirectional-text overrides never leave the server.
-//! - An address that has not joined never gets more bytes back than it sent, so the room cannot
-//!   amplify a spoofed-source flood. Joins are rate-limited overall, so spoofed joins cannot turn
-//!   into a flood of join notices either.
+//! - Joins are rate-limited overall, so a flood of newcomers cannot turn into a flood of join
+//!   notices.
 //! - Each member has a token bucket; lines beyond it are dropped (with one warning), while
 //!   everyone else is still served.
+//!
+//! What may be sent to a peer that is not a member (no more than it sent, so the room cannot
+//! amplify a spoofed-source flood) is a rule about addresses, kept by the UDP front end.
 
 use std::collections::HashMap;
-use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
+pub use super::member::MemberId;
+use super::member::MemberIds;
 use crate::defaults;
 
 /// Longest datagram accepted, in bytes.
@@ -57,12 +62,12 @@ impl Default for RoomConfig {
     }
 }
 
-/// A datagram to send.
+/// A line to deliver to one member.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Outgoing {
-    /// Where to.
-    pub to: SocketAddr,
-    /// One line, ending in `\n`; a line said to a whole room is shared by its datagrams.
+    /// To whom.
+    pub to: MemberId,
+    /// One line, ending in `\n`; a line said to a whole room is shared by all its deliveries.
     pub line: Arc<str>,
 }
 
@@ -97,7 +102,7 @@ impl Bucket {
 #[derive(Debug)]
 struct Member {
     name: String,
-    room: String,
+    room: Arc<str>,
     last_seen: Instant,
     bucket: Bucket,
     warned: bool,
@@ -107,19 +112,23 @@ struct Member {
 #[derive(Debug)]
 pub struct Rooms {
     config: RoomConfig,
-    members: HashMap<SocketAddr, Member>,
+    members: HashMap<MemberId, Member>,
+    ids: MemberIds,
     joins: Bucket,
     /// Lines relayed to the operator's console, when there is one.
     pub echo_to_console: bool,
 }
 
-/// What one datagram produced: lines for members and, for the console, what was said.
+/// What one line (or one expiry, or one operator line) produced.
 #[derive(Debug, Default, PartialEq, Eq)]
 pub struct Effects {
-    /// Datagrams to send.
+    /// Lines to deliver, in order.
     pub out: Vec<Outgoing>,
     /// Room traffic for the operator's console (`[room] line`).
     pub console: Vec<String>,
+    /// Members the room has let go (they left or fell silent), once their last lines in
+    /// [`out`](Effects::out) are delivered.
+    pub gone: Vec<MemberId>,
 }
 
 impl Rooms {
@@ -128,6 +137,7 @@ impl Rooms {
         Rooms {
             config,
             members: HashMap::new(),
+            ids: MemberIds::default(),
             joins: Bucket::full(config.join_rate * 10.0, now),
             echo_to_console: false,
         }
@@ -143,21 +153,31 @@ impl Rooms {
         self.members.is_empty()
     }
 
-    /// Handles one datagram from `from`.
-    pub fn datagram(&mut self, from: SocketAddr, data: &[u8], now: Instant) -> Effects {
+    /// Whether `id` is a member now.
+    pub fn is_member(&self, id: MemberId) -> bool {
+        self.members.contains_key(&id)
+    }
+
+    /// An id for a newcomer, never handed out before.
+    pub fn new_member_id(&mut self) -> MemberId {
+        self.ids.next()
+    }
+
+    /// The first line from `id`, a newcomer: it joins the default room as `name`, if the line
+    /// is valid, the room has space and joins are not arriving too fast. Whether it did is
+    /// [`is_member`](Rooms::is_member). From an id that is a member already, this is
+    /// [`receive`](Rooms::receive).
+    pub fn arrive(&mut self, id: MemberId, name: String, data: &[u8], now: Instant) -> Effects {
         let mut fx = Effects::default();
-        self.handle(from, data, now, &mut fx);
-        // An address that is not (or no longer) a member gets back at most what it sent.
-        if !self.members.contains_key(&from) {
-            let mut budget = data.len();
-            fx.out.retain(|out| {
-                if out.to != from {
-                    return true;
-                }
-                let fits = out.line.len() <= budget;
-                budget = budget.saturating_sub(out.line.len());
-                fits
-            });
+        self.handle(id, Some(name), data, now, &mut fx);
+        fx
+    }
+
+    /// A line from member `from`. From an id that is not a member, nothing happens.
+    pub fn receive(&mut self, from: MemberId, data: &[u8], now: Instant) -> Effects {
+        let mut fx = Effects::default();
+        if self.is_member(from) {
+            self.handle(from, None, data, now, &mut fx);
         }
         fx
     }
@@ -165,21 +185,22 @@ impl Rooms {
     /// Drops members silent for longer than the idle time.
     pub fn expire(&mut self, now: Instant) -> Effects {
         let idle = self.config.idle;
-        let gone: Vec<SocketAddr> = self
+        let gone: Vec<MemberId> = self
             .members
             .iter()
             .filter(|(_, m)| now.saturating_duration_since(m.last_seen) > idle)
-            .map(|(addr, _)| *addr)
+            .map(|(id, _)| *id)
             .collect();
         let mut fx = Effects::default();
-        for addr in gone {
-            if let Some(member) = self.members.remove(&addr) {
+        for id in gone {
+            if let Some(member) = self.members.remove(&id) {
                 self.tell_room(
                     &member.room,
                     None,
                     &format!("* {} left", member.name),
                     &mut fx,
                 );
+                fx.gone.push(id);
             }
         }
         fx
@@ -193,16 +214,24 @@ impl Rooms {
             return fx;
         }
         let line: Arc<str> = format!("<{OPERATOR}> {text}\n").into();
-        for addr in self.members.keys() {
+        for id in self.members.keys() {
             fx.out.push(Outgoing {
-                to: *addr,
+                to: *id,
                 line: Arc::clone(&line),
             });
         }
         fx
     }
 
-    fn handle(&mut self, from: SocketAddr, data: &[u8], now: Instant, fx: &mut Effects) {
+    /// Applies one line from `from`, which joins as `newcomer` if it is not a member yet.
+    fn handle(
+        &mut self,
+        from: MemberId,
+        newcomer: Option<String>,
+        data: &[u8],
+        now: Instant,
+        fx: &mut Effects,
+    ) {
         if data.is_empty() {
             return; // nothing to say, and nothing may be said back to a stranger
         }
@@ -221,8 +250,11 @@ impl Rooms {
         let line = text.strip_suffix('\n').unwrap_or(text);
         let line = line.strip_suffix('\r').unwrap_or(line);
 
-        if !self.members.contains_key(&from) && !self.join(from, now, fx) {
-            return;
+        if !self.members.contains_key(&from) {
+            let Some(name) = newcomer else { return };
+            if !self.join(from, name, now, fx) {
+                return;
+            }
         }
         let (config, member) = (self.config, self.members.get_mut(&from).expect("joined"));
         member.last_seen = now;
@@ -243,15 +275,15 @@ impl Rooms {
                 }
                 let member = &self.members[&from];
                 let said = format!("<{}> {text}", member.name);
-                let room = member.room.clone();
+                let room = Arc::clone(&member.room);
                 self.tell_room(&room, Some(from), &said, fx);
             }
         }
     }
 
-    /// Makes `from` a member of the default room, if the room has space and joins are not
-    /// arriving too fast.
-    fn join(&mut self, from: SocketAddr, now: Instant, fx: &mut Effects) -> bool {
+    /// Makes `from` a member of the default room as `name`, if the room has space and joins
+    /// are not arriving too fast.
+    fn join(&mut self, from: MemberId, name: String, now: Instant, fx: &mut Effects) -> bool {
         let burst = self.config.join_rate * 10.0;
         if self.members.len() >= self.config.max_members
             || !self.joins.take(self.config.join_rate, burst, now)
@@ -259,20 +291,21 @@ impl Rooms {
             reply(fx, from, "! room full");
             return false;
         }
+        let room: Arc<str> = DEFAULT_ROOM.into();
         let member = Member {
-            name: from.to_string(),
-            room: DEFAULT_ROOM.to_owned(),
+            name,
+            room: Arc::clone(&room),
             last_seen: now,
             bucket: Bucket::full(self.config.burst, now),
             warned: false,
         };
         let notice = format!("* {} joined", member.name);
         self.members.insert(from, member);
-        self.tell_room(DEFAULT_ROOM, Some(from), &notice, fx);
+        self.tell_room(&room, Some(from), &notice, fx);
         true
     }
 
-    fn command(&mut self, from: SocketAddr, command: &str, fx: &mut Effects) {
+    fn command(&mut self, from: MemberId, command: &str, fx: &mut Effects) {
         let (verb, arg) = command
             .split_once(char::is_whitespace)
             .map_or((command, ""), |(verb, arg)| (verb, arg.trim()));
@@ -295,6 +328,7 @@ impl Rooms {
                 let member = self.members.remove(&from).expect("a member");
                 self.tell_room(&member.room, None, &format!("* {} left", member.name), fx);
                 reply(fx, from, "* bye");
+                fx.gone.push(from);
             }
             "help" => reply(
                 fx,
@@ -305,7 +339,7 @@ impl Rooms {
         }
     }
 
-    fn nick(&mut self, from: SocketAddr, wanted: &str, fx: &mut Effects) {
+    fn nick(&mut self, from: MemberId, wanted: &str, fx: &mut Effects) {
         let name = sanitize(wanted);
         if let Err(why) = valid_nick(&name) {
             reply(fx, from, &format!("! cannot use that name: {why}"));
@@ -315,43 +349,44 @@ impl Rooms {
             || self
                 .members
                 .iter()
-                .any(|(addr, m)| *addr != from && m.name.to_lowercase() == name.to_lowercase());
+                .any(|(id, m)| *id != from && m.name.to_lowercase() == name.to_lowercase());
         if taken {
             reply(fx, from, &format!("! the name {name} is taken"));
             return;
         }
         let member = self.members.get_mut(&from).expect("a member");
         let old = std::mem::replace(&mut member.name, name.clone());
-        let room = member.room.clone();
+        let room = Arc::clone(&member.room);
         self.tell_room(&room, Some(from), &format!("* {old} is now {name}"), fx);
         reply(fx, from, &format!("* you are now {name}"));
     }
 
-    fn join_room(&mut self, from: SocketAddr, wanted: &str, fx: &mut Effects) {
+    fn join_room(&mut self, from: MemberId, wanted: &str, fx: &mut Effects) {
         if let Err(why) = valid_room(wanted) {
             reply(fx, from, &format!("! cannot join that room: {why}"));
             return;
         }
         let member = self.members.get_mut(&from).expect("a member");
-        if member.room == wanted {
+        if &*member.room == wanted {
             reply(fx, from, &format!("* you are already in {wanted}"));
             return;
         }
-        let old = std::mem::replace(&mut member.room, wanted.to_owned());
+        let new: Arc<str> = wanted.into();
+        let old = std::mem::replace(&mut member.room, Arc::clone(&new));
         let name = member.name.clone();
         self.tell_room(&old, Some(from), &format!("* {name} left"), fx);
-        self.tell_room(wanted, Some(from), &format!("* {name} joined"), fx);
-        let count = self.members.values().filter(|m| m.room == wanted).count();
+        self.tell_room(&new, Some(from), &format!("* {name} joined"), fx);
+        let count = self.members.values().filter(|m| m.room == new).count();
         reply(fx, from, &format!("* you are in {wanted} ({count} here)"));
     }
 
     /// Sends `line` to every member of `room` except `except`.
-    fn tell_room(&self, room: &str, except: Option<SocketAddr>, line: &str, fx: &mut Effects) {
+    fn tell_room(&self, room: &Arc<str>, except: Option<MemberId>, line: &str, fx: &mut Effects) {
         let shared: Arc<str> = format!("{line}\n").into();
-        for (addr, member) in &self.members {
-            if member.room == room && Some(*addr) != except {
+        for (id, member) in &self.members {
+            if member.room == *room && Some(*id) != except {
                 fx.out.push(Outgoing {
-                    to: *addr,
+                    to: *id,
                     line: Arc::clone(&shared),
                 });
             }
@@ -362,7 +397,7 @@ impl Rooms {
     }
 }
 
-fn reply(fx: &mut Effects, to: SocketAddr, line: &str) {
+fn reply(fx: &mut Effects, to: MemberId, line: &str) {
     fx.out.push(Outgoing {
         to,
         line: format!("{line}\n").into(),
@@ -415,12 +450,14 @@ fn valid_room(name: &str) -> Result<(), &'static str> {
 mod tests {
     use super::*;
 
-    fn addr(port: u16) -> SocketAddr {
-        SocketAddr::from(([127, 0, 0, 1], port))
+    /// Member number `n`, whose name is `127.0.0.1:n` until it picks one (as the UDP front end
+    /// names a newcomer after its address).
+    fn member(n: u16) -> MemberId {
+        MemberId::from_number(n.into())
     }
 
-    /// The lines each address receives, in order.
-    fn lines_to(fx: &Effects, to: SocketAddr) -> Vec<&str> {
+    /// The lines each member receives, in order.
+    fn lines_to(fx: &Effects, to: MemberId) -> Vec<&str> {
         fx.out
             .iter()
             .filter(|o| o.to == to)
@@ -442,8 +479,18 @@ mod tests {
             }
         }
 
+        /// A line from member `from`, which arrives with it if it is not a member yet.
         fn say(&mut self, from: u16, line: &str) -> Effects {
-            self.rooms.datagram(addr(from), line.as_bytes(), self.now)
+            self.send(from, line.as_bytes())
+        }
+
+        fn send(&mut self, from: u16, data: &[u8]) -> Effects {
+            if self.rooms.is_member(member(from)) {
+                self.rooms.receive(member(from), data, self.now)
+            } else {
+                let name = format!("127.0.0.1:{from}");
+                self.rooms.arrive(member(from), name, data, self.now)
+            }
         }
     }
 
@@ -453,15 +500,15 @@ mod tests {
         assert!(room.say(1, "hi\n").out.is_empty(), "alone: nobody to tell");
         let fx = room.say(2, "hello");
         assert_eq!(
-            lines_to(&fx, addr(1)),
+            lines_to(&fx, member(1)),
             ["* 127.0.0.1:2 joined\n", "<127.0.0.1:2> hello\n"]
         );
         assert!(
-            lines_to(&fx, addr(2)).is_empty(),
+            lines_to(&fx, member(2)).is_empty(),
             "never back to the sender"
         );
         let fx = room.say(1, "welcome");
-        assert_eq!(lines_to(&fx, addr(2)), ["<127.0.0.1:1> welcome\n"]);
+        assert_eq!(lines_to(&fx, member(2)), ["<127.0.0.1:1> welcome\n"]);
         assert_eq!(fx.out.len(), 1);
     }
 
@@ -471,16 +518,16 @@ mod tests {
         room.say(1, "/nick alice");
         room.say(2, "x");
         let fx = room.say(2, "/nick ALICE");
-        assert_eq!(lines_to(&fx, addr(2)), ["! the name ALICE is taken\n"]);
+        assert_eq!(lines_to(&fx, member(2)), ["! the name ALICE is taken\n"]);
         let fx = room.say(2, "/nick server");
-        assert_eq!(lines_to(&fx, addr(2)), ["! the name server is taken\n"]);
+        assert_eq!(lines_to(&fx, member(2)), ["! the name server is taken\n"]);
         let fx = room.say(2, "/nick bob");
-        assert_eq!(lines_to(&fx, addr(1)), ["* 127.0.0.1:2 is now bob\n"]);
-        assert_eq!(lines_to(&fx, addr(2)), ["* you are now bob\n"]);
+        assert_eq!(lines_to(&fx, member(1)), ["* 127.0.0.1:2 is now bob\n"]);
+        assert_eq!(lines_to(&fx, member(2)), ["* you are now bob\n"]);
         let fx = room.say(1, "/who");
-        assert_eq!(lines_to(&fx, addr(1)), ["* lobby: alice, bob\n"]);
+        assert_eq!(lines_to(&fx, member(1)), ["* lobby: alice, bob\n"]);
         let fx = room.say(1, "/nick a b");
-        assert!(lines_to(&fx, addr(1))[0].starts_with("! cannot use that name"));
+        assert!(lines_to(&fx, member(1))[0].starts_with("! cannot use that name"));
     }
 
     #[test]
@@ -490,13 +537,16 @@ mod tests {
         room.say(2, "b");
         room.say(3, "c");
         let fx = room.say(3, "/join kitchen");
-        assert_eq!(lines_to(&fx, addr(1)), ["* 127.0.0.1:3 left\n"]);
-        assert_eq!(lines_to(&fx, addr(3)), ["* you are in kitchen (1 here)\n"]);
+        assert_eq!(lines_to(&fx, member(1)), ["* 127.0.0.1:3 left\n"]);
+        assert_eq!(
+            lines_to(&fx, member(3)),
+            ["* you are in kitchen (1 here)\n"]
+        );
         let fx = room.say(1, "lobby only");
-        assert_eq!(lines_to(&fx, addr(2)).len(), 1);
-        assert!(lines_to(&fx, addr(3)).is_empty());
+        assert_eq!(lines_to(&fx, member(2)).len(), 1);
+        assert!(lines_to(&fx, member(3)).is_empty());
         let fx = room.say(3, "/join bad room");
-        assert!(lines_to(&fx, addr(3))[0].starts_with("! cannot join that room"));
+        assert!(lines_to(&fx, member(3))[0].starts_with("! cannot join that room"));
     }
 
     #[test]
@@ -508,15 +558,15 @@ mod tests {
         room.say(1, "a");
         room.say(2, "b");
         let fx = room.say(2, "/leave");
-        assert_eq!(lines_to(&fx, addr(1)), ["* 127.0.0.1:2 left\n"]);
-        assert_eq!(lines_to(&fx, addr(2)), ["* bye\n"]);
+        assert_eq!(lines_to(&fx, member(1)), ["* 127.0.0.1:2 left\n"]);
+        assert_eq!(lines_to(&fx, member(2)), ["* bye\n"]);
         assert_eq!(room.rooms.len(), 1);
         room.say(3, "c");
         room.now += Duration::from_secs(30);
         room.say(3, "still here");
         room.now += Duration::from_secs(31);
         let fx = room.rooms.expire(room.now);
-        assert_eq!(lines_to(&fx, addr(3)), ["* 127.0.0.1:1 left\n"]);
+        assert_eq!(lines_to(&fx, member(3)), ["* 127.0.0.1:1 left\n"]);
         assert_eq!(room.rooms.len(), 1);
     }
 
@@ -526,51 +576,62 @@ mod tests {
         room.say(1, "a");
         let fx = room.say(2, "/nick \x1b[31mevil\x07");
         assert_eq!(
-            lines_to(&fx, addr(1)),
+            lines_to(&fx, member(1)),
             ["* 127.0.0.1:2 joined\n", "* 127.0.0.1:2 is now [31mevil\n"]
         );
         let fx = room.say(2, "red \x1b[31malert\x1b[0m \u{202E}txt\r\n");
         assert_eq!(
-            lines_to(&fx, addr(1)),
+            lines_to(&fx, member(1)),
             ["<[31mevil> red [31malert[0m txt\n"]
         );
     }
 
     #[test]
-    fn bad_datagrams_get_a_short_error_or_nothing() {
+    fn bad_lines_get_a_short_error_and_never_join() {
         let mut room = Room::new(RoomConfig::default());
         assert!(room.say(1, "").out.is_empty());
-        let invalid = room.rooms.datagram(
-            addr(1),
-            b"\xff\xfe\xfd\xfc\xfb\xfa\xf9\xf8\xf7\xf6\xf5\xf4",
-            room.now,
-        );
-        assert_eq!(lines_to(&invalid, addr(1)), ["! not UTF-8\n"]);
-        let short_invalid = room.rooms.datagram(addr(1), b"\xff", room.now);
-        assert!(
-            short_invalid.out.is_empty(),
-            "a stranger gets no more bytes than it sent"
-        );
-        let huge = vec![b'x'; 65_507];
-        let fx = room.rooms.datagram(addr(1), &huge, room.now);
+        let fx = room.send(1, b"\xff");
+        assert_eq!(lines_to(&fx, member(1)), ["! not UTF-8\n"]);
+        let fx = room.send(1, &vec![b'x'; 65_507]);
         assert_eq!(
-            lines_to(&fx, addr(1)),
+            lines_to(&fx, member(1)),
             ["! message too long (limit 4096 bytes)\n"]
         );
-        assert!(room.rooms.is_empty(), "invalid datagrams do not join");
+        assert!(room.rooms.is_empty(), "invalid lines do not join");
     }
 
     #[test]
-    fn strangers_never_get_more_than_they_sent() {
+    fn a_full_room_turns_newcomers_away() {
         let mut room = Room::new(RoomConfig {
             max_members: 1,
             ..RoomConfig::default()
         });
         room.say(1, "a");
         let fx = room.say(2, "hi");
-        assert!(fx.out.is_empty(), "\"! room full\" is longer than \"hi\"");
-        let fx = room.say(2, "a much longer line than the refusal");
-        assert_eq!(lines_to(&fx, addr(2)), ["! room full\n"]);
+        assert_eq!(lines_to(&fx, member(2)), ["! room full\n"]);
+        assert!(!room.rooms.is_member(member(2)));
+    }
+
+    #[test]
+    fn members_who_leave_or_fall_silent_are_reported_gone() {
+        let mut room = Room::new(RoomConfig {
+            idle: Duration::from_secs(60),
+            ..RoomConfig::default()
+        });
+        room.say(1, "a");
+        room.say(2, "b");
+        assert_eq!(room.say(2, "/leave").gone, [member(2)]);
+        assert!(room.say(1, "still here").gone.is_empty());
+        room.now += Duration::from_secs(61);
+        assert_eq!(room.rooms.expire(room.now).gone, [member(1)]);
+        assert!(room.rooms.is_empty());
+        assert!(
+            room.rooms
+                .receive(member(1), b"back", room.now)
+                .out
+                .is_empty(),
+            "a member let go must arrive again"
+        );
     }
 
     #[test]
@@ -587,16 +648,16 @@ mod tests {
         let mut warnings = 0;
         for i in 0..100 {
             let fx = room.say(2, &format!("spam {i}"));
-            relayed += lines_to(&fx, addr(1)).len();
-            warnings += lines_to(&fx, addr(2)).len();
+            relayed += lines_to(&fx, member(1)).len();
+            warnings += lines_to(&fx, member(2)).len();
         }
         assert_eq!(relayed, 4, "burst of 5, one used to join");
         assert_eq!(warnings, 1, "one warning per episode");
         let fx = room.say(3, "still heard");
-        assert_eq!(lines_to(&fx, addr(1)), ["<127.0.0.1:3> still heard\n"]);
+        assert_eq!(lines_to(&fx, member(1)), ["<127.0.0.1:3> still heard\n"]);
         room.now += Duration::from_secs(2);
         assert_eq!(
-            lines_to(&room.say(2, "later"), addr(1)).len(),
+            lines_to(&room.say(2, "later"), member(1)).len(),
             1,
             "tokens refill"
         );
@@ -620,7 +681,7 @@ mod tests {
         room.say(1, "a");
         room.say(2, "/join other");
         let fx = room.rooms.operator("hello all\x1b]0;x\x07");
-        assert_eq!(lines_to(&fx, addr(1)), ["<server> hello all]0;x\n"]);
-        assert_eq!(lines_to(&fx, addr(2)), ["<server> hello all]0;x\n"]);
+        assert_eq!(lines_to(&fx, member(1)), ["<server> hello all]0;x\n"]);
+        assert_eq!(lines_to(&fx, member(2)), ["<server> hello all]0;x\n"]);
     }
 }

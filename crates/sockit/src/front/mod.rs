@@ -7,6 +7,7 @@
 //! - [`framed`]: the framed protocol (length-prefixed JSON headers and bodies) over any
 //!   stream, TCP today.
 //! - [`legacy`]: the tutorials' raw TCP services, upper-case echo and remote commands.
+//! - [`udp_chat`]: the chat room over UDP: addresses to members, datagrams to lines.
 //! - [`udp_echo`]: UDP upper-case echo.
 //!
 //! A TCP front end implements [`TcpService`] and is driven by the server's accept loop, which
@@ -14,6 +15,7 @@
 
 pub(crate) mod framed;
 pub(crate) mod legacy;
+pub(crate) mod udp_chat;
 pub(crate) mod udp_echo;
 
 use std::future::Future;

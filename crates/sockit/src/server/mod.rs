@@ -24,12 +24,11 @@ use tokio_util::task::TaskTracker;
 
 use crate::auth::accounts::Accounts;
 use crate::auth::users::UsersError;
-use crate::chat;
 use crate::config::{ConfigError, ServerConfig};
 pub use crate::config::{ListenerSpec, ServiceKind};
 use crate::core::Core;
 use crate::front::framed::Framed;
-use crate::front::{legacy, udp_echo, TcpService};
+use crate::front::{legacy, udp_chat, udp_echo, TcpService};
 use crate::store::Store;
 use accept::accept_loop;
 use limit::ConnLimiter;
@@ -164,7 +163,12 @@ impl Server {
                     spawn_accept(&tasks, tcp, Arc::clone(&framed), &limiter, &stop);
                 }
                 Bound::Chat(udp) => {
-                    tasks.spawn(chat::serve(udp, config.chat, operator.take(), stop.clone()));
+                    tasks.spawn(udp_chat::serve(
+                        udp,
+                        config.chat,
+                        operator.take(),
+                        stop.clone(),
+                    ));
                 }
                 Bound::LegacyEcho(tcp) => {
                     let service = legacy::LegacyEcho::new(config.idle_timeout);
