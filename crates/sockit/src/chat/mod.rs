@@ -1,9 +1,22 @@
-//! The chat room, whatever carries its lines: the rules in [`room`], members known by
-//! [`MemberId`].
+//! The chat room, whatever carries its lines.
 //!
-//! The UDP front end (`--udp`) maps addresses to members and runs the room's task.
+//! - [`room`]: the rules, with no sockets and no clock; members are [`MemberId`]s.
+//! - [`RoomHost`]: the room task's state: the rules, the expiry clock, the operator's console
+//!   and the other servers, reached through a [`RoomLink`] ([`LocalLink`] when alone).
+//!
+//! A front end maps its peers to members and drives a [`RoomHost`]; the UDP one (`--udp`) is
+//! the only one so far.
 
+mod host;
+mod link;
 mod member;
 pub mod room;
 
+pub use host::RoomHost;
+pub use link::{LocalLink, RoomLine, RoomLink};
 pub use member::MemberId;
+
+/// The room's clock: tokio's, so that paused time in tests applies to the room too.
+pub(crate) fn now() -> std::time::Instant {
+    tokio::time::Instant::now().into_std()
+}

@@ -2,8 +2,9 @@
 //!
 //! Members are [`MemberId`]s the rules hand out ([`Rooms::new_member_id`]); a front end maps its
 //! own peers to them. [`Rooms::arrive`] takes a newcomer's first line and [`Rooms::receive`] a
-//! member's next; each returns the [`Effects`]: the lines to deliver, what the operator's
-//! console shows, and the members the room has let go. So the rules are tested exactly, and
+//! member's next; each returns the [`Effects`]: the lines to deliver, the lines to share with
+//! other servers, what the operator's console shows, and the members the room has let go.
+//! [`Rooms::remote`] delivers a line said on another server. So the rules are tested exactly, and
 //! whoever feeds them one line at a time and delivers the result before the next never sends a
 //! line twice, and relays each sender's lines in the order they arrived.
 //!
@@ -22,6 +23,7 @@ use std::collections::HashMap;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
+use super::link::RoomLine;
 pub use super::member::MemberId;
 use super::member::MemberIds;
 use crate::defaults;
@@ -124,6 +126,8 @@ pub struct Rooms {
 pub struct Effects {
     /// Lines to deliver, in order.
     pub out: Vec<Outgoing>,
+    /// Lines said in a room here, for the other servers' members of that room.
+    pub shared: Vec<RoomLine>,
     /// Room traffic for the operator's console (`[room] line`).
     pub console: Vec<String>,
     /// Members the room has let go (they left or fell silent), once their last lines in
@@ -219,6 +223,20 @@ impl Rooms {
                 to: *id,
                 line: Arc::clone(&line),
             });
+        }
+        fx
+    }
+
+    /// A line said in a room on another server: to the members of that room here. It is
+    /// sanitised like every line from outside, and not shared again.
+    pub fn remote(&mut self, said: &RoomLine) -> Effects {
+        let mut fx = Effects::default();
+        let text = sanitize(said.line.strip_suffix('\n').unwrap_or(&said.line));
+        let line: Arc<str> = format!("{text}\n").into();
+        self.deliver_to_room(&said.room, None, &line, &mut fx);
+        if self.echo_to_console {
+            fx.console
+                .push(format!("[{}] {text}", sanitize(&said.room)));
         }
         fx
     }
@@ -380,19 +398,34 @@ impl Rooms {
         reply(fx, from, &format!("* you are in {wanted} ({count} here)"));
     }
 
-    /// Sends `line` to every member of `room` except `except`.
+    /// Says `line` in `room`: to every member here except `except`, and to the other servers.
     fn tell_room(&self, room: &Arc<str>, except: Option<MemberId>, line: &str, fx: &mut Effects) {
         let shared: Arc<str> = format!("{line}\n").into();
-        for (id, member) in &self.members {
-            if member.room == *room && Some(*id) != except {
-                fx.out.push(Outgoing {
-                    to: *id,
-                    line: Arc::clone(&shared),
-                });
-            }
-        }
+        self.deliver_to_room(room, except, &shared, fx);
+        fx.shared.push(RoomLine {
+            room: Arc::clone(room),
+            line: shared,
+        });
         if self.echo_to_console {
             fx.console.push(format!("[{room}] {line}"));
+        }
+    }
+
+    /// Delivers `line` to every member of `room` here except `except`.
+    fn deliver_to_room(
+        &self,
+        room: &str,
+        except: Option<MemberId>,
+        line: &Arc<str>,
+        fx: &mut Effects,
+    ) {
+        for (id, member) in &self.members {
+            if *member.room == *room && Some(*id) != except {
+                fx.out.push(Outgoing {
+                    to: *id,
+                    line: Arc::clone(line),
+                });
+            }
         }
     }
 }
@@ -673,6 +706,48 @@ mod tests {
             room.say(port, "hello there, let me in");
         }
         assert_eq!(room.rooms.len(), 10, "a burst of ten times the rate");
+    }
+
+    #[test]
+    fn lines_said_in_a_room_are_shared_and_replies_are_not() {
+        let mut room = Room::new(RoomConfig::default());
+        room.say(1, "a");
+        let fx = room.say(1, "hello");
+        assert_eq!(
+            fx.shared,
+            [RoomLine {
+                room: "lobby".into(),
+                line: "<127.0.0.1:1> hello\n".into()
+            }]
+        );
+        assert!(room.say(1, "/who").shared.is_empty());
+        let fx = room.say(1, "/join kitchen");
+        let shared: Vec<(&str, &str)> = fx
+            .shared
+            .iter()
+            .map(|said| (&*said.room, &*said.line))
+            .collect();
+        assert_eq!(
+            shared,
+            [
+                ("lobby", "* 127.0.0.1:1 left\n"),
+                ("kitchen", "* 127.0.0.1:1 joined\n")
+            ]
+        );
+    }
+
+    #[test]
+    fn a_line_from_another_server_reaches_that_room_here_sanitised_and_is_not_shared_back() {
+        let mut room = Room::new(RoomConfig::default());
+        room.say(1, "a");
+        room.say(2, "/join kitchen");
+        let fx = room.rooms.remote(&RoomLine {
+            room: "kitchen".into(),
+            line: "<carol> hi \x1b[31mthere\n".into(),
+        });
+        assert_eq!(lines_to(&fx, member(2)), ["<carol> hi [31mthere\n"]);
+        assert!(lines_to(&fx, member(1)).is_empty(), "another room");
+        assert!(fx.shared.is_empty());
     }
 
     #[test]

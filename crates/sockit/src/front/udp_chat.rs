@@ -16,67 +16,39 @@
 use std::collections::HashMap;
 use std::io::Write;
 use std::net::SocketAddr;
-use std::time::{Duration, Instant};
+use std::time::Instant;
 
 use tokio::net::UdpSocket;
-use tokio::sync::mpsc;
 use tokio_util::sync::CancellationToken;
 
-use crate::chat::room::{Effects, MemberId, RoomConfig, Rooms, MAX_DATAGRAM};
+use crate::chat::room::{Effects, MemberId, Rooms, MAX_DATAGRAM};
+use crate::chat::{now, RoomHost, RoomLink};
 
-/// How often silent members are looked for.
-const EXPIRY_TICK: Duration = Duration::from_secs(1);
-
-/// Serves the room on `socket` until `stop`. Lines from `operator`, when given, are said to the
-/// room as `<server> text`, and the room's traffic is printed on standard output.
-pub(crate) async fn serve(
+/// Serves the rooms of `host` on `socket` until `stop`.
+pub(crate) async fn serve<L: RoomLink>(
     socket: UdpSocket,
-    config: RoomConfig,
-    mut operator: Option<mpsc::Receiver<String>>,
+    mut host: RoomHost<L>,
     stop: CancellationToken,
 ) {
-    let mut rooms = Rooms::new(config, now());
-    rooms.echo_to_console = operator.is_some();
     let mut addresses = Addresses::default();
     // One byte more than the limit, so that an oversize datagram is seen as one.
     let mut buf = vec![0u8; MAX_DATAGRAM + 1];
-    let mut tick = tokio::time::interval(EXPIRY_TICK);
-    tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     loop {
-        let fx = tokio::select! {
+        let mut fx = tokio::select! {
             () = stop.cancelled() => return,
             received = socket.recv_from(&mut buf) => match received {
-                Ok((len, from)) => addresses.datagram(&mut rooms, from, &buf[..len], now()),
+                Ok((len, from)) => addresses.datagram(host.rules(), from, &buf[..len], now()),
                 // An ICMP error from an earlier send, or a transient shortage: keep serving.
                 Err(err) => {
                     tracing::debug!(%err, "udp receive failed");
                     continue;
                 }
             },
-            _ = tick.tick() => rooms.expire(now()),
-            line = recv_operator(&mut operator) => match line {
-                Some(line) => rooms.operator(&line),
-                None => {
-                    operator = None;
-                    continue;
-                }
-            },
+            fx = host.next() => fx,
         };
+        host.share(&mut fx);
         print_console(&fx.console);
         deliver(&socket, &mut addresses, fx).await;
-    }
-}
-
-/// The present, on tokio's clock (so paused time in tests applies to the room).
-fn now() -> Instant {
-    tokio::time::Instant::now().into_std()
-}
-
-/// The next operator line; pending forever when there is no operator.
-async fn recv_operator(operator: &mut Option<mpsc::Receiver<String>>) -> Option<String> {
-    match operator {
-        Some(lines) => lines.recv().await,
-        None => std::future::pending().await,
     }
 }
 
@@ -171,6 +143,7 @@ impl Addresses {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::chat::room::RoomConfig;
 
     fn addr(port: u16) -> SocketAddr {
         SocketAddr::from(([127, 0, 0, 1], port))

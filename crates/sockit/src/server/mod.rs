@@ -24,6 +24,7 @@ use tokio_util::task::TaskTracker;
 
 use crate::auth::accounts::Accounts;
 use crate::auth::users::UsersError;
+use crate::chat::{LocalLink, RoomHost};
 use crate::config::{ConfigError, ServerConfig};
 pub use crate::config::{ListenerSpec, ServiceKind};
 use crate::core::Core;
@@ -163,12 +164,8 @@ impl Server {
                     spawn_accept(&tasks, tcp, Arc::clone(&framed), &limiter, &stop);
                 }
                 Bound::Chat(udp) => {
-                    tasks.spawn(udp_chat::serve(
-                        udp,
-                        config.chat,
-                        operator.take(),
-                        stop.clone(),
-                    ));
+                    let host = RoomHost::new(config.chat, LocalLink, operator.take());
+                    tasks.spawn(udp_chat::serve(udp, host, stop.clone()));
                 }
                 Bound::LegacyEcho(tcp) => {
                     let service = legacy::LegacyEcho::new(config.idle_timeout);
