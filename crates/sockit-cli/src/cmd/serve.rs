@@ -154,7 +154,8 @@ pub(crate) async fn run(args: Args) -> CmdResult {
     let chat_enabled = args.udp.0.is_some();
     let mut server = Server::bind(config).await.map_err(|err| err.to_string())?;
     if chat_enabled && std::io::stdin().is_terminal() {
-        server.operator_lines(operator_console());
+        let traffic = server.operator_console(operator_lines());
+        print_room_traffic(traffic);
     }
     // Watched before the listening lines go out: whoever reads them may signal at once.
     let shutdown = shutdown_signal().map_err(|err| format!("cannot watch for signals: {err}"))?;
@@ -170,7 +171,7 @@ pub(crate) async fn run(args: Args) -> CmdResult {
 
 /// Lines typed on the server's terminal, for the chat room. A thread reads standard input,
 /// which has no async interface that works for terminals; it ends with the input.
-fn operator_console() -> tokio::sync::mpsc::Receiver<String> {
+fn operator_lines() -> tokio::sync::mpsc::Receiver<String> {
     let (lines, receiver) = tokio::sync::mpsc::channel(64);
     std::thread::spawn(move || {
         for line in std::io::stdin().lines() {
@@ -181,6 +182,22 @@ fn operator_console() -> tokio::sync::mpsc::Receiver<String> {
         }
     });
     receiver
+}
+
+/// Prints the chat room's traffic on standard output as it comes, from a thread of its own so
+/// that a slow terminal holds up nothing but this thread; it ends with the room.
+fn print_room_traffic(mut traffic: tokio::sync::mpsc::Receiver<String>) {
+    std::thread::spawn(move || {
+        while let Some(line) = traffic.blocking_recv() {
+            let mut stdout = std::io::stdout().lock();
+            if writeln!(stdout, "{line}")
+                .and_then(|()| stdout.flush())
+                .is_err()
+            {
+                break;
+            }
+        }
+    });
 }
 
 /// Completes on the first SIGINT or SIGTERM.

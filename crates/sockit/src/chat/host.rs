@@ -9,9 +9,9 @@
 
 use std::time::Duration;
 
-use tokio::sync::mpsc;
 use tokio::time::{Interval, MissedTickBehavior};
 
+use super::console::Console;
 use super::link::RoomLink;
 use super::now;
 use super::room::{Effects, RoomConfig, Rooms};
@@ -25,22 +25,22 @@ pub struct RoomHost<L> {
     rules: Rooms,
     link: L,
     link_open: bool,
-    typed: Option<mpsc::Receiver<String>>,
+    console: Option<Console>,
     /// Made on the first [`next`](RoomHost::next), inside the runtime that drives the clock.
     expiry: Option<Interval>,
 }
 
 impl<L: RoomLink> RoomHost<L> {
-    /// Rooms with `config`'s limits, joined to other servers through `link`. Lines from
-    /// `typed`, when given, are the operator's, said to every member as `<server> text`.
-    pub fn new(config: RoomConfig, link: L, typed: Option<mpsc::Receiver<String>>) -> Self {
+    /// Rooms with `config`'s limits, joined to other servers through `link`, with the
+    /// operator's `console` when there is one.
+    pub fn new(config: RoomConfig, link: L, console: Option<Console>) -> Self {
         let mut rules = Rooms::new(config, now());
-        rules.echo_to_console = typed.is_some();
+        rules.echo_to_console = console.is_some();
         RoomHost {
             rules,
             link,
             link_open: true,
-            typed,
+            console,
             expiry: None,
         }
     }
@@ -63,10 +63,7 @@ impl<L: RoomLink> RoomHost<L> {
         loop {
             tokio::select! {
                 _ = expiry.tick() => return self.rules.expire(now()),
-                typed = next_typed(&mut self.typed) => match typed {
-                    Some(line) => return self.rules.operator(&line),
-                    None => self.typed = None,
-                },
+                typed = next_typed(&mut self.console) => return self.rules.operator(&typed),
                 said = self.link.receive(), if self.link_open => match said {
                     Some(said) => return self.rules.remote(&said),
                     None => {
@@ -78,19 +75,27 @@ impl<L: RoomLink> RoomHost<L> {
         }
     }
 
-    /// Publishes the lines `fx` shares with other servers. What is left is the front end's to
-    /// deliver.
+    /// Publishes the lines `fx` shares with other servers and shows its traffic on the
+    /// operator's console. What is left is the front end's to deliver.
     pub fn share(&mut self, fx: &mut Effects) {
         for said in fx.shared.drain(..) {
             self.link.publish(said);
+        }
+        if let Some(console) = &mut self.console {
+            for line in fx.console.drain(..) {
+                console.show(line);
+            }
+            if !console.is_read() {
+                self.rules.echo_to_console = false;
+            }
         }
     }
 }
 
 /// The operator's next line; pending forever when there is no operator.
-async fn next_typed(typed: &mut Option<mpsc::Receiver<String>>) -> Option<String> {
-    match typed {
-        Some(lines) => lines.recv().await,
+async fn next_typed(console: &mut Option<Console>) -> String {
+    match console {
+        Some(console) => console.typed().await,
         None => std::future::pending().await,
     }
 }
@@ -98,7 +103,8 @@ async fn next_typed(typed: &mut Option<mpsc::Receiver<String>>) -> Option<String
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::chat::link::RoomLine;
+    use crate::chat::link::{LocalLink, RoomLine};
+    use crate::chat::room::MemberId;
     use tokio::sync::mpsc::{unbounded_channel, UnboundedReceiver, UnboundedSender};
 
     /// A link whose other servers are the test.
@@ -160,6 +166,36 @@ mod tests {
             (fx.out[0].to, &*fx.out[0].line),
             (alice, "<bob> hi alice\n")
         );
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn the_operator_speaks_and_reads_the_traffic_through_the_console() {
+        let (typed, typed_lines) = tokio::sync::mpsc::channel(4);
+        let (console, mut traffic) = Console::new(typed_lines);
+        let mut host = RoomHost::new(RoomConfig::default(), LocalLink, Some(console));
+        let (alice, bob) = (host.rules().new_member_id(), host.rules().new_member_id());
+        let mut fx = host.rules().arrive(alice, "alice".into(), b"hi", now());
+        host.share(&mut fx);
+        let mut fx = host.rules().arrive(bob, "bob".into(), b"hello", now());
+        host.share(&mut fx);
+        assert!(fx.console.is_empty(), "handed to the console");
+        let shown: Vec<String> = std::iter::from_fn(|| traffic.try_recv().ok()).collect();
+        assert_eq!(
+            shown,
+            [
+                "[lobby] * alice joined",
+                "[lobby] <alice> hi",
+                "[lobby] * bob joined",
+                "[lobby] <bob> hello"
+            ]
+        );
+
+        typed.send("closing soon".to_owned()).await.unwrap();
+        let fx = next_delivery(&mut host).await;
+        let heard: Vec<(MemberId, &str)> = fx.out.iter().map(|out| (out.to, &*out.line)).collect();
+        assert_eq!(heard.len(), 2);
+        assert!(heard.contains(&(alice, "<server> closing soon\n")));
+        assert!(heard.contains(&(bob, "<server> closing soon\n")));
     }
 
     #[tokio::test(start_paused = true)]

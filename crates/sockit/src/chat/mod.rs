@@ -1,17 +1,20 @@
 //! The chat room, whatever carries its lines.
 //!
 //! - [`room`]: the rules, with no sockets and no clock; members are [`MemberId`]s.
-//! - [`RoomHost`]: the room task's state: the rules, the expiry clock, the operator's console
-//!   and the other servers, reached through a [`RoomLink`] ([`LocalLink`] when alone).
+//! - [`RoomHost`]: the room task's state: the rules, the expiry clock, the operator's
+//!   [`Console`] and the other servers, reached through a [`RoomLink`] ([`LocalLink`] when
+//!   alone). The library never prints: the console's traffic goes to its maker.
 //!
 //! A front end maps its peers to members and drives a [`RoomHost`]; the UDP one (`--udp`) is
 //! the only one so far.
 
+mod console;
 mod host;
 mod link;
 mod member;
 pub mod room;
 
+pub use console::{Console, CONSOLE_BACKLOG};
 pub use host::RoomHost;
 pub use link::{LocalLink, RoomLine, RoomLink};
 pub use member::MemberId;

@@ -14,7 +14,6 @@
 //! datagram it sent, and the room cannot amplify a spoofed-source flood.
 
 use std::collections::HashMap;
-use std::io::Write;
 use std::net::SocketAddr;
 use std::time::Instant;
 
@@ -47,20 +46,8 @@ pub(crate) async fn serve<L: RoomLink>(
             fx = host.next() => fx,
         };
         host.share(&mut fx);
-        print_console(&fx.console);
         deliver(&socket, &mut addresses, fx).await;
     }
-}
-
-fn print_console(lines: &[String]) {
-    if lines.is_empty() {
-        return;
-    }
-    let mut stdout = std::io::stdout().lock();
-    for line in lines {
-        let _ = writeln!(stdout, "{line}");
-    }
-    let _ = stdout.flush();
 }
 
 /// Sends each line to its member's address, then forgets the members the room let go.

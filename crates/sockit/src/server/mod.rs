@@ -19,12 +19,13 @@ use std::net::SocketAddr;
 use std::sync::Arc;
 
 use tokio::net::TcpListener;
+use tokio::sync::mpsc;
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
 use crate::auth::accounts::Accounts;
 use crate::auth::users::UsersError;
-use crate::chat::{LocalLink, RoomHost};
+use crate::chat::{Console, LocalLink, RoomHost};
 use crate::config::{ConfigError, ServerConfig};
 pub use crate::config::{ListenerSpec, ServiceKind};
 use crate::core::Core;
@@ -74,7 +75,7 @@ pub struct Server {
     config: Arc<ServerConfig>,
     store: Arc<Store>,
     accounts: Option<Arc<Accounts>>,
-    operator: Option<tokio::sync::mpsc::Receiver<String>>,
+    console: Option<Console>,
     listeners: Vec<Bound>,
 }
 
@@ -113,16 +114,20 @@ impl Server {
         Ok(Server {
             store,
             accounts,
-            operator: None,
+            console: None,
             config: Arc::new(config),
             listeners,
         })
     }
 
-    /// Lines typed by the server's operator, said to the chat room as `<server> text`; the
-    /// room's traffic is then printed on standard output.
-    pub fn operator_lines(&mut self, lines: tokio::sync::mpsc::Receiver<String>) {
-        self.operator = Some(lines);
+    /// The chat room's operator console: lines from `typed` are said to every member as
+    /// `<server> text`, and the room's traffic comes back on the returned receiver as
+    /// `[room] line`, for the caller to show. The room never waits for that reader: lines past
+    /// [`CONSOLE_BACKLOG`](crate::chat::CONSOLE_BACKLOG) unread are dropped.
+    pub fn operator_console(&mut self, typed: mpsc::Receiver<String>) -> mpsc::Receiver<String> {
+        let (console, traffic) = Console::new(typed);
+        self.console = Some(console);
+        traffic
     }
 
     /// Every listener with the address it is bound to, in the order they were declared.
@@ -157,14 +162,14 @@ impl Server {
         }
         let framed = Arc::new(Framed::new(&config, core));
         tasks.spawn(sweep_partials(Arc::clone(&self.store), stop.clone()));
-        let mut operator = self.operator;
+        let mut console = self.console;
         for listener in self.listeners {
             match listener {
                 Bound::Framed(tcp) => {
                     spawn_accept(&tasks, tcp, Arc::clone(&framed), &limiter, &stop);
                 }
                 Bound::Chat(udp) => {
-                    let host = RoomHost::new(config.chat, LocalLink, operator.take());
+                    let host = RoomHost::new(config.chat, LocalLink, console.take());
                     tasks.spawn(udp_chat::serve(udp, host, stop.clone()));
                 }
                 Bound::LegacyEcho(tcp) => {
