@@ -18,6 +18,7 @@ pub use console::{Console, CONSOLE_BACKLOG};
 pub use host::RoomHost;
 pub use link::{LocalLink, RoomLine, RoomLink};
 pub use member::MemberId;
+pub(crate) use member::MemberMap;
 
 /// The room's clock: tokio's, so that paused time in tests applies to the room too.
 pub(crate) fn now() -> std::time::Instant {

@@ -19,13 +19,12 @@
 //! What may be sent to a peer that is not a member (no more than it sent, so the room cannot
 //! amplify a spoofed-source flood) is a rule about addresses, kept by the UDP front end.
 
-use std::collections::HashMap;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use super::link::RoomLine;
 pub use super::member::MemberId;
-use super::member::MemberIds;
+use super::member::{MemberIds, MemberMap};
 use crate::defaults;
 
 /// Longest datagram accepted, in bytes.
@@ -114,7 +113,7 @@ struct Member {
 #[derive(Debug)]
 pub struct Rooms {
     config: RoomConfig,
-    members: HashMap<MemberId, Member>,
+    members: MemberMap<Member>,
     ids: MemberIds,
     joins: Bucket,
     /// Lines relayed to the operator's console, when there is one.
@@ -140,7 +139,7 @@ impl Rooms {
     pub fn new(config: RoomConfig, now: Instant) -> Rooms {
         Rooms {
             config,
-            members: HashMap::new(),
+            members: MemberMap::default(),
             ids: MemberIds::default(),
             joins: Bucket::full(config.join_rate * 10.0, now),
             echo_to_console: false,

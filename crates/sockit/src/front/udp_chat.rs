@@ -21,6 +21,7 @@ use tokio::net::UdpSocket;
 use tokio_util::sync::CancellationToken;
 
 use crate::chat::room::{Effects, MemberId, Rooms, MAX_DATAGRAM};
+use crate::chat::MemberMap;
 use crate::chat::{now, RoomHost, RoomLink};
 
 /// Serves the rooms of `host` on `socket` until `stop`.
@@ -67,7 +68,7 @@ async fn deliver(socket: &UdpSocket, addresses: &mut Addresses, fx: Effects) {
 #[derive(Debug, Default)]
 struct Addresses {
     ids: HashMap<SocketAddr, MemberId>,
-    addrs: HashMap<MemberId, SocketAddr>,
+    addrs: MemberMap<SocketAddr>,
 }
 
 impl Addresses {
