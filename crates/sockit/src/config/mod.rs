@@ -1,4 +1,6 @@
-//! Server configuration with the defaults `sockit serve` uses.
+//! What `sockit serve` can be told: [`ServerConfig`], its listeners ([`ListenerSpec`]) and the
+//! checks [`Server::bind`](crate::Server::bind) makes before anything is bound
+//! ([`ServerConfig::check`]). Every default is read from [`crate::defaults`].
 
 mod check;
 mod listener;
@@ -48,7 +50,7 @@ pub struct ServerConfig {
     pub shutdown_timeout: Duration,
     /// A partial upload untouched for this long is deleted.
     pub partial_ttl: Duration,
-    /// The UDP chat room's limits.
+    /// The chat rooms' limits.
     pub chat: RoomConfig,
 }
 
