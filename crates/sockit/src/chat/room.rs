@@ -27,8 +27,8 @@ pub use super::member::MemberId;
 use super::member::{MemberIds, MemberMap};
 use crate::defaults;
 
-/// Longest datagram accepted, in bytes.
-pub const MAX_DATAGRAM: usize = 4096;
+/// Longest line accepted, in bytes, whatever carries it (one datagram, one message).
+pub const MAX_LINE: usize = 4096;
 /// Longest nick or room name, in characters.
 pub const MAX_NAME_CHARS: usize = 24;
 /// The room everyone starts in.
@@ -252,11 +252,11 @@ impl Rooms {
         if data.is_empty() {
             return; // nothing to say, and nothing may be said back to a stranger
         }
-        if data.len() > MAX_DATAGRAM {
+        if data.len() > MAX_LINE {
             reply(
                 fx,
                 from,
-                &format!("! message too long (limit {MAX_DATAGRAM} bytes)"),
+                &format!("! message too long (limit {MAX_LINE} bytes)"),
             );
             return;
         }

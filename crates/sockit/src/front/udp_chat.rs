@@ -20,7 +20,7 @@ use std::time::Instant;
 use tokio::net::UdpSocket;
 use tokio_util::sync::CancellationToken;
 
-use crate::chat::room::{Effects, MemberId, Rooms, MAX_DATAGRAM};
+use crate::chat::room::{Effects, MemberId, Rooms, MAX_LINE};
 use crate::chat::MemberMap;
 use crate::chat::{now, RoomHost, RoomLink};
 
@@ -32,7 +32,7 @@ pub(crate) async fn serve<L: RoomLink>(
 ) {
     let mut addresses = Addresses::default();
     // One byte more than the limit, so that an oversize datagram is seen as one.
-    let mut buf = vec![0u8; MAX_DATAGRAM + 1];
+    let mut buf = vec![0u8; MAX_LINE + 1];
     loop {
         let mut fx = tokio::select! {
             () = stop.cancelled() => return,
