@@ -11,9 +11,9 @@
 //! - [`command`]: remote commands in their own process group, with caps and deadlines.
 //! - [`chat`]: the chat room with no sockets: its rules, members known by id, the operator's
 //!   console and the link to other servers.
-//! - `front`: the front ends that only translate between a socket and the rules: the chat
-//!   room over UDP, and the tutorials' raw services (upper-case echo over TCP and UDP, raw
-//!   remote commands).
+//! - `front`: the front ends that only translate between a socket and the rules: the framed
+//!   protocol, the chat room over UDP, and the tutorials' raw services (upper-case echo over
+//!   TCP and UDP, raw remote commands).
 //! - [`config`] and [`defaults`]: what `sockit serve` can be told, and its defaults, each
 //!   written once.
 //! - [`client`]: the client side used by the `sockit` commands.
