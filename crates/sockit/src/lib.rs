@@ -6,7 +6,8 @@
 //!   reads headers and (streamed or whole) bodies, writes replies in batches.
 //! - [`server`]: binds the listeners of `sockit serve`, runs the accept loops with connection
 //!   limits, and shuts down gracefully.
-//! - `service`: one module per operation of the framed protocol (`ping`, `echo`, …).
+//! - `core`: what each operation means (files, login, exec, the access check), with no
+//!   frames, sockets or HTTP; `front/framed` runs it over the framed protocol.
 //! - [`auth`]: the users file, keys, and the server's login checks.
 //! - [`command`]: remote commands in their own process group, with caps and deadlines.
 //! - [`chat`]: the chat room with no sockets: its rules, members known by id, the operator's

@@ -9,7 +9,7 @@ use tokio_util::task::TaskTracker;
 use tracing::Instrument;
 
 use super::limit::ConnLimiter;
-pub(crate) use crate::front::TcpService;
+use crate::front::TcpService;
 
 /// Accepts connections until `stop`, each in its own task holding its place under the limits.
 ///

@@ -9,7 +9,7 @@
 //! Each connection is its own task. A connection that fails, misbehaves or panics ends alone;
 //! its place under the connection limits is returned when its task ends, however it ends.
 
-pub(crate) mod accept;
+mod accept;
 mod limit;
 mod listener;
 

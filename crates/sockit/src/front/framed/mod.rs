@@ -24,10 +24,10 @@ use tokio::io::{AsyncRead, AsyncWrite};
 use tokio::net::TcpStream;
 use tokio_util::sync::CancellationToken;
 
+use super::TcpService;
 use crate::config::ServerConfig;
 use crate::connection::{ConnError, Connection, Deadlines};
 use crate::core::{self, Core, OpError, Session};
-use crate::server::accept::TcpService;
 
 /// Whether a connection can take another request after this one.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
