@@ -409,7 +409,11 @@ fn put_refuses_an_existing_name_without_force() {
         "sockit: server refused: no file named \"missing\" (not_found)\n"
     );
     let left: Vec<_> = std::fs::read_dir(dir.path()).unwrap().collect();
-    assert_eq!(left.len(), 1, "a failed get leaves nothing behind: {left:?}");
+    assert_eq!(
+        left.len(),
+        1,
+        "a failed get leaves nothing behind: {left:?}"
+    );
 }
 
 /// A raw UDP member of the chat room, as the tutorials' clients are.
