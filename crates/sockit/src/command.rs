@@ -368,6 +368,18 @@ mod tests {
         found
     }
 
+    /// Starts a command whose group holds two `sleep MARKER` (one in a subshell), once both run.
+    async fn spawn_sleepers(marker: &str) -> RunningCommand {
+        let cmd = format!("sleep {marker} & (sleep {marker}; true) & echo started; wait");
+        let mut command = spawn(&cmd, limits(HOUR, 1024));
+        let Event::Output(OutputStream::Stdout, started) = command.next().await else {
+            panic!("no output");
+        };
+        assert_eq!(&started[..], b"started\n");
+        running(marker, 2).await;
+        command
+    }
+
     /// Waits until `count` processes run `sleep MARKER` (a forked child takes a moment to
     /// become `sleep`).
     async fn running(marker: &str, count: usize) {
@@ -491,15 +503,7 @@ mod tests {
     #[tokio::test]
     async fn at_the_deadline_the_whole_group_is_killed_and_not_a_moment_before() {
         let marker = marker();
-        let mut command = spawn(
-            &format!("sleep {marker} & (sleep {marker}; true) & echo started; wait"),
-            limits(HOUR, 1024),
-        );
-        let Event::Output(OutputStream::Stdout, started) = command.next().await else {
-            panic!("no output");
-        };
-        assert_eq!(&started[..], b"started\n");
-        running(&marker, 2).await;
+        let mut command = spawn_sleepers(&marker).await;
 
         // From here the clock moves only when told to, or when nothing else can happen.
         tokio::time::pause();
@@ -559,15 +563,7 @@ mod tests {
     #[tokio::test]
     async fn dropping_a_running_command_kills_its_group() {
         let marker = marker();
-        let mut command = spawn(
-            &format!("sleep {marker} & (sleep {marker}; true) & echo started; wait"),
-            limits(HOUR, 1024),
-        );
-        let Event::Output(_, started) = command.next().await else {
-            panic!("no output");
-        };
-        assert_eq!(&started[..], b"started\n");
-        running(&marker, 2).await;
+        let command = spawn_sleepers(&marker).await;
         drop(command);
         all_gone(&marker).await;
     }

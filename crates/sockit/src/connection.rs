@@ -551,6 +551,14 @@ mod tests {
         Duration::from_millis(millis)
     }
 
+    /// Both deadlines, in milliseconds.
+    fn deadlines(header: u64, idle: u64) -> Deadlines {
+        Deadlines {
+            header: Some(ms(header)),
+            idle: Some(ms(idle)),
+        }
+    }
+
     /// A frame: the length prefix, `json`, then `body`.
     fn frame(json: &str, body: &[u8]) -> Vec<u8> {
         let mut out = (json.len() as i32).to_le_bytes().to_vec();
@@ -870,11 +878,7 @@ mod tests {
 
     #[tokio::test(start_paused = true)]
     async fn the_first_header_is_due_a_header_deadline_after_connecting() {
-        let deadlines = Deadlines {
-            header: Some(ms(300)),
-            idle: Some(ms(60_000)),
-        };
-        let (_peer, mut conn) = pair(deadlines);
+        let (_peer, mut conn) = pair(deadlines(300, 60_000));
         let opened = Instant::now();
         // Time spent before the first read counts too.
         tokio::time::advance(ms(200)).await;
@@ -889,11 +893,7 @@ mod tests {
 
     #[tokio::test(start_paused = true)]
     async fn a_header_trickled_in_is_cut_off_by_the_header_deadline() {
-        let deadlines = Deadlines {
-            header: Some(ms(400)),
-            idle: Some(ms(60_000)),
-        };
-        let (mut peer, mut conn) = pair(deadlines);
+        let (mut peer, mut conn) = pair(deadlines(400, 60_000));
         peer.write_all(&frame(r#"{"op":"ping"}"#, b""))
             .await
             .unwrap();
@@ -922,11 +922,7 @@ mod tests {
 
     #[tokio::test(start_paused = true)]
     async fn a_quiet_peer_is_timed_out_exactly_when_the_idle_deadline_passes() {
-        let deadlines = Deadlines {
-            header: Some(ms(10_000)),
-            idle: Some(ms(500)),
-        };
-        let (mut peer, mut conn) = pair(deadlines);
+        let (mut peer, mut conn) = pair(deadlines(10_000, 500));
         peer.write_all(&frame(r#"{"op":"ping","id":1}"#, b""))
             .await
             .unwrap();
@@ -954,11 +950,7 @@ mod tests {
 
     #[tokio::test(start_paused = true)]
     async fn each_piece_of_a_body_restarts_the_idle_deadline() {
-        let deadlines = Deadlines {
-            header: Some(ms(10_000)),
-            idle: Some(ms(500)),
-        };
-        let (mut peer, mut conn) = pair(deadlines);
+        let (mut peer, mut conn) = pair(deadlines(10_000, 500));
         peer.write_all(&frame(r#"{"op":"echo","size":8}"#, b""))
             .await
             .unwrap();
