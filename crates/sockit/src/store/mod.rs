@@ -552,14 +552,12 @@ mod tests {
         upload.finish(hasher.finalize(), None, overwrite)
     }
 
-    /// The partial files present, by file name.
-    fn partials(store: &Store) -> Vec<String> {
-        let mut names: Vec<String> = fs::read_dir(&store.partial_dir)
+    /// The partial files present.
+    fn partials(store: &Store) -> Vec<PathBuf> {
+        fs::read_dir(&store.partial_dir)
             .unwrap()
-            .map(|entry| entry.unwrap().file_name().to_string_lossy().into_owned())
-            .collect();
-        names.sort();
-        names
+            .map(|entry| entry.unwrap().path())
+            .collect()
     }
 
     fn set_modified(path: &Path, when: SystemTime) {
@@ -750,7 +748,7 @@ mod tests {
             set_modified(&store.partial_path(&name(file), 10), now - age);
             held.push(store.partial_path(&name(file), 10));
         }
-        // As old as "old", but an upload is writing to it.
+        // Older still, but an upload is writing to it.
         let (mut busy, _) = store.begin_upload(name("busy"), 0, 10, false).unwrap();
         busy.write(b"part").unwrap();
         set_modified(&store.partial_path(&name("busy"), 10), now - ttl * 2);
