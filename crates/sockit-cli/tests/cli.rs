@@ -2,7 +2,7 @@
 //! tutorials' Python clients talking to it unchanged.
 
 use std::collections::HashMap;
-use std::io::{BufRead, BufReader, Write};
+use std::io::{BufRead, BufReader, Read, Write};
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Output, Stdio};
@@ -480,6 +480,13 @@ fn chat_in_a_pipe_sends_and_receives() {
     stdin.write_all(b"hello from bob\n").unwrap();
     assert_eq!(recv(), "<bob> hello from bob\n");
     watcher.send(b"hi bob");
+    // Its input ends only once the chat has printed the line: what it prints does not depend
+    // on the line arriving within its --wait.
+    let mut printed = BufReader::new(chat.stdout.take().unwrap());
+    let mut text = String::new();
+    while !text.ends_with("<watcher> hi bob\n") {
+        assert_ne!(printed.read_line(&mut text).unwrap(), 0, "{text}");
+    }
     drop(stdin);
     assert_eq!(
         recv(),
@@ -487,9 +494,10 @@ fn chat_in_a_pipe_sends_and_receives() {
         "the chat leaves once its input ends"
     );
 
-    let output = chat.wait_with_output().unwrap();
-    assert!(output.status.success(), "{output:?}");
-    assert_eq!(stdout(&output), "* you are now bob\n<watcher> hi bob\n");
+    printed.read_to_string(&mut text).unwrap();
+    let status = chat.wait().unwrap();
+    assert!(status.success(), "{status:?}");
+    assert_eq!(text, "* you are now bob\n<watcher> hi bob\n");
 }
 
 #[test]
@@ -781,21 +789,54 @@ fn shell_logs_in_again_when_the_server_closed_the_idle_connection() {
     let dir = tempfile::tempdir().unwrap();
     let users = users_file(dir.path());
     let users = users.to_str().unwrap();
-    let serve = Serve::start(&["--users", users, "--idle-timeout", "0.5"]);
-    let server = serve.addr("tcp").to_string();
+    // The shell checks a connection before using it once it has been idle for a second; with
+    // the server's idle timeout above that, a connection the server closed is always checked.
+    let serve = Serve::start(&["--users", users, "--idle-timeout", "1.5"]);
+    let server = serve.addr("tcp");
     let home = tempfile::tempdir().unwrap();
-    // The second line comes after the server has closed the idle connection.
-    let script =
-        format!("(echo 'echo a'; sleep 1.5; echo 'echo b') | {SOCKIT} shell --server {server}");
-    let output = Command::new("sh")
-        .args(["-c", &script])
+    let mut shell = Command::new(SOCKIT)
+        .args(["shell", "--server", &server.to_string()])
         .env("SOCKIT_PASSWORD", PASSWORD)
         .env("SOCKIT_USER", "alice")
         .env("XDG_CONFIG_HOME", home.path())
-        .output()
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .spawn()
         .unwrap();
-    assert_eq!(stdout(&output), "a\nb\n", "{output:?}");
-    assert!(output.status.success());
+    let mut stdin = shell.stdin.take().unwrap();
+    let mut lines = BufReader::new(shell.stdout.take().unwrap());
+    stdin.write_all(b"echo a\n").unwrap();
+    let mut output = String::new();
+    lines.read_line(&mut output).unwrap();
+    assert_eq!(output, "a\n");
+    // The second line goes only after the server has closed the idle connection, which the
+    // kernel shows as the shell's end of it waiting to be closed (CLOSE_WAIT).
+    let started = Instant::now();
+    while !closed_by_the_server(server) {
+        assert!(
+            started.elapsed() < Duration::from_secs(10),
+            "the server kept the idle connection open"
+        );
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    stdin.write_all(b"echo b\n").unwrap();
+    drop(stdin);
+    lines.read_to_string(&mut output).unwrap();
+    assert_eq!(output, "a\nb\n");
+    assert!(shell.wait().unwrap().success());
+}
+
+/// Whether a TCP connection to `server` (IPv4) has been closed by the server but not yet by the
+/// client: the client's end is in CLOSE_WAIT.
+fn closed_by_the_server(server: SocketAddr) -> bool {
+    const CLOSE_WAIT: &str = "08";
+    let remote = format!(":{:04X}", server.port());
+    std::fs::read_to_string("/proc/net/tcp")
+        .unwrap()
+        .lines()
+        .skip(1)
+        .map(|line| line.split_whitespace().collect::<Vec<_>>())
+        .any(|fields| fields[2].ends_with(&remote) && fields[3] == CLOSE_WAIT)
 }
 
 #[test]

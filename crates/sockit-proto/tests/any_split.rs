@@ -3,6 +3,7 @@
 
 use bytes::BytesMut;
 use proptest::prelude::*;
+use proptest::test_runner::FileFailurePersistence;
 use sockit_proto::{Decoder, Event, HeaderWriter, Limits};
 
 /// A frame as a test generates it and as it must come out again.
@@ -80,8 +81,41 @@ fn random_cuts(len: usize, seeds: &[usize]) -> Vec<usize> {
     cuts
 }
 
+/// The property's configuration: 256 novel cases, after the checked-in regressions.
+///
+/// Failures persist in `any_split.proptest-regressions` beside this file, which is checked in:
+/// proptest replays every seed in it before generating new cases. `WithSource` names that file
+/// directly (the default, `SourceParallel`, finds no `lib.rs` above `tests/`, warns and falls
+/// back to the same file). A new failure is appended to it, never written anywhere else; that is
+/// the point on a developer's machine, where the line is then committed with the fix, and harmless
+/// in CI: the checkout is thrown away, proptest also prints the line to copy, and an append to a
+/// read-only checkout only prints a warning, it never changes the test's result.
+fn config() -> ProptestConfig {
+    ProptestConfig {
+        cases: 256,
+        failure_persistence: Some(Box::new(FileFailurePersistence::WithSource(
+            "proptest-regressions",
+        ))),
+        ..ProptestConfig::default()
+    }
+}
+
+/// The regressions file is found and read: a renamed file or a persistence switched off would
+/// otherwise replay nothing, silently.
+#[test]
+fn checked_in_regressions_are_replayed() {
+    let persistence = config()
+        .failure_persistence
+        .expect("failure persistence is on");
+    let seeds = persistence.load_persisted_failures2(Some(file!()));
+    assert!(
+        !seeds.is_empty(),
+        "no seeds read from any_split.proptest-regressions"
+    );
+}
+
 proptest! {
-    #![proptest_config(ProptestConfig { cases: 256, failure_persistence: None, ..ProptestConfig::default() })]
+    #![proptest_config(config())]
 
     #[test]
     fn any_split_decodes_to_the_same_frames(

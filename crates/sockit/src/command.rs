@@ -267,3 +267,340 @@ async fn read_some<R: tokio::io::AsyncRead + Unpin>(
         None => std::future::pending().await,
     }
 }
+
+#[cfg(test)]
+mod tests {
+    //! Real `sh` processes: exit codes, signals, the output cap, the deadline, and that no
+    //! process of a command's group outlives it.
+
+    use std::future::Future;
+    use std::pin::pin;
+    use std::sync::atomic::{AtomicU32, Ordering};
+    use std::task::{Context, Poll, Waker};
+
+    use nix::sys::signal::kill;
+
+    use super::*;
+
+    const HOUR: Duration = Duration::from_secs(3600);
+
+    fn limits(time: Duration, max_output: u64) -> CommandLimits {
+        CommandLimits {
+            deadline: Instant::now() + time,
+            max_output,
+        }
+    }
+
+    fn spawn(cmd: &str, limits: CommandLimits) -> RunningCommand {
+        RunningCommand::spawn(OsStr::new(cmd), &[("SOCKIT_TEST", "a value")], limits).unwrap()
+    }
+
+    /// Everything a command produced, in the pieces it came in, and how it ended.
+    #[derive(Debug, Default)]
+    struct Ran {
+        stdout: Vec<u8>,
+        stderr: Vec<u8>,
+        pieces: Vec<usize>,
+        finished: Option<Finished>,
+    }
+
+    impl Ran {
+        fn exit(&self) -> Exit {
+            self.finished.expect("finished").exit
+        }
+    }
+
+    async fn finish(command: &mut RunningCommand) -> Ran {
+        let mut ran = Ran::default();
+        loop {
+            match command.next().await {
+                Event::Output(stream, data) => {
+                    ran.pieces.push(data.len());
+                    match stream {
+                        OutputStream::Stdout => ran.stdout.extend_from_slice(&data),
+                        OutputStream::Stderr => ran.stderr.extend_from_slice(&data),
+                    }
+                }
+                Event::Finished(finished) => {
+                    ran.finished = Some(finished);
+                    return ran;
+                }
+            }
+        }
+    }
+
+    async fn run(cmd: &str, limits: CommandLimits) -> Ran {
+        finish(&mut spawn(cmd, limits)).await
+    }
+
+    /// Polls `future` once: its output if it is ready now.
+    fn now_or_never<F: Future>(future: F) -> Option<F::Output> {
+        let future = pin!(future);
+        match future.poll(&mut Context::from_waker(Waker::noop())) {
+            Poll::Ready(output) => Some(output),
+            Poll::Pending => None,
+        }
+    }
+
+    /// A number of seconds for `sleep` that no other process uses, so that `/proc` finds only
+    /// the processes of one test.
+    fn marker() -> String {
+        static NEXT: AtomicU32 = AtomicU32::new(0);
+        let n = NEXT.fetch_add(1, Ordering::Relaxed);
+        format!("{}.{}", 7000 + std::process::id() % 1000, 1000 + n)
+    }
+
+    /// The processes running `sleep MARKER` (not the `sh -c` that names it).
+    fn sleepers(marker: &str) -> Vec<Pid> {
+        let wanted = format!("sleep\0{marker}\0");
+        let mut found = Vec::new();
+        for entry in std::fs::read_dir("/proc").unwrap().flatten() {
+            let Ok(pid) = entry.file_name().to_string_lossy().parse::<i32>() else {
+                continue;
+            };
+            let Ok(cmdline) = std::fs::read(entry.path().join("cmdline")) else {
+                continue;
+            };
+            if cmdline.ends_with(wanted.as_bytes()) {
+                found.push(Pid::from_raw(pid));
+            }
+        }
+        found
+    }
+
+    /// Starts a command whose group holds two `sleep MARKER` (one in a subshell), once both run.
+    async fn spawn_sleepers(marker: &str) -> RunningCommand {
+        let cmd = format!("sleep {marker} & (sleep {marker}; true) & echo started; wait");
+        let mut command = spawn(&cmd, limits(HOUR, 1024));
+        let Event::Output(OutputStream::Stdout, started) = command.next().await else {
+            panic!("no output");
+        };
+        assert_eq!(&started[..], b"started\n");
+        running(marker, 2).await;
+        command
+    }
+
+    /// Waits until `count` processes run `sleep MARKER` (a forked child takes a moment to
+    /// become `sleep`).
+    async fn running(marker: &str, count: usize) {
+        let deadline = std::time::Instant::now() + Duration::from_secs(10);
+        while sleepers(marker).len() < count {
+            assert!(std::time::Instant::now() < deadline, "never started");
+            tokio::time::sleep(Duration::from_millis(5)).await;
+        }
+        assert_eq!(sleepers(marker).len(), count);
+    }
+
+    /// Waits until no `sleep MARKER` is left (a killed process takes a moment to be reaped).
+    async fn all_gone(marker: &str) {
+        let deadline = std::time::Instant::now() + Duration::from_secs(10);
+        while !sleepers(marker).is_empty() {
+            assert!(
+                std::time::Instant::now() < deadline,
+                "left behind: {:?}",
+                sleepers(marker)
+            );
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+    }
+
+    #[tokio::test]
+    async fn stdout_stderr_and_the_exit_code_come_back_separately() {
+        let ran = run("echo out; echo err >&2; exit 3", limits(HOUR, 1024)).await;
+        assert_eq!(
+            (&ran.stdout[..], &ran.stderr[..]),
+            (&b"out\n"[..], &b"err\n"[..])
+        );
+        assert_eq!(
+            ran.finished,
+            Some(Finished {
+                exit: Exit::Code(3),
+                truncated: false,
+                timed_out: false
+            })
+        );
+        assert_eq!(run("true", limits(HOUR, 1024)).await.exit(), Exit::Code(0));
+        assert_eq!(
+            run("exit 255", limits(HOUR, 1024)).await.exit(),
+            Exit::Code(255)
+        );
+    }
+
+    #[tokio::test]
+    async fn the_environment_is_added_and_stdin_is_empty() {
+        let ran = run("echo \"$SOCKIT_TEST\"; cat; echo end", limits(HOUR, 1024)).await;
+        assert_eq!(ran.stdout, b"a value\nend\n");
+        assert_eq!(ran.exit(), Exit::Code(0));
+    }
+
+    #[tokio::test]
+    async fn a_command_killed_by_a_signal_reports_the_signal() {
+        for (signal, number) in [("TERM", 15), ("KILL", 9), ("HUP", 1)] {
+            let ran = run(&format!("kill -{signal} $$"), limits(HOUR, 1024)).await;
+            assert_eq!(ran.exit(), Exit::Signal(number), "{signal}");
+        }
+    }
+
+    #[tokio::test]
+    async fn finished_is_returned_again_once_the_command_is_over() {
+        let mut command = spawn("exit 4", limits(HOUR, 1024));
+        let first = finish(&mut command).await.finished;
+        for _ in 0..3 {
+            let Some(Event::Finished(again)) = now_or_never(command.next()) else {
+                panic!("Finished is not returned again at once");
+            };
+            assert_eq!(Some(again), first);
+        }
+    }
+
+    #[tokio::test]
+    async fn output_comes_in_pieces_of_at_most_one_frame() {
+        // Written at once into a pipe enlarged to 1 MiB (F_SETPIPE_SZ), so that a read could
+        // take far more than a frame.
+        let python = "import fcntl, os; fcntl.fcntl(1, 1031, 1 << 20); os.write(1, bytes(300000))";
+        if std::process::Command::new("python3")
+            .arg("-c")
+            .arg("1")
+            .status()
+            .is_err()
+        {
+            assert!(std::env::var_os("CI").is_none(), "CI must have python3");
+            eprintln!("python3 not found: skipping the large-pipe test");
+            return;
+        }
+        let ran = run(&format!("python3 -c '{python}'"), limits(HOUR, 1 << 20)).await;
+        assert_eq!(ran.stdout.len(), 300_000);
+        assert!(
+            ran.pieces.iter().all(|&n| n > 0 && n <= OUTPUT_CHUNK),
+            "{:?}",
+            ran.pieces
+        );
+        assert_eq!(ran.exit(), Exit::Code(0));
+    }
+
+    #[tokio::test]
+    async fn output_up_to_the_cap_is_whole_and_one_byte_more_is_truncated() {
+        let ran = run("head -c 1000 /dev/zero", limits(HOUR, 1000)).await;
+        assert_eq!((ran.stdout.len(), ran.exit()), (1000, Exit::Code(0)));
+        assert!(!ran.finished.unwrap().truncated);
+
+        let ran = run("head -c 1001 /dev/zero", limits(HOUR, 1000)).await;
+        assert_eq!(ran.stdout.len(), 1000);
+        assert!(ran.finished.unwrap().truncated);
+    }
+
+    #[tokio::test]
+    async fn the_cap_counts_both_streams_and_kills_a_command_that_passes_it() {
+        let ran = run("yes out & yes err >&2", limits(HOUR, 100_000)).await;
+        assert_eq!(ran.stdout.len() + ran.stderr.len(), 100_000);
+        assert!(ran.stdout.chunks(4).all(|line| b"out\n".starts_with(line)));
+        assert!(ran.stderr.chunks(4).all(|line| b"err\n".starts_with(line)));
+        let finished = ran.finished.unwrap();
+        assert!(finished.truncated && !finished.timed_out);
+        assert_eq!(finished.exit, Exit::Signal(9));
+    }
+
+    #[tokio::test]
+    async fn at_the_deadline_the_whole_group_is_killed_and_not_a_moment_before() {
+        let marker = marker();
+        let mut command = spawn_sleepers(&marker).await;
+
+        // From here the clock moves only when told to, or when nothing else can happen.
+        tokio::time::pause();
+        let deadline = command.deadline();
+        tokio::time::advance(deadline - Instant::now() - Duration::from_millis(1)).await;
+        assert!(
+            now_or_never(command.next()).is_none(),
+            "over before its deadline"
+        );
+        assert!(!command.timed_out, "killed before its deadline");
+        assert_eq!(sleepers(&marker).len(), 2, "killed before its deadline");
+
+        tokio::time::advance(Duration::from_millis(1)).await;
+        let ran = finish(&mut command).await;
+        assert_eq!(
+            ran.finished,
+            Some(Finished {
+                exit: Exit::Signal(9),
+                truncated: false,
+                timed_out: true
+            })
+        );
+        assert!(ran.stdout.is_empty() && ran.stderr.is_empty());
+        tokio::time::resume();
+        all_gone(&marker).await;
+    }
+
+    #[tokio::test]
+    async fn a_real_deadline_ends_a_command_on_time() {
+        let started = Instant::now();
+        let ran = run("sleep 30", limits(Duration::from_millis(300), 1024)).await;
+        let waited = started.elapsed();
+        assert!(ran.finished.unwrap().timed_out);
+        assert_eq!(ran.exit(), Exit::Signal(9));
+        assert!(
+            waited >= Duration::from_millis(300),
+            "killed early: {waited:?}"
+        );
+        assert!(waited < Duration::from_secs(5), "killed late: {waited:?}");
+    }
+
+    #[tokio::test]
+    async fn background_children_are_killed_when_the_shell_exits() {
+        let marker = marker();
+        let mut command = spawn(&format!("sleep {marker} & echo done"), limits(HOUR, 1024));
+        let ran = finish(&mut command).await;
+        assert_eq!(
+            (&ran.stdout[..], ran.exit()),
+            (&b"done\n"[..], Exit::Code(0))
+        );
+        // The child held the output pipe open: killing it ended the output, not the grace.
+        let grace_ends = command.drain_until.expect("the shell's exit was seen");
+        assert!(Instant::now() < grace_ends, "waited out the drain grace");
+        all_gone(&marker).await;
+    }
+
+    #[tokio::test]
+    async fn dropping_a_running_command_kills_its_group() {
+        let marker = marker();
+        let command = spawn_sleepers(&marker).await;
+        drop(command);
+        all_gone(&marker).await;
+    }
+
+    /// Kills, by their ids, the processes a test started outside any command's group.
+    struct Escaped(String);
+
+    impl Drop for Escaped {
+        fn drop(&mut self) {
+            for pid in sleepers(&self.0) {
+                let _ = kill(pid, Signal::SIGKILL);
+            }
+        }
+    }
+
+    #[tokio::test]
+    async fn output_held_open_by_a_process_that_left_the_group_is_waited_for_only_briefly() {
+        let marker = marker();
+        let escaped = Escaped(marker.clone());
+        // The shell exits only once its child has left the group and says so through a FIFO.
+        let dir = tempfile::tempdir().unwrap();
+        let fifo = dir.path().join("left").display().to_string();
+        let cmd = format!(
+            "mkfifo '{fifo}'; setsid sh -c \"echo > '{fifo}'; exec sleep {marker}\" & \
+             read left < '{fifo}'; echo done"
+        );
+        let started = Instant::now();
+        let ran = run(&cmd, limits(HOUR, 1024)).await;
+        let waited = started.elapsed();
+        assert_eq!(
+            (&ran.stdout[..], ran.exit()),
+            (&b"done\n"[..], Exit::Code(0))
+        );
+        assert_eq!(sleepers(&marker).len(), 1, "setsid left the group");
+        assert!(waited >= DRAIN_GRACE, "{waited:?}");
+        assert!(waited < DRAIN_GRACE + Duration::from_secs(4), "{waited:?}");
+        drop(escaped);
+        all_gone(&marker).await;
+    }
+}

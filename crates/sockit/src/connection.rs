@@ -557,3 +557,614 @@ async fn with_deadline<F: std::future::Future<Output = io::Result<()>>>(
             .map_err(|_| io::Error::new(io::ErrorKind::TimedOut, "peer stopped reading"))?,
     }
 }
+
+#[cfg(test)]
+mod tests {
+    //! The connection over in-memory streams (`tokio::io::duplex`): reads cut at every size,
+    //! writes split at every byte, and tokio's paused clock for the deadlines, so that each
+    //! outcome and each instant is exact.
+
+    use std::future::Future;
+    use std::pin::{pin, Pin};
+    use std::task::{Context, Poll, Waker};
+
+    use serde_json::{json, Value};
+    use tokio::io::{duplex, DuplexStream, ReadBuf};
+
+    use super::*;
+
+    const fn ms(millis: u64) -> Duration {
+        Duration::from_millis(millis)
+    }
+
+    /// Both deadlines, in milliseconds.
+    fn deadlines(header: u64, idle: u64) -> Deadlines {
+        Deadlines {
+            header: Some(ms(header)),
+            idle: Some(ms(idle)),
+        }
+    }
+
+    /// A frame: the length prefix, `json`, then `body`.
+    fn frame(json: &str, body: &[u8]) -> Vec<u8> {
+        let mut out = (json.len() as i32).to_le_bytes().to_vec();
+        out.extend_from_slice(json.as_bytes());
+        out.extend_from_slice(body);
+        out
+    }
+
+    /// The replies in `bytes`, each as its JSON header and its body.
+    fn replies(mut bytes: &[u8]) -> Vec<(Value, Vec<u8>)> {
+        let mut out = Vec::new();
+        while !bytes.is_empty() {
+            let hlen = i32::from_le_bytes(bytes[..4].try_into().unwrap()) as usize;
+            let header: Value = serde_json::from_slice(&bytes[4..4 + hlen]).unwrap();
+            let size = header["size"].as_u64().unwrap_or(0) as usize;
+            let body = bytes[4 + hlen..4 + hlen + size].to_vec();
+            bytes = &bytes[4 + hlen + size..];
+            out.push((header, body));
+        }
+        out
+    }
+
+    /// Polls `future` once: its output if it is ready now.
+    fn now_or_never<F: Future>(future: F) -> Option<F::Output> {
+        let future = pin!(future);
+        match future.poll(&mut Context::from_waker(Waker::noop())) {
+            Poll::Ready(output) => Some(output),
+            Poll::Pending => None,
+        }
+    }
+
+    /// A stream whose reads return at most `max` bytes each: the peer's bytes cut into pieces.
+    struct Pieces {
+        inner: DuplexStream,
+        max: usize,
+    }
+
+    impl AsyncRead for Pieces {
+        fn poll_read(
+            mut self: Pin<&mut Self>,
+            cx: &mut Context<'_>,
+            buf: &mut ReadBuf<'_>,
+        ) -> Poll<io::Result<()>> {
+            let mut scratch = vec![0u8; self.max.min(buf.remaining())];
+            let mut piece = ReadBuf::new(&mut scratch);
+            let read = Pin::new(&mut self.inner).poll_read(cx, &mut piece);
+            if let Poll::Ready(Ok(())) = read {
+                buf.put_slice(piece.filled());
+            }
+            read
+        }
+    }
+
+    impl AsyncWrite for Pieces {
+        fn poll_write(
+            mut self: Pin<&mut Self>,
+            cx: &mut Context<'_>,
+            buf: &[u8],
+        ) -> Poll<io::Result<usize>> {
+            Pin::new(&mut self.inner).poll_write(cx, buf)
+        }
+
+        fn poll_flush(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+            Pin::new(&mut self.inner).poll_flush(cx)
+        }
+
+        fn poll_shutdown(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+            Pin::new(&mut self.inner).poll_shutdown(cx)
+        }
+    }
+
+    /// A connection with the default limits and the given deadlines, and its peer.
+    fn pair(deadlines: Deadlines) -> (DuplexStream, Connection<DuplexStream>) {
+        let (peer, ours) = duplex(1 << 20);
+        (peer, Connection::new(ours, Limits::default(), deadlines))
+    }
+
+    fn pattern(len: usize) -> Vec<u8> {
+        (0..len).map(|i| (i % 251) as u8).collect()
+    }
+
+    async fn expect_header<S: AsyncRead + AsyncWrite + Unpin>(
+        conn: &mut Connection<S>,
+        op: &str,
+    ) -> Header {
+        let header = conn.read_header().await.unwrap().expect("a header");
+        assert_eq!(header.op().unwrap(), Some(op));
+        header
+    }
+
+    #[tokio::test]
+    async fn frames_come_out_whole_however_the_reads_are_cut() {
+        let big = pattern(100_000);
+        let into = pattern(10_000);
+        let mut stream = frame(r#"{"op":"ping","id":1}"#, b"");
+        stream.extend(frame(r#"{"op":"whole","size":5}"#, b"hello"));
+        stream.extend(frame(r#"{"op":"chunks","size":100000}"#, &big));
+        stream.extend(frame(r#"{"op":"into","file_size":10000}"#, &into));
+        stream.extend(frame(r#"{"op":"last","id":"x"}"#, b""));
+        for max in [1, 2, 3, 7, 4096, 65_536, usize::MAX] {
+            let (mut peer, ours) = duplex(1 << 20);
+            peer.write_all(&stream).await.unwrap();
+            drop(peer);
+            let pieces = Pieces { inner: ours, max };
+            let mut conn = Connection::new(pieces, Limits::default(), Deadlines::default());
+
+            let ping = expect_header(&mut conn, "ping").await;
+            assert_eq!((ping.id(), ping.body_len()), (Some("1"), 0));
+            let whole = expect_header(&mut conn, "whole").await;
+            assert_eq!(whole.body_len(), 5);
+            assert_eq!(&conn.read_body().await.unwrap()[..], b"hello", "cut {max}");
+
+            expect_header(&mut conn, "chunks").await;
+            let mut chunks = Vec::new();
+            while let Some(chunk) = conn.read_body_chunk().await.unwrap() {
+                assert!(chunk.len() <= max, "a chunk larger than any read");
+                chunks.extend_from_slice(&chunk);
+            }
+            assert!(chunks == big, "chunked body differs, cut {max}");
+
+            expect_header(&mut conn, "into").await;
+            let mut received = Vec::new();
+            let mut buf = [0u8; 4096];
+            loop {
+                let n = conn.read_body_into(&mut buf).await.unwrap();
+                if n == 0 {
+                    break;
+                }
+                received.extend_from_slice(&buf[..n]);
+            }
+            assert!(
+                received == into,
+                "body read into buffers differs, cut {max}"
+            );
+            assert_eq!(conn.body_remaining(), 0);
+
+            let last = expect_header(&mut conn, "last").await;
+            assert_eq!(last.id(), Some(r#""x""#));
+            assert!(conn.read_header().await.unwrap().is_none(), "a clean end");
+        }
+    }
+
+    #[tokio::test]
+    async fn a_frame_written_in_two_parts_split_at_any_byte_is_read_whole() {
+        let bytes = frame(r#"{"op":"echo","id":7,"size":6}"#, b"sticky");
+        for split in 0..=bytes.len() {
+            let (mut peer, mut conn) = pair(Deadlines::default());
+            let (first, second) = (bytes[..split].to_vec(), bytes[split..].to_vec());
+            let writer = tokio::spawn(async move {
+                peer.write_all(&first).await.unwrap();
+                tokio::task::yield_now().await;
+                peer.write_all(&second).await.unwrap();
+                peer
+            });
+            let header = expect_header(&mut conn, "echo").await;
+            assert_eq!(header.id(), Some("7"), "split at {split}");
+            assert_eq!(&conn.read_body().await.unwrap()[..], b"sticky");
+            drop(writer.await.unwrap());
+            assert!(conn.read_header().await.unwrap().is_none());
+        }
+    }
+
+    #[tokio::test]
+    async fn skip_body_discards_exactly_the_body() {
+        // The skipped body looks like a frame: none of it may be read as one.
+        let inner = frame(r#"{"op":"smuggled"}"#, b"");
+        let mut stream = frame(
+            &format!(r#"{{"op":"skip","size":{}}}"#, inner.len()),
+            &inner,
+        );
+        stream.extend(frame(r#"{"op":"next","size":2}"#, b"ok"));
+        for max in [1, 5, usize::MAX] {
+            let (mut peer, ours) = duplex(1 << 16);
+            peer.write_all(&stream).await.unwrap();
+            drop(peer);
+            let pieces = Pieces { inner: ours, max };
+            let mut conn = Connection::new(pieces, Limits::default(), Deadlines::default());
+            expect_header(&mut conn, "skip").await;
+            conn.skip_body().await.unwrap();
+            assert_eq!(conn.body_remaining(), 0);
+            expect_header(&mut conn, "next").await;
+            assert_eq!(&conn.read_body().await.unwrap()[..], b"ok");
+            assert!(conn.read_header().await.unwrap().is_none());
+        }
+    }
+
+    #[tokio::test]
+    #[should_panic(expected = "read_header called before the previous body was consumed")]
+    async fn reading_the_next_header_before_the_body_is_a_bug() {
+        let (mut peer, mut conn) = pair(Deadlines::default());
+        peer.write_all(&frame(r#"{"op":"echo","size":3}"#, b"abc"))
+            .await
+            .unwrap();
+        expect_header(&mut conn, "echo").await;
+        let _ = conn.read_header().await;
+    }
+
+    /// Reads one header from a connection with `limits` whose peer sent `bytes` and stays
+    /// open; with the clock paused, waiting for more bytes would end the test at once.
+    async fn header_from(limits: Limits, bytes: &[u8]) -> Result<Option<Header>, ConnError> {
+        let (mut peer, ours) = duplex(1 << 16);
+        peer.write_all(bytes).await.unwrap();
+        let mut conn = Connection::new(ours, limits, Deadlines::default());
+        let read = tokio::time::timeout(Duration::from_secs(3600), conn.read_header()).await;
+        drop(peer);
+        read.expect("decided on the bytes already sent, without waiting for more")
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn declared_lengths_are_checked_against_the_limits_before_anything_more_is_read() {
+        let limits = Limits::builder()
+            .max_header_len(40)
+            .max_body_len(1000)
+            .build();
+        let at_limit = format!(r#"{{"op":"ping","pad":"{}"}}"#, "x".repeat(18));
+        assert_eq!(at_limit.len(), 40);
+        let header = header_from(limits, &frame(&at_limit, b"")).await.unwrap();
+        assert_eq!(header.unwrap().op().unwrap(), Some("ping"));
+
+        // Only the length prefix: the verdict needs nothing more.
+        let err = header_from(limits, &41i32.to_le_bytes()).await.unwrap_err();
+        assert!(
+            matches!(
+                err,
+                ConnError::Frame(FrameError::HeaderTooLong { len: 41, max: 40 })
+            ),
+            "{err}"
+        );
+        assert_eq!(err.reply_code(), Some(ErrorCode::TooLarge));
+        for len in [0, -1, i32::MIN] {
+            let err = header_from(limits, &len.to_le_bytes()).await.unwrap_err();
+            assert!(
+                matches!(err, ConnError::Frame(FrameError::BadHeaderLength { len: l }) if l == len),
+                "{err}"
+            );
+            assert_eq!(err.reply_code(), Some(ErrorCode::BadFrame));
+        }
+
+        // Only the header: a body over the limit is refused before any of it arrives.
+        let header = header_from(limits, &frame(r#"{"op":"put","size":1000}"#, b""))
+            .await
+            .unwrap();
+        assert_eq!(header.unwrap().body_len(), 1000);
+        let err = header_from(limits, &frame(r#"{"op":"put","size":1001}"#, b""))
+            .await
+            .unwrap_err();
+        assert!(
+            matches!(
+                err,
+                ConnError::Frame(FrameError::BodyTooLarge {
+                    len: 1001,
+                    max: 1000
+                })
+            ),
+            "{err}"
+        );
+        assert_eq!(err.reply_code(), Some(ErrorCode::TooLarge));
+
+        let err = header_from(limits, &frame("[1,2]", b"")).await.unwrap_err();
+        assert!(
+            matches!(err, ConnError::Frame(FrameError::HeaderNotObject)),
+            "{err}"
+        );
+        assert_eq!(err.reply_code(), Some(ErrorCode::BadFrame));
+    }
+
+    #[tokio::test]
+    async fn a_stream_ending_mid_frame_is_truncated_and_between_frames_is_a_clean_end() {
+        let json = r#"{"op":"echo","size":10}"#;
+        let whole = frame(json, b"0123456789");
+        let body_start = 4 + json.len();
+        for cut in 0..=whole.len() {
+            let (mut peer, mut conn) = pair(Deadlines::default());
+            peer.write_all(&whole[..cut]).await.unwrap();
+            drop(peer);
+            let header = conn.read_header().await;
+            if cut == 0 {
+                assert!(header.unwrap().is_none(), "nothing sent is a clean end");
+                continue;
+            }
+            if cut < body_start {
+                let err = header.unwrap_err();
+                assert!(
+                    matches!(err, ConnError::Truncated(FramePart::Header)),
+                    "cut {cut}: {err}"
+                );
+                assert_eq!(err.reply_code(), Some(ErrorCode::BadFrame));
+                continue;
+            }
+            assert_eq!(header.unwrap().unwrap().body_len(), 10);
+            if cut == whole.len() {
+                assert_eq!(&conn.read_body().await.unwrap()[..], b"0123456789");
+                assert!(conn.read_header().await.unwrap().is_none());
+                continue;
+            }
+            let err = conn.read_body().await.unwrap_err();
+            assert!(
+                matches!(err, ConnError::Truncated(FramePart::Body)),
+                "cut {cut}: {err}"
+            );
+        }
+
+        // Read into a buffer, what arrived is handed over first; the next read reports the end.
+        let (mut peer, mut conn) = pair(Deadlines::default());
+        peer.write_all(&whole[..body_start + 4]).await.unwrap();
+        drop(peer);
+        expect_header(&mut conn, "echo").await;
+        let mut buf = [0u8; 10];
+        assert_eq!(conn.read_body_into(&mut buf).await.unwrap(), 4);
+        assert_eq!(&buf[..4], b"0123");
+        let err = conn.read_body_into(&mut buf).await.unwrap_err();
+        assert!(
+            matches!(err, ConnError::Truncated(FramePart::Body)),
+            "{err}"
+        );
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn the_first_header_is_due_a_header_deadline_after_connecting() {
+        let (_peer, mut conn) = pair(deadlines(300, 60_000));
+        let opened = Instant::now();
+        // Time spent before the first read counts too.
+        tokio::time::advance(ms(200)).await;
+        let err = conn.read_header().await.unwrap_err();
+        assert!(
+            matches!(err, ConnError::HeaderTimeout(limit) if limit == ms(300)),
+            "{err}"
+        );
+        assert_eq!(err.reply_code(), Some(ErrorCode::Timeout));
+        assert_eq!(opened.elapsed(), ms(300));
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_header_trickled_in_is_cut_off_by_the_header_deadline() {
+        let (mut peer, mut conn) = pair(deadlines(400, 60_000));
+        peer.write_all(&frame(r#"{"op":"ping"}"#, b""))
+            .await
+            .unwrap();
+        expect_header(&mut conn, "ping").await;
+
+        // One byte every 150 ms keeps the idle deadline far away, but not the header's.
+        let slow = frame(r#"{"op":"ping","pad":"................"}"#, b"");
+        let started = Instant::now();
+        let trickle = tokio::spawn(async move {
+            for byte in slow {
+                if peer.write_all(&[byte]).await.is_err() {
+                    break;
+                }
+                tokio::time::sleep(ms(150)).await;
+            }
+        });
+        let err = conn.read_header().await.unwrap_err();
+        assert!(
+            matches!(err, ConnError::HeaderTimeout(limit) if limit == ms(400)),
+            "{err}"
+        );
+        assert_eq!(started.elapsed(), ms(400));
+        drop(conn);
+        trickle.await.unwrap();
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_quiet_peer_is_timed_out_exactly_when_the_idle_deadline_passes() {
+        let (mut peer, mut conn) = pair(deadlines(10_000, 500));
+        peer.write_all(&frame(r#"{"op":"ping","id":1}"#, b""))
+            .await
+            .unwrap();
+        let ping = expect_header(&mut conn, "ping").await;
+        reply::ok(conn.write_buf(), ping.id()).finish(0).unwrap();
+
+        let started = Instant::now();
+        let err = conn.read_header().await.unwrap_err();
+        assert!(
+            matches!(err, ConnError::Idle(limit) if limit == ms(500)),
+            "{err}"
+        );
+        assert_eq!(err.reply_code(), Some(ErrorCode::Timeout));
+        assert_eq!(started.elapsed(), ms(500));
+        // The reply went out before the wait began.
+        let mut sent = vec![0u8; 64];
+        let n = now_or_never(peer.read(&mut sent))
+            .expect("the reply was sent")
+            .unwrap();
+        assert_eq!(
+            replies(&sent[..n]),
+            [(json!({"ok": true, "id": 1}), vec![])]
+        );
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn each_piece_of_a_body_restarts_the_idle_deadline() {
+        let (mut peer, mut conn) = pair(deadlines(10_000, 500));
+        peer.write_all(&frame(r#"{"op":"echo","size":8}"#, b""))
+            .await
+            .unwrap();
+        expect_header(&mut conn, "echo").await;
+        // Four bytes 400 ms apart arrive; then the peer pauses for longer than the idle time.
+        let started = Instant::now();
+        let writer = tokio::spawn(async move {
+            for byte in b"abcd" {
+                tokio::time::sleep(ms(400)).await;
+                peer.write_all(&[*byte]).await.unwrap();
+            }
+            peer
+        });
+        let err = conn.read_body().await.unwrap_err();
+        assert!(
+            matches!(err, ConnError::Idle(limit) if limit == ms(500)),
+            "{err}"
+        );
+        assert_eq!(started.elapsed(), ms(4 * 400 + 500));
+        drop(writer.await.unwrap());
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_peer_that_stops_reading_fails_a_flush_after_the_idle_time() {
+        let (_peer, ours) = duplex(1024);
+        let deadlines = Deadlines {
+            header: None,
+            idle: Some(ms(500)),
+        };
+        let mut conn = Connection::new(ours, Limits::default(), deadlines);
+        reply::ok(conn.write_buf(), None).finish(4000).unwrap();
+        conn.write_body(&pattern(4000)).await.unwrap();
+        let started = Instant::now();
+        let err = conn.flush().await.unwrap_err();
+        assert_eq!(err.kind(), io::ErrorKind::TimedOut);
+        assert_eq!(started.elapsed(), ms(500));
+    }
+
+    #[tokio::test]
+    async fn replies_are_held_until_the_connection_waits_for_input() {
+        let (mut peer, mut conn) = pair(Deadlines::default());
+        let mut pipelined = Vec::new();
+        for id in 1..=3 {
+            pipelined.extend(frame(&format!(r#"{{"op":"ping","id":{id}}}"#), b""));
+        }
+        peer.write_all(&pipelined).await.unwrap();
+        let mut buf = vec![0u8; 4096];
+        for _ in 1..=3 {
+            let ping = expect_header(&mut conn, "ping").await;
+            reply::ok(conn.write_buf(), ping.id()).finish(0).unwrap();
+            assert!(
+                now_or_never(peer.read(&mut buf)).is_none(),
+                "a reply went out while requests were still buffered"
+            );
+        }
+        peer.shutdown().await.unwrap();
+        assert!(conn.read_header().await.unwrap().is_none());
+        // All three went out together, before the connection waited.
+        let n = now_or_never(peer.read(&mut buf))
+            .expect("the replies were sent")
+            .unwrap();
+        let ids: Vec<Value> = replies(&buf[..n])
+            .into_iter()
+            .map(|(h, _)| h["id"].clone())
+            .collect();
+        assert_eq!(ids, [json!(1), json!(2), json!(3)]);
+    }
+
+    #[tokio::test]
+    async fn bodies_small_and_large_follow_their_headers_byte_for_byte() {
+        let (mut peer, mut conn) = pair(Deadlines::default());
+        let small = pattern(COPY_BODY_MAX);
+        let large = pattern(COPY_BODY_MAX * 6 + 1);
+        for body in [&small, &large] {
+            reply::ok(conn.write_buf(), None)
+                .finish(body.len() as u64)
+                .unwrap();
+            conn.write_body(body).await.unwrap();
+        }
+        reply::ok(conn.write_buf(), Some("\"end\""))
+            .finish(0)
+            .unwrap();
+        conn.flush().await.unwrap();
+        drop(conn);
+        let mut sent = Vec::new();
+        peer.read_to_end(&mut sent).await.unwrap();
+        let got = replies(&sent);
+        assert_eq!(got.len(), 3);
+        assert!(got[0].1 == small && got[1].1 == large, "bodies differ");
+        assert_eq!(got[2].0, json!({"ok": true, "id": "end"}));
+    }
+
+    #[tokio::test]
+    async fn a_stop_ends_the_connection_between_frames_but_finishes_a_frame_begun() {
+        let stop = CancellationToken::new();
+        let (mut peer, mut conn) = pair(Deadlines::default());
+        conn.stop_when(stop.clone());
+        let bytes = frame(r#"{"op":"echo","size":4}"#, b"late");
+        peer.write_all(&bytes[..6]).await.unwrap();
+        {
+            let mut reading = pin!(conn.read_header());
+            assert!(
+                now_or_never(reading.as_mut()).is_none(),
+                "half a header is not a header"
+            );
+            stop.cancel();
+            peer.write_all(&bytes[6..]).await.unwrap();
+            let header = reading.await.unwrap().expect("the frame begun is finished");
+            assert_eq!(header.op().unwrap(), Some("echo"));
+        }
+        assert_eq!(&conn.read_body().await.unwrap()[..], b"late");
+        // Between frames, the stop ends the connection although the peer is still there.
+        assert!(conn.read_header().await.unwrap().is_none());
+        drop(peer);
+    }
+
+    #[tokio::test]
+    async fn peer_gone_keeps_the_bytes_that_arrive_meanwhile() {
+        let (mut peer, mut conn) = pair(Deadlines::default());
+        let bytes = frame(r#"{"op":"ping","id":5}"#, b"");
+        // Dropped before the peer is gone: what it read so far is kept.
+        peer.write_all(&bytes[..3]).await.unwrap();
+        assert!(now_or_never(conn.peer_gone()).is_none());
+        peer.write_all(&bytes[3..]).await.unwrap();
+        peer.shutdown().await.unwrap();
+        conn.peer_gone().await;
+        let ping = expect_header(&mut conn, "ping").await;
+        assert_eq!(ping.id(), Some("5"));
+        assert!(conn.read_header().await.unwrap().is_none());
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn close_sends_what_is_queued_ends_the_stream_and_returns_once_the_peer_is_done() {
+        let (mut peer, mut conn) = pair(Deadlines::default());
+        reply::ok(conn.write_buf(), Some("9")).finish(0).unwrap();
+        // Input the connection never read: closing must not reset the stream over it.
+        peer.write_all(b"unread request bytes").await.unwrap();
+        let started = Instant::now();
+        let closing = tokio::spawn(conn.close());
+        let mut sent = Vec::new();
+        peer.read_to_end(&mut sent).await.unwrap();
+        assert_eq!(replies(&sent), [(json!({"ok": true, "id": 9}), vec![])]);
+        // Still draining what the peer sends, until the peer closes its side.
+        peer.write_all(b"more").await.unwrap();
+        tokio::task::yield_now().await;
+        assert!(!closing.is_finished());
+        peer.shutdown().await.unwrap();
+        closing.await.unwrap();
+        assert_eq!(started.elapsed(), Duration::ZERO, "waited for nothing");
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn close_gives_up_on_a_peer_that_never_closes_after_the_linger() {
+        let (_peer, conn) = pair(Deadlines::default());
+        let started = Instant::now();
+        conn.close().await;
+        assert_eq!(started.elapsed(), CLOSE_LINGER);
+    }
+
+    #[tokio::test]
+    async fn fail_sends_the_error_reply_if_one_can_still_arrive_then_closes() {
+        let cases = [
+            (ConnError::HeaderTimeout(ms(1500)), Some("timeout")),
+            (ConnError::Idle(ms(1500)), Some("timeout")),
+            (ConnError::Truncated(FramePart::Body), Some("bad_frame")),
+            (
+                ConnError::Frame(FrameError::BadHeaderLength { len: -1 }),
+                Some("bad_frame"),
+            ),
+            (
+                ConnError::Frame(FrameError::HeaderTooLong { len: 99, max: 10 }),
+                Some("too_large"),
+            ),
+            (ConnError::Io(io::ErrorKind::BrokenPipe.into()), None),
+        ];
+        for (err, code) in cases {
+            let (mut peer, mut conn) = pair(Deadlines::default());
+            reply::ok(conn.write_buf(), Some("1")).finish(0).unwrap();
+            peer.shutdown().await.unwrap();
+            conn.fail(&err).await;
+            let mut sent = Vec::new();
+            peer.read_to_end(&mut sent).await.unwrap();
+            let mut expected = vec![(json!({"ok": true, "id": 1}), vec![])];
+            if let Some(code) = code {
+                let reply = json!({"ok": false, "code": code, "error": err.to_string()});
+                expected.push((reply, vec![]));
+            }
+            assert_eq!(replies(&sent), expected, "{err}");
+        }
+    }
+}

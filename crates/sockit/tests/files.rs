@@ -395,6 +395,53 @@ async fn concurrent_uploads_of_one_name_end_with_one_whole_file() {
     );
 }
 
+#[tokio::test]
+async fn a_second_upload_of_the_same_file_at_once_is_busy_and_its_connection_stays_usable() {
+    let server = TestServer::start().await;
+    let root = root_of(&server);
+    let (first_data, second_data) = (pattern(100_000, 10), pattern(100_000, 11));
+    let mut first = server.connect().await;
+    first
+        .write_all(&put_header("busy.bin", first_data.len(), json!({})))
+        .await
+        .unwrap();
+    first.write_all(&first_data[..1000]).await.unwrap();
+    // The partial file appears once the first upload has begun and holds its claim.
+    wait_for(|| partials(&root).len() == 1).await;
+
+    // The same name and length while the first runs: refused, its body skipped.
+    let mut second = server.connect().await;
+    let mut bytes = put_header("busy.bin", second_data.len(), json!({"id": 2}));
+    bytes.extend_from_slice(&second_data);
+    let (reply, _) = send_and_read(&mut second, &bytes).await;
+    assert_eq!(
+        reply,
+        json!({"ok": false, "id": 2, "code": "busy",
+               "error": "another upload of \"busy.bin\" is in progress"})
+    );
+    let (reply, _) = send_and_read(&mut second, &frame(r#"{"op":"ping","id":3}"#, b"")).await;
+    assert_eq!(
+        reply,
+        json!({"ok": true, "id": 3}),
+        "the connection stays usable"
+    );
+
+    first.write_all(&first_data[1000..]).await.unwrap();
+    let (reply, _) = read_reply(&mut first).await;
+    assert_eq!(reply["hash"], blake3_hex(&first_data), "{reply}");
+    assert!(
+        std::fs::read(root.join("busy.bin")).unwrap() == first_data,
+        "the refused upload reached the file"
+    );
+    assert!(partials(&root).is_empty());
+
+    // Once the first is over, the same upload goes through.
+    let mut bytes = put_header("busy.bin", second_data.len(), json!({"overwrite": true}));
+    bytes.extend_from_slice(&second_data);
+    let (reply, _) = send_and_read(&mut second, &bytes).await;
+    assert_eq!(reply["hash"], blake3_hex(&second_data), "{reply}");
+}
+
 /// Leaves what an interrupted download of `data` (stored as `name`) to `out` leaves behind: the
 /// first `held` bytes in the part file, and the record of what they belong to.
 fn leave_part(out: &Path, name: &str, data: &[u8], held: &[u8]) {

@@ -224,20 +224,27 @@ async fn connect_refused_is_one_clear_line() {
 #[tokio::test]
 async fn shutdown_lets_the_request_in_flight_finish() {
     let server = TestServer::start().await;
+    let mut idle = server.connect().await;
+    let (header, _) = send_and_read(&mut idle, &frame(r#"{"op":"ping"}"#, b"")).await;
+    assert_eq!(header["ok"], true);
     let mut stream = server.connect().await;
     // Half a request is in flight when shutdown begins; the rest arrives afterwards.
     let bytes = frame(r#"{"op":"echo","id":9,"size":4}"#, b"late");
-    stream.write_all(&bytes[..10]).await.unwrap();
-    tokio::time::sleep(Duration::from_millis(50)).await;
-    let finish = tokio::spawn(async move {
-        tokio::time::sleep(Duration::from_millis(100)).await;
-        stream.write_all(&bytes[10..]).await.unwrap();
-        let reply = read_reply(&mut stream).await;
-        common::assert_closed(&mut stream).await;
-        reply
-    });
-    server.shutdown().await;
-    let (header, body) = finish.await.unwrap();
+    // A ping and the first bytes of the echo in one write: the ping's reply proves the server
+    // has read them too, and is waiting for the rest of the echo's header.
+    let mut ping_and_half = frame(r#"{"op":"ping","id":8}"#, b"");
+    ping_and_half.extend_from_slice(&bytes[..10]);
+    let (header, _) = send_and_read(&mut stream, &ping_and_half).await;
+    assert_eq!(header["id"], 8);
+    let shutdown = tokio::spawn(server.shutdown());
+    // Shutdown has begun once the idle connection is closed.
+    common::assert_closed(&mut idle).await;
+    drop(idle);
+    stream.write_all(&bytes[10..]).await.unwrap();
+    let (header, body) = read_reply(&mut stream).await;
+    common::assert_closed(&mut stream).await;
+    drop(stream);
+    shutdown.await.unwrap();
     assert_eq!(header["id"], 9);
     assert_eq!(body, b"late");
 }
@@ -249,7 +256,10 @@ async fn shutdown_closes_idle_connections_promptly() {
     let (header, _) = send_and_read(&mut idle, &frame(r#"{"op":"ping"}"#, b"")).await;
     assert_eq!(header["ok"], true);
     let started = std::time::Instant::now();
-    server.shutdown().await;
+    let shutdown = tokio::spawn(server.shutdown());
     common::assert_closed(&mut idle).await;
     assert!(started.elapsed() < Duration::from_secs(5));
+    // The server waits (briefly) for the client's end of a closed connection before it is done.
+    drop(idle);
+    shutdown.await.unwrap();
 }

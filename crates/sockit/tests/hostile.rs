@@ -9,7 +9,7 @@ use common::{
     assert_closed, frame, raw_frame, read_reply, send_and_read, try_read_reply, TestServer,
 };
 use serde_json::{json, Value};
-use tokio::io::AsyncWriteExt;
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
 
 /// A connection opened before the hostile one and used after it: proves the server kept
@@ -25,6 +25,10 @@ impl Bystander {
     }
 
     async fn still_served(mut self) {
+        self.echo().await;
+    }
+
+    async fn echo(&mut self) {
         let (header, body) =
             send_and_read(&mut self.0, &frame(r#"{"op":"echo","size":2}"#, b"ok")).await;
         assert_eq!(header["ok"], true);
@@ -198,11 +202,22 @@ async fn idle_connection_is_closed_after_the_idle_timeout() {
     })
     .await;
     let mut stream = server.connect().await;
+    // The server's wait begins after it has answered the ping: no sooner than this.
+    let started = Instant::now();
     let (header, _) = send_and_read(&mut stream, &frame(r#"{"op":"ping"}"#, b"")).await;
     assert_eq!(header["ok"], true);
     let (header, _) = read_reply(&mut stream).await;
+    let waited = started.elapsed();
     assert_eq!(header["code"], "timeout");
     assert_closed(&mut stream).await;
+    assert!(
+        waited >= Duration::from_millis(300),
+        "closed too early: {waited:?}"
+    );
+    assert!(
+        waited < Duration::from_secs(3),
+        "closed too late: {waited:?}"
+    );
 }
 
 #[tokio::test]
@@ -258,16 +273,28 @@ async fn per_source_limit_refuses_with_busy() {
 #[tokio::test]
 async fn total_limit_holds_new_clients_until_a_slot_frees() {
     let server = TestServer::start_with(|config| config.max_conns = 1).await;
-    let first = Bystander::new(&server).await;
+    let mut first = Bystander::new(&server).await;
     let mut waiting = server.connect().await; // queued by the kernel, not yet accepted
     waiting
         .write_all(&frame(r#"{"op":"ping","id":2}"#, b""))
         .await
         .unwrap();
-    let early = tokio::time::timeout(Duration::from_millis(200), read_reply(&mut waiting)).await;
+    // Nothing comes back for a while (a one-byte read loses nothing when it times out) ...
+    let mut byte = [0u8; 1];
+    let early = tokio::time::timeout(Duration::from_millis(200), waiting.read(&mut byte)).await;
     assert!(
         early.is_err(),
         "second client served while the only slot was taken"
+    );
+    // ... though the server answers the slot's holder, later, and still nothing has come (a
+    // peek at the socket itself, not at what the runtime has noticed so far).
+    first.echo().await;
+    let mut peeked = [std::mem::MaybeUninit::new(0u8)];
+    let peek = socket2::SockRef::from(&waiting).peek(&mut peeked);
+    assert!(
+        peek.as_ref()
+            .is_err_and(|err| err.kind() == std::io::ErrorKind::WouldBlock),
+        "second client served while the only slot was taken: {peek:?}"
     );
     drop(first);
     let (header, _) = read_reply(&mut waiting).await;

@@ -611,3 +611,300 @@ fn modified_ns(meta: &fs::Metadata) -> u128 {
         .and_then(|t| t.duration_since(UNIX_EPOCH).ok())
         .map_or(0, |d| d.as_nanos())
 }
+
+#[cfg(test)]
+mod tests {
+    //! The store on a temporary directory: names at the length limit, the life of an upload
+    //! (begin, write, finish, discard, resume, busy), the sweep of expired partials with an
+    //! injected time-to-live, and the hash cache.
+
+    use std::fs::FileTimes;
+
+    use super::*;
+
+    const DAY: Duration = Duration::from_secs(24 * 3600);
+
+    fn open(ttl: Duration) -> (tempfile::TempDir, Arc<Store>) {
+        let dir = tempfile::tempdir().unwrap();
+        let store = Store::open(dir.path(), ttl).unwrap();
+        (dir, store)
+    }
+
+    fn name(name: &str) -> FileName {
+        FileName::new(name).unwrap()
+    }
+
+    /// Uploads `data` as `name` in one go.
+    fn put(
+        store: &Arc<Store>,
+        name: &FileName,
+        data: &[u8],
+        overwrite: bool,
+    ) -> Result<FileInfo, StoreError> {
+        let len = data.len() as u64;
+        let (mut upload, mut hasher) = store.begin_upload(name.clone(), 0, len, overwrite)?;
+        upload.write(data)?;
+        hasher.update(data);
+        upload.finish(hasher.finalize(), None, overwrite)
+    }
+
+    /// The partial files present.
+    fn partials(store: &Store) -> Vec<PathBuf> {
+        fs::read_dir(&store.partial_dir)
+            .unwrap()
+            .map(|entry| entry.unwrap().path())
+            .collect()
+    }
+
+    fn set_modified(path: &Path, when: SystemTime) {
+        let file = File::options().write(true).open(path).unwrap();
+        file.set_times(FileTimes::new().set_modified(when)).unwrap();
+    }
+
+    #[test]
+    fn names_of_the_longest_length_are_stored_and_one_byte_more_is_refused() {
+        let (dir, store) = open(DAY);
+        // 255 bytes: in ASCII, and in three-byte characters.
+        for long in ["x".repeat(MAX_NAME_LEN), "澳".repeat(MAX_NAME_LEN / 3)] {
+            assert_eq!(long.len(), 255);
+            let info = put(&store, &name(&long), b"data", false).unwrap();
+            assert_eq!((info.name.as_str(), info.length), (long.as_str(), 4));
+            assert_eq!(fs::read(dir.path().join(&long)).unwrap(), b"data");
+            let (file, _) = store.open_for_read(&name(&long)).unwrap();
+            assert_eq!(
+                store.hash_of(&name(&long), &file).unwrap(),
+                blake3::hash(b"data")
+            );
+        }
+        // The limit counts bytes, not characters.
+        for over in [
+            "x".repeat(MAX_NAME_LEN + 1),
+            format!("{}x", "澳".repeat(MAX_NAME_LEN / 3)),
+            "é".repeat(128),
+        ] {
+            assert_eq!(FileName::new(&over), Err(NameError::TooLong(256)));
+        }
+    }
+
+    #[test]
+    fn an_upload_is_a_partial_until_it_is_finished_under_its_name() {
+        let (dir, store) = open(DAY);
+        let file = name("a.bin");
+        let (mut upload, mut hasher) = store.begin_upload(file.clone(), 0, 10, false).unwrap();
+        assert_eq!(upload.remaining(), 10);
+        upload.write(b"0123").unwrap();
+        hasher.update(b"0123");
+        assert_eq!(store.partial_held(&file, 10), 4);
+        assert!(
+            store.stat(&file).unwrap().is_none(),
+            "visible before it is whole"
+        );
+        upload.write(b"456789").unwrap();
+        hasher.update(b"456789");
+        assert_eq!(upload.remaining(), 0);
+        let hash = hasher.finalize();
+        assert_eq!(hash, blake3::hash(b"0123456789"));
+
+        let info = upload.finish(hash, Some(hash), false).unwrap();
+        assert_eq!((info.name.as_str(), info.length), ("a.bin", 10));
+        assert_eq!(store.stat(&file).unwrap(), Some(info));
+        assert_eq!(fs::read(dir.path().join("a.bin")).unwrap(), b"0123456789");
+        assert!(partials(&store).is_empty());
+        assert_eq!(store.partial_held(&file, 10), 0);
+    }
+
+    #[test]
+    fn a_discarded_upload_leaves_nothing() {
+        let (dir, store) = open(DAY);
+        let (mut upload, _) = store.begin_upload(name("d"), 0, 10, false).unwrap();
+        upload.write(b"abc").unwrap();
+        upload.discard();
+        assert!(partials(&store).is_empty());
+        assert!(!dir.path().join("d").exists());
+        // The name is free again.
+        assert!(store.begin_upload(name("d"), 0, 10, false).is_ok());
+    }
+
+    #[test]
+    fn a_wrong_hash_deletes_the_upload() {
+        let (dir, store) = open(DAY);
+        let (mut upload, mut hasher) = store.begin_upload(name("h"), 0, 3, false).unwrap();
+        upload.write(b"abc").unwrap();
+        hasher.update(b"abc");
+        let declared = blake3::hash(b"abd");
+        let err = upload
+            .finish(hasher.finalize(), Some(declared), false)
+            .unwrap_err();
+        assert!(
+            matches!(&err, StoreError::HashMismatch { declared: d, actual }
+                if *d == declared.to_hex().as_str() && *actual == blake3::hash(b"abc").to_hex().as_str()),
+            "{err}"
+        );
+        assert_eq!(err.code(), ErrorCode::HashMismatch);
+        assert!(partials(&store).is_empty());
+        assert!(!dir.path().join("h").exists());
+    }
+
+    #[test]
+    fn an_existing_name_is_kept_unless_overwrite_is_asked() {
+        let (dir, store) = open(DAY);
+        let file = name("same");
+        put(&store, &file, b"first", false).unwrap();
+        let err = store.begin_upload(file.clone(), 0, 6, false).unwrap_err();
+        assert!(
+            matches!(&err, StoreError::Exists(n) if n == "same"),
+            "{err}"
+        );
+        assert_eq!(err.code(), ErrorCode::Exists);
+
+        // A name taken while the upload ran: the upload is dropped, the file kept.
+        let (mut upload, mut hasher) = store.begin_upload(name("race"), 0, 4, false).unwrap();
+        upload.write(b"mine").unwrap();
+        hasher.update(b"mine");
+        fs::write(dir.path().join("race"), b"theirs").unwrap();
+        let err = upload.finish(hasher.finalize(), None, false).unwrap_err();
+        assert!(
+            matches!(&err, StoreError::Exists(n) if n == "race"),
+            "{err}"
+        );
+        assert_eq!(fs::read(dir.path().join("race")).unwrap(), b"theirs");
+        assert!(partials(&store).is_empty());
+
+        put(&store, &file, b"second", true).unwrap();
+        assert_eq!(fs::read(dir.path().join("same")).unwrap(), b"second");
+    }
+
+    #[test]
+    fn an_interrupted_upload_resumes_from_what_is_held() {
+        let (dir, store) = open(DAY);
+        let file = name("r.bin");
+        let data = b"the whole file, in two sittings";
+        let len = data.len() as u64;
+        let (mut upload, _) = store.begin_upload(file.clone(), 0, len, false).unwrap();
+        upload.write(&data[..12]).unwrap();
+        drop(upload); // the connection went away
+        assert_eq!(store.partial_held(&file, len), 12);
+        assert_eq!(store.partial_held(&file, len + 1), 0, "held per length");
+
+        let err = store
+            .begin_upload(file.clone(), 13, len, false)
+            .unwrap_err();
+        assert!(
+            matches!(
+                err,
+                StoreError::BadOffset {
+                    offset: 13,
+                    held: 12
+                }
+            ),
+            "{err}"
+        );
+        assert_eq!(err.code(), ErrorCode::BadOffset);
+
+        // Resuming before the end of what is held drops the rest.
+        let (mut upload, mut hasher) = store.begin_upload(file.clone(), 10, len, false).unwrap();
+        assert_eq!(store.partial_held(&file, len), 10);
+        assert_eq!(upload.remaining(), len - 10);
+        upload.write(&data[10..]).unwrap();
+        hasher.update(&data[10..]);
+        let hash = hasher.finalize();
+        assert_eq!(hash, blake3::hash(data), "the hasher saw the held prefix");
+        upload.finish(hash, None, false).unwrap();
+        assert_eq!(fs::read(dir.path().join("r.bin")).unwrap(), data);
+    }
+
+    #[test]
+    fn a_second_upload_of_one_name_and_length_is_busy_while_the_first_runs() {
+        let (_dir, store) = open(DAY);
+        let file = name("b");
+        let (first, _) = store.begin_upload(file.clone(), 0, 100, false).unwrap();
+        let err = store.begin_upload(file.clone(), 0, 100, false).unwrap_err();
+        assert!(matches!(&err, StoreError::Busy(n) if n == "b"), "{err}");
+        assert_eq!(err.code(), ErrorCode::Busy);
+        // Another length is another upload.
+        let (other, _) = store.begin_upload(file.clone(), 0, 101, false).unwrap();
+        drop(first);
+        let (again, _) = store.begin_upload(file.clone(), 0, 100, false).unwrap();
+        drop((other, again));
+    }
+
+    #[test]
+    fn partials_untouched_for_longer_than_the_time_to_live_are_swept() {
+        let ttl = Duration::from_secs(3600);
+        let (_dir, store) = open(ttl);
+        let now = SystemTime::now();
+        let mut held = Vec::new();
+        for (file, age) in [
+            ("old", ttl + Duration::from_secs(60)),
+            ("young", ttl - Duration::from_secs(60)),
+        ] {
+            let (mut upload, _) = store.begin_upload(name(file), 0, 10, false).unwrap();
+            upload.write(b"part").unwrap();
+            drop(upload);
+            set_modified(&store.partial_path(&name(file), 10), now - age);
+            held.push(store.partial_path(&name(file), 10));
+        }
+        // Older still, but an upload is writing to it.
+        let (mut busy, _) = store.begin_upload(name("busy"), 0, 10, false).unwrap();
+        busy.write(b"part").unwrap();
+        set_modified(&store.partial_path(&name("busy"), 10), now - ttl * 2);
+
+        assert_eq!(store.sweep_expired_partials().unwrap(), 1);
+        assert!(!held[0].exists(), "the expired partial is still there");
+        assert!(
+            held[1].exists(),
+            "a partial within its time-to-live was swept"
+        );
+        assert_eq!(
+            store.partial_held(&name("busy"), 10),
+            4,
+            "an upload in progress was swept"
+        );
+        assert_eq!(store.partial_held(&name("young"), 10), 4);
+        drop(busy);
+        assert_eq!(
+            store.sweep_expired_partials().unwrap(),
+            1,
+            "once idle, it expires too"
+        );
+        assert_eq!(partials(&store).len(), 1);
+    }
+
+    #[test]
+    fn the_hash_cache_is_used_while_length_and_time_match_and_redone_when_they_change() {
+        let (dir, store) = open(DAY);
+        let file = name("c.txt");
+        let path = dir.path().join("c.txt");
+        fs::write(&path, b"version one").unwrap();
+        let hash_now = || {
+            let (opened, _) = store.open_for_read(&file).unwrap();
+            store.hash_of(&file, &opened).unwrap()
+        };
+        assert_eq!(hash_now(), blake3::hash(b"version one"));
+        assert!(store.meta_path(&file).exists(), "the hash was not cached");
+
+        // Same length, same modification time: the cached hash is trusted without reading.
+        let modified = fs::metadata(&path).unwrap().modified().unwrap();
+        fs::write(&path, b"version two").unwrap();
+        set_modified(&path, modified);
+        assert_eq!(hash_now(), blake3::hash(b"version one"));
+
+        // Another modification time: hashed again.
+        set_modified(&path, modified + Duration::from_secs(1));
+        assert_eq!(hash_now(), blake3::hash(b"version two"));
+        // Another length, the time put back: hashed again.
+        fs::write(&path, b"version three").unwrap();
+        set_modified(&path, modified + Duration::from_secs(1));
+        assert_eq!(hash_now(), blake3::hash(b"version three"));
+        // A damaged record is no answer either.
+        fs::write(store.meta_path(&file), b"{not json").unwrap();
+        assert_eq!(hash_now(), blake3::hash(b"version three"));
+
+        // A finished upload records the hash of what it stored.
+        put(&store, &file, b"uploaded", true).unwrap();
+        let record: HashRecord =
+            serde_json::from_slice(&fs::read(store.meta_path(&file)).unwrap()).unwrap();
+        assert_eq!(record.hash, blake3::hash(b"uploaded").to_hex().as_str());
+        assert_eq!(record.length, 8);
+    }
+}
