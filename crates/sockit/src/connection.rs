@@ -798,7 +798,8 @@ mod tests {
         let limits = Limits::builder()
             .max_header_len(40)
             .max_body_len(1000)
-            .build();
+            .build()
+            .unwrap();
         let at_limit = format!(r#"{{"op":"ping","pad":"{}"}}"#, "x".repeat(18));
         assert_eq!(at_limit.len(), 40);
         let header = header_from(limits, &frame(&at_limit, b"")).await.unwrap();
@@ -953,7 +954,9 @@ mod tests {
             .await
             .unwrap();
         let ping = expect_header(&mut conn, "ping").await;
-        reply::ok(conn.write_buf(), ping.id()).finish(0).unwrap();
+        sockit_proto::message::ok_reply(conn.write_buf(), ping.id())
+            .finish(0)
+            .unwrap();
 
         let started = Instant::now();
         let err = conn.read_header().await.unwrap_err();
@@ -1007,7 +1010,9 @@ mod tests {
             idle: Some(ms(500)),
         };
         let mut conn = Connection::new(ours, Limits::default(), deadlines);
-        reply::ok(conn.write_buf(), None).finish(4000).unwrap();
+        sockit_proto::message::ok_reply(conn.write_buf(), None)
+            .finish(4000)
+            .unwrap();
         conn.write_body(&pattern(4000)).await.unwrap();
         let started = Instant::now();
         let err = conn.flush().await.unwrap_err();
@@ -1026,7 +1031,9 @@ mod tests {
         let mut buf = vec![0u8; 4096];
         for _ in 1..=3 {
             let ping = expect_header(&mut conn, "ping").await;
-            reply::ok(conn.write_buf(), ping.id()).finish(0).unwrap();
+            sockit_proto::message::ok_reply(conn.write_buf(), ping.id())
+                .finish(0)
+                .unwrap();
             assert!(
                 now_or_never(peer.read(&mut buf)).is_none(),
                 "a reply went out while requests were still buffered"
@@ -1051,12 +1058,12 @@ mod tests {
         let small = pattern(COPY_BODY_MAX);
         let large = pattern(COPY_BODY_MAX * 6 + 1);
         for body in [&small, &large] {
-            reply::ok(conn.write_buf(), None)
+            sockit_proto::message::ok_reply(conn.write_buf(), None)
                 .finish(body.len() as u64)
                 .unwrap();
             conn.write_body(body).await.unwrap();
         }
-        reply::ok(conn.write_buf(), Some("\"end\""))
+        sockit_proto::message::ok_reply(conn.write_buf(), Some("\"end\""))
             .finish(0)
             .unwrap();
         conn.flush().await.unwrap();
@@ -1111,7 +1118,9 @@ mod tests {
     #[tokio::test(start_paused = true)]
     async fn close_sends_what_is_queued_ends_the_stream_and_returns_once_the_peer_is_done() {
         let (mut peer, mut conn) = pair(Deadlines::default());
-        reply::ok(conn.write_buf(), Some("9")).finish(0).unwrap();
+        sockit_proto::message::ok_reply(conn.write_buf(), Some("9"))
+            .finish(0)
+            .unwrap();
         // Input the connection never read: closing must not reset the stream over it.
         peer.write_all(b"unread request bytes").await.unwrap();
         let started = Instant::now();
@@ -1154,7 +1163,9 @@ mod tests {
         ];
         for (err, code) in cases {
             let (mut peer, mut conn) = pair(Deadlines::default());
-            reply::ok(conn.write_buf(), Some("1")).finish(0).unwrap();
+            sockit_proto::message::ok_reply(conn.write_buf(), Some("1"))
+                .finish(0)
+                .unwrap();
             peer.shutdown().await.unwrap();
             conn.fail(&err).await;
             let mut sent = Vec::new();

@@ -691,7 +691,7 @@ mod tests {
         let (dir, store) = open(DAY);
         let file = name("a.bin");
         let (mut upload, mut hasher) = store.begin_upload(file.clone(), 0, 10, false).unwrap();
-        assert_eq!(upload.remaining(), 10);
+        assert_eq!(upload.remaining(), Some(10));
         upload.write(b"0123").unwrap();
         hasher.update(b"0123");
         assert_eq!(store.partial_held(&file, 10), 4);
@@ -701,7 +701,7 @@ mod tests {
         );
         upload.write(b"456789").unwrap();
         hasher.update(b"456789");
-        assert_eq!(upload.remaining(), 0);
+        assert_eq!(upload.remaining(), Some(0));
         let hash = hasher.finalize();
         assert_eq!(hash, blake3::hash(b"0123456789"));
 
@@ -804,7 +804,7 @@ mod tests {
         // Resuming before the end of what is held drops the rest.
         let (mut upload, mut hasher) = store.begin_upload(file.clone(), 10, len, false).unwrap();
         assert_eq!(store.partial_held(&file, len), 10);
-        assert_eq!(upload.remaining(), len - 10);
+        assert_eq!(upload.remaining(), Some(len - 10));
         upload.write(&data[10..]).unwrap();
         hasher.update(&data[10..]);
         let hash = hasher.finalize();
