@@ -66,14 +66,14 @@ fn main() -> ExitCode {
 
 impl Command {
     /// Runs the command: its exit status, or why it failed with the status to end with.
-    async fn run(self) -> Result<ExitCode, (String, ExitCode)> {
+    async fn run(self) -> Result<ExitCode, (cmd::CmdError, ExitCode)> {
         let done = |result: cmd::CmdResult| {
             result
                 .map(|()| ExitCode::SUCCESS)
                 .map_err(|err| (err, ExitCode::FAILURE))
         };
         // exec and shell end with the remote command's status, and 255 when sockit failed.
-        let remote = |result: Result<u8, String>| {
+        let remote = |result: Result<u8, cmd::CmdError>| {
             result
                 .map(ExitCode::from)
                 .map_err(|err| (err, ExitCode::from(cmd::exec::FAILED)))

@@ -14,6 +14,7 @@ use tokio::net::UdpSocket;
 use tokio::sync::mpsc;
 
 use super::{CmdResult, ServerArg};
+use crate::cmd::CmdError;
 
 #[derive(Debug, clap::Args)]
 pub(crate) struct Args {
@@ -32,7 +33,7 @@ pub(crate) struct Args {
 
 pub(crate) async fn run(args: Args) -> CmdResult {
     let wait = Duration::try_from_secs_f64(args.wait)
-        .map_err(|_| format!("--wait {} is not a number of seconds", args.wait))?;
+        .map_err(|_| CmdError::Usage(format!("--wait {} is not a number of seconds", args.wait)))?;
     let server = resolve(&args.server.server).await?;
     let local: SocketAddr = if server.is_ipv4() {
         "0.0.0.0:0".parse().expect("valid")
@@ -41,11 +42,11 @@ pub(crate) async fn run(args: Args) -> CmdResult {
     };
     let socket = UdpSocket::bind(local)
         .await
-        .map_err(|err| format!("cannot open a UDP socket: {err}"))?;
+        .map_err(|err| CmdError::failed("cannot open a UDP socket", err))?;
     socket
         .connect(server)
         .await
-        .map_err(|err| format!("cannot reach {server}: {err}"))?;
+        .map_err(|err| CmdError::failed(format!("cannot reach {server}"), err))?;
 
     // The first datagram joins the room.
     let mut opening = Vec::new();
@@ -65,11 +66,11 @@ pub(crate) async fn run(args: Args) -> CmdResult {
     let interactive = std::io::stdin().is_terminal() && std::io::stdout().is_terminal();
     let (lines, mut typed) = mpsc::channel::<String>(64);
     let mut show: Box<dyn FnMut(&str) + Send> = if interactive {
-        let mut editor =
-            DefaultEditor::new().map_err(|err| format!("cannot start the line editor: {err}"))?;
+        let mut editor = DefaultEditor::new()
+            .map_err(|err| CmdError::failed("cannot start the line editor", err))?;
         let mut printer = editor
             .create_external_printer()
-            .map_err(|err| format!("cannot start the line editor: {err}"))?;
+            .map_err(|err| CmdError::failed("cannot start the line editor", err))?;
         std::thread::spawn(move || read_edited(editor, lines));
         Box::new(move |line| {
             let _ = printer.print(line.to_owned());
@@ -95,7 +96,7 @@ pub(crate) async fn run(args: Args) -> CmdResult {
                 Ok(len) => show(&printable_line(&buf[..len])),
                 // An ICMP "port unreachable" for something we sent: nobody listens there.
                 Err(err) if err.kind() == std::io::ErrorKind::ConnectionRefused => {
-                    return Err(format!("no chat room at {server}: connection refused"));
+                    return Err(format!("no chat room at {server}: connection refused").into());
                 }
                 Err(err) => show(&format!("! {err}")),
             },
@@ -105,12 +106,12 @@ pub(crate) async fn run(args: Args) -> CmdResult {
     send(&socket, "/leave").await
 }
 
-async fn resolve(addr: &str) -> Result<SocketAddr, String> {
+async fn resolve(addr: &str) -> Result<SocketAddr, CmdError> {
     tokio::net::lookup_host(addr)
         .await
-        .map_err(|err| format!("cannot resolve {addr}: {err}"))?
+        .map_err(|err| CmdError::failed(format!("cannot resolve {addr}"), err))?
         .next()
-        .ok_or_else(|| format!("cannot resolve {addr}"))
+        .ok_or_else(|| CmdError::Usage(format!("cannot resolve {addr}")))
 }
 
 async fn send(socket: &UdpSocket, line: &str) -> CmdResult {
@@ -118,7 +119,7 @@ async fn send(socket: &UdpSocket, line: &str) -> CmdResult {
         .send(line.as_bytes())
         .await
         .map(drop)
-        .map_err(|err| format!("cannot send: {err}"))
+        .map_err(|err| CmdError::failed("cannot send", err))
 }
 
 /// A received line, without its newline, safe to print on a terminal.

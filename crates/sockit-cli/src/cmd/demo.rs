@@ -3,6 +3,7 @@
 mod sticky;
 
 use super::CmdResult;
+use crate::cmd::CmdError;
 
 #[derive(Debug, clap::Subcommand)]
 pub(crate) enum Demo {
@@ -16,7 +17,7 @@ pub(crate) async fn run(demo: Demo) -> CmdResult {
             let mut stdout = std::io::stdout().lock();
             sticky::sticky(&mut stdout)
                 .await
-                .map_err(|err| format!("demo failed: {err}"))
+                .map_err(|err| CmdError::failed("demo failed", err))
         }
     }
 }

@@ -5,6 +5,7 @@ use std::io::{Read, Write};
 use sockit::Client;
 
 use super::{CmdResult, ServerArg};
+use crate::cmd::CmdError;
 
 #[derive(Debug, clap::Args)]
 pub(crate) struct Args {
@@ -23,20 +24,16 @@ pub(crate) async fn run(args: Args) -> CmdResult {
             .lock()
             .take(limit + 1)
             .read_to_end(&mut body)
-            .map_err(|err| format!("cannot read standard input: {err}"))?;
+            .map_err(|err| CmdError::failed("cannot read standard input", err))?;
         if body.len() as u64 > limit {
-            return Err(format!(
-                "standard input is over the echo limit of {limit} bytes"
-            ));
+            return Err(format!("standard input is over the echo limit of {limit} bytes").into());
         }
         body
     } else {
         args.text.join(" ").into_bytes()
     };
-    let mut client = Client::connect(&args.server.server)
-        .await
-        .map_err(|err| err.to_string())?;
-    let echoed = client.echo(&body).await.map_err(|err| err.to_string())?;
+    let mut client = Client::connect(&args.server.server).await?;
+    let echoed = client.echo(&body).await?;
     let mut stdout = std::io::stdout().lock();
     let written = stdout
         .write_all(&echoed)
@@ -48,5 +45,5 @@ pub(crate) async fn run(args: Args) -> CmdResult {
             }
         })
         .and_then(|()| stdout.flush());
-    written.map_err(|err| format!("cannot write standard output: {err}"))
+    written.map_err(|err| CmdError::failed("cannot write standard output", err))
 }

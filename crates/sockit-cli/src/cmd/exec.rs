@@ -12,6 +12,7 @@ use std::time::Duration;
 
 use super::remote::{report, LoginArgs, Remote};
 use super::serve::parse_seconds;
+use crate::cmd::CmdError;
 
 /// Exit status when sockit itself failed.
 pub(crate) const FAILED: u8 = 255;
@@ -39,7 +40,7 @@ pub(crate) struct Args {
 }
 
 /// Runs the command; the exit status to end with, or why sockit failed.
-pub(crate) async fn run(args: Args) -> Result<u8, String> {
+pub(crate) async fn run(args: Args) -> Result<u8, CmdError> {
     let cmd = match args.line {
         Some(line) => line,
         None => shell_words(&args.words),
@@ -51,7 +52,7 @@ pub(crate) async fn run(args: Args) -> Result<u8, String> {
             Ok(outcome.status())
         }
         Err(err) if err.is_broken_pipe() => Ok(BROKEN_PIPE),
-        Err(err) => Err(err.to_string()),
+        Err(err) => Err(err.into()),
     }
 }
 

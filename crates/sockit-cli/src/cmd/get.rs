@@ -27,15 +27,12 @@ pub(crate) struct Args {
 }
 
 pub(crate) async fn run(args: Args) -> CmdResult {
-    let target = Target::resolve(args.output.as_deref(), &args.name, args.force)
-        .map_err(|err| err.to_string())?;
+    let target = Target::resolve(args.output.as_deref(), &args.name, args.force)?;
     let options = SaveOptions {
         force: args.force,
         preserve: args.preserve,
     };
-    let mut client = Client::connect(&args.server.server)
-        .await
-        .map_err(|err| err.to_string())?;
+    let mut client = Client::connect(&args.server.server).await?;
     let progress = Progress::new(&args.name, 0);
     let outcome = client
         .get_to(&args.name, &target, options, &mut |done, total| {
@@ -44,7 +41,7 @@ pub(crate) async fn run(args: Args) -> CmdResult {
         })
         .await;
     progress.finish();
-    let got = outcome.map_err(|err| err.to_string())?;
+    let got = outcome?;
     if let Target::Stdout = target {
         return Ok(()); // standard output carries the file and nothing else
     }

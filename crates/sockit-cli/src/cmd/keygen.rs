@@ -7,6 +7,7 @@ use sockit::auth::keys::{public_key_path, Identity};
 
 use super::remote::{default_identity_path, local_user};
 use super::CmdResult;
+use crate::cmd::CmdError;
 
 #[derive(Debug, clap::Args)]
 pub(crate) struct Args {
@@ -30,33 +31,28 @@ pub(crate) fn run(args: Args) -> CmdResult {
     };
     let public_path = public_key_path(&path);
     if path.exists() && !args.force {
-        return Err(format!(
-            "{} exists; use --force to replace it",
-            path.display()
-        ));
+        return Err(format!("{} exists; use --force to replace it", path.display()).into());
     }
     if let Some(dir) = path.parent().filter(|dir| !dir.as_os_str().is_empty()) {
         std::fs::DirBuilder::new()
             .recursive(true)
             .mode(0o700)
             .create(dir)
-            .map_err(|err| format!("{}: {err}", dir.display()))?;
+            .map_err(|err| CmdError::failed(dir.display().to_string(), err))?;
     }
     if args.force {
         for old in [&path, &public_path] {
             match std::fs::remove_file(old) {
                 Err(err) if err.kind() != std::io::ErrorKind::NotFound => {
-                    return Err(format!("{}: {err}", old.display()))
+                    return Err(format!("{}: {err}", old.display()).into())
                 }
                 _ => {}
             }
         }
     }
     let comment = args.comment.unwrap_or_else(default_comment);
-    let identity = Identity::generate().map_err(|err| err.to_string())?;
-    identity
-        .save(&path, &comment)
-        .map_err(|err| err.to_string())?;
+    let identity = Identity::generate()?;
+    identity.save(&path, &comment)?;
     let public = identity.public_key(&comment);
     eprintln!(
         "secret key: {} (mode 0600)\npublic key: {}",

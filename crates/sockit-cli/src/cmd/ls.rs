@@ -10,6 +10,7 @@ use sockit::store::FileInfo;
 use sockit::Client;
 
 use super::{CmdResult, ServerArg};
+use crate::cmd::CmdError;
 
 #[derive(Debug, clap::Args)]
 pub(crate) struct Args {
@@ -22,20 +23,18 @@ pub(crate) struct Args {
 
 /// Lists the store, printing each page as it arrives; any failure, mid-way too, is the error.
 pub(crate) async fn run(args: Args) -> CmdResult {
-    let mut client = Client::connect(&args.server.server)
-        .await
-        .map_err(|err| err.to_string())?;
+    let mut client = Client::connect(&args.server.server).await?;
     let mut listing = Listing::new(args.json);
     let mut pages = client.list_pages(None);
-    while let Some(page) = pages.next().await.map_err(|err| err.to_string())? {
+    while let Some(page) = pages.next().await? {
         listing.page(&page).map_err(write_failed)?;
     }
     listing.finish().map_err(write_failed)
 }
 
 /// The one-line message for a failed write to standard output.
-fn write_failed(err: io::Error) -> String {
-    format!("cannot write standard output: {err}")
+fn write_failed(err: io::Error) -> CmdError {
+    CmdError::failed("cannot write standard output", err)
 }
 
 /// The listing being printed on standard output, one page at a time.

@@ -18,8 +18,77 @@ pub(crate) mod user;
 use std::fmt::Display;
 use std::process::ExitCode;
 
-/// The failure of a command, as the one line it prints.
-pub(crate) type CmdResult = Result<(), String>;
+/// How a command ends when it fails: printed as one line, `sockit: <error>`.
+pub(crate) type CmdResult = Result<(), CmdError>;
+
+/// Why a command failed: an error of the library, with its sources, or a sentence of the CLI's
+/// own about what was asked.
+#[derive(Debug, thiserror::Error)]
+pub(crate) enum CmdError {
+    /// Talking to the server failed, or the server refused.
+    #[error(transparent)]
+    Client(#[from] sockit::ClientError),
+    /// Logging in failed.
+    #[error("login failed: {0}")]
+    Login(#[source] sockit::ClientError),
+    /// A download could not be saved where it was asked to go.
+    #[error(transparent)]
+    Save(#[from] sockit::client::SaveError),
+    /// The users file could not be read or written.
+    #[error(transparent)]
+    Users(#[from] sockit::auth::users::UsersError),
+    /// A user name that breaks the rules.
+    #[error(transparent)]
+    UserName(#[from] sockit::auth::users::BadUserName),
+    /// A password that cannot be used.
+    #[error(transparent)]
+    Password(#[from] sockit::auth::users::BadPassword),
+    /// A key file could not be made, read or used.
+    #[error(transparent)]
+    Identity(#[from] sockit::auth::keys::IdentityError),
+    /// The server could not start.
+    #[error(transparent)]
+    Start(#[from] sockit::server::StartError),
+    /// A local file or the terminal failed.
+    #[error(transparent)]
+    Io(#[from] std::io::Error),
+    /// Something the command did failed: what, and the error that says why.
+    #[error("{what}: {source}")]
+    Failed {
+        /// What was being done, in words.
+        what: String,
+        /// Why it failed.
+        source: Box<dyn std::error::Error + Send + Sync>,
+    },
+    /// What was asked cannot be done, in the CLI's words.
+    #[error("{0}")]
+    Usage(String),
+}
+
+impl CmdError {
+    /// `what` failed because of `source`.
+    pub(crate) fn failed(
+        what: impl Into<String>,
+        source: impl Into<Box<dyn std::error::Error + Send + Sync>>,
+    ) -> CmdError {
+        CmdError::Failed {
+            what: what.into(),
+            source: source.into(),
+        }
+    }
+}
+
+impl From<String> for CmdError {
+    fn from(message: String) -> CmdError {
+        CmdError::Usage(message)
+    }
+}
+
+impl From<&str> for CmdError {
+    fn from(message: &str) -> CmdError {
+        CmdError::Usage(message.to_owned())
+    }
+}
 
 /// Where a client command connects.
 #[derive(Debug, clap::Args)]

@@ -5,6 +5,7 @@ use std::time::{Duration, Instant};
 use sockit::Client;
 
 use super::{CmdResult, ServerArg};
+use crate::cmd::CmdError;
 
 #[derive(Debug, clap::Args)]
 pub(crate) struct Args {
@@ -21,10 +22,14 @@ pub(crate) struct Args {
 
 pub(crate) async fn run(args: Args) -> CmdResult {
     let addr = &args.server.server;
-    let interval = Duration::try_from_secs_f64(args.interval)
-        .map_err(|_| format!("--interval {} is not a number of seconds", args.interval))?;
+    let interval = Duration::try_from_secs_f64(args.interval).map_err(|_| {
+        CmdError::Usage(format!(
+            "--interval {} is not a number of seconds",
+            args.interval
+        ))
+    })?;
     let started = Instant::now();
-    let mut client = Client::connect(addr).await.map_err(|err| err.to_string())?;
+    let mut client = Client::connect(addr).await?;
     println!("PING {addr}: connected in {}", millis(started.elapsed()));
 
     let mut times = Vec::with_capacity(args.count as usize);
@@ -33,7 +38,7 @@ pub(crate) async fn run(args: Args) -> CmdResult {
             tokio::time::sleep(interval).await;
         }
         let sent = Instant::now();
-        client.ping().await.map_err(|err| err.to_string())?;
+        client.ping().await?;
         let rtt = sent.elapsed();
         println!("reply from {addr}: seq={seq} time={}", millis(rtt));
         times.push(rtt);

@@ -13,6 +13,7 @@ use sockit::{Client, ClientError};
 
 use super::progress::Progress;
 use super::{CmdResult, ServerArg};
+use crate::cmd::CmdError;
 
 /// The argument that means standard input.
 const STDIN_ARG: &str = "-";
@@ -48,9 +49,7 @@ pub(crate) async fn run(args: Args) -> CmdResult {
     if args.name.is_none() && args.files.iter().any(|path| is_stdin(path)) {
         return Err("standard input has no name: give it one with --as NAME".into());
     }
-    let mut client = Client::connect(&args.server.server)
-        .await
-        .map_err(|err| err.to_string())?;
+    let mut client = Client::connect(&args.server.server).await?;
     let (mut failed, mut changed) = (0, 0);
     for path in &args.files {
         match put_one(&mut client, path, &args).await {
@@ -66,7 +65,7 @@ pub(crate) async fn run(args: Args) -> CmdResult {
 }
 
 /// Uploads one argument; on failure, the message (without the `sockit: ` prefix).
-async fn put_one(client: &mut Client, path: &Path, args: &Args) -> Result<Stored, String> {
+async fn put_one(client: &mut Client, path: &Path, args: &Args) -> Result<Stored, CmdError> {
     let label = label(path);
     let name = args
         .name
@@ -78,7 +77,7 @@ async fn put_one(client: &mut Client, path: &Path, args: &Args) -> Result<Stored
     } else {
         Source::open(path).await
     };
-    let source = source.map_err(|err| format!("{label}: {err}"))?;
+    let source = source.map_err(|err| CmdError::failed(label.to_string(), err))?;
     let progress = match source.length() {
         Some(total) => Progress::new(&name, total),
         None => Progress::stream(&name),
@@ -87,7 +86,7 @@ async fn put_one(client: &mut Client, path: &Path, args: &Args) -> Result<Stored
         .put_source(&source, &name, args.force, &mut |done| progress.set(done))
         .await;
     progress.finish();
-    let put = outcome.map_err(|err| format!("{label}: {}", describe(&err)))?;
+    let put = outcome.map_err(|err| CmdError::Usage(format!("{label}: {}", describe(&err))))?;
     println!("{}", result_line(&label, &name, source.kind(), &put));
     if !put.changed {
         return Ok(Stored::Whole);
@@ -127,13 +126,12 @@ fn describe(err: &ClientError) -> String {
 fn summary(failed: usize, changed: usize, total: usize) -> CmdResult {
     match (failed, changed) {
         (0, 0) => Ok(()),
-        (0, changed) => Err(format!(
-            "{changed} of {total} files changed as they were read"
-        )),
-        (failed, 0) => Err(format!("{failed} of {total} uploads failed")),
+        (0, changed) => Err(format!("{changed} of {total} files changed as they were read").into()),
+        (failed, 0) => Err(format!("{failed} of {total} uploads failed").into()),
         (failed, changed) => Err(format!(
             "{failed} of {total} uploads failed, and {changed} files changed as they were read"
-        )),
+        )
+        .into()),
     }
 }
 

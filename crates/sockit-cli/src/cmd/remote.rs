@@ -14,6 +14,7 @@ use sockit::proto::ErrorCode;
 use sockit::{Client, ClientError, ExecOutcome, OutputStream};
 
 use super::ServerArg;
+use crate::cmd::CmdError;
 
 /// Password tries at an interactive prompt.
 const PROMPT_TRIES: usize = 3;
@@ -70,7 +71,7 @@ pub(crate) struct Remote {
 
 impl Remote {
     /// Connects and logs in.
-    pub(crate) async fn connect(args: &LoginArgs) -> Result<Remote, String> {
+    pub(crate) async fn connect(args: &LoginArgs) -> Result<Remote, CmdError> {
         let user = args
             .user
             .clone()
@@ -83,10 +84,9 @@ impl Remote {
             .or_else(|| default_identity_path().filter(|path| path.exists()));
         let identity = identity_path
             .map(|path| Identity::load(&path))
-            .transpose()
-            .map_err(|err| err.to_string())?;
+            .transpose()?;
         let addr = &args.server.server;
-        let mut client = Client::connect(addr).await.map_err(|err| err.to_string())?;
+        let mut client = Client::connect(addr).await?;
         let credentials = login(&mut client, &user, identity, addr).await?;
         Ok(Remote {
             client,
@@ -128,8 +128,8 @@ async fn login(
     user: &str,
     identity: Option<Identity>,
     addr: &str,
-) -> Result<Credentials, String> {
-    let failed = |err: ClientError| format!("login failed: {err}");
+) -> Result<Credentials, CmdError> {
+    let failed = CmdError::Login;
     match identity {
         Some(identity) => match client.login_key(user, &identity).await {
             Ok(()) => return Ok(Credentials::Key(identity)),
@@ -157,12 +157,13 @@ async fn login(
     if !std::io::stdin().is_terminal() {
         return Err(format!(
             "{user}@{addr} needs a password: set SOCKIT_PASSWORD, or use a key (sockit keygen)"
-        ));
+        )
+        .into());
     }
     let mut last_error = None;
     for _ in 0..PROMPT_TRIES {
         let password = rpassword::prompt_password(format!("{user}@{addr}'s password: "))
-            .map_err(|err| format!("cannot read the password: {err}"))?;
+            .map_err(|err| CmdError::failed("cannot read the password", err))?;
         match client.login_password(user, &password).await {
             Ok(()) => return Ok(Credentials::Password(password)),
             Err(err) if err.remote_code() == Some(ErrorCode::Unauthorized) => {

@@ -15,6 +15,7 @@ use sockit::{Server, ServerConfig};
 use sockit_proto::Limits;
 
 use super::CmdResult;
+use crate::cmd::CmdError;
 
 #[derive(Debug, clap::Args)]
 pub(crate) struct Args {
@@ -104,7 +105,7 @@ pub(crate) async fn run(args: Args) -> CmdResult {
         .max_header_len(args.max_header_len)
         .max_buffered_body(args.max_body_in_memory)
         .build()
-        .map_err(|err| format!("invalid frame limits: {err}"))?;
+        .map_err(|err| CmdError::failed("invalid frame limits", err))?;
     // In the order of the `listening` lines.
     let listeners = [
         Some((ServiceKind::Framed, args.listen)),
@@ -152,18 +153,19 @@ pub(crate) async fn run(args: Args) -> CmdResult {
         },
     };
     let chat_enabled = args.udp.0.is_some();
-    let mut server = Server::bind(config).await.map_err(|err| err.to_string())?;
+    let mut server = Server::bind(config).await?;
     if chat_enabled && std::io::stdin().is_terminal() {
         let traffic = server.operator_console(operator_lines());
         print_room_traffic(traffic);
     }
     // Watched before the listening lines go out: whoever reads them may signal at once.
-    let shutdown = shutdown_signal().map_err(|err| format!("cannot watch for signals: {err}"))?;
+    let shutdown =
+        shutdown_signal().map_err(|err| CmdError::failed("cannot watch for signals", err))?;
     let mut stdout = std::io::stdout().lock();
     for (service, addr) in server.listening() {
-        writeln!(stdout, "listening {service} {addr}").map_err(|err| err.to_string())?;
+        writeln!(stdout, "listening {service} {addr}")?;
     }
-    stdout.flush().map_err(|err| err.to_string())?;
+    stdout.flush()?;
     drop(stdout);
     server.run(shutdown).await;
     Ok(())

@@ -13,6 +13,7 @@ use rustyline::DefaultEditor;
 use super::exec::FAILED;
 use super::remote::{report, LoginArgs, Remote};
 use super::serve::parse_seconds;
+use crate::cmd::CmdError;
 
 #[derive(Debug, clap::Args)]
 pub(crate) struct Args {
@@ -25,11 +26,11 @@ pub(crate) struct Args {
 
 const PROMPT: &str = ">>: ";
 
-pub(crate) async fn run(args: Args) -> Result<u8, String> {
+pub(crate) async fn run(args: Args) -> Result<u8, CmdError> {
     let mut remote = Remote::connect(&args.login).await?;
     let mut next_line: Box<dyn FnMut() -> Option<String>> = if std::io::stdin().is_terminal() {
-        let mut editor =
-            DefaultEditor::new().map_err(|err| format!("cannot start the line editor: {err}"))?;
+        let mut editor = DefaultEditor::new()
+            .map_err(|err| CmdError::failed("cannot start the line editor", err))?;
         Box::new(move || loop {
             match editor.readline(PROMPT) {
                 Ok(line) => {

@@ -7,6 +7,7 @@ use sockit::auth::keys::PublicKey;
 use sockit::auth::users::{check_user_name, hash_password, Account, UsersFile};
 
 use super::CmdResult;
+use crate::cmd::CmdError;
 
 #[derive(Debug, clap::Subcommand)]
 pub(crate) enum User {
@@ -66,21 +67,22 @@ pub(crate) fn run(command: User) -> CmdResult {
     }
 }
 
-fn load(path: &Path) -> Result<UsersFile, String> {
-    UsersFile::load_or_empty(path).map_err(|err| err.to_string())
+fn load(path: &Path) -> Result<UsersFile, CmdError> {
+    Ok(UsersFile::load_or_empty(path)?)
 }
 
 fn set_password(args: PasswordArgs, adding: bool) -> CmdResult {
     let NameArgs { name, file } = args.user;
-    check_user_name(&name).map_err(|err| err.to_string())?;
+    check_user_name(&name)?;
     let mut users = load(&file.users)?;
     match (adding, users.users.contains_key(&name)) {
         (true, true) => {
             return Err(format!(
                 "user {name} exists; change its password with `sockit user passwd {name}`"
-            ))
+            )
+            .into())
         }
-        (false, false) => return Err(format!("no user {name} in {}", file.users.display())),
+        (false, false) => return Err(format!("no user {name} in {}", file.users.display()).into()),
         _ => {}
     }
     let password = if args.password_stdin {
@@ -88,9 +90,9 @@ fn set_password(args: PasswordArgs, adding: bool) -> CmdResult {
     } else {
         password_from_prompt(&name)?
     };
-    let hash = hash_password(&password).map_err(|err| err.to_string())?;
+    let hash = hash_password(&password)?;
     users.users.entry(name.clone()).or_default().password = Some(hash);
-    users.save(&file.users).map_err(|err| err.to_string())?;
+    users.save(&file.users)?;
     let done = if adding {
         "added"
     } else {
@@ -100,22 +102,23 @@ fn set_password(args: PasswordArgs, adding: bool) -> CmdResult {
     Ok(())
 }
 
-fn password_from_stdin() -> Result<String, String> {
+fn password_from_stdin() -> Result<String, CmdError> {
     let mut line = String::new();
     std::io::stdin()
         .lock()
         .read_line(&mut line)
-        .map_err(|err| format!("cannot read the password: {err}"))?;
+        .map_err(|err| CmdError::failed("cannot read the password", err))?;
     let password = line.strip_suffix('\n').unwrap_or(&line);
     Ok(password.strip_suffix('\r').unwrap_or(password).to_owned())
 }
 
-fn password_from_prompt(name: &str) -> Result<String, String> {
+fn password_from_prompt(name: &str) -> Result<String, CmdError> {
     if !std::io::stdin().is_terminal() {
         return Err("no terminal to ask for the password on; use --password-stdin".into());
     }
     let ask = |prompt: &str| {
-        rpassword::prompt_password(prompt).map_err(|err| format!("cannot read the password: {err}"))
+        rpassword::prompt_password(prompt)
+            .map_err(|err| CmdError::failed("cannot read the password", err))
     };
     let first = ask(&format!("New password for {name}: "))?;
     let second = ask("Again: ")?;
@@ -128,21 +131,15 @@ fn password_from_prompt(name: &str) -> Result<String, String> {
 fn delete(args: NameArgs) -> CmdResult {
     let mut users = load(&args.file.users)?;
     if users.users.remove(&args.name).is_none() {
-        return Err(format!(
-            "no user {} in {}",
-            args.name,
-            args.file.users.display()
-        ));
+        return Err(format!("no user {} in {}", args.name, args.file.users.display()).into());
     }
-    users
-        .save(&args.file.users)
-        .map_err(|err| err.to_string())?;
+    users.save(&args.file.users)?;
     eprintln!("removed {}", args.name);
     Ok(())
 }
 
 fn list(path: &Path) -> CmdResult {
-    let users = UsersFile::load(path).map_err(|err| err.to_string())?;
+    let users = UsersFile::load(path)?;
     for (name, account) in &users.users {
         println!("{name}\t{account}");
         for key in &account.keys {
@@ -156,17 +153,19 @@ fn list(path: &Path) -> CmdResult {
 
 fn add_key(args: AddKeyArgs) -> CmdResult {
     let NameArgs { name, file } = args.user;
-    check_user_name(&name).map_err(|err| err.to_string())?;
+    check_user_name(&name)?;
     let text = match args.key.as_slice() {
         [path] if Path::new(path).is_file() => std::fs::read_to_string(path)
-            .map_err(|err| format!("{path}: {err}"))?
+            .map_err(|err| CmdError::failed(path.to_string(), err))?
             .lines()
             .next()
             .unwrap_or_default()
             .to_owned(),
         words => words.join(" "),
     };
-    let key: PublicKey = text.parse().map_err(|err| format!("{err}: {text:?}"))?;
+    let key: PublicKey = text
+        .parse()
+        .map_err(|err| CmdError::Usage(format!("{err}: {text:?}")))?;
     let mut users = load(&file.users)?;
     let created = !users.users.contains_key(&name);
     let account: &mut Account = users.users.entry(name.clone()).or_default();
@@ -176,10 +175,10 @@ fn add_key(args: AddKeyArgs) -> CmdResult {
         .filter_map(|line| line.parse::<PublicKey>().ok())
         .any(|existing| existing.verifying_key() == key.verifying_key());
     if known {
-        return Err(format!("that key is already authorised for {name}"));
+        return Err(format!("that key is already authorised for {name}").into());
     }
     account.keys.push(key.to_string());
-    users.save(&file.users).map_err(|err| err.to_string())?;
+    users.save(&file.users)?;
     let created = if created {
         " (new user, key login only)"
     } else {
