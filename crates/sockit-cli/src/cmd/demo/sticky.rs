@@ -10,6 +10,7 @@ use std::io::{self, Write};
 use std::time::Duration;
 
 use bytes::BytesMut;
+use sockit_proto::message::Request;
 use sockit_proto::{Decoder, Event, HeaderWriter, Limits};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::{TcpListener, TcpStream};
@@ -263,8 +264,9 @@ fn feed(
 
 fn encode_echo(body: &[u8]) -> Vec<u8> {
     let mut buf = BytesMut::new();
-    HeaderWriter::new(&mut buf)
-        .field("op", "echo")
+    let mut header = HeaderWriter::new(&mut buf);
+    Request::Echo.write(&mut header);
+    header
         .finish(body.len() as u64)
         .expect("a small header always encodes");
     buf.extend_from_slice(body);
