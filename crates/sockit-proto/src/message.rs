@@ -590,6 +590,47 @@ pub struct ExecExit {
     pub elapsed_ms: u64,
 }
 
+/// The reply of the tutorials' raw remote-command listener (`--legacy-exec`): the output's
+/// length under every size key their clients read, and how the command ended. The output
+/// (stdout, then stderr) is the body.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct LegacyExecReply {
+    /// `size` for an empty body (the frame's own `size` is written only for a non-empty one).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub size: Option<u64>,
+    /// The body's length, for the clients that read `data_size`.
+    pub data_size: u64,
+    /// The body's length, for the clients that read `total_size`.
+    pub total_size: u64,
+    /// The exit status, when the command exited (255 when it could not run).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub exit_code: Option<i32>,
+    /// The signal that killed it.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub signal: Option<i32>,
+    /// The output cap was reached.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub truncated: Option<bool>,
+    /// Its time ran out.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub timed_out: Option<bool>,
+}
+
+impl LegacyExecReply {
+    /// The reply for a body of `len` bytes, with nothing said about the command yet.
+    pub fn for_body(len: u64) -> LegacyExecReply {
+        LegacyExecReply {
+            size: (len == 0).then_some(0),
+            data_size: len,
+            total_size: len,
+            exit_code: None,
+            signal: None,
+            truncated: None,
+            timed_out: None,
+        }
+    }
+}
+
 /// A failed reply's fields.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct ErrorReply<'a> {

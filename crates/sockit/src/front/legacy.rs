@@ -13,6 +13,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use bytes::BytesMut;
+use sockit_proto::message::LegacyExecReply;
 use sockit_proto::HeaderWriter;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
@@ -138,16 +139,18 @@ impl LegacyExec {
             }
         };
         stdout.extend_from_slice(&stderr);
-        let status = match finished.exit {
-            Exit::Code(code) => ("exit_code", code.into()),
-            Exit::Signal(signal) => ("signal", signal.into()),
+        let (exit_code, signal) = match finished.exit {
+            Exit::Code(code) => (Some(code), None),
+            Exit::Signal(signal) => (None, Some(signal)),
         };
-        let fields = [
-            status,
-            ("truncated", finished.truncated.into()),
-            ("timed_out", finished.timed_out.into()),
-        ];
-        Some(legacy_reply(&stdout, &fields))
+        let reply = LegacyExecReply {
+            exit_code,
+            signal,
+            truncated: Some(finished.truncated),
+            timed_out: Some(finished.timed_out),
+            ..LegacyExecReply::for_body(stdout.len() as u64)
+        };
+        Some(legacy_reply(&stdout, &reply))
     }
 }
 
@@ -164,24 +167,19 @@ async fn read_more(stream: &mut TcpStream, pending: &mut BytesMut) -> bool {
 
 /// The reply when a command could not be run: the reason as its output, exit status 255.
 fn legacy_failure(message: &str) -> Vec<u8> {
-    legacy_reply(message.as_bytes(), &[("exit_code", 255.into())])
+    let reply = LegacyExecReply {
+        exit_code: Some(255),
+        ..LegacyExecReply::for_body(message.len() as u64)
+    };
+    legacy_reply(message.as_bytes(), &reply)
 }
 
-/// One frame: `{"size":N,"data_size":N,"total_size":N,…}` and the body.
-fn legacy_reply(body: &[u8], fields: &[(&str, serde_json::Value)]) -> Vec<u8> {
+/// One frame: `{"data_size":N,"total_size":N,…}` and the body.
+fn legacy_reply(body: &[u8], reply: &LegacyExecReply) -> Vec<u8> {
     let mut frame = BytesMut::new();
-    let mut header = HeaderWriter::new(&mut frame);
-    let size = body.len() as u64;
-    if size == 0 {
-        // `finish` only writes a non-zero size; the tutorials' clients read it either way.
-        header.field("size", &0);
-    }
-    header.field("data_size", &size).field("total_size", &size);
-    for (key, value) in fields {
-        header.field(key, value);
-    }
-    header
-        .finish(size)
+    HeaderWriter::new(&mut frame)
+        .fields(reply)
+        .finish(body.len() as u64)
         .expect("a legacy reply header always encodes");
     frame.extend_from_slice(body);
     frame.to_vec()
