@@ -149,18 +149,24 @@ async fn handle<S: AsyncRead + AsyncWrite + Unpin>(
             }
             Err(err) => refuse(conn, &header, &err).await,
         },
-        Request::Login(request) => match core::login::login(core, session, &request).await {
-            Ok(reply) => {
-                answer(conn, &header, &reply);
-                Ok(Flow::Continue)
+        // The long operations are boxed, so that the future of every request, and so of the
+        // hot `ping` and `echo`, stays small.
+        Request::Login(request) => {
+            match Box::pin(core::login::login(core, session, &request)).await {
+                Ok(reply) => {
+                    answer(conn, &header, &reply);
+                    Ok(Flow::Continue)
+                }
+                Err(err) => refuse(conn, &header, &err).await,
             }
-            Err(err) => refuse(conn, &header, &err).await,
-        },
-        Request::Exec(request) => exec::exec(conn, &header, core, session, &request).await,
-        Request::Put(request) => files::put(conn, &header, core, &request).await,
-        Request::Get(request) => files::get(conn, &header, core, &request).await,
-        Request::List(request) => files::list(conn, &header, core, &request).await,
-        Request::Stat(request) => files::stat(conn, &header, core, &request).await,
+        }
+        Request::Exec(request) => {
+            Box::pin(exec::exec(conn, &header, core, session, &request)).await
+        }
+        Request::Put(request) => Box::pin(files::put(conn, &header, core, &request)).await,
+        Request::Get(request) => Box::pin(files::get(conn, &header, core, &request)).await,
+        Request::List(request) => Box::pin(files::list(conn, &header, core, &request)).await,
+        Request::Stat(request) => Box::pin(files::stat(conn, &header, core, &request)).await,
         _ => {
             let err = OpError::new(ErrorCode::UnknownOp, "an operation this server cannot run");
             refuse(conn, &header, &err).await
