@@ -950,3 +950,76 @@ fn tutorial_remote_command_clients_work_against_legacy_exec() {
     );
     assert!(stderr(&output).contains("EOFError"));
 }
+
+// --- serve as people start it ---
+
+#[test]
+fn sockit_users_in_the_environment_is_honoured_never_open() {
+    let dir = tempfile::tempdir().unwrap();
+    let users = users_file(dir.path());
+    let root = dir.path().join("store");
+    let mut child = Command::new(SOCKIT)
+        .args(["serve", "--listen", "127.0.0.1:0", "--udp", "off", "--root"])
+        .arg(&root)
+        .env("SOCKIT_USERS", &users)
+        .stdout(Stdio::piped())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    let mut line = String::new();
+    BufReader::new(child.stdout.take().unwrap())
+        .read_line(&mut line)
+        .unwrap();
+    let addr = line
+        .trim()
+        .strip_prefix("listening tcp ")
+        .unwrap()
+        .to_owned();
+    let output = sockit(&["ls", "--server", &addr]);
+    let _ = child.kill();
+    let _ = child.wait();
+    assert_eq!(output.status.code(), Some(1), "{output:?}");
+    assert!(
+        stderr(&output).contains("(unauthorized)"),
+        "a server given SOCKIT_USERS must not be open: {output:?}"
+    );
+}
+
+/// `script`, which gives a shell a terminal of its own, when it is installed.
+fn script() -> Option<&'static str> {
+    let found = Command::new("script")
+        .arg("--version")
+        .output()
+        .is_ok_and(|out| out.status.success());
+    if !found {
+        assert!(std::env::var_os("CI").is_none(), "CI must have `script`");
+        eprintln!("SKIPPED: no `script` (util-linux) to give the test a terminal");
+    }
+    found.then_some("script")
+}
+
+#[test]
+fn serve_in_the_background_of_a_terminal_keeps_serving() {
+    let Some(script) = script() else { return };
+    let dir = tempfile::tempdir().unwrap();
+    let addr = dir.path().join("addr");
+    let root = dir.path().join("store");
+    // An interactive shell's job control (`set -m`): the server runs in a background process
+    // group of a real terminal, where reading the terminal would stop it.
+    let shell = format!(
+        "set -m; '{SOCKIT}' serve --listen 127.0.0.1:0 --udp 127.0.0.1:0 --root '{root}' > '{addr}' & \
+         for i in $(seq 100); do [ -s '{addr}' ] && break; sleep 0.05; done; \
+         timeout 5 '{SOCKIT}' ping -n 1 --interval 0 --server $(head -1 '{addr}' | cut -d' ' -f3); \
+         echo ping-exit=$?; kill -9 %1",
+        root = root.display(),
+        addr = addr.display(),
+    );
+    let output = Command::new(script)
+        .args(["-qec", &shell, "/dev/null"])
+        .stdin(Stdio::null())
+        .output()
+        .unwrap();
+    let text = stdout(&output).replace('\r', "");
+    assert!(text.contains("ping-exit=0"), "{text}");
+    assert!(text.contains("1 sent, 1 received"), "{text}");
+}

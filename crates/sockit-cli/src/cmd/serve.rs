@@ -36,7 +36,7 @@ pub(crate) struct Args {
     legacy_exec: Option<SocketAddr>,
     /// Accounts file (see `sockit user`): requires login for all but ping and echo, and
     /// enables exec.
-    #[arg(long, value_name = "FILE")]
+    #[arg(long, value_name = "FILE", env = "SOCKIT_USERS")]
     users: Option<PathBuf>,
     /// Longest a remote command may run, in seconds (a client may ask for less).
     #[arg(long, value_name = "SECS", default_value_t = Seconds(defaults::EXEC_TIMEOUT))]
@@ -154,7 +154,7 @@ pub(crate) async fn run(args: Args) -> CmdResult {
     };
     let chat_enabled = args.udp.0.is_some();
     let mut server = Server::bind(config).await?;
-    if chat_enabled && std::io::stdin().is_terminal() {
+    if chat_enabled && owns_the_terminal() {
         let traffic = server.operator_console(operator_lines());
         print_room_traffic(traffic);
     }
@@ -169,6 +169,15 @@ pub(crate) async fn run(args: Args) -> CmdResult {
     drop(stdout);
     server.run(shutdown).await;
     Ok(())
+}
+
+/// Whether standard input is a terminal that this process may read: one whose foreground
+/// process group is ours. A server started in the background (`sockit serve &`) must never read
+/// it — the shell would stop the whole server at its first read (SIGTTIN).
+fn owns_the_terminal() -> bool {
+    let stdin = std::io::stdin();
+    stdin.is_terminal()
+        && nix::unistd::tcgetpgrp(&stdin).is_ok_and(|group| group == nix::unistd::getpgrp())
 }
 
 /// Lines typed on the server's terminal, for the chat room. A thread reads standard input,
