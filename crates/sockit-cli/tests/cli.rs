@@ -975,13 +975,69 @@ fn sockit_users_in_the_environment_is_honoured_never_open() {
         .strip_prefix("listening tcp ")
         .unwrap()
         .to_owned();
-    let output = sockit(&["ls", "--server", &addr]);
+    let output = run_with_stdin(
+        &["ls", "--server", &addr],
+        &[("SOCKIT_PASSWORD", "not the password")],
+        "",
+    );
     let _ = child.kill();
     let _ = child.wait();
     assert_eq!(output.status.code(), Some(1), "{output:?}");
     assert!(
-        stderr(&output).contains("(unauthorized)"),
+        stderr(&output).contains("login failed: server refused: wrong user name or password"),
         "a server given SOCKIT_USERS must not be open: {output:?}"
+    );
+}
+
+#[test]
+fn put_get_and_ls_log_in_by_password_and_by_key() {
+    let dir = tempfile::tempdir().unwrap();
+    let users = users_file(dir.path());
+    let serve = Serve::start(&["--users", users.to_str().unwrap()]);
+    let server = serve.addr("tcp").to_string();
+    let file = dir.path().join("notes.txt");
+    std::fs::write(&file, b"logged in\n").unwrap();
+    let by_password = [("SOCKIT_PASSWORD", PASSWORD)];
+
+    let put = ["put", file.to_str().unwrap(), "--server", &server];
+    let output = run_with_stdin(&put, &by_password, "");
+    assert!(output.status.success(), "{output:?}");
+    let output = run_with_stdin(&["ls", "--server", &server], &by_password, "");
+    assert!(stdout(&output).ends_with("  notes.txt\n"), "{output:?}");
+
+    let identity = dir.path().join("id_ed25519");
+    let identity = identity.to_str().unwrap();
+    let made = run_with_stdin(&["keygen", "--identity", identity], &[], "");
+    assert!(made.status.success(), "{made:?}");
+    let public = format!("{identity}.pub");
+    let users = users.to_str().unwrap();
+    let added = run_with_stdin(
+        &["user", "add-key", "alice", &public, "--users", users],
+        &[],
+        "",
+    );
+    assert!(added.status.success(), "{added:?}");
+    let copy = dir.path().join("copy.txt");
+    let get = [
+        "get",
+        "notes.txt",
+        "-o",
+        copy.to_str().unwrap(),
+        "--identity",
+        identity,
+        "--server",
+        &server,
+    ];
+    let output = run_with_stdin(&get, &[], "");
+    assert!(output.status.success(), "{output:?}");
+    assert_eq!(std::fs::read(&copy).unwrap(), b"logged in\n");
+
+    // Without any way to log in, a command says how to give one, and nothing is done.
+    let output = run_with_stdin(&["ls", "--server", &server], &[], "");
+    assert_eq!(output.status.code(), Some(1), "{output:?}");
+    assert!(
+        stderr(&output).contains("needs a password: set SOCKIT_PASSWORD"),
+        "{output:?}"
     );
 }
 

@@ -375,10 +375,21 @@ fn endless_get_server(declared: u64) -> (SocketAddr, std::thread::JoinHandle<u64
     let addr = listener.local_addr().unwrap();
     let sender = std::thread::spawn(move || {
         let (mut stream, _) = listener.accept().unwrap();
-        let mut len = [0u8; 4];
-        stream.read_exact(&mut len).unwrap();
-        let mut request = vec![0; i32::from_le_bytes(len) as usize];
-        stream.read_exact(&mut request).unwrap();
+        // The client first asks whether it must log in: this server has no accounts.
+        loop {
+            let mut len = [0u8; 4];
+            stream.read_exact(&mut len).unwrap();
+            let mut request = vec![0; i32::from_le_bytes(len) as usize];
+            stream.read_exact(&mut request).unwrap();
+            if !request.windows(11).any(|w| w == b"\"challenge\"") {
+                break;
+            }
+            let refusal = r#"{"ok":false,"code":"disabled","error":"no accounts"}"#;
+            stream
+                .write_all(&(refusal.len() as i32).to_le_bytes())
+                .unwrap();
+            stream.write_all(refusal.as_bytes()).unwrap();
+        }
         let header = format!(
             r#"{{"ok":true,"name":"big.bin","length":{declared},"hash":"{}","offset":0,"size":{declared}}}"#,
             "0".repeat(64)

@@ -3,10 +3,10 @@
 use std::path::PathBuf;
 
 use sockit::client::{SaveOptions, Target};
-use sockit::Client;
 
 use super::progress::Progress;
-use super::{CmdResult, ServerArg};
+use super::remote::{self, LoginArgs};
+use super::CmdResult;
 
 #[derive(Debug, clap::Args)]
 pub(crate) struct Args {
@@ -23,7 +23,7 @@ pub(crate) struct Args {
     #[arg(short = 'p', long)]
     preserve: bool,
     #[command(flatten)]
-    server: ServerArg,
+    login: LoginArgs,
 }
 
 pub(crate) async fn run(args: Args) -> CmdResult {
@@ -32,7 +32,7 @@ pub(crate) async fn run(args: Args) -> CmdResult {
         force: args.force,
         preserve: args.preserve,
     };
-    let mut client = Client::connect(&args.server.server).await?;
+    let mut client = remote::connect(&args.login).await?;
     let progress = Progress::new(&args.name, 0);
     let outcome = client
         .get_to(&args.name, &target, options, &mut |done, total| {

@@ -7,9 +7,9 @@
 use std::io::{self, Write};
 
 use sockit::store::FileInfo;
-use sockit::Client;
 
-use super::{CmdResult, ServerArg};
+use super::remote::{self, LoginArgs};
+use super::CmdResult;
 use crate::cmd::CmdError;
 
 #[derive(Debug, clap::Args)]
@@ -18,12 +18,12 @@ pub(crate) struct Args {
     #[arg(long)]
     json: bool,
     #[command(flatten)]
-    server: ServerArg,
+    login: LoginArgs,
 }
 
 /// Lists the store, printing each page as it arrives; any failure, mid-way too, is the error.
 pub(crate) async fn run(args: Args) -> CmdResult {
-    let mut client = Client::connect(&args.server.server).await?;
+    let mut client = remote::connect(&args.login).await?;
     let mut listing = Listing::new(args.json);
     let mut pages = client.list_pages(None);
     while let Some(page) = pages.next().await? {

@@ -12,7 +12,8 @@ use sockit::proto::ErrorCode;
 use sockit::{Client, ClientError};
 
 use super::progress::Progress;
-use super::{CmdResult, ServerArg};
+use super::remote::{self, LoginArgs};
+use super::CmdResult;
 use crate::cmd::CmdError;
 
 /// The argument that means standard input.
@@ -31,7 +32,7 @@ pub(crate) struct Args {
     #[arg(long)]
     force: bool,
     #[command(flatten)]
-    server: ServerArg,
+    login: LoginArgs,
 }
 
 /// How one upload ended, when it stored something.
@@ -49,7 +50,7 @@ pub(crate) async fn run(args: Args) -> CmdResult {
     if args.name.is_none() && args.files.iter().any(|path| is_stdin(path)) {
         return Err("standard input has no name: give it one with --as NAME".into());
     }
-    let mut client = Client::connect(&args.server.server).await?;
+    let mut client = remote::connect(&args.login).await?;
     let (mut failed, mut changed) = (0, 0);
     for path in &args.files {
         match put_one(&mut client, path, &args).await {

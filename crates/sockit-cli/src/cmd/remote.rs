@@ -1,5 +1,6 @@
-//! What `sockit exec` and `sockit shell` share: who to log in as, with which key or password,
-//! and a logged-in connection that comes back by itself if the server closed it while idle.
+//! How every client command that needs it logs in (`put`, `get`, `ls`, `exec`, `shell`): who
+//! to log in as, with which key or password; and for `exec` and `shell`, a logged-in
+//! connection that comes back by itself if the server closed it while idle.
 //!
 //! Login order, as ssh does it: the identity key if there is one (no prompt, no argon2 run on
 //! the server), then a password from `SOCKIT_PASSWORD`, else asked on the terminal (three
@@ -53,45 +54,39 @@ pub(crate) fn local_user() -> Option<String> {
         })
 }
 
-/// How this session logs in, kept so that it can log in again after reconnecting.
-enum Credentials {
-    /// The server has no accounts.
-    None,
-    Key(Identity),
-    Password(String),
+/// Connects to the server and logs in, unless it has no accounts. The client logs in again by
+/// itself whenever it reconnects.
+pub(crate) async fn connect(args: &LoginArgs) -> Result<Client, CmdError> {
+    let user = args
+        .user
+        .clone()
+        .or_else(local_user)
+        .ok_or("no user name: use --user")?;
+    // A key given explicitly must exist; the default one is used when it does.
+    let identity_path = args
+        .identity
+        .clone()
+        .or_else(|| default_identity_path().filter(|path| path.exists()));
+    let identity = identity_path
+        .map(|path| Identity::load(&path))
+        .transpose()?;
+    let addr = &args.server.server;
+    let mut client = Client::connect(addr).await?;
+    login(&mut client, &user, identity, addr).await?;
+    Ok(client)
 }
 
-/// A connection that is logged in.
+/// A logged-in connection for running commands.
 pub(crate) struct Remote {
     client: Client,
-    user: String,
-    credentials: Credentials,
     last_used: Instant,
 }
 
 impl Remote {
     /// Connects and logs in.
     pub(crate) async fn connect(args: &LoginArgs) -> Result<Remote, CmdError> {
-        let user = args
-            .user
-            .clone()
-            .or_else(local_user)
-            .ok_or("no user name: use --user")?;
-        // A key given explicitly must exist; the default one is used when it does.
-        let identity_path = args
-            .identity
-            .clone()
-            .or_else(|| default_identity_path().filter(|path| path.exists()));
-        let identity = identity_path
-            .map(|path| Identity::load(&path))
-            .transpose()?;
-        let addr = &args.server.server;
-        let mut client = Client::connect(addr).await?;
-        let credentials = login(&mut client, &user, identity, addr).await?;
         Ok(Remote {
-            client,
-            user,
-            credentials,
+            client: connect(args).await?,
             last_used: Instant::now(),
         })
     }
@@ -104,46 +99,33 @@ impl Remote {
         timeout: Option<Duration>,
     ) -> Result<ExecOutcome, ClientError> {
         if self.last_used.elapsed() > CHECK_AFTER_IDLE && self.client.ping().await.is_err() {
-            self.client.reconnect().await?;
-            self.relogin().await?;
+            self.client.reconnect().await?; // and logs in again
         }
         let outcome = self.client.exec(cmd, timeout, write_output).await;
         self.last_used = Instant::now();
         outcome
     }
-
-    async fn relogin(&mut self) -> Result<(), ClientError> {
-        match &self.credentials {
-            Credentials::None => Ok(()),
-            Credentials::Key(identity) => self.client.login_key(&self.user, identity).await,
-            Credentials::Password(password) => {
-                self.client.login_password(&self.user, password).await
-            }
-        }
-    }
 }
 
+/// Logs in: with the key if there is one, else with `SOCKIT_PASSWORD`, else with a password
+/// asked on the terminal; not at all on a server without accounts.
 async fn login(
     client: &mut Client,
     user: &str,
     identity: Option<Identity>,
     addr: &str,
-) -> Result<Credentials, CmdError> {
+) -> Result<(), CmdError> {
     let failed = CmdError::Login;
     match identity {
         Some(identity) => match client.login_key(user, &identity).await {
-            Ok(()) => return Ok(Credentials::Key(identity)),
-            Err(err) if err.remote_code() == Some(ErrorCode::Disabled) => {
-                return Ok(Credentials::None)
-            }
+            Ok(()) => return Ok(()),
+            Err(err) if err.remote_code() == Some(ErrorCode::Disabled) => return Ok(()),
             Err(err) if err.remote_code() == Some(ErrorCode::Unauthorized) => {}
             Err(err) => return Err(failed(err)),
         },
         None => match client.challenge().await {
             Ok(_) => {}
-            Err(err) if err.remote_code() == Some(ErrorCode::Disabled) => {
-                return Ok(Credentials::None)
-            }
+            Err(err) if err.remote_code() == Some(ErrorCode::Disabled) => return Ok(()),
             Err(err) => return Err(failed(err)),
         },
     }
@@ -152,7 +134,7 @@ async fn login(
             .login_password(user, &password)
             .await
             .map_err(failed)?;
-        return Ok(Credentials::Password(password));
+        return Ok(());
     }
     if !std::io::stdin().is_terminal() {
         return Err(format!(
@@ -165,7 +147,7 @@ async fn login(
         let password = rpassword::prompt_password(format!("{user}@{addr}'s password: "))
             .map_err(|err| CmdError::failed("cannot read the password", err))?;
         match client.login_password(user, &password).await {
-            Ok(()) => return Ok(Credentials::Password(password)),
+            Ok(()) => return Ok(()),
             Err(err) if err.remote_code() == Some(ErrorCode::Unauthorized) => {
                 eprintln!("sockit: {err}");
                 last_error = Some(err);

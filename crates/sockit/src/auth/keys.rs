@@ -148,6 +148,7 @@ pub enum IdentityError {
 }
 
 /// A client's key pair.
+#[derive(Clone)]
 pub struct Identity {
     key: SigningKey,
 }

@@ -2,7 +2,7 @@
 
 use sockit_proto::message::{ChallengeReply, LoginRequest, Request};
 
-use super::{Client, ClientError, Connect};
+use super::{Client, ClientError, Connect, Login};
 use crate::auth::keys::{Identity, CHALLENGE_LEN};
 
 impl<C: Connect> Client<C> {
@@ -20,7 +20,7 @@ impl<C: Connect> Client<C> {
         Ok(challenge)
     }
 
-    /// Logs in with a password.
+    /// Logs in with a password; a reconnection logs in again with it.
     ///
     /// # Errors
     ///
@@ -33,10 +33,16 @@ impl<C: Connect> Client<C> {
             key: None,
             signature: None,
         });
-        self.call(&request, b"").await.map(drop)
+        self.call(&request, b"").await?;
+        self.login = Some(Login::Password {
+            user: user.to_owned(),
+            password: password.to_owned(),
+        });
+        Ok(())
     }
 
-    /// Logs in with a key: asks for a challenge, signs it, sends the proof.
+    /// Logs in with a key: asks for a challenge, signs it, sends the proof; a reconnection
+    /// logs in again with it.
     ///
     /// # Errors
     ///
@@ -51,6 +57,11 @@ impl<C: Connect> Client<C> {
             key: Some(identity.public_hex().into()),
             signature: Some(signature.into()),
         });
-        self.call(&request, b"").await.map(drop)
+        self.call(&request, b"").await?;
+        self.login = Some(Login::Key {
+            user: user.to_owned(),
+            identity: identity.clone(),
+        });
+        Ok(())
     }
 }

@@ -232,10 +232,24 @@ impl Connect for Tcp {
     }
 }
 
-/// A connection to a sockit server, over the stream its [`Connect`] opens.
+/// A connection to a sockit server, over the stream its [`Connect`] opens. After a login, a
+/// reconnection logs in again the same way.
 pub struct Client<C: Connect = Tcp> {
     connector: C,
     conn: Connection<C::Stream>,
+    login: Option<Login>,
+}
+
+/// How a client logged in, kept to log in again after reconnecting.
+#[derive(Clone)]
+pub(crate) enum Login {
+    /// With a password.
+    Password { user: String, password: String },
+    /// With a key.
+    Key {
+        user: String,
+        identity: crate::auth::keys::Identity,
+    },
 }
 
 impl<C: Connect + fmt::Debug> fmt::Debug for Client<C> {
@@ -265,18 +279,27 @@ impl<C: Connect> Client<C> {
     /// As the connector's [`Connect::connect`].
     pub async fn connect_with(connector: C) -> Result<Client<C>, ClientError> {
         let conn = Client::open(&connector).await?;
-        Ok(Client { connector, conn })
+        Ok(Client {
+            connector,
+            conn,
+            login: None,
+        })
     }
 
     /// Replaces the connection with a new one to the same server, after the server refused a
-    /// request without reading all of it (and so closes the old one).
+    /// request without reading all of it (and so closes the old one), and logs in again as
+    /// before.
     ///
     /// # Errors
     ///
-    /// As [`Client::connect_with`].
+    /// As [`Client::connect_with`], and as the login.
     pub async fn reconnect(&mut self) -> Result<(), ClientError> {
         self.conn = Client::open(&self.connector).await?;
-        Ok(())
+        match self.login.clone() {
+            None => Ok(()),
+            Some(Login::Password { user, password }) => self.login_password(&user, &password).await,
+            Some(Login::Key { user, identity }) => self.login_key(&user, &identity).await,
+        }
     }
 
     async fn open(connector: &C) -> Result<Connection<C::Stream>, ClientError> {
