@@ -35,11 +35,11 @@ pub enum OutputStream {
 }
 
 impl OutputStream {
-    /// `"stdout"` or `"stderr"`, as on the wire.
-    pub fn name(self) -> &'static str {
+    /// `standard output` or `standard error`, for messages.
+    pub fn describe(self) -> &'static str {
         match self {
-            OutputStream::Stdout => "stdout",
-            OutputStream::Stderr => "stderr",
+            OutputStream::Stdout => "standard output",
+            OutputStream::Stderr => "standard error",
         }
     }
 }

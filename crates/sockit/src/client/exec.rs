@@ -89,7 +89,7 @@ impl<C: Connect> Client<C> {
             };
             while let Some(chunk) = self.conn.read_body_chunk().await? {
                 output(stream, &chunk).map_err(|source| ClientError::Local {
-                    path: format!("standard {}", &stream.name()[3..]),
+                    path: stream.describe().to_owned(),
                     source,
                 })?;
             }

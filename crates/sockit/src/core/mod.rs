@@ -77,7 +77,7 @@ impl From<StoreError> for OpError {
 const NO_ACCOUNTS: &str = "this server has no accounts (it runs without --users)";
 
 impl Core {
-    /// The one access check, before any request is read further (DESIGN.md): without a
+    /// The one access check, before any request is read further (docs/PROTOCOL.md §3, *Access*): without a
     /// users file, everything but `exec`, `challenge` and `login` is open to all and those are
     /// `disabled`; with one, a session must log in before anything but `ping`, `echo`,
     /// `challenge` and `login`. `op` is `None` for a request that names no operation of ours.
