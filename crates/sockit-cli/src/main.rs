@@ -57,6 +57,8 @@ fn main() -> ExitCode {
     };
     match runtime.block_on(cli.command.run()) {
         Ok(code) => code,
+        // The reader of our output went away: end quietly, as a process killed by SIGPIPE.
+        Err((cmd::CmdError::BrokenPipe, _)) => ExitCode::from(cmd::out::BROKEN_PIPE),
         Err((err, code)) => {
             cmd::fail(&err);
             code

@@ -10,14 +10,13 @@
 
 use std::time::Duration;
 
+use super::out::BROKEN_PIPE;
 use super::remote::{report, LoginArgs, Remote};
 use super::serve::parse_seconds;
 use crate::cmd::CmdError;
 
 /// Exit status when sockit itself failed.
 pub(crate) const FAILED: u8 = 255;
-/// Exit status when our own output was closed (as a process killed by SIGPIPE).
-const BROKEN_PIPE: u8 = 128 + 13;
 
 #[derive(Debug, clap::Args)]
 #[command(group = clap::ArgGroup::new("what").required(true).args(["line", "words"]))]

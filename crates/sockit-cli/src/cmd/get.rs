@@ -2,11 +2,13 @@
 
 use std::path::PathBuf;
 
-use sockit::client::{SaveOptions, Target};
+use sockit::client::{SaveError, SaveOptions, Target};
+use sockit::ClientError;
 
+use super::out::outln;
 use super::progress::Progress;
 use super::remote::{self, LoginArgs};
-use super::CmdResult;
+use super::{CmdError, CmdResult};
 
 #[derive(Debug, clap::Args)]
 pub(crate) struct Args {
@@ -41,7 +43,12 @@ pub(crate) async fn run(args: Args) -> CmdResult {
         })
         .await;
     progress.finish();
-    let got = outcome?;
+    let got = match outcome {
+        Err(err) if matches!(target, Target::Stdout) && is_broken_pipe(&err) => {
+            return Err(CmdError::BrokenPipe)
+        }
+        result => result?,
+    };
     if let Target::Stdout = target {
         return Ok(()); // standard output carries the file and nothing else
     }
@@ -49,12 +56,21 @@ pub(crate) async fn run(args: Args) -> CmdResult {
         0 => String::new(),
         from => format!(" (resumed at byte {from})"),
     };
-    println!(
+    outln!(
         "{} -> {}: {} bytes, blake3 {}{resumed}",
         args.name,
         target.shown(),
         got.length,
         got.hash
-    );
-    Ok(())
+    )
+}
+
+/// Whether writing the download failed because the reader of our output went away.
+fn is_broken_pipe(err: &ClientError) -> bool {
+    match err {
+        ClientError::Save(SaveError::Io { source, .. }) => {
+            source.kind() == std::io::ErrorKind::BrokenPipe
+        }
+        other => other.is_broken_pipe(),
+    }
 }

@@ -59,7 +59,7 @@ pub(crate) fn run(args: Args) -> CmdResult {
         path.display(),
         public_path.display()
     );
-    println!("{public}");
+    super::out::outln!("{public}")?;
     eprintln!(
         "authorise it on the server with:\n  sockit user add-key {} '{public}' --users FILE",
         local_user().unwrap_or_else(|| "NAME".into())

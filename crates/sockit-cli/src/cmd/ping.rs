@@ -4,6 +4,7 @@ use std::time::{Duration, Instant};
 
 use sockit::Client;
 
+use super::out::outln;
 use super::{CmdResult, ServerArg};
 use crate::cmd::CmdError;
 
@@ -30,7 +31,7 @@ pub(crate) async fn run(args: Args) -> CmdResult {
     })?;
     let started = Instant::now();
     let mut client = Client::connect(addr).await?;
-    println!("PING {addr}: connected in {}", millis(started.elapsed()));
+    outln!("PING {addr}: connected in {}", millis(started.elapsed()))?;
 
     let mut times = Vec::with_capacity(args.count as usize);
     for seq in 1..=args.count {
@@ -40,20 +41,19 @@ pub(crate) async fn run(args: Args) -> CmdResult {
         let sent = Instant::now();
         client.ping().await?;
         let rtt = sent.elapsed();
-        println!("reply from {addr}: seq={seq} time={}", millis(rtt));
+        outln!("reply from {addr}: seq={seq} time={}", millis(rtt))?;
         times.push(rtt);
     }
 
     times.sort_unstable();
-    println!("--- {addr} ping statistics ---");
-    println!(
+    outln!("--- {addr} ping statistics ---")?;
+    outln!(
         "{count} sent, {count} received, min/median/max = {:.3}/{:.3}/{:.3} ms",
         as_millis(times[0]),
         as_millis(median(&times)),
         as_millis(times[times.len() - 1]),
         count = times.len(),
-    );
-    Ok(())
+    )
 }
 
 /// The median of sorted durations.

@@ -11,6 +11,7 @@ use sockit::client::{PutOutcome, Source, SourceKind};
 use sockit::proto::ErrorCode;
 use sockit::{Client, ClientError};
 
+use super::out::outln;
 use super::progress::Progress;
 use super::remote::{self, LoginArgs};
 use super::CmdResult;
@@ -56,6 +57,7 @@ pub(crate) async fn run(args: Args) -> CmdResult {
         match put_one(&mut client, path, &args).await {
             Ok(Stored::Whole) => {}
             Ok(Stored::Changed) => changed += 1,
+            Err(CmdError::BrokenPipe) => return Err(CmdError::BrokenPipe),
             Err(message) => {
                 eprintln!("sockit: {message}");
                 failed += 1;
@@ -88,7 +90,7 @@ async fn put_one(client: &mut Client, path: &Path, args: &Args) -> Result<Stored
         .await;
     progress.finish();
     let put = outcome.map_err(|err| CmdError::Usage(format!("{label}: {}", describe(&err))))?;
-    println!("{}", result_line(&label, &name, source.kind(), &put));
+    outln!("{}", result_line(&label, &name, source.kind(), &put))?;
     if !put.changed {
         return Ok(Stored::Whole);
     }

@@ -11,6 +11,7 @@ use rustyline::error::ReadlineError;
 use rustyline::DefaultEditor;
 
 use super::exec::FAILED;
+use super::out::BROKEN_PIPE;
 use super::remote::{report, LoginArgs, Remote};
 use super::serve::parse_seconds;
 use crate::cmd::CmdError;
@@ -61,7 +62,8 @@ pub(crate) async fn run(args: Args) -> Result<u8, CmdError> {
                     eprintln!("[exit {status}]");
                 }
             }
-            Err(err) if err.is_broken_pipe() => return Ok(status),
+            // The reader of our output went away: end as exec does.
+            Err(err) if err.is_broken_pipe() => return Ok(BROKEN_PIPE),
             Err(err) => {
                 eprintln!("sockit: {err}");
                 status = FAILED;

@@ -141,10 +141,10 @@ fn delete(args: NameArgs) -> CmdResult {
 fn list(path: &Path) -> CmdResult {
     let users = UsersFile::load(path)?;
     for (name, account) in &users.users {
-        println!("{name}\t{account}");
+        super::out::outln!("{name}\t{account}")?;
         for key in &account.keys {
             if let Ok(key) = key.parse::<PublicKey>() {
-                println!("\tkey {} {}", key.fingerprint(), key.comment());
+                super::out::outln!("\tkey {} {}", key.fingerprint(), key.comment())?;
             }
         }
     }

@@ -1,0 +1,264 @@
+//! What the commands print and how they end when their output goes away: a reader that closes
+//! early (`| head -1`) ends every command quietly with status 141, as `cat` killed by SIGPIPE.
+
+use std::io::{BufRead, BufReader, Read, Write};
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, ExitStatus, Output, Stdio};
+use std::time::{Duration, Instant};
+
+const SOCKIT: &str = env!("CARGO_BIN_EXE_sockit");
+const PASSWORD: &str = "correct horse battery";
+/// What a command ends with when the reader of its output went away: 128 + SIGPIPE.
+const BROKEN_PIPE: i32 = 141;
+
+/// A `sockit serve` process on loopback (framed TCP and the UDP room), killed when dropped.
+struct Serve {
+    child: Child,
+    tcp: SocketAddr,
+    udp: SocketAddr,
+    root: tempfile::TempDir,
+}
+
+impl Serve {
+    fn start(extra: &[&str]) -> Serve {
+        let root = tempfile::tempdir().unwrap();
+        let mut child = Command::new(SOCKIT)
+            .args(["serve", "--listen", "127.0.0.1:0", "--udp", "127.0.0.1:0"])
+            .args(extra)
+            .arg("--root")
+            .arg(root.path())
+            .stdin(Stdio::null())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::null())
+            .spawn()
+            .unwrap();
+        let mut lines = BufReader::new(child.stdout.take().unwrap()).lines();
+        let mut addr = |service: &str| -> SocketAddr {
+            let line = lines.next().expect("a listening line").unwrap();
+            line.strip_prefix(&format!("listening {service} "))
+                .unwrap_or_else(|| panic!("{line}"))
+                .parse()
+                .unwrap()
+        };
+        let (tcp, udp) = (addr("tcp"), addr("udp"));
+        Serve {
+            child,
+            tcp,
+            udp,
+            root,
+        }
+    }
+
+    fn tcp(&self) -> String {
+        self.tcp.to_string()
+    }
+
+    fn root(&self) -> &Path {
+        self.root.path()
+    }
+}
+
+impl Drop for Serve {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// `sockit` with no login settings inherited (no key, password or user from the environment).
+fn sockit(args: &[&str]) -> Command {
+    let mut command = Command::new(SOCKIT);
+    command
+        .args(args)
+        .env_remove("SOCKIT_PASSWORD")
+        .env_remove("SOCKIT_IDENTITY")
+        .env_remove("SOCKIT_USERS")
+        .env_remove("SOCKIT_LOG")
+        .env("SOCKIT_USER", "alice")
+        .env("XDG_CONFIG_HOME", "/nonexistent");
+    command
+}
+
+fn run(args: &[&str]) -> Output {
+    sockit(args).stdin(Stdio::null()).output().unwrap()
+}
+
+fn stdout(output: &Output) -> String {
+    String::from_utf8(output.stdout.clone()).unwrap()
+}
+
+fn stderr(output: &Output) -> String {
+    String::from_utf8_lossy(&output.stderr).into_owned()
+}
+
+/// Runs `command` with its output read by a reader that stops after `bytes` bytes and closes
+/// the pipe (as `head -c`), feeding `stdin` meanwhile; its exit status and standard error.
+fn closed_early(mut command: Command, bytes: usize, stdin: &[u8]) -> (ExitStatus, String) {
+    let mut child = command
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let mut input = child.stdin.take().unwrap();
+    let stdin = stdin.to_vec();
+    let feeder = std::thread::spawn(move || {
+        let _ = input.write_all(&stdin);
+    });
+    let mut head = vec![0u8; bytes];
+    child.stdout.take().unwrap().read_exact(&mut head).unwrap(); // and closes it
+    let mut err = String::new();
+    child
+        .stderr
+        .take()
+        .unwrap()
+        .read_to_string(&mut err)
+        .unwrap();
+    let status = wait(&mut child);
+    feeder.join().unwrap();
+    (status, err)
+}
+
+fn wait(child: &mut Child) -> ExitStatus {
+    let started = Instant::now();
+    loop {
+        if let Some(status) = child.try_wait().unwrap() {
+            return status;
+        }
+        if started.elapsed() > Duration::from_secs(20) {
+            let _ = child.kill();
+            panic!("the command did not end once its output was closed");
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    }
+}
+
+fn assert_quiet_broken_pipe((status, err): (ExitStatus, String), what: &str) {
+    assert_eq!(
+        status.code(),
+        Some(BROKEN_PIPE),
+        "{what}: {status:?}, {err}"
+    );
+    assert_eq!(err, "", "{what} says nothing on a broken pipe");
+}
+
+fn users_file(dir: &Path) -> PathBuf {
+    let users = dir.join("users.toml");
+    let mut add = sockit(&["user", "add", "alice", "--users", users.to_str().unwrap()]);
+    add.arg("--password-stdin")
+        .stdin(Stdio::piped())
+        .stdout(Stdio::null());
+    let mut child = add.spawn().unwrap();
+    writeln!(child.stdin.take().unwrap(), "{PASSWORD}").unwrap();
+    assert!(child.wait().unwrap().success());
+    users
+}
+
+#[test]
+fn ping_into_a_reader_that_closes_ends_quietly() {
+    let serve = Serve::start(&[]);
+    let ping = sockit(&[
+        "ping",
+        "-n",
+        "100",
+        "--interval",
+        "0.01",
+        "--server",
+        &serve.tcp(),
+    ]);
+    assert_quiet_broken_pipe(closed_early(ping, 4, b""), "ping");
+}
+
+#[test]
+fn echo_and_get_to_stdout_into_a_reader_that_closes_end_quietly() {
+    let serve = Serve::start(&[]);
+    let big = vec![b'x'; 2 << 20];
+    let echo = sockit(&["echo", "--server", &serve.tcp()]);
+    assert_quiet_broken_pipe(closed_early(echo, 10, &big), "echo");
+
+    std::fs::write(serve.root().join("big"), &big).unwrap();
+    let get = sockit(&["get", "big", "-o", "-", "--server", &serve.tcp()]);
+    assert_quiet_broken_pipe(closed_early(get, 10, b""), "get -o -");
+}
+
+#[test]
+fn ls_into_a_reader_that_closes_ends_quietly() {
+    let serve = Serve::start(&[]);
+    // Far more than a pipe holds, so ls is still writing when the reader goes.
+    for i in 0..1000 {
+        std::fs::write(serve.root().join(format!("{i:0>200}")), b"").unwrap();
+    }
+    for json in [false, true] {
+        let mut ls = sockit(&["ls", "--server", &serve.tcp()]);
+        if json {
+            ls.arg("--json");
+        }
+        assert_quiet_broken_pipe(closed_early(ls, 10, b""), "ls");
+    }
+}
+
+#[test]
+fn exec_and_shell_into_a_reader_that_closes_end_quietly() {
+    let dir = tempfile::tempdir().unwrap();
+    let users = users_file(dir.path());
+    let serve = Serve::start(&["--users", users.to_str().unwrap()]);
+    let mut exec = sockit(&["exec", "--server", &serve.tcp(), "--", "yes"]);
+    exec.env("SOCKIT_PASSWORD", PASSWORD);
+    assert_quiet_broken_pipe(closed_early(exec, 10, b""), "exec");
+
+    let mut shell = sockit(&["shell", "--server", &serve.tcp()]);
+    shell.env("SOCKIT_PASSWORD", PASSWORD);
+    assert_quiet_broken_pipe(closed_early(shell, 10, b"yes\n"), "shell");
+}
+
+#[test]
+fn chat_into_a_reader_that_closes_ends_quietly() {
+    let serve = Serve::start(&[]);
+    let mut chat = sockit(&[
+        "chat",
+        "--name",
+        "reader",
+        "--server",
+        &serve.udp.to_string(),
+    ]);
+    let mut child = chat
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let mut first = String::new();
+    BufReader::new(child.stdout.take().unwrap())
+        .read_line(&mut first)
+        .unwrap(); // and closes it
+    assert_eq!(first, "* you are now reader\n");
+    // Each /who brings a line back, which the chat can no longer print.
+    let mut input = child.stdin.take().unwrap();
+    let started = Instant::now();
+    while child.try_wait().unwrap().is_none() {
+        assert!(
+            started.elapsed() < Duration::from_secs(20),
+            "chat did not end"
+        );
+        let _ = input.write_all(b"/who\n");
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    let mut err = String::new();
+    child
+        .stderr
+        .take()
+        .unwrap()
+        .read_to_string(&mut err)
+        .unwrap();
+    assert_quiet_broken_pipe((wait(&mut child), err), "chat");
+}
+
+#[test]
+fn a_closed_output_is_not_a_broken_pipe_of_the_network() {
+    // A server that goes away is still an error with a message, not a quiet exit.
+    let output = run(&["ping", "--server", "127.0.0.1:1"]);
+    assert_eq!(output.status.code(), Some(1), "{output:?}");
+    assert!(stderr(&output).starts_with("sockit: "), "{output:?}");
+    assert_eq!(stdout(&output), "");
+}
