@@ -109,7 +109,7 @@ fn ping_reports_round_trips_and_statistics() {
         );
     }
     assert!(
-        text.contains("3 sent, 3 received, min/median/max = "),
+        text.contains("3 sent, 3 received, 0% loss, min/avg/median/max = "),
         "{text}"
     );
 }

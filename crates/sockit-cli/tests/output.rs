@@ -262,3 +262,36 @@ fn a_closed_output_is_not_a_broken_pipe_of_the_network() {
     assert!(stderr(&output).starts_with("sockit: "), "{output:?}");
     assert_eq!(stdout(&output), "");
 }
+
+#[test]
+fn ping_counts_the_loss_when_the_server_goes_away() {
+    let serve = Serve::start(&[]);
+    let mut ping = sockit(&[
+        "ping",
+        "-n",
+        "100",
+        "--interval",
+        "0.05",
+        "--server",
+        &serve.tcp(),
+    ])
+    .stdout(Stdio::piped())
+    .stderr(Stdio::piped())
+    .spawn()
+    .unwrap();
+    let mut lines = BufReader::new(ping.stdout.take().unwrap());
+    let mut text = String::new();
+    while !text.contains("seq=2 ") {
+        assert_ne!(lines.read_line(&mut text).unwrap(), 0, "{text}");
+    }
+    drop(serve);
+    lines.read_to_string(&mut text).unwrap();
+    let status = wait(&mut ping);
+    assert_eq!(status.code(), Some(1), "{text}");
+    let summary = text.lines().last().unwrap();
+    let (sent, rest) = summary.split_once(" sent, ").unwrap();
+    let (received, rest) = rest.split_once(" received, ").unwrap();
+    let (sent, received): (u32, u32) = (sent.parse().unwrap(), received.parse().unwrap());
+    assert_eq!(sent, received + 1, "{summary}");
+    assert!(rest.contains("% loss, min/avg/median/max = "), "{summary}");
+}
