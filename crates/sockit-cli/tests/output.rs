@@ -148,7 +148,8 @@ fn users_file(dir: &Path) -> PathBuf {
     let mut add = sockit(&["user", "add", "alice", "--users", users.to_str().unwrap()]);
     add.arg("--password-stdin")
         .stdin(Stdio::piped())
-        .stdout(Stdio::null());
+        .stdout(Stdio::null())
+        .stderr(Stdio::null());
     let mut child = add.spawn().unwrap();
     writeln!(child.stdin.take().unwrap(), "{PASSWORD}").unwrap();
     assert!(child.wait().unwrap().success());
@@ -294,4 +295,84 @@ fn ping_counts_the_loss_when_the_server_goes_away() {
     let (sent, received): (u32, u32) = (sent.parse().unwrap(), received.parse().unwrap());
     assert_eq!(sent, received + 1, "{summary}");
     assert!(rest.contains("% loss, min/avg/median/max = "), "{summary}");
+}
+
+#[test]
+fn quiet_prints_only_errors_and_what_the_command_is_for() {
+    let serve = Serve::start(&[]);
+    let dir = tempfile::tempdir().unwrap();
+    let file = dir.path().join("notes.txt");
+    std::fs::write(&file, b"some notes\n").unwrap();
+    let server = serve.tcp();
+
+    for args in [
+        vec!["-q", "put", file.to_str().unwrap(), "--server", &server],
+        vec![
+            "--quiet",
+            "ping",
+            "-n",
+            "2",
+            "--interval",
+            "0",
+            "--server",
+            &server,
+        ],
+        vec![
+            "get",
+            "notes.txt",
+            "-o",
+            dir.path().to_str().unwrap(),
+            "-f",
+            "-q",
+            "--server",
+            &server,
+        ],
+    ] {
+        let output = run(&args);
+        assert!(output.status.success(), "{args:?}: {output:?}");
+        assert_eq!(stdout(&output), "", "{args:?}");
+        assert_eq!(stderr(&output), "", "{args:?}");
+    }
+    // What the command is for still comes out.
+    let output = run(&["-q", "echo", "hi", "--server", &server]);
+    assert_eq!(stdout(&output), "hi\n");
+    let output = run(&["ls", "--quiet", "--json", "--server", &server]);
+    assert!(stdout(&output).contains("\"notes.txt\""), "{output:?}");
+    // Errors too.
+    let output = run(&["-q", "get", "missing", "--server", &server]);
+    assert_eq!(output.status.code(), Some(1));
+    assert!(stderr(&output).starts_with("sockit: "), "{output:?}");
+}
+
+#[test]
+fn verbose_logs_what_the_client_does() {
+    let serve = Serve::start(&[]);
+    let server = serve.tcp();
+    let output = run(&["-v", "ls", "--server", &server]);
+    assert!(output.status.success(), "{output:?}");
+    let err = stderr(&output);
+    assert!(err.contains(&format!("connected to {server}")), "{err}");
+    assert!(err.contains("no login"), "{err}");
+    // Without it, nothing is logged.
+    assert_eq!(stderr(&run(&["ls", "--server", &server])), "");
+    // SOCKIT_LOG decides when set.
+    let output = sockit(&["-v", "ls", "--server", &server])
+        .env("SOCKIT_LOG", "error")
+        .output()
+        .unwrap();
+    assert_eq!(stderr(&output), "", "{output:?}");
+    // Quiet and verbose together make no sense.
+    let output = run(&["-q", "-v", "ls", "--server", &server]);
+    assert_eq!(output.status.code(), Some(2), "{output:?}");
+}
+
+#[test]
+fn no_color_keeps_logs_plain() {
+    let serve = Serve::start(&[]);
+    let output = sockit(&["-v", "ls", "--server", &serve.tcp()])
+        .env("NO_COLOR", "1")
+        .output()
+        .unwrap();
+    assert!(stderr(&output).contains("connected to"), "{output:?}");
+    assert!(!output.stderr.contains(&0x1b), "{output:?}");
 }

@@ -5,7 +5,7 @@ use std::path::PathBuf;
 use sockit::client::{SaveError, SaveOptions, Target};
 use sockit::ClientError;
 
-use super::out::outln;
+use super::out::statusln;
 use super::progress::Progress;
 use super::remote::{self, LoginArgs};
 use super::{CmdError, CmdResult};
@@ -36,6 +36,7 @@ pub(crate) async fn run(args: Args) -> CmdResult {
     };
     let mut client = remote::connect(&args.login).await?;
     let progress = Progress::new(&args.name, 0);
+    let started = std::time::Instant::now();
     let outcome = client
         .get_to(&args.name, &target, options, &mut |done, total| {
             progress.set_total(total);
@@ -49,6 +50,12 @@ pub(crate) async fn run(args: Args) -> CmdResult {
         }
         result => result?,
     };
+    tracing::info!(
+        "get {}: {} bytes received in {:.2?}",
+        args.name,
+        got.length - got.resumed_from,
+        started.elapsed()
+    );
     if let Target::Stdout = target {
         return Ok(()); // standard output carries the file and nothing else
     }
@@ -56,7 +63,7 @@ pub(crate) async fn run(args: Args) -> CmdResult {
         0 => String::new(),
         from => format!(" (resumed at byte {from})"),
     };
-    outln!(
+    statusln!(
         "{} -> {}: {} bytes, blake3 {}{resumed}",
         args.name,
         target.shown(),

@@ -5,7 +5,7 @@ use std::time::{Duration, Instant};
 
 use sockit::Client;
 
-use super::out::outln;
+use super::out::statusln;
 use super::{CmdResult, ServerArg};
 use crate::cmd::CmdError;
 
@@ -32,7 +32,7 @@ pub(crate) async fn run(args: Args) -> CmdResult {
     })?;
     let started = Instant::now();
     let mut client = Client::connect(addr).await?;
-    outln!("PING {addr}: connected in {}", millis(started.elapsed()))?;
+    statusln!("PING {addr}: connected in {}", millis(started.elapsed()))?;
 
     let mut times = Vec::with_capacity(args.count as usize);
     let mut sent = 0;
@@ -49,13 +49,13 @@ pub(crate) async fn run(args: Args) -> CmdResult {
             break;
         }
         let rtt = start.elapsed();
-        outln!("reply from {addr}: seq={seq} time={}", millis(rtt))?;
+        statusln!("reply from {addr}: seq={seq} time={}", millis(rtt))?;
         times.push(rtt);
     }
 
     let summary = Summary::new(sent, &mut times);
-    outln!("--- {addr} ping statistics ---")?;
-    outln!("{}", summary.line())?;
+    statusln!("--- {addr} ping statistics ---")?;
+    statusln!("{}", summary.line())?;
     match failure {
         Some(err) => Err(err.into()),
         None => Ok(()),

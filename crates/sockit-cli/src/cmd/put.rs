@@ -11,7 +11,7 @@ use sockit::client::{PutOutcome, Source, SourceKind};
 use sockit::proto::ErrorCode;
 use sockit::{Client, ClientError};
 
-use super::out::outln;
+use super::out::statusln;
 use super::progress::Progress;
 use super::remote::{self, LoginArgs};
 use super::CmdResult;
@@ -85,12 +85,18 @@ async fn put_one(client: &mut Client, path: &Path, args: &Args) -> Result<Stored
         Some(total) => Progress::new(&name, total),
         None => Progress::stream(&name),
     };
+    let started = std::time::Instant::now();
     let outcome = client
         .put_source(&source, &name, args.force, &mut |done| progress.set(done))
         .await;
     progress.finish();
     let put = outcome.map_err(|err| CmdError::Usage(format!("{label}: {}", describe(&err))))?;
-    outln!("{}", result_line(&label, &name, source.kind(), &put))?;
+    tracing::info!(
+        "put {name}: {} bytes sent in {:.2?}",
+        put.length - put.resumed_from,
+        started.elapsed()
+    );
+    statusln!("{}", result_line(&label, &name, source.kind(), &put))?;
     if !put.changed {
         return Ok(Stored::Whole);
     }

@@ -59,7 +59,7 @@ pub(crate) async fn run(args: Args) -> Result<u8, CmdError> {
                 report(&outcome);
                 status = outcome.status();
                 if status != 0 && std::io::stdin().is_terminal() {
-                    eprintln!("[exit {status}]");
+                    super::out::note!("[exit {status}]");
                 }
             }
             // The reader of our output went away: end as exec does.

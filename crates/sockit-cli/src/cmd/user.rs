@@ -98,7 +98,7 @@ fn set_password(args: PasswordArgs, adding: bool) -> CmdResult {
     } else {
         "password changed for"
     };
-    eprintln!("{done} {name} in {}", file.users.display());
+    super::out::note!("{done} {name} in {}", file.users.display());
     Ok(())
 }
 
@@ -134,7 +134,7 @@ fn delete(args: NameArgs) -> CmdResult {
         return Err(format!("no user {} in {}", args.name, args.file.users.display()).into());
     }
     users.save(&args.file.users)?;
-    eprintln!("removed {}", args.name);
+    super::out::note!("removed {}", args.name);
     Ok(())
 }
 
