@@ -376,3 +376,133 @@ fn no_color_keeps_logs_plain() {
     assert!(stderr(&output).contains("connected to"), "{output:?}");
     assert!(!output.stderr.contains(&0x1b), "{output:?}");
 }
+
+fn json(text: &str) -> serde_json::Value {
+    serde_json::from_str(text).unwrap_or_else(|err| panic!("{err}: {text:?}"))
+}
+
+#[test]
+fn put_and_get_json_give_one_object_per_file() {
+    let serve = Serve::start(&[]);
+    let server = serve.tcp();
+    let dir = tempfile::tempdir().unwrap();
+    let (a, b) = (dir.path().join("a.txt"), dir.path().join("b.bin"));
+    std::fs::write(&a, b"alpha\n").unwrap();
+    std::fs::write(&b, vec![7u8; 100_000]).unwrap();
+
+    let output = run(&[
+        "put",
+        "--json",
+        a.to_str().unwrap(),
+        b.to_str().unwrap(),
+        "--server",
+        &server,
+    ]);
+    assert!(output.status.success(), "{output:?}");
+    let lines: Vec<_> = stdout(&output).lines().map(json).collect();
+    assert_eq!(
+        lines,
+        [
+            serde_json::json!({"name": "a.txt", "length": 6, "hash": blake3::hash(b"alpha\n").to_hex().to_string(), "resumed_from": 0}),
+            serde_json::json!({"name": "b.bin", "length": 100_000, "hash": blake3::hash(&[7u8; 100_000]).to_hex().to_string(), "resumed_from": 0}),
+        ]
+    );
+
+    let out = dir.path().join("copy.bin");
+    let output = run(&[
+        "get",
+        "b.bin",
+        "-o",
+        out.to_str().unwrap(),
+        "--json",
+        "-q",
+        "--server",
+        &server,
+    ]);
+    assert!(output.status.success(), "{output:?}");
+    assert_eq!(
+        json(stdout(&output).trim_end()),
+        serde_json::json!({
+            "name": "b.bin",
+            "path": out.to_str().unwrap(),
+            "length": 100_000,
+            "hash": blake3::hash(&[7u8; 100_000]).to_hex().to_string(),
+            "resumed_from": 0,
+        })
+    );
+    assert_eq!(stdout(&output).lines().count(), 1);
+
+    let output = run(&["get", "b.bin", "-o", "-", "--json", "--server", &server]);
+    assert_eq!(output.status.code(), Some(1), "{output:?}");
+    assert!(stderr(&output).contains("--json"), "{output:?}");
+    assert!(output.stdout.is_empty());
+}
+
+#[test]
+fn ping_json_is_the_summary_alone() {
+    let serve = Serve::start(&[]);
+    let output = run(&[
+        "ping",
+        "--json",
+        "-n",
+        "3",
+        "--interval",
+        "0",
+        "--server",
+        &serve.tcp(),
+    ]);
+    assert!(output.status.success(), "{output:?}");
+    let text = stdout(&output);
+    assert_eq!(text.lines().count(), 1, "{text}");
+    let summary = json(text.trim_end());
+    assert_eq!(summary["server"], serve.tcp());
+    assert_eq!(summary["sent"], 3);
+    assert_eq!(summary["received"], 3);
+    assert_eq!(summary["loss_percent"], 0.0);
+    let ms = |key: &str| {
+        summary[key]
+            .as_f64()
+            .unwrap_or_else(|| panic!("{key}: {summary}"))
+    };
+    assert!(
+        ms("min_ms") <= ms("median_ms") && ms("median_ms") <= ms("max_ms"),
+        "{summary}"
+    );
+    assert!(
+        ms("min_ms") <= ms("avg_ms") && ms("avg_ms") <= ms("max_ms"),
+        "{summary}"
+    );
+}
+
+#[test]
+fn exec_json_ends_standard_error_with_the_status() {
+    let dir = tempfile::tempdir().unwrap();
+    let users = users_file(dir.path());
+    let serve = Serve::start(&["--users", users.to_str().unwrap()]);
+    let exec = |words: &[&str]| {
+        let server = serve.tcp();
+        let mut args = vec!["exec", "--json", "--server", &server];
+        args.extend(words);
+        sockit(&args)
+            .env("SOCKIT_PASSWORD", PASSWORD)
+            .stdin(Stdio::null())
+            .output()
+            .unwrap()
+    };
+    let output = exec(&["--", "sh", "-c", "echo out; echo err >&2; exit 3"]);
+    assert_eq!(output.status.code(), Some(3), "{output:?}");
+    assert_eq!(stdout(&output), "out\n");
+    let err = stderr(&output);
+    let (remote, last) = err.trim_end().rsplit_once('\n').unwrap();
+    assert_eq!(remote, "err");
+    assert_eq!(
+        json(last),
+        serde_json::json!({"status": 3, "code": 3, "signal": null, "timed_out": false, "truncated": false})
+    );
+    let output = exec(&["-c", "kill -KILL $$"]);
+    assert_eq!(output.status.code(), Some(137), "{output:?}");
+    assert_eq!(
+        json(stderr(&output).trim_end()),
+        serde_json::json!({"status": 137, "code": null, "signal": 9, "timed_out": false, "truncated": false})
+    );
+}

@@ -5,7 +5,7 @@ use std::path::PathBuf;
 use sockit::client::{SaveError, SaveOptions, Target};
 use sockit::ClientError;
 
-use super::out::statusln;
+use super::out::{outln, statusln};
 use super::progress::Progress;
 use super::remote::{self, LoginArgs};
 use super::{CmdError, CmdResult};
@@ -24,12 +24,19 @@ pub(crate) struct Args {
     /// Give the saved file the stored file's modification time and permission bits.
     #[arg(short = 'p', long)]
     preserve: bool,
+    /// For scripts: one JSON object on standard output (`name`, `path`, `length`, `hash`,
+    /// `resumed_from`) instead of the result line. Not with `-o -`.
+    #[arg(long)]
+    json: bool,
     #[command(flatten)]
     login: LoginArgs,
 }
 
 pub(crate) async fn run(args: Args) -> CmdResult {
     let target = Target::resolve(args.output.as_deref(), &args.name, args.force)?;
+    if args.json && matches!(target, Target::Stdout) {
+        return Err("--json cannot go with -o -: standard output carries the file".into());
+    }
     let options = SaveOptions {
         force: args.force,
         preserve: args.preserve,
@@ -58,6 +65,18 @@ pub(crate) async fn run(args: Args) -> CmdResult {
     );
     if let Target::Stdout = target {
         return Ok(()); // standard output carries the file and nothing else
+    }
+    if args.json {
+        return outln!(
+            "{}",
+            serde_json::json!({
+                "name": args.name,
+                "path": target.shown(),
+                "length": got.length,
+                "hash": got.hash,
+                "resumed_from": got.resumed_from,
+            })
+        );
     }
     let resumed = match got.resumed_from {
         0 => String::new(),

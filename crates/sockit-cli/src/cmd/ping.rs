@@ -5,7 +5,7 @@ use std::time::{Duration, Instant};
 
 use sockit::Client;
 
-use super::out::statusln;
+use super::out::{outln, statusln};
 use super::{CmdResult, ServerArg};
 use crate::cmd::CmdError;
 
@@ -18,6 +18,9 @@ pub(crate) struct Args {
     /// Seconds between pings.
     #[arg(long, value_name = "SECS", default_value_t = 0.2)]
     interval: f64,
+    /// For scripts: only the summary, as one JSON object on standard output.
+    #[arg(long)]
+    json: bool,
     #[command(flatten)]
     server: ServerArg,
 }
@@ -32,7 +35,10 @@ pub(crate) async fn run(args: Args) -> CmdResult {
     })?;
     let started = Instant::now();
     let mut client = Client::connect(addr).await?;
-    statusln!("PING {addr}: connected in {}", millis(started.elapsed()))?;
+    let report = !args.json;
+    if report {
+        statusln!("PING {addr}: connected in {}", millis(started.elapsed()))?;
+    }
 
     let mut times = Vec::with_capacity(args.count as usize);
     let mut sent = 0;
@@ -49,13 +55,19 @@ pub(crate) async fn run(args: Args) -> CmdResult {
             break;
         }
         let rtt = start.elapsed();
-        statusln!("reply from {addr}: seq={seq} time={}", millis(rtt))?;
+        if report {
+            statusln!("reply from {addr}: seq={seq} time={}", millis(rtt))?;
+        }
         times.push(rtt);
     }
 
     let summary = Summary::new(sent, &mut times);
-    statusln!("--- {addr} ping statistics ---")?;
-    statusln!("{}", summary.line())?;
+    if report {
+        statusln!("--- {addr} ping statistics ---")?;
+        statusln!("{}", summary.line())?;
+    } else {
+        outln!("{}", summary.json(addr))?;
+    }
     match failure {
         Some(err) => Err(err.into()),
         None => Ok(()),
@@ -97,6 +109,25 @@ impl Summary {
             loss_percent,
             times_ms,
         }
+    }
+
+    /// The `--json` object: `server`, `sent`, `received`, `loss_percent`, and `min_ms`,
+    /// `avg_ms`, `median_ms`, `max_ms` (null when no reply came).
+    fn json(&self, server: &str) -> serde_json::Value {
+        let [min, avg, median, max] = match self.times_ms {
+            Some(times) => times.map(Some),
+            None => [None; 4],
+        };
+        serde_json::json!({
+            "server": server,
+            "sent": self.sent,
+            "received": self.received,
+            "loss_percent": self.loss_percent,
+            "min_ms": min,
+            "avg_ms": avg,
+            "median_ms": median,
+            "max_ms": max,
+        })
     }
 
     /// `3 sent, 3 received, 0% loss, min/avg/median/max = 0.047/0.055/0.048/0.069 ms`.

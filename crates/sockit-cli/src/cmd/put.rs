@@ -11,7 +11,7 @@ use sockit::client::{PutOutcome, Source, SourceKind};
 use sockit::proto::ErrorCode;
 use sockit::{Client, ClientError};
 
-use super::out::statusln;
+use super::out::{outln, statusln};
 use super::progress::Progress;
 use super::remote::{self, LoginArgs};
 use super::CmdResult;
@@ -32,6 +32,10 @@ pub(crate) struct Args {
     /// Replace a stored file of the same name.
     #[arg(long)]
     force: bool,
+    /// For scripts: one JSON object per stored file on standard output (`name`, `length`,
+    /// `hash`, `resumed_from`) instead of the result lines.
+    #[arg(long)]
+    json: bool,
     #[command(flatten)]
     login: LoginArgs,
 }
@@ -96,7 +100,11 @@ async fn put_one(client: &mut Client, path: &Path, args: &Args) -> Result<Stored
         put.length - put.resumed_from,
         started.elapsed()
     );
-    statusln!("{}", result_line(&label, &name, source.kind(), &put))?;
+    if args.json {
+        outln!("{}", json_line(&name, &put))?;
+    } else {
+        statusln!("{}", result_line(&label, &name, source.kind(), &put))?;
+    }
     if !put.changed {
         return Ok(Stored::Whole);
     }
@@ -118,6 +126,16 @@ fn result_line(label: &str, name: &str, kind: SourceKind, put: &PutOutcome) -> S
         "{label} -> {name}: {} bytes, blake3 {}{how}",
         put.length, put.hash
     )
+}
+
+/// The `--json` object of one stored file.
+fn json_line(name: &str, put: &PutOutcome) -> serde_json::Value {
+    serde_json::json!({
+        "name": name,
+        "length": put.length,
+        "hash": put.hash,
+        "resumed_from": put.resumed_from,
+    })
 }
 
 /// A failed upload's cause, in words about what the user typed (the caller names it).
