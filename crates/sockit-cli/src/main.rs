@@ -4,7 +4,7 @@ mod cmd;
 
 use std::process::ExitCode;
 
-use clap::{Parser, Subcommand};
+use clap::{CommandFactory, Parser, Subcommand};
 
 /// A socket toolkit: framed TCP server and client, file transfer, remote commands, echo and chat.
 #[derive(Debug, Parser)]
@@ -49,6 +49,10 @@ enum Command {
     /// Demonstrations of the problems sockit solves.
     #[command(subcommand)]
     Demo(cmd::demo::Demo),
+    /// Print a shell completion script (e.g. `sockit completions bash > ~/.local/share/bash-completion/completions/sockit`).
+    Completions(cmd::docs::CompletionsArgs),
+    /// Print the man page in roff (e.g. `sockit manpage > sockit.1`; `sockit manpage put` for sockit-put).
+    Manpage(cmd::docs::ManpageArgs),
 }
 
 fn main() -> ExitCode {
@@ -104,6 +108,8 @@ impl Command {
             Command::User(user) => done(cmd::user::run(user)),
             Command::Keygen(args) => done(cmd::keygen::run(args)),
             Command::Demo(demo) => done(cmd::demo::run(demo).await),
+            Command::Completions(args) => done(cmd::docs::completions(args, Cli::command())),
+            Command::Manpage(args) => done(cmd::docs::manpage(args, Cli::command())),
         }
     }
 }

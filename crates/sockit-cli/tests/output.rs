@@ -506,3 +506,45 @@ fn exec_json_ends_standard_error_with_the_status() {
         serde_json::json!({"status": 137, "code": null, "signal": 9, "timed_out": false, "truncated": false})
     );
 }
+
+/// The subcommands every generated document must name.
+const SUBCOMMANDS: [&str; 8] = ["serve", "ping", "echo", "put", "get", "ls", "exec", "chat"];
+
+#[test]
+fn completions_name_every_subcommand() {
+    for shell in ["bash", "zsh", "fish", "elvish", "powershell"] {
+        let output = run(&["completions", shell]);
+        assert!(output.status.success(), "{shell}: {output:?}");
+        let script = stdout(&output);
+        for sub in SUBCOMMANDS.iter().chain(&["completions", "manpage"]) {
+            assert!(script.contains(sub), "{shell} completion lacks {sub}");
+        }
+        assert!(script.contains("json"), "{shell} completion lacks --json");
+    }
+    let output = run(&["completions", "tcsh"]);
+    assert_eq!(output.status.code(), Some(2), "{output:?}");
+}
+
+#[test]
+fn manpage_names_every_subcommand_and_each_has_its_own() {
+    let output = run(&["manpage"]);
+    assert!(output.status.success(), "{output:?}");
+    let page = stdout(&output);
+    assert!(page.contains(".TH sockit 1"), "{page}");
+    for sub in SUBCOMMANDS {
+        assert!(
+            page.contains(&format!("sockit\\-{sub}(1)")),
+            "{sub}: {page}"
+        );
+        let output = run(&["manpage", sub]);
+        assert!(output.status.success(), "{sub}: {output:?}");
+        let page = stdout(&output);
+        assert!(page.contains(&format!(".TH sockit-{sub} 1")), "{page}");
+        assert!(
+            page.contains("\\-\\-quiet"),
+            "{sub} page lacks the global options"
+        );
+    }
+    let output = run(&["manpage", "nope"]);
+    assert_eq!(output.status.code(), Some(1), "{output:?}");
+}

@@ -2,6 +2,7 @@
 
 pub(crate) mod chat;
 pub(crate) mod demo;
+pub(crate) mod docs;
 pub(crate) mod echo;
 pub(crate) mod exec;
 pub(crate) mod get;
