@@ -4,12 +4,19 @@ mod cmd;
 
 use std::process::ExitCode;
 
-use clap::{Parser, Subcommand};
+use clap::{CommandFactory, Parser, Subcommand};
 
 /// A socket toolkit: framed TCP server and client, file transfer, remote commands, echo and chat.
 #[derive(Debug, Parser)]
 #[command(name = "sockit", version, about, max_term_width = 100)]
 struct Cli {
+    /// Print only errors and what the command is for: no progress bars, no result, status or
+    /// note lines, only error logs.
+    #[arg(short, long, global = true, conflicts_with = "verbose")]
+    quiet: bool,
+    /// Log more: info (debug for serve). SOCKIT_LOG, when set, decides instead.
+    #[arg(short, long, global = true)]
+    verbose: bool,
     #[command(subcommand)]
     command: Command,
 }
@@ -42,14 +49,22 @@ enum Command {
     /// Demonstrations of the problems sockit solves.
     #[command(subcommand)]
     Demo(cmd::demo::Demo),
+    /// Print a shell completion script (e.g. `sockit completions bash > ~/.local/share/bash-completion/completions/sockit`).
+    Completions(cmd::docs::CompletionsArgs),
+    /// Print the man page in roff (e.g. `sockit manpage > sockit.1`; `sockit manpage put` for sockit-put).
+    Manpage(cmd::docs::ManpageArgs),
 }
 
 fn main() -> ExitCode {
     let cli = Cli::parse();
-    let default_log = match cli.command {
-        Command::Serve(_) => "info",
-        _ => "warn",
+    let serve = matches!(cli.command, Command::Serve(_));
+    let default_log = match (cli.quiet, cli.verbose, serve) {
+        (true, _, _) => "error",
+        (false, true, true) => "debug",
+        (false, true, false) | (false, false, true) => "info",
+        (false, false, false) => "warn",
     };
+    cmd::out::set_quiet(cli.quiet);
     init_logging(default_log);
     let runtime = match tokio::runtime::Runtime::new() {
         Ok(runtime) => runtime,
@@ -57,6 +72,8 @@ fn main() -> ExitCode {
     };
     match runtime.block_on(cli.command.run()) {
         Ok(code) => code,
+        // The reader of our output went away: end quietly, as a process killed by SIGPIPE.
+        Err((cmd::CmdError::BrokenPipe, _)) => ExitCode::from(cmd::out::BROKEN_PIPE),
         Err((err, code)) => {
             cmd::fail(&err);
             code
@@ -91,19 +108,32 @@ impl Command {
             Command::User(user) => done(cmd::user::run(user)),
             Command::Keygen(args) => done(cmd::keygen::run(args)),
             Command::Demo(demo) => done(cmd::demo::run(demo).await),
+            Command::Completions(args) => done(cmd::docs::completions(args, Cli::command())),
+            Command::Manpage(args) => done(cmd::docs::manpage(args, Cli::command())),
         }
     }
 }
 
-/// Logs go to standard error, filtered by `SOCKIT_LOG` (e.g. `debug`, `sockit=trace`).
+/// Logs go to standard error, filtered by `SOCKIT_LOG` (e.g. `debug`, `sockit=trace`), in
+/// colour only on a terminal and when `NO_COLOR` is not set.
 fn init_logging(default: &str) {
     let filter = tracing_subscriber::EnvFilter::try_from_env("SOCKIT_LOG")
         .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new(default));
+    let ansi = colour(
+        std::io::IsTerminal::is_terminal(&std::io::stderr()),
+        std::env::var_os("NO_COLOR"),
+    );
     tracing_subscriber::fmt()
         .with_env_filter(filter)
         .with_writer(std::io::stderr)
-        .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
+        .with_ansi(ansi)
         .init();
+}
+
+/// Whether to colour a terminal's output: never when `NO_COLOR` is set to anything but the
+/// empty string (no-color.org), else when it is a terminal.
+fn colour(terminal: bool, no_color: Option<std::ffi::OsString>) -> bool {
+    terminal && no_color.is_none_or(|value| value.is_empty())
 }
 
 #[cfg(test)]
@@ -113,5 +143,27 @@ mod tests {
     #[test]
     fn command_line_definition_is_consistent() {
         super::Cli::command().debug_assert();
+    }
+
+    #[test]
+    fn quiet_and_verbose_go_anywhere_but_into_a_remote_command() {
+        use clap::Parser;
+        let parse = |args: &[&str]| super::Cli::try_parse_from(args).unwrap();
+        let cli = parse(&["sockit", "put", "f", "-q"]);
+        assert!(cli.quiet && !cli.verbose);
+        let cli = parse(&["sockit", "-v", "ls"]);
+        assert!(cli.verbose && !cli.quiet);
+        let cli = parse(&["sockit", "exec", "-q", "--", "ls", "-v"]);
+        assert!(cli.quiet && !cli.verbose, "-v belongs to ls");
+        let cli = parse(&["sockit", "exec", "ls", "-q"]);
+        assert!(!cli.quiet, "-q belongs to ls");
+    }
+
+    #[test]
+    fn no_color_turns_colour_off() {
+        assert!(super::colour(true, None));
+        assert!(super::colour(true, Some("".into())));
+        assert!(!super::colour(true, Some("1".into())));
+        assert!(!super::colour(false, None));
     }
 }

@@ -1,6 +1,8 @@
 //! The `sockit` binary end to end: `serve` on loopback, the client commands against it, and the
 //! tutorials' Python clients talking to it unchanged.
 
+mod common;
+
 use std::collections::HashMap;
 use std::io::{BufRead, BufReader, Read, Write};
 use std::net::SocketAddr;
@@ -109,7 +111,7 @@ fn ping_reports_round_trips_and_statistics() {
         );
     }
     assert!(
-        text.contains("3 sent, 3 received, min/median/max = "),
+        text.contains("3 sent, 3 received, 0% loss, min/avg/median/max = "),
         "{text}"
     );
 }
@@ -194,11 +196,8 @@ fn python3() -> Option<&'static str> {
         .arg("--version")
         .output()
         .is_ok_and(|o| o.status.success());
-    if !found && std::env::var_os("CI").is_some() {
-        panic!("python3 is required in CI for the tutorial-client tests");
-    }
     if !found {
-        eprintln!("python3 not found: skipping a tutorial-client test");
+        common::skip("python3 not found (the tutorials' clients need it)");
     }
     found.then_some("python3")
 }
@@ -1048,8 +1047,7 @@ fn script() -> Option<&'static str> {
         .output()
         .is_ok_and(|out| out.status.success());
     if !found {
-        assert!(std::env::var_os("CI").is_none(), "CI must have `script`");
-        eprintln!("SKIPPED: no `script` (util-linux) to give the test a terminal");
+        common::skip("no `script` (util-linux) to give the test a terminal");
     }
     found.then_some("script")
 }

@@ -5,6 +5,8 @@
 //! Nothing here touches anything outside its temp dirs: a device node is made with `mknod` in
 //! the temp dir (root only, as in CI), never the real `/dev/null`.
 
+mod common;
+
 use std::io::{BufRead, BufReader, Read, Write};
 use std::net::{SocketAddr, TcpListener};
 use std::os::unix::fs::{FileTypeExt, MetadataExt, PermissionsExt};
@@ -83,13 +85,13 @@ fn is_root() -> bool {
     nix::unistd::geteuid().is_root()
 }
 
-/// Root-only tests run in CI (which is root) and say loudly when skipped elsewhere.
-fn skip_unless_root(test: &str) -> bool {
+/// Root-only tests run in CI (which is root) and say so where they are shown when skipped
+/// elsewhere.
+fn skip_unless_root() -> bool {
     if is_root() {
         return false;
     }
-    assert!(std::env::var_os("CI").is_none(), "CI runs as root");
-    eprintln!("SKIPPED {test}: needs root");
+    common::skip("needs root");
     true
 }
 
@@ -105,7 +107,7 @@ fn entries(dir: &Path) -> Vec<String> {
 
 #[test]
 fn a_character_device_is_written_through_and_kept() {
-    if skip_unless_root("a_character_device_is_written_through_and_kept") {
+    if skip_unless_root() {
         return;
     }
     let serve = Serve::start();
@@ -311,7 +313,7 @@ fn force_keeps_mode_owner_and_hard_links_and_refuses_write_protected_files() {
     if is_root() {
         assert_eq!((meta.uid(), meta.gid()), (1234, 2345), "owner lost");
     } else {
-        eprintln!("SKIPPED the owner check: needs root");
+        common::skip("the owner check needs root");
     }
 
     let linked = dir.path().join("linked.txt");
@@ -413,7 +415,7 @@ fn endless_get_server(declared: u64) -> (SocketAddr, std::thread::JoinHandle<u64
 
 #[test]
 fn a_full_local_disk_stops_at_once_and_says_what_is_kept() {
-    if skip_unless_root("a_full_local_disk_stops_at_once_and_says_what_is_kept") {
+    if skip_unless_root() {
         return;
     }
     let Some(disk) = SmallDisk::mount("size=4m") else {
@@ -450,7 +452,7 @@ fn a_full_local_disk_stops_at_once_and_says_what_is_kept() {
 
 #[test]
 fn an_unwritable_directory_is_named_with_the_real_cause() {
-    if skip_unless_root("an_unwritable_directory_is_named_with_the_real_cause") {
+    if skip_unless_root() {
         return;
     }
     let serve = Serve::start();

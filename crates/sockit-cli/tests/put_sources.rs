@@ -3,6 +3,8 @@
 //! another upload. Real `sockit serve` processes on loopback; every local file in a temp dir
 //! (the only outside file read is `/proc/self/status`).
 
+mod common;
+
 use std::fs::OpenOptions;
 use std::io::{BufRead, BufReader, Write};
 use std::net::SocketAddr;
@@ -202,7 +204,7 @@ fn put_of_a_character_device_is_an_empty_stream_not_a_hang() {
         Mode::from_bits_truncate(0o600),
         makedev(1, 3),
     ) {
-        eprintln!("SKIPPED put_of_a_character_device_is_an_empty_stream_not_a_hang: mknod: {err} (needs root)");
+        common::skip(&format!("mknod: {err} (needs root)"));
         return;
     }
     let serve = Serve::start();

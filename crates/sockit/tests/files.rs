@@ -562,11 +562,7 @@ impl SmallDisk {
             .output()
             .is_ok_and(|out| out.status.success());
         if !mounted {
-            assert!(
-                std::env::var_os("CI").is_none(),
-                "CI must be able to mount a tmpfs"
-            );
-            eprintln!("cannot mount a tmpfs (not root?): skipping the full-disk test");
+            common::skip("cannot mount a tmpfs (needs root)");
             return None;
         }
         Some(SmallDisk(dir))

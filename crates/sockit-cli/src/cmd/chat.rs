@@ -65,7 +65,7 @@ pub(crate) async fn run(args: Args) -> CmdResult {
 
     let interactive = std::io::stdin().is_terminal() && std::io::stdout().is_terminal();
     let (lines, mut typed) = mpsc::channel::<String>(64);
-    let mut show: Box<dyn FnMut(&str) + Send> = if interactive {
+    let mut show: Box<Show> = if interactive {
         let mut editor = DefaultEditor::new()
             .map_err(|err| CmdError::failed("cannot start the line editor", err))?;
         let mut printer = editor
@@ -74,37 +74,43 @@ pub(crate) async fn run(args: Args) -> CmdResult {
         std::thread::spawn(move || read_edited(editor, lines));
         Box::new(move |line| {
             let _ = printer.print(line.to_owned());
+            Ok(())
         })
     } else {
         std::thread::spawn(move || read_piped(lines));
         Box::new(|line| {
             let mut stdout = std::io::stdout().lock();
-            let _ = writeln!(stdout, "{line}");
-            let _ = stdout.flush();
+            writeln!(stdout, "{line}").and_then(|()| stdout.flush())
         })
     };
 
     let mut buf = vec![0u8; 65_536];
     let mut input_open = true;
-    loop {
+    // Why standard output failed (its reader went away), which ends the chat.
+    let mut closed = None;
+    while closed.is_none() {
         tokio::select! {
             line = typed.recv(), if input_open => match line {
                 Some(line) => send(&socket, &line).await?,
                 None => input_open = false,
             },
             received = socket.recv(&mut buf) => match received {
-                Ok(len) => show(&printable_line(&buf[..len])),
+                Ok(len) => closed = show(&printable_line(&buf[..len])).err(),
                 // An ICMP "port unreachable" for something we sent: nobody listens there.
                 Err(err) if err.kind() == std::io::ErrorKind::ConnectionRefused => {
                     return Err(format!("no chat room at {server}: connection refused").into());
                 }
-                Err(err) => show(&format!("! {err}")),
+                Err(err) => closed = show(&format!("! {err}")).err(),
             },
             () = tokio::time::sleep(wait), if !input_open => break,
         }
     }
-    send(&socket, "/leave").await
+    send(&socket, "/leave").await?;
+    closed.map_or(Ok(()), |err| Err(super::out::failed(err)))
 }
+
+/// Prints one room line; an error is our standard output failing.
+type Show = dyn FnMut(&str) -> std::io::Result<()> + Send;
 
 async fn resolve(addr: &str) -> Result<SocketAddr, CmdError> {
     tokio::net::lookup_host(addr)

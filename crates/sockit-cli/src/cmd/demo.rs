@@ -17,7 +17,10 @@ pub(crate) async fn run(demo: Demo) -> CmdResult {
             let mut stdout = std::io::stdout().lock();
             sticky::sticky(&mut stdout)
                 .await
-                .map_err(|err| CmdError::failed("demo failed", err))
+                .map_err(|err| match err.kind() {
+                    std::io::ErrorKind::BrokenPipe => CmdError::BrokenPipe,
+                    _ => CmdError::failed("demo failed", err),
+                })
         }
     }
 }

@@ -45,5 +45,5 @@ pub(crate) async fn run(args: Args) -> CmdResult {
             }
         })
         .and_then(|()| stdout.flush());
-    written.map_err(|err| CmdError::failed("cannot write standard output", err))
+    written.map_err(super::out::failed)
 }

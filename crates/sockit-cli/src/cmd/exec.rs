@@ -10,14 +10,15 @@
 
 use std::time::Duration;
 
+use sockit::{ExecOutcome, Exit};
+
+use super::out::BROKEN_PIPE;
 use super::remote::{report, LoginArgs, Remote};
 use super::serve::parse_seconds;
 use crate::cmd::CmdError;
 
 /// Exit status when sockit itself failed.
 pub(crate) const FAILED: u8 = 255;
-/// Exit status when our own output was closed (as a process killed by SIGPIPE).
-const BROKEN_PIPE: u8 = 128 + 13;
 
 #[derive(Debug, clap::Args)]
 #[command(group = clap::ArgGroup::new("what").required(true).args(["line", "words"]))]
@@ -27,6 +28,10 @@ pub(crate) struct Args {
     /// Seconds after which the server kills the command (it may allow less).
     #[arg(long, value_name = "SECS", value_parser = parse_seconds)]
     timeout: Option<Duration>,
+    /// For scripts: once the command ends, one JSON object as the last line of standard error
+    /// (`status`, `code`, `signal`, `timed_out`, `truncated`). None when sockit itself failed.
+    #[arg(long)]
+    json: bool,
     /// A whole command line for the remote `sh -c`, pipes and all.
     #[arg(short = 'c', value_name = "LINE", conflicts_with = "words")]
     line: Option<String>,
@@ -49,11 +54,30 @@ pub(crate) async fn run(args: Args) -> Result<u8, CmdError> {
     match remote.exec(&cmd, args.timeout).await {
         Ok(outcome) => {
             report(&outcome);
+            if args.json {
+                eprintln!("{}", json_status(&outcome));
+            }
             Ok(outcome.status())
         }
         Err(err) if err.is_broken_pipe() => Ok(BROKEN_PIPE),
         Err(err) => Err(err.into()),
     }
+}
+
+/// The `--json` object of how the command ended: `status` (what sockit exits with), `code`
+/// or `signal` (the other null), `timed_out`, `truncated`.
+fn json_status(outcome: &ExecOutcome) -> serde_json::Value {
+    let (code, signal) = match outcome.exit {
+        Exit::Code(code) => (Some(code), None),
+        Exit::Signal(signal) => (None, Some(signal)),
+    };
+    serde_json::json!({
+        "status": outcome.status(),
+        "code": code,
+        "signal": signal,
+        "timed_out": outcome.timed_out,
+        "truncated": outcome.truncated,
+    })
 }
 
 /// The words as one command line for `sh`, each single-quoted unless it is plainly safe.

@@ -54,13 +54,13 @@ pub(crate) fn run(args: Args) -> CmdResult {
     let identity = Identity::generate()?;
     identity.save(&path, &comment)?;
     let public = identity.public_key(&comment);
-    eprintln!(
+    super::out::note!(
         "secret key: {} (mode 0600)\npublic key: {}",
         path.display(),
         public_path.display()
     );
-    println!("{public}");
-    eprintln!(
+    super::out::outln!("{public}")?;
+    super::out::note!(
         "authorise it on the server with:\n  sockit user add-key {} '{public}' --users FILE",
         local_user().unwrap_or_else(|| "NAME".into())
     );

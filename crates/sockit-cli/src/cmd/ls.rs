@@ -32,9 +32,9 @@ pub(crate) async fn run(args: Args) -> CmdResult {
     listing.finish().map_err(write_failed)
 }
 
-/// The one-line message for a failed write to standard output.
+/// The one-line message for a failed write to standard output, or a quiet end.
 fn write_failed(err: io::Error) -> CmdError {
-    CmdError::failed("cannot write standard output", err)
+    super::out::failed(err)
 }
 
 /// The listing being printed on standard output, one page at a time.

@@ -2,11 +2,13 @@
 
 pub(crate) mod chat;
 pub(crate) mod demo;
+pub(crate) mod docs;
 pub(crate) mod echo;
 pub(crate) mod exec;
 pub(crate) mod get;
 pub(crate) mod keygen;
 pub(crate) mod ls;
+pub(crate) mod out;
 pub(crate) mod ping;
 mod progress;
 pub(crate) mod put;
@@ -63,6 +65,9 @@ pub(crate) enum CmdError {
     /// What was asked cannot be done, in the CLI's words.
     #[error("{0}")]
     Usage(String),
+    /// The reader of standard output went away: the command ends quietly (see [`out`]).
+    #[error("standard output closed")]
+    BrokenPipe,
 }
 
 impl CmdError {

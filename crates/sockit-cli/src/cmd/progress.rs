@@ -1,5 +1,5 @@
 //! Transfer progress on standard error: a bar with bytes, rate and ETA on a terminal (bytes and
-//! rate for a stream of unknown length), nothing otherwise.
+//! rate for a stream of unknown length), nothing otherwise or under `-q/--quiet`.
 
 use std::io::IsTerminal;
 
@@ -29,7 +29,7 @@ impl Progress {
     }
 
     fn styled(label: &str, bar: impl FnOnce() -> ProgressBar, template: &str) -> Progress {
-        if !std::io::stderr().is_terminal() {
+        if !std::io::stderr().is_terminal() || super::out::quiet() {
             return Progress { bar: None };
         }
         let bar = bar();

@@ -11,6 +11,7 @@ use sockit::client::{PutOutcome, Source, SourceKind};
 use sockit::proto::ErrorCode;
 use sockit::{Client, ClientError};
 
+use super::out::{outln, statusln};
 use super::progress::Progress;
 use super::remote::{self, LoginArgs};
 use super::CmdResult;
@@ -31,6 +32,10 @@ pub(crate) struct Args {
     /// Replace a stored file of the same name.
     #[arg(long)]
     force: bool,
+    /// For scripts: one JSON object per stored file on standard output (`name`, `length`,
+    /// `hash`, `resumed_from`) instead of the result lines.
+    #[arg(long)]
+    json: bool,
     #[command(flatten)]
     login: LoginArgs,
 }
@@ -56,6 +61,7 @@ pub(crate) async fn run(args: Args) -> CmdResult {
         match put_one(&mut client, path, &args).await {
             Ok(Stored::Whole) => {}
             Ok(Stored::Changed) => changed += 1,
+            Err(CmdError::BrokenPipe) => return Err(CmdError::BrokenPipe),
             Err(message) => {
                 eprintln!("sockit: {message}");
                 failed += 1;
@@ -83,12 +89,22 @@ async fn put_one(client: &mut Client, path: &Path, args: &Args) -> Result<Stored
         Some(total) => Progress::new(&name, total),
         None => Progress::stream(&name),
     };
+    let started = std::time::Instant::now();
     let outcome = client
         .put_source(&source, &name, args.force, &mut |done| progress.set(done))
         .await;
     progress.finish();
     let put = outcome.map_err(|err| CmdError::Usage(format!("{label}: {}", describe(&err))))?;
-    println!("{}", result_line(&label, &name, source.kind(), &put));
+    tracing::info!(
+        "put {name}: {} bytes sent in {:.2?}",
+        put.length - put.resumed_from,
+        started.elapsed()
+    );
+    if args.json {
+        outln!("{}", json_line(&name, &put))?;
+    } else {
+        statusln!("{}", result_line(&label, &name, source.kind(), &put))?;
+    }
     if !put.changed {
         return Ok(Stored::Whole);
     }
@@ -110,6 +126,16 @@ fn result_line(label: &str, name: &str, kind: SourceKind, put: &PutOutcome) -> S
         "{label} -> {name}: {} bytes, blake3 {}{how}",
         put.length, put.hash
     )
+}
+
+/// The `--json` object of one stored file.
+fn json_line(name: &str, put: &PutOutcome) -> serde_json::Value {
+    serde_json::json!({
+        "name": name,
+        "length": put.length,
+        "hash": put.hash,
+        "resumed_from": put.resumed_from,
+    })
 }
 
 /// A failed upload's cause, in words about what the user typed (the caller names it).

@@ -71,7 +71,9 @@ pub(crate) async fn connect(args: &LoginArgs) -> Result<Client, CmdError> {
         .map(|path| Identity::load(&path))
         .transpose()?;
     let addr = &args.server.server;
+    let started = Instant::now();
     let mut client = Client::connect(addr).await?;
+    tracing::info!("connected to {addr} in {:.1?}", started.elapsed());
     login(&mut client, &user, identity, addr).await?;
     Ok(client)
 }
@@ -118,14 +120,23 @@ async fn login(
     let failed = CmdError::Login;
     match identity {
         Some(identity) => match client.login_key(user, &identity).await {
-            Ok(()) => return Ok(()),
-            Err(err) if err.remote_code() == Some(ErrorCode::Disabled) => return Ok(()),
+            Ok(()) => {
+                tracing::info!("logged in as {user} with a key");
+                return Ok(());
+            }
+            Err(err) if err.remote_code() == Some(ErrorCode::Disabled) => {
+                tracing::info!("the server has no accounts: no login");
+                return Ok(());
+            }
             Err(err) if err.remote_code() == Some(ErrorCode::Unauthorized) => {}
             Err(err) => return Err(failed(err)),
         },
         None => match client.challenge().await {
             Ok(_) => {}
-            Err(err) if err.remote_code() == Some(ErrorCode::Disabled) => return Ok(()),
+            Err(err) if err.remote_code() == Some(ErrorCode::Disabled) => {
+                tracing::info!("the server has no accounts: no login");
+                return Ok(());
+            }
             Err(err) => return Err(failed(err)),
         },
     }
@@ -134,6 +145,7 @@ async fn login(
             .login_password(user, &password)
             .await
             .map_err(failed)?;
+        tracing::info!("logged in as {user} with SOCKIT_PASSWORD");
         return Ok(());
     }
     if !std::io::stdin().is_terminal() {
@@ -147,7 +159,10 @@ async fn login(
         let password = rpassword::prompt_password(format!("{user}@{addr}'s password: "))
             .map_err(|err| CmdError::failed("cannot read the password", err))?;
         match client.login_password(user, &password).await {
-            Ok(()) => return Ok(()),
+            Ok(()) => {
+                tracing::info!("logged in as {user} with a password");
+                return Ok(());
+            }
             Err(err) if err.remote_code() == Some(ErrorCode::Unauthorized) => {
                 eprintln!("sockit: {err}");
                 last_error = Some(err);

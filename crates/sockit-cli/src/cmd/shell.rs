@@ -11,6 +11,7 @@ use rustyline::error::ReadlineError;
 use rustyline::DefaultEditor;
 
 use super::exec::FAILED;
+use super::out::BROKEN_PIPE;
 use super::remote::{report, LoginArgs, Remote};
 use super::serve::parse_seconds;
 use crate::cmd::CmdError;
@@ -58,10 +59,11 @@ pub(crate) async fn run(args: Args) -> Result<u8, CmdError> {
                 report(&outcome);
                 status = outcome.status();
                 if status != 0 && std::io::stdin().is_terminal() {
-                    eprintln!("[exit {status}]");
+                    super::out::note!("[exit {status}]");
                 }
             }
-            Err(err) if err.is_broken_pipe() => return Ok(status),
+            // The reader of our output went away: end as exec does.
+            Err(err) if err.is_broken_pipe() => return Ok(BROKEN_PIPE),
             Err(err) => {
                 eprintln!("sockit: {err}");
                 status = FAILED;

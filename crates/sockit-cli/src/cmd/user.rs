@@ -98,7 +98,7 @@ fn set_password(args: PasswordArgs, adding: bool) -> CmdResult {
     } else {
         "password changed for"
     };
-    eprintln!("{done} {name} in {}", file.users.display());
+    super::out::note!("{done} {name} in {}", file.users.display());
     Ok(())
 }
 
@@ -134,17 +134,17 @@ fn delete(args: NameArgs) -> CmdResult {
         return Err(format!("no user {} in {}", args.name, args.file.users.display()).into());
     }
     users.save(&args.file.users)?;
-    eprintln!("removed {}", args.name);
+    super::out::note!("removed {}", args.name);
     Ok(())
 }
 
 fn list(path: &Path) -> CmdResult {
     let users = UsersFile::load(path)?;
     for (name, account) in &users.users {
-        println!("{name}\t{account}");
+        super::out::outln!("{name}\t{account}")?;
         for key in &account.keys {
             if let Ok(key) = key.parse::<PublicKey>() {
-                println!("\tkey {} {}", key.fingerprint(), key.comment());
+                super::out::outln!("\tkey {} {}", key.fingerprint(), key.comment())?;
             }
         }
     }
