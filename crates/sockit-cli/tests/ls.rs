@@ -115,9 +115,9 @@ fn ls_of_a_small_store_prints_exactly_what_it_always_printed() {
     assert_eq!(
         stdout(&output),
         concat!(
-            "    6  2026-11-22 04:04:27  a.txt\n",
-            "70000  2026-11-22 04:04:27  b.bin\n",
-            "  123  2026-11-22 04:04:27  日本.txt\n",
+            "    6  2026-11-22T04:04:27Z  a.txt\n",
+            "70000  2026-11-22T04:04:27Z  b.bin\n",
+            "  123  2026-11-22T04:04:27Z  日本.txt\n",
         )
     );
     let output = serve.ls(&["--json"]);
@@ -180,7 +180,7 @@ fn server_that_fails_after_one_page() -> SocketAddr {
 fn ls_cut_short_by_the_server_exits_non_zero_with_one_line() {
     let server = server_that_fails_after_one_page();
     for (extra, printed) in [
-        (&[][..], "6  2026-11-22 04:04:27  a.txt\n"),
+        (&[][..], "6  2026-11-22T04:04:27Z  a.txt\n"),
         (
             &["--json"][..],
             r#"[{"name":"a.txt","length":6,"modified":1795320267}"#,

@@ -94,13 +94,50 @@ fn write_lines(out: &mut impl Write, files: &[FileInfo]) -> io::Result<()> {
             "{:>width$}  {}  {}",
             file.length,
             utc_time(file.modified),
-            sockit::client::printable(&file.name)
+            shell_quoted(&sockit::client::printable(&file.name))
         )?;
     }
     Ok(())
 }
 
-/// Seconds since the Unix epoch as `YYYY-MM-DD HH:MM:SS` UTC.
+/// A name as a shell reads it back: as it is when it is plain, else in single quotes (GNU ls's
+/// default on a terminal), so that a name with spaces is one word on the screen.
+fn shell_quoted(name: &str) -> String {
+    let plain = !name.is_empty()
+        && !name.starts_with(['-', '~'])
+        && !name.chars().any(|c| {
+            c.is_whitespace()
+                || matches!(
+                    c,
+                    '\'' | '"'
+                        | '\\'
+                        | '$'
+                        | '`'
+                        | '!'
+                        | '*'
+                        | '?'
+                        | '['
+                        | ']'
+                        | '('
+                        | ')'
+                        | '{'
+                        | '}'
+                        | '<'
+                        | '>'
+                        | '|'
+                        | '&'
+                        | ';'
+                        | '#'
+                )
+        });
+    if plain {
+        name.to_owned()
+    } else {
+        format!("'{}'", name.replace('\'', "'\\''"))
+    }
+}
+
+/// Seconds since the Unix epoch as RFC 3339 UTC, `YYYY-MM-DDTHH:MM:SSZ`.
 fn utc_time(secs: u64) -> String {
     let days = (secs / 86_400) as i64;
     let rem = secs % 86_400;
@@ -115,7 +152,7 @@ fn utc_time(secs: u64) -> String {
     let month = if mp < 10 { mp + 3 } else { mp - 9 };
     let year = yoe + era * 400 + i64::from(month <= 2);
     format!(
-        "{year:04}-{month:02}-{day:02} {:02}:{:02}:{:02}",
+        "{year:04}-{month:02}-{day:02}T{:02}:{:02}:{:02}Z",
         rem / 3600,
         rem % 3600 / 60,
         rem % 60
@@ -153,14 +190,23 @@ mod tests {
         super::write_lines(&mut out, &[file("a", 6), file("b", 70_000)]).unwrap();
         assert_eq!(
             String::from_utf8(out).unwrap(),
-            "    6  2026-11-22 04:04:27  a\n70000  2026-11-22 04:04:27  b\n"
+            "    6  2026-11-22T04:04:27Z  a\n70000  2026-11-22T04:04:27Z  b\n"
         );
     }
 
     #[test]
     fn utc_time_matches_known_dates() {
-        assert_eq!(super::utc_time(0), "1970-01-01 00:00:00");
-        assert_eq!(super::utc_time(951_782_400), "2000-02-29 00:00:00");
-        assert_eq!(super::utc_time(1_795_320_267), "2026-11-22 04:04:27");
+        assert_eq!(super::utc_time(0), "1970-01-01T00:00:00Z");
+        assert_eq!(super::utc_time(951_782_400), "2000-02-29T00:00:00Z");
+        assert_eq!(super::utc_time(1_795_320_267), "2026-11-22T04:04:27Z");
+    }
+
+    #[test]
+    fn names_that_a_shell_would_split_are_quoted() {
+        assert_eq!(super::shell_quoted("a.txt"), "a.txt");
+        assert_eq!(super::shell_quoted("日本.txt"), "日本.txt");
+        assert_eq!(super::shell_quoted("my file.txt"), "'my file.txt'");
+        assert_eq!(super::shell_quoted("it's"), "'it'\\''s'");
+        assert_eq!(super::shell_quoted("-rf"), "'-rf'");
     }
 }
