@@ -74,6 +74,7 @@ fn main() -> ExitCode {
         Ok(code) => code,
         // The reader of our output went away: end quietly, as a process killed by SIGPIPE.
         Err((cmd::CmdError::BrokenPipe, _)) => ExitCode::from(cmd::out::BROKEN_PIPE),
+        Err((cmd::CmdError::Reported, code)) => code,
         Err((err, code)) => {
             cmd::fail(&err);
             code

@@ -275,7 +275,7 @@ fn put_of_a_directory_or_a_missing_file_says_so_naming_it_once() {
     assert_eq!(
         text(&output.stderr),
         format!(
-            "sockit: {}: is a directory (upload the files in it one by one)\nsockit: 1 of 1 uploads failed\n",
+            "sockit: {}: is a directory (upload the files in it one by one)\n",
             dir.path().display()
         )
     );
@@ -284,10 +284,7 @@ fn put_of_a_directory_or_a_missing_file_says_so_naming_it_once() {
     assert_eq!(output.status.code(), Some(1), "{output:?}");
     assert_eq!(
         text(&output.stderr),
-        format!(
-            "sockit: {}: No such file or directory (os error 2)\nsockit: 1 of 1 uploads failed\n",
-            missing.display()
-        )
+        format!("sockit: {}: no such file or directory\n", missing.display())
     );
 }
 
@@ -320,7 +317,7 @@ fn put_of_a_growing_file_warns_like_tar_and_stores_exactly_what_it_read() {
     assert_eq!(
         stderr,
         format!(
-            "sockit: {}: file changed as we read it; stored the first {} bytes\nsockit: 1 of 1 files changed as they were read\n",
+            "sockit: {}: file changed as we read it; stored the first {} bytes\n",
             log.display(),
             stored.len()
         )
@@ -358,7 +355,7 @@ fn put_that_loses_the_name_to_another_upload_points_at_force() {
     assert_eq!(
         text(&output.stderr),
         format!(
-            "sockit: {}: a file named \"race\" already exists on the server (use --force to replace it)\nsockit: 1 of 1 uploads failed\n",
+            "sockit: {}: a file named \"race\" already exists on the server (use --force to replace it)\n",
             fifo.display()
         )
     );

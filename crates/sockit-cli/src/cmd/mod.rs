@@ -65,6 +65,10 @@ pub(crate) enum CmdError {
     /// What was asked cannot be done, in the CLI's words.
     #[error("{0}")]
     Usage(String),
+    /// The failure was already reported on standard error: the command ends with status 1
+    /// and says nothing more.
+    #[error("failed")]
+    Reported,
     /// The reader of standard output went away: the command ends quietly (see [`out`]).
     #[error("standard output closed")]
     BrokenPipe,

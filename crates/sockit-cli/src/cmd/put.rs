@@ -56,6 +56,13 @@ pub(crate) async fn run(args: Args) -> CmdResult {
         return Err("standard input has no name: give it one with --as NAME".into());
     }
     let mut client = remote::connect(&args.login).await?;
+    if let [path] = &args.files[..] {
+        // One file: its own line says what happened; no tally after it.
+        return match put_one(&mut client, path, &args).await? {
+            Stored::Whole => Ok(()),
+            Stored::Changed => Err(CmdError::Reported),
+        };
+    }
     let (mut failed, mut changed) = (0, 0);
     for path in &args.files {
         match put_one(&mut client, path, &args).await {

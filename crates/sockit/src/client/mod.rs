@@ -453,6 +453,21 @@ pub fn describe_io_error(err: &io::Error) -> String {
     words.to_owned()
 }
 
+/// A local I/O error in the system's words, as a sentence part: `no such file or directory`,
+/// without the `(os error 2)` that only a programmer needs.
+pub fn plain_io_error(err: &io::Error) -> String {
+    let text = err.to_string();
+    let text = match (err.raw_os_error(), text.rfind(" (os error ")) {
+        (Some(_), Some(at)) => &text[..at],
+        _ => &text[..],
+    };
+    let mut chars = text.chars();
+    match chars.next() {
+        Some(first) if err.raw_os_error().is_some() => first.to_lowercase().chain(chars).collect(),
+        _ => text.to_owned(),
+    }
+}
+
 /// Text from the network with control characters replaced, safe to print on a terminal.
 pub fn printable(text: &str) -> String {
     text.chars()

@@ -46,13 +46,13 @@ pub enum SourceKind {
 #[non_exhaustive]
 pub enum SourceError {
     /// It cannot be opened or examined.
-    #[error("{0}")]
+    #[error("{}", super::plain_io_error(.0))]
     Open(io::Error),
     /// It is a directory.
     #[error("is a directory (upload the files in it one by one)")]
     Directory,
     /// Reading it failed part-way.
-    #[error("read failed: {0}")]
+    #[error("read failed: {}", super::plain_io_error(.0))]
     Read(io::Error),
     /// A file shrank while it was being sent.
     #[error(

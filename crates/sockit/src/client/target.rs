@@ -115,7 +115,10 @@ pub enum SaveError {
         target: String,
     },
     /// No file can be created beside the output.
-    #[error("{path}: cannot create a file in {dir}: {source}")]
+    #[error(
+        "{path}: cannot create a file in {dir}: {}",
+        super::plain_io_error(source)
+    )]
     CannotCreate {
         /// The path as given.
         path: String,
@@ -149,7 +152,8 @@ pub enum SaveError {
     },
     /// Writing failed part-way; what was written is kept for resuming.
     #[error(
-        "{path}: {source}; stopped, {held} bytes are kept in {part}: run the same command again to resume"
+        "{path}: {}; stopped, {held} bytes are kept in {part}: run the same command again to resume",
+        super::plain_io_error(source)
     )]
     Interrupted {
         /// The path as given.
@@ -174,7 +178,7 @@ pub enum SaveError {
         actual: String,
     },
     /// A file-system call failed.
-    #[error("{path}: {source}")]
+    #[error("{path}: {}", super::plain_io_error(source))]
     Io {
         /// The path as given.
         path: String,
