@@ -45,7 +45,10 @@ enum Command {
 }
 
 fn main() -> ExitCode {
-    let cli = Cli::parse();
+    let cli = match Cli::try_parse() {
+        Ok(cli) => cli,
+        Err(err) => return usage_error(&err),
+    };
     let default_log = match cli.command {
         Command::Serve(_) => "info",
         _ => "warn",
@@ -92,6 +95,22 @@ impl Command {
             Command::Keygen(args) => done(cmd::keygen::run(args)),
             Command::Demo(demo) => done(cmd::demo::run(demo).await),
         }
+    }
+}
+
+/// Prints clap's message (or the help asked for) and gives the exit status: `exec` and `shell`
+/// end with 255 when sockit itself failed, so that no usage error looks like a remote status.
+fn usage_error(err: &clap::Error) -> ExitCode {
+    let _ = err.print();
+    if !err.use_stderr() {
+        return ExitCode::SUCCESS;
+    }
+    let subcommand = std::env::args_os()
+        .skip(1)
+        .find(|arg| !arg.to_string_lossy().starts_with('-'));
+    match subcommand.as_ref().and_then(|arg| arg.to_str()) {
+        Some("exec" | "shell") => ExitCode::from(cmd::exec::FAILED),
+        _ => ExitCode::from(u8::try_from(err.exit_code()).unwrap_or(2)),
     }
 }
 

@@ -1,4 +1,5 @@
-//! The `sockit` binary where a mistake could cost data or leak a secret.
+//! The `sockit` binary where a mistake could cost data or leak a secret: `user add-key` given
+//! the secret key, `exec`'s own usage errors, and a server shut down mid-upload.
 
 use std::process::{Command, Output, Stdio};
 
@@ -57,4 +58,41 @@ fn add_key_given_the_secret_key_never_prints_it() {
     let public = format!("{identity}.pub");
     let added = sockit(&["user", "add-key", "bob", &public, "--users", users]);
     assert!(added.status.success(), "{added:?}");
+}
+
+#[test]
+fn exec_usage_errors_exit_255_and_never_reach_the_command() {
+    // Nothing listens here: a usage error must be found before connecting, and anything that
+    // got as far as connecting fails with "cannot connect" instead.
+    let server = "127.0.0.1:1";
+    let mistyped = sockit(&[
+        "exec", "--server", server, "--timout", "5", "--", "echo", "hi",
+    ]);
+    assert_eq!(mistyped.status.code(), Some(255), "{mistyped:?}");
+    assert!(stderr(&mistyped).contains("--timout"), "{mistyped:?}");
+    assert!(
+        !stderr(&mistyped).contains("cannot connect"),
+        "{mistyped:?}"
+    );
+
+    // Options after the command words are not passed on as words, nor taken silently.
+    let after = sockit(&["exec", "--server", server, "echo", "hi", "--timeout", "5"]);
+    assert_eq!(after.status.code(), Some(255), "{after:?}");
+    assert!(stderr(&after).contains("unexpected argument"), "{after:?}");
+    assert!(!stderr(&after).contains("cannot connect"), "{after:?}");
+
+    let nothing = sockit(&["exec", "--server", server]);
+    assert_eq!(nothing.status.code(), Some(255), "{nothing:?}");
+
+    let shell = sockit(&["shell", "--server", server, "--bogus"]);
+    assert_eq!(shell.status.code(), Some(255), "{shell:?}");
+
+    // After `--`, every word is the command's, dashes and all: this one gets to connecting.
+    let words = sockit(&["exec", "--server", server, "--", "echo", "--timeout", "5"]);
+    assert_eq!(words.status.code(), Some(255), "{words:?}");
+    assert!(stderr(&words).contains("cannot connect"), "{words:?}");
+
+    // Help is not a failure; other commands keep clap's usage status.
+    assert_eq!(sockit(&["exec", "--help"]).status.code(), Some(0));
+    assert_eq!(sockit(&["ping", "--bogus"]).status.code(), Some(2));
 }

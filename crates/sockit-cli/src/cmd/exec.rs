@@ -5,8 +5,11 @@
 //! literal. For a command line the shell should interpret (pipes, redirections), give it whole
 //! with `-c`: `sockit exec -c 'ls | wc -l'`.
 //!
+//! The command's words come after `--`, and only there: an option before `--` is sockit's
+//! (a mistyped one is a usage error), and a word before `--` is refused rather than guessed at.
+//!
 //! The exit status is the remote command's; 128 + the signal when it was killed by one; 255
-//! when sockit itself failed (cannot connect, login refused), as ssh does.
+//! when sockit itself failed (a usage error, cannot connect, login refused), as ssh does.
 
 use std::time::Duration;
 
@@ -30,12 +33,9 @@ pub(crate) struct Args {
     /// A whole command line for the remote `sh -c`, pipes and all.
     #[arg(short = 'c', value_name = "LINE", conflicts_with = "words")]
     line: Option<String>,
-    /// The command and its arguments, each passed as one word.
-    #[arg(
-        value_name = "CMD",
-        trailing_var_arg = true,
-        allow_hyphen_values = true
-    )]
+    /// The command and its arguments after `--`, each passed as one word. Everything before
+    /// `--` is sockit's, so a mistyped option is an error, never a word of the command.
+    #[arg(value_name = "CMD", last = true)]
     words: Vec<String>,
 }
 
