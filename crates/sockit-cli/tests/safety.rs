@@ -96,3 +96,223 @@ fn exec_usage_errors_exit_255_and_never_reach_the_command() {
     assert_eq!(sockit(&["exec", "--help"]).status.code(), Some(0));
     assert_eq!(sockit(&["ping", "--bogus"]).status.code(), Some(2));
 }
+
+// --- SIGTERM while an upload is in flight ---
+
+/// A `sockit serve` process on loopback over `root`, with a short shutdown timeout.
+struct Serve {
+    child: std::process::Child,
+    addr: std::net::SocketAddr,
+}
+
+impl Serve {
+    fn start(root: &std::path::Path) -> Serve {
+        use std::io::BufRead;
+        let mut child = Command::new(SOCKIT)
+            .args(["serve", "--listen", "127.0.0.1:0", "--udp", "off"])
+            .args(["--shutdown-timeout", "1", "--root"])
+            .arg(root)
+            .env_remove("SOCKIT_USERS")
+            .stdin(Stdio::null())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::null())
+            .spawn()
+            .unwrap();
+        let stdout = child.stdout.take().unwrap();
+        let line = std::io::BufReader::new(stdout)
+            .lines()
+            .next()
+            .unwrap()
+            .unwrap();
+        let addr = line
+            .strip_prefix("listening tcp ")
+            .expect(&line)
+            .parse()
+            .unwrap();
+        Serve { child, addr }
+    }
+
+    fn terminate(&mut self) {
+        let status = Command::new("kill")
+            .args(["-TERM", &self.child.id().to_string()])
+            .status()
+            .unwrap();
+        assert!(status.success());
+    }
+
+    /// Waits for the process to end; its exit status.
+    fn wait(mut self) -> Option<i32> {
+        let started = std::time::Instant::now();
+        loop {
+            if let Some(status) = self.child.try_wait().unwrap() {
+                return status.code();
+            }
+            assert!(
+                started.elapsed() < std::time::Duration::from_secs(15),
+                "serve did not exit"
+            );
+            std::thread::sleep(std::time::Duration::from_millis(20));
+        }
+    }
+}
+
+impl Drop for Serve {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+fn send_frame(stream: &mut std::net::TcpStream, header: &serde_json::Value, body: &[u8]) {
+    use std::io::Write;
+    let header = header.to_string();
+    let len = i32::try_from(header.len()).unwrap();
+    stream.write_all(&len.to_le_bytes()).unwrap();
+    stream.write_all(header.as_bytes()).unwrap();
+    stream.write_all(body).unwrap();
+}
+
+/// Reads one reply frame's header (replies here have no body).
+fn read_reply(stream: &mut std::net::TcpStream) -> serde_json::Value {
+    use std::io::Read;
+    stream
+        .set_read_timeout(Some(std::time::Duration::from_secs(10)))
+        .unwrap();
+    let mut len = [0u8; 4];
+    stream.read_exact(&mut len).unwrap();
+    let mut header = vec![0u8; usize::try_from(i32::from_le_bytes(len)).unwrap()];
+    stream.read_exact(&mut header).unwrap();
+    serde_json::from_slice(&header).unwrap()
+}
+
+/// Asks the server at `addr` what it holds of an upload of `name` of `length` bytes.
+fn stat(addr: std::net::SocketAddr, name: &str, length: usize) -> serde_json::Value {
+    let mut stream = std::net::TcpStream::connect(addr).unwrap();
+    let request = serde_json::json!({"op": "stat", "name": name, "length": length});
+    send_frame(&mut stream, &request, &[]);
+    read_reply(&mut stream)
+}
+
+const LENGTH: usize = 200_000;
+
+fn data() -> Vec<u8> {
+    (0..LENGTH).map(|i| (i % 251) as u8).collect()
+}
+
+/// Starts a trailer `put` of [`data`] as `name` and sends its first `sent` bytes.
+fn begin_put(addr: std::net::SocketAddr, name: &str, sent: usize) -> std::net::TcpStream {
+    let mut stream = std::net::TcpStream::connect(addr).unwrap();
+    let request = serde_json::json!({"op": "put", "name": name, "size": LENGTH, "trailer": true});
+    send_frame(&mut stream, &request, &data()[..sent]);
+    // Let the server read what was sent before it is told to stop.
+    std::thread::sleep(std::time::Duration::from_millis(300));
+    stream
+}
+
+#[test]
+fn sigterm_lets_a_complete_upload_send_its_trailer_and_commits_it() {
+    let root = tempfile::tempdir().unwrap();
+    let mut serve = Serve::start(root.path());
+    let mut stream = begin_put(serve.addr, "whole.bin", LENGTH);
+    serve.terminate();
+    std::thread::sleep(std::time::Duration::from_millis(300));
+    let hash = blake3::hash(&data()).to_hex().to_string();
+    send_frame(&mut stream, &serde_json::json!({"hash": hash}), &[]);
+    let reply = read_reply(&mut stream);
+    assert_eq!(reply["ok"], true, "{reply}");
+    assert_eq!(reply["length"], LENGTH, "{reply}");
+    assert_eq!(serve.wait(), Some(0));
+    assert_eq!(
+        std::fs::read(root.path().join("whole.bin")).unwrap(),
+        data()
+    );
+}
+
+#[test]
+fn sigterm_cuts_an_unfinished_upload_with_shutting_down_and_keeps_it_to_resume() {
+    let root = tempfile::tempdir().unwrap();
+    // Mid-body, and a body complete whose trailer never comes: both are cut once the
+    // shutdown timeout passes, and both keep what arrived.
+    let mut serve = Serve::start(root.path());
+    let mut half = begin_put(serve.addr, "half.bin", LENGTH / 2);
+    let mut whole = begin_put(serve.addr, "whole.bin", LENGTH);
+    serve.terminate();
+    for stream in [&mut half, &mut whole] {
+        let reply = read_reply(stream);
+        assert_eq!(reply["ok"], false, "{reply}");
+        assert_eq!(reply["code"], "shutting_down", "{reply}");
+    }
+    assert_eq!(serve.wait(), Some(0));
+    assert!(!root.path().join("half.bin").exists());
+    assert!(!root.path().join("whole.bin").exists());
+
+    let serve = Serve::start(root.path());
+    assert_eq!(stat(serve.addr, "half.bin", LENGTH)["partial"], LENGTH / 2);
+    assert_eq!(stat(serve.addr, "whole.bin", LENGTH)["partial"], LENGTH);
+
+    // The same command again resumes, and stores the whole file.
+    let file = root.path().join("local.bin");
+    std::fs::write(&file, data()).unwrap();
+    let server = serve.addr.to_string();
+    for name in ["half.bin", "whole.bin"] {
+        let args = [
+            "put",
+            "--server",
+            &server,
+            file.to_str().unwrap(),
+            "--as",
+            name,
+        ];
+        let put = sockit(&args);
+        assert!(put.status.success(), "{put:?}");
+        assert!(
+            String::from_utf8_lossy(&put.stdout).contains("resumed at byte"),
+            "{put:?}"
+        );
+        assert_eq!(std::fs::read(root.path().join(name)).unwrap(), data());
+    }
+}
+
+#[test]
+fn put_cut_by_a_shutdown_says_to_run_the_command_again() {
+    // A server without accounts that takes the stat, then answers the put's body with `shutting_down`.
+    let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let addr = listener.local_addr().unwrap();
+    let server = std::thread::spawn(move || {
+        use std::io::Read;
+        let (mut stream, _) = listener.accept().unwrap();
+        let frame = |stream: &mut std::net::TcpStream| {
+            let mut len = [0u8; 4];
+            stream.read_exact(&mut len).unwrap();
+            let mut header = vec![0u8; usize::try_from(i32::from_le_bytes(len)).unwrap()];
+            stream.read_exact(&mut header).unwrap();
+            serde_json::from_slice::<serde_json::Value>(&header).unwrap()
+        };
+        let challenge = frame(&mut stream);
+        assert_eq!(challenge["op"], "challenge", "{challenge}");
+        let open = serde_json::json!({"ok": false, "code": "disabled", "error": "no accounts"});
+        send_frame(&mut stream, &open, &[]);
+        let stat = frame(&mut stream);
+        assert_eq!(stat["op"], "stat", "{stat}");
+        let reply = serde_json::json!({"ok": true, "name": stat["name"], "exists": false});
+        send_frame(&mut stream, &reply, &[]);
+        let put = frame(&mut stream);
+        assert_eq!(put["op"], "put", "{put}");
+        let cut = serde_json::json!({
+            "ok": false, "code": "shutting_down", "error": "the server is shutting down"
+        });
+        send_frame(&mut stream, &cut, &[]);
+        let _ = stream.shutdown(std::net::Shutdown::Write);
+        let _ = std::io::copy(&mut stream, &mut std::io::sink());
+    });
+    let dir = tempfile::tempdir().unwrap();
+    let file = dir.path().join("big.bin");
+    std::fs::write(&file, vec![7u8; 4 << 20]).unwrap();
+    let put = sockit(&["put", "--server", &addr.to_string(), file.to_str().unwrap()]);
+    server.join().unwrap();
+    assert_eq!(put.status.code(), Some(1), "{put:?}");
+    assert!(
+        stderr(&put).contains("server shutting down; run the same command again to resume"),
+        "{put:?}"
+    );
+}

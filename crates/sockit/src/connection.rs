@@ -84,6 +84,9 @@ pub enum ConnError {
     /// The socket failed.
     #[error(transparent)]
     Io(#[from] io::Error),
+    /// The server is shutting down and its grace period ended in the middle of a request.
+    #[error("the server is shutting down")]
+    ShuttingDown,
 }
 
 impl ConnError {
@@ -93,6 +96,7 @@ impl ConnError {
             ConnError::Frame(err) => Some(err.code()),
             ConnError::HeaderTimeout(_) | ConnError::Idle(_) => Some(ErrorCode::Timeout),
             ConnError::Truncated(_) => Some(ErrorCode::BadFrame),
+            ConnError::ShuttingDown => Some(ErrorCode::ShuttingDown),
             ConnError::Io(_) => None,
         }
     }
@@ -109,6 +113,10 @@ pub struct Connection<S = TcpStream> {
     opened: Instant,
     headers_read: u64,
     stop: Option<CancellationToken>,
+    /// How long a request begun may go on reading once `stop` fired.
+    grace: Option<Duration>,
+    /// When the grace period ends, once the stop has been seen in the middle of a request.
+    cut_at: Option<Instant>,
 }
 
 impl<S: AsyncRead + AsyncWrite + Unpin> Connection<S> {
@@ -123,6 +131,8 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Connection<S> {
             opened: Instant::now(),
             headers_read: 0,
             stop: None,
+            grace: None,
+            cut_at: None,
         }
     }
 
@@ -130,6 +140,13 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Connection<S> {
     /// cancelled while the connection is between frames. A frame already begun is finished.
     pub fn stop_when(&mut self, stop: CancellationToken) {
         self.stop = Some(stop);
+    }
+
+    /// Bounds how long a request begun may go on once the stop signal fired: after `grace`,
+    /// reading its body or its next frame fails with [`ConnError::ShuttingDown`]. Without
+    /// it, a request begun is read to its end however long that takes.
+    pub fn stop_grace(&mut self, grace: Duration) {
+        self.grace = Some(grace);
     }
 
     /// Changes how long waiting for the peer may take, for example while a long remote
@@ -180,6 +197,12 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Connection<S> {
     ///
     /// If the previous frame's body has not been read or skipped.
     pub async fn read_header(&mut self) -> Result<Option<Header>, ConnError> {
+        self.next_header(true).await
+    }
+
+    /// Reads the next frame header; when `stoppable`, the stop signal ends the wait between
+    /// frames with `Ok(None)`.
+    async fn next_header(&mut self, stoppable: bool) -> Result<Option<Header>, ConnError> {
         assert_eq!(
             self.decoder.body_remaining(),
             0,
@@ -195,18 +218,19 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Connection<S> {
                 return Ok(Some(header));
             }
             self.flush().await?;
-            let between_frames = self.rbuf.is_empty();
+            let between_frames = stoppable && self.rbuf.is_empty();
             let read = if self.headers_read == 0 {
                 self.read_more(self.header_deadline(self.opened), between_frames)
                     .await?
-            } else if between_frames {
-                self.read_more(self.idle_deadline(), true).await?
+            } else if self.rbuf.is_empty() {
+                self.read_more(self.idle_deadline(), between_frames).await?
             } else {
                 let started = *header_started.get_or_insert_with(Instant::now);
                 self.read_more(self.header_deadline(started), false).await?
             };
             match read {
                 Read::Stopped => return Ok(None),
+                Read::Cut => return Err(ConnError::ShuttingDown),
                 Read::Eof if self.rbuf.is_empty() => return Ok(None),
                 Read::Eof => return Err(ConnError::Truncated(FramePart::Header)),
                 Read::Bytes => {
@@ -218,18 +242,17 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Connection<S> {
 
     /// Reads the header of a frame that continues the request in progress (the trailer of a
     /// `put`, the next frame of a chunked `put`). Unlike [`read_header`](Connection::read_header)
-    /// the stop signal does not end it, since a request begun is finished, and the end of the
-    /// stream is an error.
+    /// the stop signal does not end it, since a request begun is finished (within the
+    /// [grace](Connection::stop_grace)), and the end of the stream is an error.
     ///
     /// # Errors
     ///
     /// As [`read_header`](Connection::read_header), and [`ConnError::Truncated`] when the
     /// stream ends.
     pub async fn read_continuation(&mut self) -> Result<Header, ConnError> {
-        let stop = self.stop.take();
-        let read = self.read_header().await;
-        self.stop = stop;
-        read?.ok_or(ConnError::Truncated(FramePart::Header))
+        self.next_header(false)
+            .await?
+            .ok_or(ConnError::Truncated(FramePart::Header))
     }
 
     /// Bytes of the current body not yet read.
@@ -274,11 +297,18 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Connection<S> {
         while filled < wanted {
             let deadline = self.idle_deadline();
             let read = self.stream.read(&mut buf[filled..wanted]);
+            let read = within_grace(self.stop.as_ref(), self.grace, &mut self.cut_at, read);
             let n = match deadline {
-                None => read.await?,
+                None => read.await,
                 Some(deadline) => timeout_at(deadline, read)
                     .await
-                    .map_err(|_| self.timeout_error())??,
+                    .map_err(|_| self.timeout_error())?,
+            };
+            let n = match n {
+                Some(n) => n?,
+                // Hand over what arrived; the next call reports the cut.
+                None if filled > 0 => break,
+                None => return Err(ConnError::ShuttingDown),
             };
             if n == 0 {
                 if filled > 0 {
@@ -422,11 +452,12 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Connection<S> {
         match self.read_more(self.idle_deadline(), false).await? {
             Read::Bytes => Ok(()),
             Read::Eof | Read::Stopped => Err(ConnError::Truncated(FramePart::Body)),
+            Read::Cut => Err(ConnError::ShuttingDown),
         }
     }
 
     /// One read into the buffer, bounded by `deadline`; when `stoppable`, also ends when the
-    /// stop signal fires.
+    /// stop signal fires, and otherwise when the grace after it has passed.
     async fn read_more(
         &mut self,
         deadline: Option<Instant>,
@@ -435,15 +466,20 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Connection<S> {
         if self.rbuf.capacity() - self.rbuf.len() < MIN_READ_SPACE {
             self.rbuf.reserve(READ_RESERVE);
         }
-        let stop = self.stop.clone().filter(|_| stoppable);
+        let stop = self.stop.clone();
+        let grace = self.grace;
+        let cut_at = &mut self.cut_at;
+        let read = self.stream.read_buf(&mut self.rbuf);
         let read = async {
             match &stop {
-                Some(stop) => tokio::select! {
+                Some(stop) if stoppable => tokio::select! {
                     biased;
-                    () = stop.cancelled() => None,
-                    read = self.stream.read_buf(&mut self.rbuf) => Some(read),
+                    () = stop.cancelled() => Err(Read::Stopped),
+                    read = read => Ok(read),
                 },
-                None => Some(self.stream.read_buf(&mut self.rbuf).await),
+                _ => within_grace(stop.as_ref(), grace, cut_at, read)
+                    .await
+                    .ok_or(Read::Cut),
             }
         };
         let outcome = match deadline {
@@ -454,10 +490,10 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Connection<S> {
             },
         };
         match outcome {
-            None => Ok(Read::Stopped),
-            Some(Ok(0)) => Ok(Read::Eof),
-            Some(Ok(_)) => Ok(Read::Bytes),
-            Some(Err(err)) => Err(err.into()),
+            Err(ended) => Ok(ended),
+            Ok(Ok(0)) => Ok(Read::Eof),
+            Ok(Ok(_)) => Ok(Read::Bytes),
+            Ok(Err(err)) => Err(err.into()),
         }
     }
 
@@ -543,7 +579,41 @@ impl<S: AsyncRead + AsyncWrite + Unpin> BodySource for Connection<S> {
 enum Read {
     Bytes,
     Eof,
+    /// The stop signal fired between frames.
     Stopped,
+    /// The grace after the stop signal ended in the middle of a request.
+    Cut,
+}
+
+/// Runs `read`, a read inside a request, to its end; `None` once `grace` has passed since
+/// `stop` fired (the moment it was first seen is kept in `cut_at`). Without a grace, or
+/// without a stop, the read is not bounded here.
+async fn within_grace<T>(
+    stop: Option<&CancellationToken>,
+    grace: Option<Duration>,
+    cut_at: &mut Option<Instant>,
+    read: impl std::future::Future<Output = T>,
+) -> Option<T> {
+    let (Some(stop), Some(grace)) = (stop, grace) else {
+        return Some(read.await);
+    };
+    tokio::pin!(read);
+    let at = match *cut_at {
+        Some(at) => at,
+        None => {
+            tokio::select! {
+                biased;
+                () = stop.cancelled() => {}
+                done = &mut read => return Some(done),
+            }
+            *cut_at.insert(Instant::now() + grace)
+        }
+    };
+    tokio::select! {
+        biased;
+        () = tokio::time::sleep_until(at) => None,
+        done = &mut read => Some(done),
+    }
 }
 
 async fn with_deadline<F: std::future::Future<Output = io::Result<()>>>(
