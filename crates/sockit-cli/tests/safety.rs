@@ -107,10 +107,16 @@ struct Serve {
 
 impl Serve {
     fn start(root: &std::path::Path) -> Serve {
+        Serve::start_with(root, &[])
+    }
+
+    fn start_with(root: &std::path::Path, extra: &[&str]) -> Serve {
         use std::io::BufRead;
         let mut child = Command::new(SOCKIT)
             .args(["serve", "--listen", "127.0.0.1:0", "--udp", "off"])
-            .args(["--shutdown-timeout", "1", "--root"])
+            .args(["--shutdown-timeout", "1"])
+            .args(extra)
+            .arg("--root")
             .arg(root)
             .env_remove("SOCKIT_USERS")
             .stdin(Stdio::null())
@@ -315,4 +321,77 @@ fn put_cut_by_a_shutdown_says_to_run_the_command_again() {
         stderr(&put).contains("server shutting down; run the same command again to resume"),
         "{put:?}"
     );
+}
+
+// --- exec's standard input ---
+
+#[test]
+fn exec_forwards_piped_standard_input_and_n_keeps_it() {
+    let dir = tempfile::tempdir().unwrap();
+    let users = dir.path().join("users.toml");
+    let users = users.to_str().unwrap();
+    let mut add = Command::new(SOCKIT)
+        .args(["user", "add", "alice", "--users", users, "--password-stdin"])
+        .stdin(Stdio::piped())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    std::io::Write::write_all(&mut add.stdin.take().unwrap(), b"pw\n").unwrap();
+    assert!(add.wait().unwrap().success());
+    let root = tempfile::tempdir().unwrap();
+    let serve = Serve::start_with(root.path(), &["--users", users]);
+    let server = serve.addr.to_string();
+    let exec = |args: &[&str], input: &[u8]| {
+        let home = tempfile::tempdir().unwrap();
+        let mut child = Command::new(SOCKIT)
+            .args(["exec", "--server", &server, "--user", "alice"])
+            .args(args)
+            .env("SOCKIT_PASSWORD", "pw")
+            .env_remove("SOCKIT_IDENTITY")
+            .env("XDG_CONFIG_HOME", home.path())
+            .stdin(Stdio::piped())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .spawn()
+            .unwrap();
+        let mut stdin = child.stdin.take().unwrap();
+        let input = input.to_vec();
+        let writer = std::thread::spawn(move || {
+            let _ = std::io::Write::write_all(&mut stdin, &input);
+        });
+        let output = child.wait_with_output().unwrap();
+        writer.join().unwrap();
+        output
+    };
+
+    let data: Vec<u8> = (0..3_000_000u32).map(|i| (i % 253) as u8).collect();
+    let copied = exec(&["--", "cat"], &data);
+    assert_eq!(copied.status.code(), Some(0), "{}", stderr(&copied));
+    assert!(
+        copied.stdout == data,
+        "cat gave {} bytes",
+        copied.stdout.len()
+    );
+
+    // As with ssh: a tar stream through a pipe unpacks on the other side.
+    let dst = root.path().join("dst");
+    let unpack = format!("mkdir {0} && tar x -C {0} && cat {0}/f", dst.display());
+    let src = tempfile::tempdir().unwrap();
+    std::fs::write(src.path().join("f"), "in the tarball\n").unwrap();
+    let tar = Command::new("tar")
+        .args(["c", "-C"])
+        .arg(src.path())
+        .arg("f")
+        .output()
+        .unwrap();
+    assert!(tar.status.success());
+    let unpacked = exec(&["-c", &unpack], &tar.stdout);
+    assert_eq!(unpacked.status.code(), Some(0), "{}", stderr(&unpacked));
+    assert_eq!(unpacked.stdout, b"in the tarball\n");
+
+    // A command that reads a little and ends; and -n, which sends nothing.
+    let head = exec(&["--", "head", "-c", "4"], &data);
+    assert_eq!(head.stdout, &data[..4]);
+    let kept = exec(&["-n", "--", "wc", "-c"], &data);
+    assert_eq!(String::from_utf8_lossy(&kept.stdout).trim(), "0");
 }

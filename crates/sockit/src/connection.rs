@@ -14,7 +14,9 @@ use std::time::Duration;
 use bytes::{Buf, Bytes, BytesMut};
 use sockit_proto::message::{error_reply, ErrorReply};
 use sockit_proto::{Decoder, ErrorCode, Event, FrameError, Header, Limits};
-use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
+use std::task::Poll;
+
+use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt, ReadBuf};
 use tokio::net::TcpStream;
 use tokio::time::{timeout_at, Instant};
 use tokio_util::sync::CancellationToken;
@@ -31,6 +33,8 @@ const MIN_READ_SPACE: usize = 4 * 1024;
 const WRITE_HIGH_WATER: usize = 64 * 1024;
 /// Bodies at most this long are copied into the write buffer; longer ones are written directly.
 const COPY_BODY_MAX: usize = 16 * 1024;
+/// The most one [`Connection::exchange`] reads.
+const EXCHANGE_READ: usize = 16 * 1024;
 /// How long a graceful close waits for the peer to finish sending.
 const CLOSE_LINGER: Duration = Duration::from_secs(2);
 /// How much a graceful close reads and discards at most.
@@ -355,6 +359,72 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Connection<S> {
     pub async fn skip_body(&mut self) -> Result<(), ConnError> {
         while self.read_body_chunk().await?.is_some() {}
         Ok(())
+    }
+
+    /// The next header, or the next piece of the current body, if the read buffer holds it:
+    /// no I/O. With [`fill`](Connection::fill) and [`write_some`](Connection::write_some) it
+    /// lets one task read and write at once, waiting on whichever is ready (an `exec` with
+    /// standard input forwarded).
+    ///
+    /// # Errors
+    ///
+    /// A malformed frame.
+    pub fn buffered(&mut self) -> Result<Option<Event>, ConnError> {
+        let event = self.decoder.decode(&mut self.rbuf)?;
+        if let Some(Event::Header(_)) = event {
+            self.headers_read += 1;
+        }
+        Ok(event)
+    }
+
+    /// Waits until some of the write buffer was written or more of the stream was read into
+    /// the read buffer, whichever comes first, by `deadline` if one is given; `false` at the
+    /// end of the stream. Cancel-safe: no byte is lost or written twice when the future is
+    /// dropped.
+    ///
+    /// # Errors
+    ///
+    /// The deadline, or a socket error.
+    pub async fn exchange(&mut self, deadline: Option<Instant>) -> Result<bool, ConnError> {
+        let mut scratch = [0u8; EXCHANGE_READ];
+        let (stream, rbuf, wbuf) = (&mut self.stream, &mut self.rbuf, &mut self.wbuf);
+        let step = std::future::poll_fn(|cx| {
+            if !wbuf.is_empty() {
+                match std::pin::Pin::new(&mut *stream).poll_write(cx, wbuf) {
+                    Poll::Ready(Ok(0)) => {
+                        return Poll::Ready(Err(io::Error::from(io::ErrorKind::WriteZero)))
+                    }
+                    Poll::Ready(Ok(written)) => {
+                        wbuf.advance(written);
+                        return Poll::Ready(Ok(true));
+                    }
+                    Poll::Ready(Err(err)) => return Poll::Ready(Err(err)),
+                    Poll::Pending => {}
+                }
+            }
+            let mut read = ReadBuf::new(&mut scratch);
+            match std::pin::Pin::new(&mut *stream).poll_read(cx, &mut read) {
+                Poll::Ready(Ok(())) => {
+                    rbuf.extend_from_slice(read.filled());
+                    Poll::Ready(Ok(!read.filled().is_empty()))
+                }
+                Poll::Ready(Err(err)) => Poll::Ready(Err(err)),
+                Poll::Pending => Poll::Pending,
+            }
+        });
+        let open = match deadline {
+            None => step.await,
+            Some(deadline) => match timeout_at(deadline, step).await {
+                Ok(open) => open,
+                Err(_) => return Err(self.timeout_error()),
+            },
+        };
+        Ok(open?)
+    }
+
+    /// Whether bytes are waiting in the write buffer.
+    pub fn has_unwritten(&self) -> bool {
+        !self.wbuf.is_empty()
     }
 
     /// The write buffer, for encoding a frame header with [`sockit_proto::HeaderWriter`].
