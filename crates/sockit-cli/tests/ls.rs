@@ -142,15 +142,23 @@ fn read_request(stream: &mut TcpStream) -> Option<serde_json::Value> {
     Some(serde_json::from_slice(&header).unwrap())
 }
 
-/// A server that answers the first `list` with one entry and `more: true`, then closes the
-/// connection when asked for the next page. Returns its address.
+/// A server without accounts that answers the first `list` with one entry and `more: true`,
+/// then closes the connection when asked for the next page. Returns its address.
 fn server_that_fails_after_one_page() -> SocketAddr {
     let listener = TcpListener::bind("127.0.0.1:0").unwrap();
     let addr = listener.local_addr().unwrap();
     std::thread::spawn(move || {
         for stream in listener.incoming() {
             let mut stream = stream.unwrap();
-            let request = read_request(&mut stream).unwrap();
+            let mut request = read_request(&mut stream).unwrap();
+            if request["op"] == "challenge" {
+                // The client asks whether to log in: this server has no accounts.
+                let header = r#"{"ok":false,"code":"disabled","error":"no accounts"}"#;
+                let mut reply = (header.len() as i32).to_le_bytes().to_vec();
+                reply.extend_from_slice(header.as_bytes());
+                stream.write_all(&reply).unwrap();
+                request = read_request(&mut stream).unwrap();
+            }
             assert_eq!(request["op"], "list", "{request}");
             let body = br#"[{"name":"a.txt","length":6,"modified":1795320267}]"#;
             let header = format!(
