@@ -56,7 +56,10 @@ enum Command {
 }
 
 fn main() -> ExitCode {
-    let cli = Cli::parse();
+    let cli = match Cli::try_parse() {
+        Ok(cli) => cli,
+        Err(err) => return usage_error(&err),
+    };
     let serve = matches!(cli.command, Command::Serve(_));
     let default_log = match (cli.quiet, cli.verbose, serve) {
         (true, _, _) => "error",
@@ -115,6 +118,22 @@ impl Command {
     }
 }
 
+/// Prints clap's message (or the help asked for) and gives the exit status: `exec` and `shell`
+/// end with 255 when sockit itself failed, so that no usage error looks like a remote status.
+fn usage_error(err: &clap::Error) -> ExitCode {
+    let _ = err.print();
+    if !err.use_stderr() {
+        return ExitCode::SUCCESS;
+    }
+    let subcommand = std::env::args_os()
+        .skip(1)
+        .find(|arg| !arg.to_string_lossy().starts_with('-'));
+    match subcommand.as_ref().and_then(|arg| arg.to_str()) {
+        Some("exec" | "shell") => ExitCode::from(cmd::exec::FAILED),
+        _ => ExitCode::from(u8::try_from(err.exit_code()).unwrap_or(2)),
+    }
+}
+
 /// Logs go to standard error, filtered by `SOCKIT_LOG` (e.g. `debug`, `sockit=trace`), in
 /// colour only on a terminal and when `NO_COLOR` is not set.
 fn init_logging(default: &str) {
@@ -156,8 +175,12 @@ mod tests {
         assert!(cli.verbose && !cli.quiet);
         let cli = parse(&["sockit", "exec", "-q", "--", "ls", "-v"]);
         assert!(cli.quiet && !cli.verbose, "-v belongs to ls");
-        let cli = parse(&["sockit", "exec", "ls", "-q"]);
+        let cli = parse(&["sockit", "exec", "--", "ls", "-q"]);
         assert!(!cli.quiet, "-q belongs to ls");
+        assert!(
+            super::Cli::try_parse_from(["sockit", "exec", "ls", "-q"]).is_err(),
+            "the command's words come after --"
+        );
     }
 
     #[test]

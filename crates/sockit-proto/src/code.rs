@@ -42,11 +42,14 @@ pub enum ErrorCode {
     RateLimited,
     /// The server failed on its side (I/O error, disk full).
     Internal,
+    /// The server is shutting down and cut the request short; what arrived of an upload is
+    /// kept, so the same request again (to this server once it is back) resumes it.
+    ShuttingDown,
 }
 
 impl ErrorCode {
     /// Every code, for documentation and tests.
-    pub const ALL: [ErrorCode; 16] = [
+    pub const ALL: [ErrorCode; 17] = [
         ErrorCode::BadFrame,
         ErrorCode::TooLarge,
         ErrorCode::BadRequest,
@@ -63,6 +66,7 @@ impl ErrorCode {
         ErrorCode::NoSpace,
         ErrorCode::RateLimited,
         ErrorCode::Internal,
+        ErrorCode::ShuttingDown,
     ];
 
     /// The word on the wire.
@@ -84,6 +88,7 @@ impl ErrorCode {
             ErrorCode::NoSpace => "no_space",
             ErrorCode::RateLimited => "rate_limited",
             ErrorCode::Internal => "internal",
+            ErrorCode::ShuttingDown => "shutting_down",
         }
     }
 

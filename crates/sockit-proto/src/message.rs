@@ -291,6 +291,62 @@ pub struct ExecRequest<'a> {
     /// Seconds the command may run (the server may allow less).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub timeout: Option<f64>,
+    /// The command's standard input follows in [`ExecInput`] frames, closed by the end frame;
+    /// without it, its standard input is empty.
+    #[serde(default, skip_serializing_if = "is_false")]
+    pub stdin: bool,
+}
+
+/// One frame after an `exec` with `stdin`: a piece of the command's standard input (its
+/// body), or the end of it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ExecInput {
+    /// This many bytes (at least 1) of input follow.
+    Data(u64),
+    /// The end frame, `{"end":true}`: the input is over.
+    End,
+}
+
+/// The end frame of an `exec`'s standard input: `{"end":true}`, no body.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+pub struct ExecInputEnd {
+    /// Always `true`: marks the end frame.
+    pub end: bool,
+}
+
+impl ExecInputEnd {
+    /// The end frame.
+    pub const FRAME: ExecInputEnd = ExecInputEnd { end: true };
+}
+
+impl ExecInput {
+    /// Reads a frame of an `exec`'s standard input: `{"size":n}` with n bytes, or
+    /// `{"end":true}`.
+    ///
+    /// # Errors
+    ///
+    /// When the frame is no such frame (another key, `end` not `true`, an input frame of 0
+    /// bytes, an end frame with a body): the stream cannot be followed after it.
+    pub fn parse(frame: &Header) -> Result<ExecInput, String> {
+        #[derive(Deserialize)]
+        #[serde(deny_unknown_fields)]
+        struct Fields {
+            #[serde(default, rename = "size")]
+            _size: Option<u64>,
+            #[serde(default)]
+            end: Option<bool>,
+        }
+        let fields: Fields = frame.parse().map_err(|err| {
+            format!("expected an exec input frame {{\"size\":n}} or {{\"end\":true}}: {err}")
+        })?;
+        match (fields.end, frame.body_len()) {
+            (Some(true), 0) => Ok(ExecInput::End),
+            (Some(true), _) => Err("the end frame of exec input has no body".into()),
+            (Some(false), _) => Err("`end` is true or absent".into()),
+            (None, 0) => Err("an exec input frame carries at least 1 byte".into()),
+            (None, size) => Ok(ExecInput::Data(size)),
+        }
+    }
 }
 
 /// `put`: the body is the file from `offset` to its end.
@@ -563,6 +619,11 @@ pub enum ExecFrame {
         /// Which output.
         stream: Stream,
     },
+    /// The command started, and takes its standard input now (only for `"stdin":true`).
+    Started {
+        /// Always `true`.
+        started: bool,
+    },
     /// The command ended.
     Exit(ExecExit),
 }
@@ -830,6 +891,32 @@ mod tests {
             &buf[4..],
             br#"{"ok":false,"code":"rate_limited","error":"wait","retry_after":1.5}"#
         );
+    }
+
+    #[test]
+    fn exec_input_frames_are_data_or_the_end() {
+        assert_eq!(
+            ExecInput::parse(&header(r#"{"size":5}"#)),
+            Ok(ExecInput::Data(5))
+        );
+        assert_eq!(
+            ExecInput::parse(&header(r#"{"end":true}"#)),
+            Ok(ExecInput::End)
+        );
+        for bad in [
+            r#"{}"#,
+            r#"{"size":0}"#,
+            r#"{"end":false}"#,
+            r#"{"end":true,"size":3}"#,
+            r#"{"size":3,"op":"ping"}"#,
+        ] {
+            assert!(ExecInput::parse(&header(bad)).is_err(), "{bad}");
+        }
+        let request: ExecRequest<'_> = serde_json::from_str(r#"{"cmd":"cat"}"#).unwrap();
+        assert!(!request.stdin);
+        let request: ExecRequest<'_> =
+            serde_json::from_str(r#"{"cmd":"cat","stdin":true}"#).unwrap();
+        assert!(request.stdin);
     }
 
     #[test]

@@ -1,5 +1,6 @@
-//! Remote commands: `sh -c CMD` in its own process group, with stdin from /dev/null, its
-//! output read as it is produced, an output cap and a deadline.
+//! Remote commands: `sh -c CMD` in its own process group, with stdin from /dev/null (or a
+//! pipe the caller writes, [`RunningCommand::spawn_with_input`]), its output read as it is
+//! produced, an output cap and a deadline.
 //!
 //! The command is over when `sh` exits. Whatever it left running in its group is killed then,
 //! as it is when the cap or the deadline is reached, and when the [`RunningCommand`] is
@@ -17,7 +18,7 @@ use bytes::{Bytes, BytesMut};
 use nix::sys::signal::{killpg, Signal};
 use nix::unistd::Pid;
 use tokio::io::AsyncReadExt;
-use tokio::process::{Child, ChildStderr, ChildStdout};
+use tokio::process::{Child, ChildStderr, ChildStdin, ChildStdout};
 use tokio::time::{sleep_until, Instant};
 
 /// The most one output frame carries.
@@ -140,12 +141,35 @@ impl RunningCommand {
         env: &[(&str, &str)],
         limits: CommandLimits,
     ) -> io::Result<RunningCommand> {
+        RunningCommand::start(command, env, limits, Stdio::null())
+    }
+
+    /// Starts `sh -c command` as [`spawn`](RunningCommand::spawn) does, with its standard
+    /// input a pipe: [`take_stdin`](RunningCommand::take_stdin) gives its writing end.
+    ///
+    /// # Errors
+    ///
+    /// The shell cannot be started.
+    pub(crate) fn spawn_with_input(
+        command: &OsStr,
+        env: &[(&str, &str)],
+        limits: CommandLimits,
+    ) -> io::Result<RunningCommand> {
+        RunningCommand::start(command, env, limits, Stdio::piped())
+    }
+
+    fn start(
+        command: &OsStr,
+        env: &[(&str, &str)],
+        limits: CommandLimits,
+        stdin: Stdio,
+    ) -> io::Result<RunningCommand> {
         let mut shell = tokio::process::Command::new("/bin/sh");
         shell
             .arg("-c")
             .arg(command)
             .envs(env.iter().copied())
-            .stdin(Stdio::null())
+            .stdin(stdin)
             .stdout(Stdio::piped())
             .stderr(Stdio::piped())
             .process_group(0)
@@ -169,6 +193,12 @@ impl RunningCommand {
             truncated: false,
             timed_out: false,
         })
+    }
+
+    /// The writing end of the command's standard input, once, when it was started with
+    /// [`spawn_with_input`](RunningCommand::spawn_with_input). Dropping it is the end of input.
+    pub(crate) fn take_stdin(&mut self) -> Option<ChildStdin> {
+        self.child.stdin.take()
     }
 
     /// The command's deadline.

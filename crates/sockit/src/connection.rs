@@ -14,7 +14,9 @@ use std::time::Duration;
 use bytes::{Buf, Bytes, BytesMut};
 use sockit_proto::message::{error_reply, ErrorReply};
 use sockit_proto::{Decoder, ErrorCode, Event, FrameError, Header, Limits};
-use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
+use std::task::Poll;
+
+use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt, ReadBuf};
 use tokio::net::TcpStream;
 use tokio::time::{timeout_at, Instant};
 use tokio_util::sync::CancellationToken;
@@ -31,6 +33,8 @@ const MIN_READ_SPACE: usize = 4 * 1024;
 const WRITE_HIGH_WATER: usize = 64 * 1024;
 /// Bodies at most this long are copied into the write buffer; longer ones are written directly.
 const COPY_BODY_MAX: usize = 16 * 1024;
+/// The most one [`Connection::exchange`] reads.
+const EXCHANGE_READ: usize = 16 * 1024;
 /// How long a graceful close waits for the peer to finish sending.
 const CLOSE_LINGER: Duration = Duration::from_secs(2);
 /// How much a graceful close reads and discards at most.
@@ -84,6 +88,9 @@ pub enum ConnError {
     /// The socket failed.
     #[error(transparent)]
     Io(#[from] io::Error),
+    /// The server is shutting down and its grace period ended in the middle of a request.
+    #[error("the server is shutting down")]
+    ShuttingDown,
 }
 
 impl ConnError {
@@ -93,6 +100,7 @@ impl ConnError {
             ConnError::Frame(err) => Some(err.code()),
             ConnError::HeaderTimeout(_) | ConnError::Idle(_) => Some(ErrorCode::Timeout),
             ConnError::Truncated(_) => Some(ErrorCode::BadFrame),
+            ConnError::ShuttingDown => Some(ErrorCode::ShuttingDown),
             ConnError::Io(_) => None,
         }
     }
@@ -109,6 +117,10 @@ pub struct Connection<S = TcpStream> {
     opened: Instant,
     headers_read: u64,
     stop: Option<CancellationToken>,
+    /// How long a request begun may go on reading once `stop` fired.
+    grace: Option<Duration>,
+    /// When the grace period ends, once the stop has been seen in the middle of a request.
+    cut_at: Option<Instant>,
 }
 
 impl<S: AsyncRead + AsyncWrite + Unpin> Connection<S> {
@@ -123,6 +135,8 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Connection<S> {
             opened: Instant::now(),
             headers_read: 0,
             stop: None,
+            grace: None,
+            cut_at: None,
         }
     }
 
@@ -130,6 +144,13 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Connection<S> {
     /// cancelled while the connection is between frames. A frame already begun is finished.
     pub fn stop_when(&mut self, stop: CancellationToken) {
         self.stop = Some(stop);
+    }
+
+    /// Bounds how long a request begun may go on once the stop signal fired: after `grace`,
+    /// reading its body or its next frame fails with [`ConnError::ShuttingDown`]. Without
+    /// it, a request begun is read to its end however long that takes.
+    pub fn stop_grace(&mut self, grace: Duration) {
+        self.grace = Some(grace);
     }
 
     /// Changes how long waiting for the peer may take, for example while a long remote
@@ -180,6 +201,12 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Connection<S> {
     ///
     /// If the previous frame's body has not been read or skipped.
     pub async fn read_header(&mut self) -> Result<Option<Header>, ConnError> {
+        self.next_header(true).await
+    }
+
+    /// Reads the next frame header; when `stoppable`, the stop signal ends the wait between
+    /// frames with `Ok(None)`.
+    async fn next_header(&mut self, stoppable: bool) -> Result<Option<Header>, ConnError> {
         assert_eq!(
             self.decoder.body_remaining(),
             0,
@@ -195,18 +222,19 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Connection<S> {
                 return Ok(Some(header));
             }
             self.flush().await?;
-            let between_frames = self.rbuf.is_empty();
+            let between_frames = stoppable && self.rbuf.is_empty();
             let read = if self.headers_read == 0 {
                 self.read_more(self.header_deadline(self.opened), between_frames)
                     .await?
-            } else if between_frames {
-                self.read_more(self.idle_deadline(), true).await?
+            } else if self.rbuf.is_empty() {
+                self.read_more(self.idle_deadline(), between_frames).await?
             } else {
                 let started = *header_started.get_or_insert_with(Instant::now);
                 self.read_more(self.header_deadline(started), false).await?
             };
             match read {
                 Read::Stopped => return Ok(None),
+                Read::Cut => return Err(ConnError::ShuttingDown),
                 Read::Eof if self.rbuf.is_empty() => return Ok(None),
                 Read::Eof => return Err(ConnError::Truncated(FramePart::Header)),
                 Read::Bytes => {
@@ -218,18 +246,17 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Connection<S> {
 
     /// Reads the header of a frame that continues the request in progress (the trailer of a
     /// `put`, the next frame of a chunked `put`). Unlike [`read_header`](Connection::read_header)
-    /// the stop signal does not end it, since a request begun is finished, and the end of the
-    /// stream is an error.
+    /// the stop signal does not end it, since a request begun is finished (within the
+    /// [grace](Connection::stop_grace)), and the end of the stream is an error.
     ///
     /// # Errors
     ///
     /// As [`read_header`](Connection::read_header), and [`ConnError::Truncated`] when the
     /// stream ends.
     pub async fn read_continuation(&mut self) -> Result<Header, ConnError> {
-        let stop = self.stop.take();
-        let read = self.read_header().await;
-        self.stop = stop;
-        read?.ok_or(ConnError::Truncated(FramePart::Header))
+        self.next_header(false)
+            .await?
+            .ok_or(ConnError::Truncated(FramePart::Header))
     }
 
     /// Bytes of the current body not yet read.
@@ -274,11 +301,18 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Connection<S> {
         while filled < wanted {
             let deadline = self.idle_deadline();
             let read = self.stream.read(&mut buf[filled..wanted]);
+            let read = within_grace(self.stop.as_ref(), self.grace, &mut self.cut_at, read);
             let n = match deadline {
-                None => read.await?,
+                None => read.await,
                 Some(deadline) => timeout_at(deadline, read)
                     .await
-                    .map_err(|_| self.timeout_error())??,
+                    .map_err(|_| self.timeout_error())?,
+            };
+            let n = match n {
+                Some(n) => n?,
+                // Hand over what arrived; the next call reports the cut.
+                None if filled > 0 => break,
+                None => return Err(ConnError::ShuttingDown),
             };
             if n == 0 {
                 if filled > 0 {
@@ -325,6 +359,72 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Connection<S> {
     pub async fn skip_body(&mut self) -> Result<(), ConnError> {
         while self.read_body_chunk().await?.is_some() {}
         Ok(())
+    }
+
+    /// The next header, or the next piece of the current body, if the read buffer holds it:
+    /// no I/O. With [`fill`](Connection::fill) and [`write_some`](Connection::write_some) it
+    /// lets one task read and write at once, waiting on whichever is ready (an `exec` with
+    /// standard input forwarded).
+    ///
+    /// # Errors
+    ///
+    /// A malformed frame.
+    pub fn buffered(&mut self) -> Result<Option<Event>, ConnError> {
+        let event = self.decoder.decode(&mut self.rbuf)?;
+        if let Some(Event::Header(_)) = event {
+            self.headers_read += 1;
+        }
+        Ok(event)
+    }
+
+    /// Waits until some of the write buffer was written or more of the stream was read into
+    /// the read buffer, whichever comes first, by `deadline` if one is given; `false` at the
+    /// end of the stream. Cancel-safe: no byte is lost or written twice when the future is
+    /// dropped.
+    ///
+    /// # Errors
+    ///
+    /// The deadline, or a socket error.
+    pub async fn exchange(&mut self, deadline: Option<Instant>) -> Result<bool, ConnError> {
+        let mut scratch = [0u8; EXCHANGE_READ];
+        let (stream, rbuf, wbuf) = (&mut self.stream, &mut self.rbuf, &mut self.wbuf);
+        let step = std::future::poll_fn(|cx| {
+            if !wbuf.is_empty() {
+                match std::pin::Pin::new(&mut *stream).poll_write(cx, wbuf) {
+                    Poll::Ready(Ok(0)) => {
+                        return Poll::Ready(Err(io::Error::from(io::ErrorKind::WriteZero)))
+                    }
+                    Poll::Ready(Ok(written)) => {
+                        wbuf.advance(written);
+                        return Poll::Ready(Ok(true));
+                    }
+                    Poll::Ready(Err(err)) => return Poll::Ready(Err(err)),
+                    Poll::Pending => {}
+                }
+            }
+            let mut read = ReadBuf::new(&mut scratch);
+            match std::pin::Pin::new(&mut *stream).poll_read(cx, &mut read) {
+                Poll::Ready(Ok(())) => {
+                    rbuf.extend_from_slice(read.filled());
+                    Poll::Ready(Ok(!read.filled().is_empty()))
+                }
+                Poll::Ready(Err(err)) => Poll::Ready(Err(err)),
+                Poll::Pending => Poll::Pending,
+            }
+        });
+        let open = match deadline {
+            None => step.await,
+            Some(deadline) => match timeout_at(deadline, step).await {
+                Ok(open) => open,
+                Err(_) => return Err(self.timeout_error()),
+            },
+        };
+        Ok(open?)
+    }
+
+    /// Whether bytes are waiting in the write buffer.
+    pub fn has_unwritten(&self) -> bool {
+        !self.wbuf.is_empty()
     }
 
     /// The write buffer, for encoding a frame header with [`sockit_proto::HeaderWriter`].
@@ -422,11 +522,12 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Connection<S> {
         match self.read_more(self.idle_deadline(), false).await? {
             Read::Bytes => Ok(()),
             Read::Eof | Read::Stopped => Err(ConnError::Truncated(FramePart::Body)),
+            Read::Cut => Err(ConnError::ShuttingDown),
         }
     }
 
     /// One read into the buffer, bounded by `deadline`; when `stoppable`, also ends when the
-    /// stop signal fires.
+    /// stop signal fires, and otherwise when the grace after it has passed.
     async fn read_more(
         &mut self,
         deadline: Option<Instant>,
@@ -435,15 +536,20 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Connection<S> {
         if self.rbuf.capacity() - self.rbuf.len() < MIN_READ_SPACE {
             self.rbuf.reserve(READ_RESERVE);
         }
-        let stop = self.stop.clone().filter(|_| stoppable);
+        let stop = self.stop.clone();
+        let grace = self.grace;
+        let cut_at = &mut self.cut_at;
+        let read = self.stream.read_buf(&mut self.rbuf);
         let read = async {
             match &stop {
-                Some(stop) => tokio::select! {
+                Some(stop) if stoppable => tokio::select! {
                     biased;
-                    () = stop.cancelled() => None,
-                    read = self.stream.read_buf(&mut self.rbuf) => Some(read),
+                    () = stop.cancelled() => Err(Read::Stopped),
+                    read = read => Ok(read),
                 },
-                None => Some(self.stream.read_buf(&mut self.rbuf).await),
+                _ => within_grace(stop.as_ref(), grace, cut_at, read)
+                    .await
+                    .ok_or(Read::Cut),
             }
         };
         let outcome = match deadline {
@@ -454,10 +560,10 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Connection<S> {
             },
         };
         match outcome {
-            None => Ok(Read::Stopped),
-            Some(Ok(0)) => Ok(Read::Eof),
-            Some(Ok(_)) => Ok(Read::Bytes),
-            Some(Err(err)) => Err(err.into()),
+            Err(ended) => Ok(ended),
+            Ok(Ok(0)) => Ok(Read::Eof),
+            Ok(Ok(_)) => Ok(Read::Bytes),
+            Ok(Err(err)) => Err(err.into()),
         }
     }
 
@@ -543,7 +649,41 @@ impl<S: AsyncRead + AsyncWrite + Unpin> BodySource for Connection<S> {
 enum Read {
     Bytes,
     Eof,
+    /// The stop signal fired between frames.
     Stopped,
+    /// The grace after the stop signal ended in the middle of a request.
+    Cut,
+}
+
+/// Runs `read`, a read inside a request, to its end; `None` once `grace` has passed since
+/// `stop` fired (the moment it was first seen is kept in `cut_at`). Without a grace, or
+/// without a stop, the read is not bounded here.
+async fn within_grace<T>(
+    stop: Option<&CancellationToken>,
+    grace: Option<Duration>,
+    cut_at: &mut Option<Instant>,
+    read: impl std::future::Future<Output = T>,
+) -> Option<T> {
+    let (Some(stop), Some(grace)) = (stop, grace) else {
+        return Some(read.await);
+    };
+    tokio::pin!(read);
+    let at = match *cut_at {
+        Some(at) => at,
+        None => {
+            tokio::select! {
+                biased;
+                () = stop.cancelled() => {}
+                done = &mut read => return Some(done),
+            }
+            *cut_at.insert(Instant::now() + grace)
+        }
+    };
+    tokio::select! {
+        biased;
+        () = tokio::time::sleep_until(at) => None,
+        done = &mut read => Some(done),
+    }
 }
 
 async fn with_deadline<F: std::future::Future<Output = io::Result<()>>>(

@@ -5,9 +5,16 @@
 //! literal. For a command line the shell should interpret (pipes, redirections), give it whole
 //! with `-c`: `sockit exec -c 'ls | wc -l'`.
 //!
+//! The command's words come after `--`, and only there: an option before `--` is sockit's
+//! (a mistyped one is a usage error), and a word before `--` is refused rather than guessed at.
+//!
+//! Standard input, when it is not a terminal, is the remote command's (`tar c . | sockit exec
+//! -- tar x -C dst`), as with ssh; `-n` gives the command an empty one instead.
+//!
 //! The exit status is the remote command's; 128 + the signal when it was killed by one; 255
-//! when sockit itself failed (cannot connect, login refused), as ssh does.
+//! when sockit itself failed (a usage error, cannot connect, login refused), as ssh does.
 
+use std::io::{IsTerminal, Read};
 use std::time::Duration;
 
 use sockit::{ExecOutcome, Exit};
@@ -32,15 +39,16 @@ pub(crate) struct Args {
     /// (`status`, `code`, `signal`, `timed_out`, `truncated`). None when sockit itself failed.
     #[arg(long)]
     json: bool,
+    /// Give the command an empty standard input instead of ours (ours is sent when it is not a
+    /// terminal).
+    #[arg(short = 'n', long)]
+    no_stdin: bool,
     /// A whole command line for the remote `sh -c`, pipes and all.
     #[arg(short = 'c', value_name = "LINE", conflicts_with = "words")]
     line: Option<String>,
-    /// The command and its arguments, each passed as one word.
-    #[arg(
-        value_name = "CMD",
-        trailing_var_arg = true,
-        allow_hyphen_values = true
-    )]
+    /// The command and its arguments after `--`, each passed as one word. Everything before
+    /// `--` is sockit's, so a mistyped option is an error, never a word of the command.
+    #[arg(value_name = "CMD", last = true)]
     words: Vec<String>,
 }
 
@@ -51,7 +59,14 @@ pub(crate) async fn run(args: Args) -> Result<u8, CmdError> {
         None => shell_words(&args.words),
     };
     let mut remote = Remote::connect(&args.login).await?;
-    match remote.exec(&cmd, args.timeout).await {
+    let outcome = if args.no_stdin || std::io::stdin().is_terminal() {
+        remote.exec(&cmd, args.timeout).await
+    } else {
+        remote
+            .exec_with_input(&cmd, args.timeout, &mut StdinReader::start())
+            .await
+    };
+    match outcome {
         Ok(outcome) => {
             report(&outcome);
             if args.json {
@@ -78,6 +93,67 @@ fn json_status(outcome: &ExecOutcome) -> serde_json::Value {
         "timed_out": outcome.timed_out,
         "truncated": outcome.truncated,
     })
+}
+
+/// Our standard input, read by a thread of its own, so that nothing waits for it once the
+/// command has ended (a read of a pipe cannot be cancelled).
+struct StdinReader {
+    chunks: tokio::sync::mpsc::Receiver<std::io::Result<Vec<u8>>>,
+    held: Vec<u8>,
+    at: usize,
+}
+
+impl StdinReader {
+    fn start() -> StdinReader {
+        let (sender, chunks) = tokio::sync::mpsc::channel(4);
+        std::thread::spawn(move || {
+            let mut stdin = std::io::stdin().lock();
+            loop {
+                let mut buf = vec![0u8; 64 * 1024];
+                let read = match stdin.read(&mut buf) {
+                    Ok(read) => {
+                        buf.truncate(read);
+                        Ok(buf)
+                    }
+                    Err(err) if err.kind() == std::io::ErrorKind::Interrupted => continue,
+                    Err(err) => Err(err),
+                };
+                let last = !matches!(&read, Ok(buf) if !buf.is_empty());
+                if sender.blocking_send(read).is_err() || last {
+                    return;
+                }
+            }
+        });
+        StdinReader {
+            chunks,
+            held: Vec::new(),
+            at: 0,
+        }
+    }
+}
+
+impl tokio::io::AsyncRead for StdinReader {
+    fn poll_read(
+        mut self: std::pin::Pin<&mut Self>,
+        cx: &mut std::task::Context<'_>,
+        buf: &mut tokio::io::ReadBuf<'_>,
+    ) -> std::task::Poll<std::io::Result<()>> {
+        if self.at == self.held.len() {
+            match std::task::ready!(self.chunks.poll_recv(cx)) {
+                Some(Ok(chunk)) => {
+                    self.held = chunk;
+                    self.at = 0;
+                }
+                Some(Err(err)) => return std::task::Poll::Ready(Err(err)),
+                None => return std::task::Poll::Ready(Ok(())),
+            }
+        }
+        let take = buf.remaining().min(self.held.len() - self.at);
+        let at = self.at;
+        buf.put_slice(&self.held[at..at + take]);
+        self.at += take;
+        std::task::Poll::Ready(Ok(()))
+    }
 }
 
 /// The words as one command line for `sh`, each single-quoted unless it is plainly safe.

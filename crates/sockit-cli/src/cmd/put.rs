@@ -152,6 +152,9 @@ fn describe(err: &ClientError) -> String {
         ClientError::Remote { code, message, .. } if *code == ErrorCode::Exists => {
             format!("{message} (use --force to replace it)")
         }
+        ClientError::Remote { code, .. } if *code == ErrorCode::ShuttingDown => {
+            "server shutting down; run the same command again to resume".to_owned()
+        }
         other => other.to_string(),
     }
 }

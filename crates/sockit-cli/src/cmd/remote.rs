@@ -107,6 +107,21 @@ impl Remote {
         self.last_used = Instant::now();
         outcome
     }
+
+    /// Runs `cmd` as [`exec`](Remote::exec) does, with `input` as its standard input.
+    pub(crate) async fn exec_with_input(
+        &mut self,
+        cmd: &str,
+        timeout: Option<Duration>,
+        input: &mut (impl tokio::io::AsyncRead + Unpin),
+    ) -> Result<ExecOutcome, ClientError> {
+        let outcome = self
+            .client
+            .exec_with_input(cmd, timeout, input, write_output)
+            .await;
+        self.last_used = Instant::now();
+        outcome
+    }
 }
 
 /// Logs in: with the key if there is one, else with `SOCKIT_PASSWORD`, else with a password

@@ -3,7 +3,7 @@
 use std::io::{BufRead, IsTerminal};
 use std::path::{Path, PathBuf};
 
-use sockit::auth::keys::PublicKey;
+use sockit::auth::keys::{BadKey, PublicKey};
 use sockit::auth::users::{check_user_name, hash_password, Account, UsersFile};
 
 use super::CmdResult;
@@ -154,18 +154,20 @@ fn list(path: &Path) -> CmdResult {
 fn add_key(args: AddKeyArgs) -> CmdResult {
     let NameArgs { name, file } = args.user;
     check_user_name(&name)?;
-    let text = match args.key.as_slice() {
-        [path] if Path::new(path).is_file() => std::fs::read_to_string(path)
-            .map_err(|err| CmdError::failed(path.to_string(), err))?
-            .lines()
-            .next()
-            .unwrap_or_default()
-            .to_owned(),
-        words => words.join(" "),
+    // The key text is never repeated in an error: it may be a secret key given by mistake.
+    let key: PublicKey = match args.key.as_slice() {
+        [path] if Path::new(path).is_file() => {
+            let text = std::fs::read_to_string(path)
+                .map_err(|err| CmdError::failed(path.to_string(), err))?;
+            let line = text.lines().next().unwrap_or_default();
+            line.parse()
+                .map_err(|err| CmdError::Usage(format!("{path}: {err}")))?
+        }
+        words => words
+            .join(" ")
+            .parse()
+            .map_err(|err: BadKey| CmdError::Usage(err.to_string()))?,
     };
-    let key: PublicKey = text
-        .parse()
-        .map_err(|err| CmdError::Usage(format!("{err}: {text:?}")))?;
     let mut users = load(&file.users)?;
     let created = !users.users.contains_key(&name);
     let account: &mut Account = users.users.entry(name.clone()).or_default();

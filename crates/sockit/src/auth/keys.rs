@@ -39,6 +39,9 @@ pub enum BadKey {
     /// The bytes are not a valid Ed25519 public key.
     #[error("not a valid Ed25519 public key")]
     Invalid,
+    /// The text is a secret key (an identity file's line, or a private key of another tool).
+    #[error("that is a secret key; give the .pub file")]
+    Secret,
 }
 
 /// An Ed25519 public key, with the comment it was written with.
@@ -73,9 +76,13 @@ impl PublicKey {
 impl FromStr for PublicKey {
     type Err = BadKey;
 
-    /// Reads `sockit-ed25519 <hex> [comment]`, or the bare 64 hex digits.
+    /// Reads `sockit-ed25519 <hex> [comment]`, or the bare 64 hex digits. Secret key text is
+    /// refused as [`BadKey::Secret`], whose message never repeats it.
     fn from_str(line: &str) -> Result<PublicKey, BadKey> {
         let line = line.trim();
+        if looks_secret(line) {
+            return Err(BadKey::Secret);
+        }
         let mut words = line.splitn(2, char::is_whitespace);
         let first = words.next().unwrap_or_default();
         let (hex_key, comment) = if first == PUBLIC_KEY_KIND {
@@ -108,6 +115,12 @@ impl fmt::Display for PublicKey {
         }
         Ok(())
     }
+}
+
+/// Whether `text` is, or holds, a secret key: a sockit identity line, or a PEM or OpenSSH
+/// private key.
+fn looks_secret(text: &str) -> bool {
+    text.split_whitespace().any(|word| word == SECRET_KEY_KIND) || text.contains("PRIVATE KEY")
 }
 
 fn decode_32(text: &str) -> Option<[u8; 32]> {
@@ -314,6 +327,15 @@ mod tests {
         // The identity point is a weak (small-order) key.
         let weak = format!("sockit-ed25519 01{}", "00".repeat(31));
         assert_eq!(weak.parse::<PublicKey>(), Err(BadKey::Invalid));
+    }
+
+    #[test]
+    fn secret_key_text_is_refused_without_repeating_it() {
+        let secret = format!("{SECRET_KEY_KIND} {}", "ab".repeat(32));
+        assert_eq!(secret.parse::<PublicKey>(), Err(BadKey::Secret));
+        let pem = "-----BEGIN OPENSSH PRIVATE KEY-----\nb3BlbnNzaC1rZXk=\n";
+        assert_eq!(pem.parse::<PublicKey>(), Err(BadKey::Secret));
+        assert!(!BadKey::Secret.to_string().contains("ab"));
     }
 
     #[test]

@@ -83,14 +83,18 @@ pub(crate) fn start(
         deadline: Instant::now() + timeout,
         max_output: core.exec.max_output,
     };
+    let spawn = if request.stdin {
+        RunningCommand::spawn_with_input
+    } else {
+        RunningCommand::spawn
+    };
     let command =
-        RunningCommand::spawn(OsStr::new(&*request.cmd), &[("SOCKIT_USER", user)], limits)
-            .map_err(|err| {
-                OpError::new(
-                    ErrorCode::Internal,
-                    format!("cannot start the shell: {err}"),
-                )
-            })?;
+        spawn(OsStr::new(&*request.cmd), &[("SOCKIT_USER", user)], limits).map_err(|err| {
+            OpError::new(
+                ErrorCode::Internal,
+                format!("cannot start the shell: {err}"),
+            )
+        })?;
     tracing::debug!(user, cmd = %request.cmd, "exec");
     Ok(Exec {
         command,
@@ -104,6 +108,12 @@ impl Exec {
     /// When the last of the command's output must have reached the client.
     pub(crate) fn send_by(&self) -> Instant {
         self.command.deadline() + SEND_GRACE
+    }
+
+    /// The writing end of the command's standard input, once, when the request asked for
+    /// `stdin`; dropping it is the end of input.
+    pub(crate) fn take_stdin(&mut self) -> Option<tokio::process::ChildStdin> {
+        self.command.take_stdin()
     }
 
     /// The user it runs for.

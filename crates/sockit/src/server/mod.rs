@@ -4,7 +4,9 @@
 //! served and [`Server::listening`] can report the addresses actually bound (port 0 included).
 //! [`Server::run`] then serves until the `shutdown` future completes: accepting stops, every
 //! connection finishes the request it is in, and `run` returns once all have closed or the
-//! shutdown deadline has passed.
+//! shutdown deadline has passed. A framed request still reading from its client when the
+//! shutdown timeout passes is cut short with a `shutting_down` reply; an upload cut so keeps
+//! what arrived for a resume.
 //!
 //! Each connection is its own task. A connection that fails, misbehaves or panics ends alone;
 //! its place under the connection limits is returned when its task ends, however it ends.
@@ -194,14 +196,13 @@ impl Server {
         tracing::info!("shutting down");
         stop.cancel();
         tasks.close();
-        if tokio::time::timeout(config.shutdown_timeout, tasks.wait())
-            .await
-            .is_err()
-        {
+        // Requests still running when the timeout passes are cut short with a reply; give
+        // those replies the time to go out before closing what is left.
+        let limit = config.shutdown_timeout + CUT_REPLY_TIME;
+        if tokio::time::timeout(limit, tasks.wait()).await.is_err() {
             tracing::warn!(
                 remaining = tasks.len(),
-                "connections still busy after {:?}; closing them",
-                config.shutdown_timeout
+                "connections still busy after {limit:?}; closing them"
             );
         }
     }
@@ -224,6 +225,10 @@ fn spawn_accept<T: TcpService>(
     );
     tasks.spawn(accepting);
 }
+
+/// Time after the shutdown timeout for the replies of requests cut short to reach their
+/// clients (the graceful close of a connection lingers up to 2 s).
+const CUT_REPLY_TIME: std::time::Duration = std::time::Duration::from_secs(3);
 
 /// How often expired partial uploads are looked for.
 const SWEEP_INTERVAL: std::time::Duration = std::time::Duration::from_secs(600);

@@ -17,6 +17,7 @@ mod files;
 
 use std::net::SocketAddr;
 use std::sync::Arc;
+use std::time::Duration;
 
 use sockit_proto::message::{error_reply, ok_reply, ErrorReply, Request, RequestError};
 use sockit_proto::{ErrorCode, Header, HeaderWriter, Limits};
@@ -44,6 +45,8 @@ pub(crate) enum Flow {
 pub(crate) struct Framed {
     limits: Limits,
     deadlines: Deadlines,
+    /// How long a request begun may go on after the stop (the shutdown timeout).
+    grace: Duration,
     core: Core,
 }
 
@@ -52,6 +55,7 @@ impl Framed {
         Framed {
             core,
             limits: config.limits,
+            grace: config.shutdown_timeout,
             deadlines: Deadlines {
                 header: Some(config.header_timeout),
                 idle: Some(config.idle_timeout),
@@ -60,7 +64,8 @@ impl Framed {
     }
 
     /// Serves one connection over any stream until the peer leaves, the stream breaks, or
-    /// `stop` fires between requests.
+    /// `stop` fires between requests. A request in progress when `stop` fires gets the
+    /// shutdown timeout to finish; then it is cut short with `shutting_down`.
     pub(crate) async fn serve_stream<S: AsyncRead + AsyncWrite + Unpin>(
         &self,
         stream: S,
@@ -69,6 +74,7 @@ impl Framed {
     ) {
         let mut conn = Connection::new(stream, self.limits, self.deadlines);
         conn.stop_when(stop);
+        conn.stop_grace(self.grace);
         let mut session = Session::new(peer.ip());
         loop {
             let header = match conn.read_header().await {
