@@ -35,6 +35,10 @@ enum Command {
     Get(cmd::get::Args),
     /// List the files in the server's store.
     Ls(cmd::ls::Args),
+    /// Remove files from the server's store.
+    Rm(cmd::rm::Args),
+    /// Rename a file in the server's store (replacing another only with --force).
+    Mv(cmd::mv::Args),
     /// Run a command on the server; its output and exit status come back.
     Exec(cmd::exec::Args),
     /// Log in once and run commands interactively (`>>:` prompt).
@@ -102,6 +106,8 @@ impl Command {
             Command::Put(args) => done(cmd::put::run(args).await),
             Command::Get(args) => done(cmd::get::run(args).await),
             Command::Ls(args) => done(cmd::ls::run(args).await),
+            Command::Rm(args) => done(cmd::rm::run(args).await),
+            Command::Mv(args) => done(cmd::mv::run(args).await),
             Command::Exec(args) => remote(cmd::exec::run(args).await),
             Command::Shell(args) => remote(cmd::shell::run(args).await),
             Command::Chat(args) => done(cmd::chat::run(args).await),
