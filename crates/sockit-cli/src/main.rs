@@ -101,13 +101,21 @@ impl Command {
         };
         match self {
             Command::Serve(args) => done(cmd::serve::run(*args).await),
-            Command::Ping(args) => done(cmd::ping::run(args).await),
-            Command::Echo(args) => done(cmd::echo::run(args).await),
-            Command::Put(args) => done(cmd::put::run(args).await),
-            Command::Get(args) => done(cmd::get::run(args).await),
-            Command::Ls(args) => done(cmd::ls::run(args).await),
-            Command::Rm(args) => done(cmd::rm::run(args).await),
-            Command::Mv(args) => done(cmd::mv::run(args).await),
+            Command::Ping(args) => {
+                done(cmd::within(args.timeout.timeout, cmd::ping::run(args)).await)
+            }
+            Command::Echo(args) => {
+                done(cmd::within(args.timeout.timeout, cmd::echo::run(args)).await)
+            }
+            Command::Put(args) => {
+                done(cmd::within(args.timeout.timeout, cmd::put::run(args)).await)
+            }
+            Command::Get(args) => {
+                done(cmd::within(args.timeout.timeout, cmd::get::run(args)).await)
+            }
+            Command::Ls(args) => done(cmd::within(args.timeout.timeout, cmd::ls::run(args)).await),
+            Command::Rm(args) => done(cmd::within(args.timeout.timeout, cmd::rm::run(args)).await),
+            Command::Mv(args) => done(cmd::within(args.timeout.timeout, cmd::mv::run(args)).await),
             Command::Exec(args) => remote(cmd::exec::run(args).await),
             Command::Shell(args) => remote(cmd::shell::run(args).await),
             Command::Chat(args) => done(cmd::chat::run(args).await),

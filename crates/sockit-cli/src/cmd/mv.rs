@@ -5,7 +5,7 @@ use sockit::client::printable;
 use sockit::proto::ErrorCode;
 
 use super::remote::{self, LoginArgs};
-use super::CmdResult;
+use super::{CmdResult, TimeoutArg};
 use crate::cmd::CmdError;
 
 #[derive(Debug, clap::Args)]
@@ -21,6 +21,8 @@ pub(crate) struct Args {
     force: bool,
     #[command(flatten)]
     login: LoginArgs,
+    #[command(flatten)]
+    pub(crate) timeout: TimeoutArg,
 }
 
 pub(crate) async fn run(args: Args) -> CmdResult {

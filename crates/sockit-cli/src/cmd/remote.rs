@@ -14,7 +14,7 @@ use sockit::auth::keys::Identity;
 use sockit::proto::ErrorCode;
 use sockit::{Client, ClientError, ExecOutcome, OutputStream};
 
-use super::ServerArg;
+use super::{ConnectTimeoutArg, ServerArg};
 use crate::cmd::CmdError;
 
 /// Password tries at an interactive prompt.
@@ -32,6 +32,8 @@ pub(crate) struct LoginArgs {
     identity: Option<PathBuf>,
     #[command(flatten)]
     server: ServerArg,
+    #[command(flatten)]
+    connect: ConnectTimeoutArg,
 }
 
 /// `$XDG_CONFIG_HOME/sockit/id_ed25519`, else `~/.config/sockit/id_ed25519`.
@@ -72,7 +74,7 @@ pub(crate) async fn connect(args: &LoginArgs) -> Result<Client, CmdError> {
         .transpose()?;
     let addr = &args.server.server;
     let started = Instant::now();
-    let mut client = Client::connect(addr).await?;
+    let mut client = Client::connect_with_options(addr, args.connect.options()).await?;
     tracing::info!("connected to {addr} in {:.1?}", started.elapsed());
     login(&mut client, &user, identity, addr).await?;
     Ok(client)

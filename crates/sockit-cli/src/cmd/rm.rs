@@ -5,7 +5,7 @@ use sockit::client::printable;
 use sockit::ClientError;
 
 use super::remote::{self, LoginArgs};
-use super::CmdResult;
+use super::{CmdResult, TimeoutArg};
 use crate::cmd::CmdError;
 
 #[derive(Debug, clap::Args)]
@@ -15,6 +15,8 @@ pub(crate) struct Args {
     names: Vec<String>,
     #[command(flatten)]
     login: LoginArgs,
+    #[command(flatten)]
+    pub(crate) timeout: TimeoutArg,
 }
 
 pub(crate) async fn run(args: Args) -> CmdResult {

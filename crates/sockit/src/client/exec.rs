@@ -5,7 +5,7 @@ use std::time::Duration;
 
 use sockit_proto::message::{ExecFrame, ExecRequest, Request, Stream};
 
-use super::{parse_header, Client, ClientError, Connect, REPLY_TIMEOUT};
+use super::{parse_header, Client, ClientError, Connect};
 use crate::command::{Exit, OutputStream};
 
 /// How a remote command ended.
@@ -52,9 +52,9 @@ impl<C: Connect> Client<C> {
         self.write_request(&request, 0)?;
         // A command may rightly say nothing for as long as it runs.
         self.conn
-            .set_idle(timeout.map(|timeout| timeout + REPLY_TIMEOUT));
+            .set_idle(timeout.map(|timeout| timeout + self.reply_timeout));
         let outcome = self.read_exec_reply(&mut output).await;
-        self.conn.set_idle(Some(REPLY_TIMEOUT));
+        self.conn.set_idle(Some(self.reply_timeout));
         outcome
     }
 
