@@ -116,7 +116,12 @@ impl Command {
             Command::Ls(args) => done(cmd::within(args.timeout.timeout, cmd::ls::run(args)).await),
             Command::Rm(args) => done(cmd::within(args.timeout.timeout, cmd::rm::run(args)).await),
             Command::Mv(args) => done(cmd::within(args.timeout.timeout, cmd::mv::run(args)).await),
-            Command::Exec(args) => remote(cmd::exec::run(args).await),
+            // exec's --timeout is the remote command's limit; connecting, logging in and the
+            // final status get a grace period on top.
+            Command::Exec(args) => {
+                let limit = args.timeout.map(|limit| limit + cmd::remote::EXEC_GRACE);
+                remote(cmd::within(limit, cmd::exec::run(args)).await)
+            }
             Command::Shell(args) => remote(cmd::shell::run(args).await),
             Command::Chat(args) => done(cmd::chat::run(args).await),
             Command::User(user) => done(cmd::user::run(user)),

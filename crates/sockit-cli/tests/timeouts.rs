@@ -11,6 +11,11 @@ const SOCKIT: &str = env!("CARGO_BIN_EXE_sockit");
 /// Runs `sockit <command> --server <server> <rest>` with no login settings inherited; how long
 /// it took.
 fn run(args: &[&str], server: SocketAddr) -> (Output, Duration) {
+    run_with(args, server, &[])
+}
+
+/// As [`run`], with `env`.
+fn run_with(args: &[&str], server: SocketAddr, env: &[(&str, &str)]) -> (Output, Duration) {
     let home = tempfile::tempdir().unwrap();
     let started = Instant::now();
     let output = Command::new(SOCKIT)
@@ -21,6 +26,7 @@ fn run(args: &[&str], server: SocketAddr) -> (Output, Duration) {
         .env_remove("SOCKIT_IDENTITY")
         .env("SOCKIT_USER", "alice")
         .env("XDG_CONFIG_HOME", home.path())
+        .envs(env.iter().copied())
         .stdin(Stdio::null())
         .output()
         .unwrap();
@@ -68,6 +74,19 @@ fn every_client_command_gives_up_on_a_silent_server_after_its_timeout() {
         );
         assert!(took < Duration::from_secs(10), "{command:?} took {took:?}");
     }
+}
+
+#[test]
+fn exec_gives_up_on_a_silent_server_a_grace_period_after_its_timeout() {
+    let server = silent_listener();
+    let env = [("SOCKIT_PASSWORD", "secret")];
+    let (output, took) = run_with(&["exec", "--timeout", "0.5", "--", "true"], server, &env);
+    assert_eq!(output.status.code(), Some(255), "{output:?}");
+    assert_eq!(
+        String::from_utf8_lossy(&output.stderr),
+        "sockit: gave up after 10.5 s (--timeout)\n"
+    );
+    assert!(took < Duration::from_secs(20), "took {took:?}");
 }
 
 #[test]

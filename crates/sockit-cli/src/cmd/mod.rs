@@ -13,7 +13,7 @@ pub(crate) mod out;
 pub(crate) mod ping;
 mod progress;
 pub(crate) mod put;
-mod remote;
+pub(crate) mod remote;
 pub(crate) mod rm;
 pub(crate) mod serve;
 pub(crate) mod shell;

@@ -21,6 +21,9 @@ use crate::cmd::CmdError;
 const PROMPT_TRIES: usize = 3;
 /// A connection unused for this long is checked with a ping before the next command.
 const CHECK_AFTER_IDLE: Duration = Duration::from_secs(1);
+/// How long after a command's `--timeout` the client still waits for its final status (and,
+/// for `exec`, to connect and log in) before it gives up.
+pub(crate) const EXEC_GRACE: Duration = Duration::from_secs(10);
 
 #[derive(Debug, clap::Args)]
 pub(crate) struct LoginArgs {
@@ -84,6 +87,8 @@ pub(crate) async fn connect(args: &LoginArgs) -> Result<Client, CmdError> {
 pub(crate) struct Remote {
     client: Client,
     last_used: Instant,
+    /// A command was given up on mid-reply: the connection is out of step.
+    stale: bool,
 }
 
 impl Remote {
@@ -92,20 +97,40 @@ impl Remote {
         Ok(Remote {
             client: connect(args).await?,
             last_used: Instant::now(),
+            stale: false,
         })
     }
 
     /// Runs `cmd`, writing its output to our stdout and stderr as it arrives. A connection
-    /// that sat idle is checked first and, if the server closed it meanwhile, made again.
+    /// that sat idle is checked first and, if the server closed it meanwhile, made again. With
+    /// a `timeout`, the command is given up on [`EXEC_GRACE`] after it.
     pub(crate) async fn exec(
         &mut self,
         cmd: &str,
         timeout: Option<Duration>,
     ) -> Result<ExecOutcome, ClientError> {
-        if self.last_used.elapsed() > CHECK_AFTER_IDLE && self.client.ping().await.is_err() {
+        let idle = self.last_used.elapsed() > CHECK_AFTER_IDLE;
+        if self.stale || (idle && self.client.ping().await.is_err()) {
             self.client.reconnect().await?; // and logs in again
+            self.stale = false;
         }
-        let outcome = self.client.exec(cmd, timeout, write_output).await;
+        let running = self.client.exec(cmd, timeout, write_output);
+        let outcome = match timeout {
+            None => running.await,
+            Some(limit) => match tokio::time::timeout(limit + EXEC_GRACE, running).await {
+                Ok(outcome) => outcome,
+                Err(_) => {
+                    self.stale = true;
+                    Err(ClientError::from(std::io::Error::new(
+                        std::io::ErrorKind::TimedOut,
+                        format!(
+                            "no final status {} s after the command's --timeout; gave up",
+                            EXEC_GRACE.as_secs()
+                        ),
+                    )))
+                }
+            },
+        };
         self.last_used = Instant::now();
         outcome
     }
