@@ -162,8 +162,9 @@ fn mv_renames_and_replaces_only_with_force() {
     assert_eq!(serve.read("taken").as_deref(), Some(&b"old data"[..]));
     assert_eq!(serve.read("old"), None);
 
-    let output = serve.run(&["mv", "taken", "taken"], &[]);
+    let output = serve.run(&["mv", "taken", "taken", "-q"], &[]);
     assert!(output.status.success(), "{output:?}");
+    assert_eq!(stdout(&output), "", "-q prints no result line");
     assert_eq!(serve.read("taken").as_deref(), Some(&b"old data"[..]));
 
     for (from, to, code) in [

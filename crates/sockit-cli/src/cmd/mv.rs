@@ -1,9 +1,10 @@
-//! `sockit mv`: rename a stored file. A file already stored under the new name is replaced
-//! only with `--force`.
+//! `sockit mv`: rename a stored file and print what is now stored under the new name (unless
+//! `-q`). A file already stored under the new name is replaced only with `--force`.
 
 use sockit::client::printable;
 use sockit::proto::ErrorCode;
 
+use super::out::statusln;
 use super::remote::{self, LoginArgs};
 use super::{CmdResult, TimeoutArg};
 use crate::cmd::CmdError;
@@ -29,13 +30,11 @@ pub(crate) async fn run(args: Args) -> CmdResult {
     let mut client = remote::connect(&args.login).await?;
     let (old, new) = (printable(&args.old), printable(&args.new));
     match client.rename(&args.old, &args.new, args.force).await {
-        Ok(renamed) => {
-            println!(
-                "{old} -> {new}: {} bytes, blake3 {}",
-                renamed.length, renamed.hash
-            );
-            Ok(())
-        }
+        Ok(renamed) => statusln!(
+            "{old} -> {new}: {} bytes, blake3 {}",
+            renamed.length,
+            renamed.hash
+        ),
         Err(err) if err.remote_code() == Some(ErrorCode::Exists) => Err(format!(
             "cannot rename {old} to {new}: {new} already exists (use --force to replace it)"
         )
