@@ -35,6 +35,10 @@ enum Command {
     Get(cmd::get::Args),
     /// List the files in the server's store.
     Ls(cmd::ls::Args),
+    /// Remove files from the server's store.
+    Rm(cmd::rm::Args),
+    /// Rename a file in the server's store (replacing another only with --force).
+    Mv(cmd::mv::Args),
     /// Run a command on the server; its output and exit status come back.
     Exec(cmd::exec::Args),
     /// Log in once and run commands interactively (`>>:` prompt).
@@ -101,12 +105,27 @@ impl Command {
         };
         match self {
             Command::Serve(args) => done(cmd::serve::run(*args).await),
-            Command::Ping(args) => done(cmd::ping::run(args).await),
-            Command::Echo(args) => done(cmd::echo::run(args).await),
-            Command::Put(args) => done(cmd::put::run(args).await),
-            Command::Get(args) => done(cmd::get::run(args).await),
-            Command::Ls(args) => done(cmd::ls::run(args).await),
-            Command::Exec(args) => remote(cmd::exec::run(args).await),
+            Command::Ping(args) => {
+                done(cmd::within(args.timeout.timeout, cmd::ping::run(args)).await)
+            }
+            Command::Echo(args) => {
+                done(cmd::within(args.timeout.timeout, cmd::echo::run(args)).await)
+            }
+            Command::Put(args) => {
+                done(cmd::within(args.timeout.timeout, cmd::put::run(args)).await)
+            }
+            Command::Get(args) => {
+                done(cmd::within(args.timeout.timeout, cmd::get::run(args)).await)
+            }
+            Command::Ls(args) => done(cmd::within(args.timeout.timeout, cmd::ls::run(args)).await),
+            Command::Rm(args) => done(cmd::within(args.timeout.timeout, cmd::rm::run(args)).await),
+            Command::Mv(args) => done(cmd::within(args.timeout.timeout, cmd::mv::run(args)).await),
+            // exec's --timeout is the remote command's limit; connecting, logging in and the
+            // final status get a grace period on top.
+            Command::Exec(args) => {
+                let limit = args.timeout.map(|limit| limit + cmd::remote::EXEC_GRACE);
+                remote(cmd::within(limit, cmd::exec::run(args)).await)
+            }
             Command::Shell(args) => remote(cmd::shell::run(args).await),
             Command::Chat(args) => done(cmd::chat::run(args).await),
             Command::User(user) => done(cmd::user::run(user)),

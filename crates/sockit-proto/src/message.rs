@@ -42,11 +42,15 @@ pub enum Op {
     List,
     /// Whether a file is stored, and what is held of an upload.
     Stat,
+    /// Removing a stored file.
+    Delete,
+    /// Giving a stored file another name.
+    Rename,
 }
 
 impl Op {
     /// Every operation.
-    pub const ALL: [Op; 9] = [
+    pub const ALL: [Op; 11] = [
         Op::Ping,
         Op::Echo,
         Op::Challenge,
@@ -56,6 +60,8 @@ impl Op {
         Op::Get,
         Op::List,
         Op::Stat,
+        Op::Delete,
+        Op::Rename,
     ];
 
     /// The word in a request's `op`.
@@ -70,6 +76,8 @@ impl Op {
             Op::Get => "get",
             Op::List => "list",
             Op::Stat => "stat",
+            Op::Delete => "delete",
+            Op::Rename => "rename",
         }
     }
 
@@ -124,6 +132,10 @@ pub enum Request<'a> {
     List(ListRequest<'a>),
     /// `stat`.
     Stat(StatRequest<'a>),
+    /// `delete`.
+    Delete(DeleteRequest<'a>),
+    /// `rename`.
+    Rename(RenameRequest<'a>),
 }
 
 /// Why a header is not a request this server can run.
@@ -199,6 +211,8 @@ impl<'a> Request<'a> {
             Op::Get => Request::Get(header.parse().map_err(bad)?),
             Op::List => Request::List(header.parse().map_err(bad)?),
             Op::Stat => Request::Stat(header.parse().map_err(bad)?),
+            Op::Delete => Request::Delete(header.parse().map_err(bad)?),
+            Op::Rename => Request::Rename(header.parse().map_err(bad)?),
         })
     }
 
@@ -214,6 +228,8 @@ impl<'a> Request<'a> {
             Request::Get(_) => Op::Get,
             Request::List(_) => Op::List,
             Request::Stat(_) => Op::Stat,
+            Request::Delete(_) => Op::Delete,
+            Request::Rename(_) => Op::Rename,
         }
     }
 
@@ -239,6 +255,12 @@ impl<'a> Request<'a> {
                 header.fields(request);
             }
             Request::Stat(request) => {
+                header.fields(request);
+            }
+            Request::Delete(request) => {
+                header.fields(request);
+            }
+            Request::Rename(request) => {
                 header.fields(request);
             }
         }
@@ -516,6 +538,46 @@ pub struct StatRequest<'a> {
     /// The whole length of an upload to ask about.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub length: Option<u64>,
+}
+
+/// `delete`: remove the stored file `name`.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct DeleteRequest<'a> {
+    /// The stored name.
+    #[serde(borrow)]
+    pub name: Cow<'a, str>,
+}
+
+/// `rename`: the stored file `name` becomes `to`.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct RenameRequest<'a> {
+    /// The stored name.
+    #[serde(borrow)]
+    pub name: Cow<'a, str>,
+    /// Its new name.
+    #[serde(borrow)]
+    pub to: Cow<'a, str>,
+    /// Replace a stored file named `to`.
+    #[serde(default, skip_serializing_if = "is_false")]
+    pub overwrite: bool,
+}
+
+/// The reply to `delete`.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct DeleteReply {
+    /// The name that was removed.
+    pub name: String,
+}
+
+/// The reply to `rename`: the file under its new name.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct RenameReply {
+    /// The new name.
+    pub name: String,
+    /// Its length.
+    pub length: u64,
+    /// Its BLAKE3, hex.
+    pub hash: String,
 }
 
 /// The reply to `put`, once the file is stored and verified.
@@ -824,6 +886,47 @@ mod tests {
         match Request::parse(&parsed).unwrap() {
             Request::Get(request) => assert_eq!((&*request.name, request.offset), ("a.txt", 5)),
             other => panic!("{other:?}"),
+        }
+    }
+
+    #[test]
+    fn delete_and_rename_parse_with_their_fields() {
+        match Request::parse(&header(r#"{"op":"delete","name":"a"}"#)).unwrap() {
+            Request::Delete(request) => assert_eq!(&*request.name, "a"),
+            other => panic!("{other:?}"),
+        }
+        match Request::parse(&header(r#"{"op":"rename","name":"a","to":"b"}"#)).unwrap() {
+            Request::Rename(request) => {
+                assert_eq!(
+                    (&*request.name, &*request.to, request.overwrite),
+                    ("a", "b", false)
+                );
+            }
+            other => panic!("{other:?}"),
+        }
+        let rename = Request::Rename(RenameRequest {
+            name: "a".into(),
+            to: "b".into(),
+            overwrite: true,
+        });
+        let mut buf = BytesMut::new();
+        let mut writer = HeaderWriter::new(&mut buf);
+        rename.write(&mut writer);
+        writer.finish(0).unwrap();
+        assert_eq!(
+            &buf[4..],
+            br#"{"op":"rename","name":"a","to":"b","overwrite":true}"#
+        );
+        for bad in [
+            r#"{"op":"delete"}"#,
+            r#"{"op":"rename","name":"a"}"#,
+            r#"{"op":"rename","name":"a","to":"b","size":1}"#,
+        ] {
+            assert_eq!(
+                Request::parse(&header(bad)).unwrap_err().code(),
+                ErrorCode::BadRequest,
+                "{bad}"
+            );
         }
     }
 

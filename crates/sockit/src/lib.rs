@@ -32,7 +32,7 @@ pub mod server;
 pub mod store;
 mod transfer;
 
-pub use client::{Client, ClientError, ExecOutcome};
+pub use client::{Client, ClientError, ClientOptions, ExecOutcome};
 pub use command::{Exit, OutputStream};
 pub use config::ServerConfig;
 pub use connection::{ConnError, Connection, Deadlines};

@@ -2,9 +2,7 @@
 
 use std::io::{Read, Write};
 
-use sockit::Client;
-
-use super::{CmdResult, ServerArg};
+use super::{CmdResult, ConnectTimeoutArg, ServerArg, TimeoutArg};
 use crate::cmd::CmdError;
 
 #[derive(Debug, clap::Args)]
@@ -13,6 +11,10 @@ pub(crate) struct Args {
     text: Vec<String>,
     #[command(flatten)]
     server: ServerArg,
+    #[command(flatten)]
+    connect: ConnectTimeoutArg,
+    #[command(flatten)]
+    pub(crate) timeout: TimeoutArg,
 }
 
 pub(crate) async fn run(args: Args) -> CmdResult {
@@ -32,7 +34,7 @@ pub(crate) async fn run(args: Args) -> CmdResult {
     } else {
         args.text.join(" ").into_bytes()
     };
-    let mut client = Client::connect(&args.server.server).await?;
+    let mut client = super::connect(&args.server, &args.connect).await?;
     let echoed = client.echo(&body).await?;
     let mut stdout = std::io::stdout().lock();
     let written = stdout

@@ -32,9 +32,10 @@ pub(crate) const FAILED: u8 = 255;
 pub(crate) struct Args {
     #[command(flatten)]
     login: LoginArgs,
-    /// Seconds after which the server kills the command (it may allow less).
+    /// Seconds after which the server kills the command (it may allow less); sockit gives up
+    /// 10 s after that.
     #[arg(long, value_name = "SECS", value_parser = parse_seconds)]
-    timeout: Option<Duration>,
+    pub(crate) timeout: Option<Duration>,
     /// For scripts: once the command ends, one JSON object as the last line of standard error
     /// (`status`, `code`, `signal`, `timed_out`, `truncated`). None when sockit itself failed.
     #[arg(long)]

@@ -8,7 +8,7 @@ use sockit::ClientError;
 use super::out::{outln, statusln};
 use super::progress::Progress;
 use super::remote::{self, LoginArgs};
-use super::{CmdError, CmdResult};
+use super::{CmdError, CmdResult, TimeoutArg};
 
 #[derive(Debug, clap::Args)]
 pub(crate) struct Args {
@@ -30,6 +30,8 @@ pub(crate) struct Args {
     json: bool,
     #[command(flatten)]
     login: LoginArgs,
+    #[command(flatten)]
+    pub(crate) timeout: TimeoutArg,
 }
 
 pub(crate) async fn run(args: Args) -> CmdResult {

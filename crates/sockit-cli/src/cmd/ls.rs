@@ -9,7 +9,7 @@ use std::io::{self, Write};
 use sockit::store::FileInfo;
 
 use super::remote::{self, LoginArgs};
-use super::CmdResult;
+use super::{CmdResult, TimeoutArg};
 use crate::cmd::CmdError;
 
 #[derive(Debug, clap::Args)]
@@ -19,6 +19,8 @@ pub(crate) struct Args {
     json: bool,
     #[command(flatten)]
     login: LoginArgs,
+    #[command(flatten)]
+    pub(crate) timeout: TimeoutArg,
 }
 
 /// Lists the store, printing each page as it arrives; any failure, mid-way too, is the error.

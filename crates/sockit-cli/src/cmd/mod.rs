@@ -8,17 +8,23 @@ pub(crate) mod exec;
 pub(crate) mod get;
 pub(crate) mod keygen;
 pub(crate) mod ls;
+pub(crate) mod mv;
 pub(crate) mod out;
 pub(crate) mod ping;
 mod progress;
 pub(crate) mod put;
-mod remote;
+pub(crate) mod remote;
+pub(crate) mod rm;
 pub(crate) mod serve;
 pub(crate) mod shell;
 pub(crate) mod user;
 
 use std::fmt::Display;
+use std::future::Future;
 use std::process::ExitCode;
+use std::time::Duration;
+
+use sockit::{Client, ClientOptions};
 
 /// How a command ends when it fails: printed as one line, `sockit: <error>`.
 pub(crate) type CmdResult = Result<(), CmdError>;
@@ -72,6 +78,9 @@ pub(crate) enum CmdError {
     /// The reader of standard output went away: the command ends quietly (see [`out`]).
     #[error("standard output closed")]
     BrokenPipe,
+    /// The command did not finish within its `--timeout`.
+    #[error("gave up after {} s (--timeout)", .0.as_secs_f64())]
+    TimedOut(Duration),
 }
 
 impl CmdError {
@@ -105,6 +114,55 @@ pub(crate) struct ServerArg {
     /// Server address, host:port.
     #[arg(long, env = "SOCKIT_SERVER", default_value = sockit::defaults::ADDR)]
     pub(crate) server: String,
+}
+
+/// How long a client command waits to connect.
+#[derive(Debug, clap::Args)]
+pub(crate) struct ConnectTimeoutArg {
+    /// Seconds connecting may take.
+    #[arg(long, value_name = "SECS", default_value = "10", value_parser = serve::parse_seconds)]
+    pub(crate) connect_timeout: Duration,
+}
+
+impl ConnectTimeoutArg {
+    /// How the client waits: connecting as asked, each reply as the library's default.
+    pub(crate) fn options(&self) -> ClientOptions {
+        ClientOptions {
+            connect_timeout: self.connect_timeout,
+            ..ClientOptions::default()
+        }
+    }
+}
+
+/// How long a client command may take in all.
+#[derive(Debug, clap::Args)]
+pub(crate) struct TimeoutArg {
+    /// Give up after this many seconds in all (default: no limit, as transfers may be long;
+    /// a server silent for 60 s is given up on anyway).
+    #[arg(long, value_name = "SECS", value_parser = serve::parse_seconds)]
+    pub(crate) timeout: Option<Duration>,
+}
+
+/// Connects to `server` without logging in (`ping`, `echo`).
+pub(crate) async fn connect(
+    server: &ServerArg,
+    connect: &ConnectTimeoutArg,
+) -> Result<Client, CmdError> {
+    Ok(Client::connect_with_options(&server.server, connect.options()).await?)
+}
+
+/// Runs a command, giving up with [`CmdError::TimedOut`] once `timeout` has passed. What the
+/// command held is dropped, which closes its connection.
+pub(crate) async fn within<T>(
+    timeout: Option<Duration>,
+    command: impl Future<Output = Result<T, CmdError>>,
+) -> Result<T, CmdError> {
+    match timeout {
+        None => command.await,
+        Some(limit) => tokio::time::timeout(limit, command)
+            .await
+            .unwrap_or(Err(CmdError::TimedOut(limit))),
+    }
 }
 
 /// Prints `sockit: <why>` to standard error and gives the failing exit status.

@@ -3,10 +3,8 @@
 
 use std::time::{Duration, Instant};
 
-use sockit::Client;
-
 use super::out::{outln, statusln};
-use super::{CmdResult, ServerArg};
+use super::{CmdResult, ConnectTimeoutArg, ServerArg, TimeoutArg};
 use crate::cmd::CmdError;
 
 #[derive(Debug, clap::Args)]
@@ -23,6 +21,10 @@ pub(crate) struct Args {
     json: bool,
     #[command(flatten)]
     server: ServerArg,
+    #[command(flatten)]
+    connect: ConnectTimeoutArg,
+    #[command(flatten)]
+    pub(crate) timeout: TimeoutArg,
 }
 
 pub(crate) async fn run(args: Args) -> CmdResult {
@@ -34,7 +36,7 @@ pub(crate) async fn run(args: Args) -> CmdResult {
         ))
     })?;
     let started = Instant::now();
-    let mut client = Client::connect(addr).await?;
+    let mut client = super::connect(&args.server, &args.connect).await?;
     let report = !args.json;
     if report {
         statusln!("PING {addr}: connected in {}", millis(started.elapsed()))?;

@@ -14,7 +14,7 @@ use sockit::{Client, ClientError};
 use super::out::{outln, statusln};
 use super::progress::Progress;
 use super::remote::{self, LoginArgs};
-use super::CmdResult;
+use super::{CmdResult, TimeoutArg};
 use crate::cmd::CmdError;
 
 /// The argument that means standard input.
@@ -38,6 +38,8 @@ pub(crate) struct Args {
     json: bool,
     #[command(flatten)]
     login: LoginArgs,
+    #[command(flatten)]
+    pub(crate) timeout: TimeoutArg,
 }
 
 /// How one upload ended, when it stored something.

@@ -14,13 +14,16 @@ use sockit::auth::keys::Identity;
 use sockit::proto::ErrorCode;
 use sockit::{Client, ClientError, ExecOutcome, OutputStream};
 
-use super::ServerArg;
+use super::{ConnectTimeoutArg, ServerArg};
 use crate::cmd::CmdError;
 
 /// Password tries at an interactive prompt.
 const PROMPT_TRIES: usize = 3;
 /// A connection unused for this long is checked with a ping before the next command.
 const CHECK_AFTER_IDLE: Duration = Duration::from_secs(1);
+/// How long after a command's `--timeout` the client still waits for its final status (and,
+/// for `exec`, to connect and log in) before it gives up.
+pub(crate) const EXEC_GRACE: Duration = Duration::from_secs(10);
 
 #[derive(Debug, clap::Args)]
 pub(crate) struct LoginArgs {
@@ -32,6 +35,8 @@ pub(crate) struct LoginArgs {
     identity: Option<PathBuf>,
     #[command(flatten)]
     server: ServerArg,
+    #[command(flatten)]
+    connect: ConnectTimeoutArg,
 }
 
 /// `$XDG_CONFIG_HOME/sockit/id_ed25519`, else `~/.config/sockit/id_ed25519`.
@@ -72,7 +77,7 @@ pub(crate) async fn connect(args: &LoginArgs) -> Result<Client, CmdError> {
         .transpose()?;
     let addr = &args.server.server;
     let started = Instant::now();
-    let mut client = Client::connect(addr).await?;
+    let mut client = Client::connect_with_options(addr, args.connect.options()).await?;
     tracing::info!("connected to {addr} in {:.1?}", started.elapsed());
     login(&mut client, &user, identity, addr).await?;
     Ok(client)
@@ -82,6 +87,8 @@ pub(crate) async fn connect(args: &LoginArgs) -> Result<Client, CmdError> {
 pub(crate) struct Remote {
     client: Client,
     last_used: Instant,
+    /// A command was given up on mid-reply: the connection is out of step.
+    stale: bool,
 }
 
 impl Remote {
@@ -90,20 +97,40 @@ impl Remote {
         Ok(Remote {
             client: connect(args).await?,
             last_used: Instant::now(),
+            stale: false,
         })
     }
 
     /// Runs `cmd`, writing its output to our stdout and stderr as it arrives. A connection
-    /// that sat idle is checked first and, if the server closed it meanwhile, made again.
+    /// that sat idle is checked first and, if the server closed it meanwhile, made again. With
+    /// a `timeout`, the command is given up on [`EXEC_GRACE`] after it.
     pub(crate) async fn exec(
         &mut self,
         cmd: &str,
         timeout: Option<Duration>,
     ) -> Result<ExecOutcome, ClientError> {
-        if self.last_used.elapsed() > CHECK_AFTER_IDLE && self.client.ping().await.is_err() {
+        let idle = self.last_used.elapsed() > CHECK_AFTER_IDLE;
+        if self.stale || (idle && self.client.ping().await.is_err()) {
             self.client.reconnect().await?; // and logs in again
+            self.stale = false;
         }
-        let outcome = self.client.exec(cmd, timeout, write_output).await;
+        let running = self.client.exec(cmd, timeout, write_output);
+        let outcome = match timeout {
+            None => running.await,
+            Some(limit) => match tokio::time::timeout(limit + EXEC_GRACE, running).await {
+                Ok(outcome) => outcome,
+                Err(_) => {
+                    self.stale = true;
+                    Err(ClientError::from(std::io::Error::new(
+                        std::io::ErrorKind::TimedOut,
+                        format!(
+                            "no final status {} s after the command's --timeout; gave up",
+                            EXEC_GRACE.as_secs()
+                        ),
+                    )))
+                }
+            },
+        };
         self.last_used = Instant::now();
         outcome
     }

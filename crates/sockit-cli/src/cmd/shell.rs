@@ -20,7 +20,8 @@ use crate::cmd::CmdError;
 pub(crate) struct Args {
     #[command(flatten)]
     login: LoginArgs,
-    /// Seconds after which the server kills each command (it may allow less).
+    /// Seconds after which the server kills each command (it may allow less); sockit gives
+    /// up on a command 10 s after that.
     #[arg(long, value_name = "SECS", value_parser = parse_seconds)]
     timeout: Option<Duration>,
 }

@@ -10,7 +10,7 @@ use sockit_proto::{Event, Header};
 use tokio::io::{AsyncRead, AsyncReadExt};
 use tokio::time::Instant;
 
-use super::{parse_header, remote_error, Client, ClientError, Connect, REPLY_TIMEOUT};
+use super::{parse_header, remote_error, Client, ClientError, Connect};
 use crate::command::{Exit, OutputStream};
 
 /// How a remote command ended.
@@ -58,9 +58,9 @@ impl<C: Connect> Client<C> {
         self.write_request(&request, 0)?;
         // A command may rightly say nothing for as long as it runs.
         self.conn
-            .set_idle(timeout.map(|timeout| timeout + REPLY_TIMEOUT));
+            .set_idle(timeout.map(|timeout| timeout + self.reply_timeout));
         let outcome = self.read_exec_reply(&mut output).await;
-        self.conn.set_idle(Some(REPLY_TIMEOUT));
+        self.conn.set_idle(Some(self.reply_timeout));
         outcome
     }
 
@@ -95,7 +95,7 @@ impl<C: Connect> Client<C> {
                 ))
             }
         }
-        let deadline = timeout.map(|timeout| Instant::now() + timeout + REPLY_TIMEOUT);
+        let deadline = timeout.map(|timeout| Instant::now() + timeout + self.reply_timeout);
         let mut buf = vec![0u8; INPUT_CHUNK];
         let mut input_open = true;
         let mut stream = None;

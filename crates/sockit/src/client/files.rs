@@ -1,8 +1,10 @@
 //! The client side of the file store: `stat`, `list` (page by page, or all pages collected),
-//! and what uploads and downloads share.
+//! `delete`, `rename`, and what uploads and downloads share.
 
 use serde::Deserialize;
-use sockit_proto::message::{ListReply, ListRequest, Request, StatRequest};
+use sockit_proto::message::{
+    DeleteRequest, ListReply, ListRequest, RenameReply, RenameRequest, Request, StatRequest,
+};
 
 use super::{Client, ClientError, Connect, Tcp};
 use crate::store::FileInfo;
@@ -34,6 +36,38 @@ impl<C: Connect> Client<C> {
         let request = Request::Stat(StatRequest {
             name: name.into(),
             length,
+        });
+        self.call(&request, b"").await?.parse()
+    }
+
+    /// `delete`: removes the stored file `name`.
+    ///
+    /// # Errors
+    ///
+    /// As [`Client::call`]; the server refuses with `not_found` when there is no such file and
+    /// `bad_name` for a name it would never store.
+    pub async fn delete(&mut self, name: &str) -> Result<(), ClientError> {
+        let request = Request::Delete(DeleteRequest { name: name.into() });
+        self.call(&request, b"").await.map(drop)
+    }
+
+    /// `rename`: the stored file `name` becomes `to`; a file already named `to` is replaced
+    /// only with `overwrite`. Returns the file's new name, length and hash.
+    ///
+    /// # Errors
+    ///
+    /// As [`Client::call`]; the server refuses with `not_found`, `exists` (when `to` is
+    /// taken and `overwrite` is false) or `bad_name`.
+    pub async fn rename(
+        &mut self,
+        name: &str,
+        to: &str,
+        overwrite: bool,
+    ) -> Result<RenameReply, ClientError> {
+        let request = Request::Rename(RenameRequest {
+            name: name.into(),
+            to: to.into(),
+            overwrite,
         });
         self.call(&request, b"").await?.parse()
     }

@@ -36,10 +36,32 @@ use tokio::net::TcpStream;
 
 use crate::connection::{ConnError, Connection, Deadlines};
 
-/// How long connecting may take.
-const CONNECT_TIMEOUT: Duration = Duration::from_secs(10);
-/// How long the client waits for the server to say anything.
-pub(crate) const REPLY_TIMEOUT: Duration = Duration::from_secs(60);
+/// How long connecting may take, by default.
+pub const CONNECT_TIMEOUT: Duration = Duration::from_secs(10);
+/// How long the client waits for the server to say anything, by default.
+pub const REPLY_TIMEOUT: Duration = Duration::from_secs(60);
+
+/// How long a client waits. Every wait is bounded: connecting by `connect_timeout`, and each
+/// read or write by `reply_timeout` of silence (a remote command's output may rightly pause for
+/// as long as the command runs). A limit on a whole operation, however long its transfer, is
+/// the caller's: wrap the call in `tokio::time::timeout`; dropping the future closes the
+/// connection, and an interrupted upload or download resumes as usual.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct ClientOptions {
+    /// How long making the connection may take.
+    pub connect_timeout: Duration,
+    /// How long the server may stay silent while a reply is awaited (or not take our bytes).
+    pub reply_timeout: Duration,
+}
+
+impl Default for ClientOptions {
+    fn default() -> ClientOptions {
+        ClientOptions {
+            connect_timeout: CONNECT_TIMEOUT,
+            reply_timeout: REPLY_TIMEOUT,
+        }
+    }
+}
 
 /// Why a request did not succeed.
 #[derive(Debug, thiserror::Error)]
@@ -199,14 +221,23 @@ pub trait Connect: Send + Sync {
 #[derive(Debug, Clone)]
 pub struct Tcp {
     addr: String,
+    connect_timeout: Duration,
 }
 
 impl Tcp {
-    /// TCP to `addr` (`host:port`).
+    /// TCP to `addr` (`host:port`), giving up on connecting after [`CONNECT_TIMEOUT`].
     pub fn new(addr: &str) -> Tcp {
         Tcp {
             addr: addr.to_owned(),
+            connect_timeout: CONNECT_TIMEOUT,
         }
+    }
+
+    /// The same, giving up on connecting after `timeout`.
+    #[must_use]
+    pub fn connect_timeout(mut self, timeout: Duration) -> Tcp {
+        self.connect_timeout = timeout;
+        self
     }
 }
 
@@ -214,13 +245,14 @@ impl Connect for Tcp {
     type Stream = TcpStream;
 
     async fn connect(&self) -> Result<TcpStream, ClientError> {
-        let connecting = tokio::time::timeout(CONNECT_TIMEOUT, TcpStream::connect(&self.addr));
+        let limit = self.connect_timeout;
+        let connecting = tokio::time::timeout(limit, TcpStream::connect(&self.addr));
         let stream = connecting
             .await
             .unwrap_or_else(|_| {
                 Err(io::Error::new(
                     io::ErrorKind::TimedOut,
-                    format!("no answer within {CONNECT_TIMEOUT:?}"),
+                    format!("no answer within {limit:?}"),
                 ))
             })
             .map_err(|source| ClientError::Connect {
@@ -238,6 +270,8 @@ pub struct Client<C: Connect = Tcp> {
     connector: C,
     conn: Connection<C::Stream>,
     login: Option<Login>,
+    /// How long the server may stay silent.
+    reply_timeout: Duration,
 }
 
 /// How a client logged in, kept to log in again after reconnecting.
@@ -269,6 +303,19 @@ impl Client<Tcp> {
     pub async fn connect(addr: &str) -> Result<Client<Tcp>, ClientError> {
         Client::connect_with(Tcp::new(addr)).await
     }
+
+    /// Connects to `addr` (`host:port`) over TCP, waiting as `options` say.
+    ///
+    /// # Errors
+    ///
+    /// [`ClientError::Connect`], saying why ("connection refused", "no answer within 10s").
+    pub async fn connect_with_options(
+        addr: &str,
+        options: ClientOptions,
+    ) -> Result<Client<Tcp>, ClientError> {
+        let tcp = Tcp::new(addr).connect_timeout(options.connect_timeout);
+        Client::connect_with_reply_timeout(tcp, options.reply_timeout).await
+    }
 }
 
 impl<C: Connect> Client<C> {
@@ -278,11 +325,25 @@ impl<C: Connect> Client<C> {
     ///
     /// As the connector's [`Connect::connect`].
     pub async fn connect_with(connector: C) -> Result<Client<C>, ClientError> {
-        let conn = Client::open(&connector).await?;
+        Client::connect_with_reply_timeout(connector, REPLY_TIMEOUT).await
+    }
+
+    /// Connects through `connector`; the server may then stay silent for `reply_timeout` while
+    /// a reply is awaited.
+    ///
+    /// # Errors
+    ///
+    /// As the connector's [`Connect::connect`].
+    pub async fn connect_with_reply_timeout(
+        connector: C,
+        reply_timeout: Duration,
+    ) -> Result<Client<C>, ClientError> {
+        let conn = Client::open(&connector, reply_timeout).await?;
         Ok(Client {
             connector,
             conn,
             login: None,
+            reply_timeout,
         })
     }
 
@@ -294,7 +355,7 @@ impl<C: Connect> Client<C> {
     ///
     /// As [`Client::connect_with`], and as the login.
     pub async fn reconnect(&mut self) -> Result<(), ClientError> {
-        self.conn = Client::open(&self.connector).await?;
+        self.conn = Client::open(&self.connector, self.reply_timeout).await?;
         match self.login.clone() {
             None => Ok(()),
             Some(Login::Password { user, password }) => self.login_password(&user, &password).await,
@@ -302,11 +363,14 @@ impl<C: Connect> Client<C> {
         }
     }
 
-    async fn open(connector: &C) -> Result<Connection<C::Stream>, ClientError> {
+    async fn open(
+        connector: &C,
+        reply_timeout: Duration,
+    ) -> Result<Connection<C::Stream>, ClientError> {
         let stream = connector.connect().await?;
         let deadlines = Deadlines {
             header: None,
-            idle: Some(REPLY_TIMEOUT),
+            idle: Some(reply_timeout),
         };
         Ok(Connection::new(stream, Limits::default(), deadlines))
     }

@@ -1,4 +1,5 @@
-//! The file store's operations: `put` (whole, resumed, or chunked), `get`, `list`, `stat`.
+//! The file store's operations: `put` (whole, resumed, or chunked), `get`, `list`, `stat`,
+//! `delete`, `rename`.
 //!
 //! An upload is three steps, so that a front end can move the bytes its own way in between:
 //! [`begin_put`] checks the request and opens the partial file, the front end streams the
@@ -14,8 +15,8 @@ use std::os::unix::fs::PermissionsExt;
 use std::sync::Arc;
 
 use sockit_proto::message::{
-    ChunkEnd, GetReply, GetRequest, ListReply, ListRequest, PutReply, PutRequest, StatReply,
-    StatRequest,
+    ChunkEnd, DeleteReply, DeleteRequest, GetReply, GetRequest, ListReply, ListRequest, PutReply,
+    PutRequest, RenameReply, RenameRequest, StatReply, StatRequest,
 };
 use sockit_proto::ErrorCode;
 use tokio::sync::OwnedSemaphorePermit;
@@ -304,5 +305,58 @@ pub(crate) async fn stat(
         length: info.as_ref().map(|info| info.length),
         modified: info.as_ref().map(|info| info.modified),
         partial,
+    })
+}
+
+/// `delete`: removes a stored file (never a partial upload, never through a link).
+///
+/// # Errors
+///
+/// `bad_name`, `not_found`, or a store failure.
+pub(crate) async fn delete(
+    store: &Arc<Store>,
+    request: &DeleteRequest<'_>,
+) -> Result<DeleteReply, OpError> {
+    let name = FileName::new(&request.name).map_err(|err| OpError::new(ErrorCode::BadName, err))?;
+    let name = blocking({
+        let store = Arc::clone(store);
+        move || store.delete(&name).map(|()| name)
+    })
+    .await?;
+    Ok(DeleteReply {
+        name: name.to_string(),
+    })
+}
+
+/// `rename`: the stored file `name` becomes `to` (replacing a file of that name only with
+/// `overwrite`), and the reply says what is stored under `to`. Hashing a file whose hash is
+/// not cached reads it, so it holds a streaming slot.
+///
+/// # Errors
+///
+/// `bad_name` (either name), `not_found`, `exists`, or a store failure.
+pub(crate) async fn rename(
+    store: &Arc<Store>,
+    request: &RenameRequest<'_>,
+) -> Result<RenameReply, OpError> {
+    let bad_name = |err| OpError::new(ErrorCode::BadName, err);
+    let from = FileName::new(&request.name).map_err(bad_name)?;
+    let to = FileName::new(&request.to).map_err(bad_name)?;
+    let overwrite = request.overwrite;
+    let _slot = store.transfer_slot().await;
+    let (info, hash) = blocking({
+        let store = Arc::clone(store);
+        move || -> Result<_, StoreError> {
+            store.rename(&from, &to, overwrite)?;
+            let (file, info) = store.open_for_read(&to)?;
+            let hash = store.hash_of(&to, &file)?;
+            Ok((info, hash))
+        }
+    })
+    .await?;
+    Ok(RenameReply {
+        name: info.name,
+        length: info.length,
+        hash: hash.to_hex().to_string(),
     })
 }

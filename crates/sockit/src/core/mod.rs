@@ -7,7 +7,7 @@
 //! requests in its own grammar, asks [`Core::authorize`], calls the operation and writes the
 //! outcome back in its grammar.
 //!
-//! - [`files`]: `put` (whole, resumed, or chunked), `get`, `list`, `stat`.
+//! - [`files`]: `put` (whole, resumed, or chunked), `get`, `list`, `stat`, `delete`, `rename`.
 //! - [`login`]: `challenge` and `login`, changing the session.
 //! - [`exec`]: a remote command for a logged-in session.
 

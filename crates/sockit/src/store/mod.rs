@@ -364,6 +364,88 @@ impl Store {
         Ok(hash)
     }
 
+    /// Removes the stored file `name` and its cached hash. Partial uploads of the name are
+    /// left alone; a symbolic link or anything but a regular file is not a stored file.
+    ///
+    /// # Errors
+    ///
+    /// [`StoreError::NotFound`] when there is no regular file by that name, or a file-system
+    /// failure.
+    pub fn delete(&self, name: &FileName) -> Result<(), StoreError> {
+        if self.stat(name)?.is_none() {
+            return Err(StoreError::NotFound(name.to_string()));
+        }
+        // `unlink` never follows a link: should the name have become one since, the link goes.
+        match fs::remove_file(self.root.join(name.as_str())) {
+            Ok(()) => {}
+            Err(err) if err.kind() == io::ErrorKind::NotFound => {
+                return Err(StoreError::NotFound(name.to_string()))
+            }
+            Err(err) => return Err(err.into()),
+        }
+        self.forget_hash(name);
+        self.sync_root()?;
+        Ok(())
+    }
+
+    /// Gives the stored file `from` the name `to`, atomically: without `overwrite`, a file
+    /// named `to` is never replaced, even one that appears while this runs (`renameat2` with
+    /// `RENAME_NOREPLACE`, else a hard link then an unlink). The cached hash moves with the
+    /// file. Renaming a file onto its own name changes nothing. Returns the file under its new
+    /// name.
+    ///
+    /// # Errors
+    ///
+    /// [`StoreError::NotFound`] when `from` is no regular file, [`StoreError::Exists`] when
+    /// `to` is taken and `overwrite` is false (or `to` is not a regular file), or a
+    /// file-system failure.
+    pub fn rename(
+        &self,
+        from: &FileName,
+        to: &FileName,
+        overwrite: bool,
+    ) -> Result<FileInfo, StoreError> {
+        let Some(info) = self.stat(from)? else {
+            return Err(StoreError::NotFound(from.to_string()));
+        };
+        if from == to {
+            return Ok(info);
+        }
+        let (source, target) = (self.root.join(from.as_str()), self.root.join(to.as_str()));
+        // Only a regular file is ever replaced. Whether one is there is left to the move
+        // itself, which is the only check that cannot be overtaken.
+        if fs::symlink_metadata(&target).is_ok_and(|meta| !meta.is_file()) {
+            return Err(StoreError::Exists(to.to_string()));
+        }
+        let moved = if overwrite {
+            fs::rename(&source, &target)
+        } else {
+            rename_noreplace(&source, &target)
+        };
+        match moved {
+            Ok(()) => {}
+            Err(err) if err.kind() == io::ErrorKind::AlreadyExists => {
+                return Err(StoreError::Exists(to.to_string()))
+            }
+            Err(err) if err.kind() == io::ErrorKind::NotFound => {
+                return Err(StoreError::NotFound(from.to_string()))
+            }
+            Err(err) if err.raw_os_error() == Some(libc::EISDIR) => {
+                return Err(StoreError::Exists(to.to_string()))
+            }
+            Err(err) => return Err(err.into()),
+        }
+        // The record is checked against length and modification time, which a rename keeps.
+        if fs::rename(self.meta_path(from), self.meta_path(to)).is_err() {
+            self.forget_hash(to);
+        }
+        self.sync_root()?;
+        Ok(FileInfo {
+            name: to.to_string(),
+            ..info
+        })
+    }
+
     /// Deletes partial uploads not in progress and untouched for the time-to-live; returns how
     /// many.
     ///
@@ -419,6 +501,15 @@ impl Store {
             .and_then(|()| fs::rename(&tmp, &path));
         if let Err(err) = written {
             tracing::debug!(%err, "could not cache a file hash");
+        }
+    }
+
+    /// Drops the cached hash of `name`, if any.
+    fn forget_hash(&self, name: &FileName) {
+        match fs::remove_file(self.meta_path(name)) {
+            Ok(()) => {}
+            Err(err) if err.kind() == io::ErrorKind::NotFound => {}
+            Err(err) => tracing::debug!(%err, "could not drop a cached file hash"),
         }
     }
 
@@ -540,6 +631,37 @@ impl Drop for Upload {
             remove_partial(&self.partial);
         }
     }
+}
+
+/// Renames `source` to `target` unless `target` exists, atomically: `renameat2` with
+/// `RENAME_NOREPLACE` where the system has it, else a hard link (which fails if `target`
+/// exists) and the unlink of `source`.
+fn rename_noreplace(source: &Path, target: &Path) -> io::Result<()> {
+    #[cfg(all(target_os = "linux", target_env = "gnu"))]
+    {
+        use nix::errno::Errno;
+        use nix::fcntl::{renameat2, RenameFlags, AT_FDCWD};
+        match renameat2(
+            AT_FDCWD,
+            source,
+            AT_FDCWD,
+            target,
+            RenameFlags::RENAME_NOREPLACE,
+        ) {
+            Ok(()) => return Ok(()),
+            // The file system cannot do it: link and unlink instead.
+            Err(Errno::EINVAL | Errno::ENOSYS | Errno::EOPNOTSUPP) => {}
+            Err(errno) => return Err(errno.into()),
+        }
+    }
+    link_then_unlink(source, target)
+}
+
+/// Moves `source` to `target` unless `target` exists: a hard link (which never replaces, and
+/// never follows a link), then the unlink of `source`.
+fn link_then_unlink(source: &Path, target: &Path) -> io::Result<()> {
+    fs::hard_link(source, target)?;
+    fs::remove_file(source)
 }
 
 /// Deletes a partial upload; a failure is logged, and the sweep of expired partials retries.
@@ -868,6 +990,130 @@ mod tests {
             "once idle, it expires too"
         );
         assert_eq!(partials(&store).len(), 1);
+    }
+
+    #[test]
+    fn delete_removes_the_file_and_its_hash_but_no_partial_and_no_link() {
+        let (dir, store) = open(DAY);
+        let file = name("gone");
+        let (mut upload, _) = store.begin_upload(file.clone(), 0, 10, false).unwrap();
+        upload.write(b"part").unwrap();
+        drop(upload);
+        put(&store, &file, b"data", false).unwrap();
+        assert!(store.meta_path(&file).exists());
+
+        store.delete(&file).unwrap();
+        assert!(!dir.path().join("gone").exists());
+        assert!(!store.meta_path(&file).exists(), "the cached hash stayed");
+        assert_eq!(
+            store.partial_held(&file, 10),
+            4,
+            "a partial upload was touched"
+        );
+        assert!(matches!(store.delete(&file), Err(StoreError::NotFound(n)) if n == "gone"));
+
+        // A symbolic link in the root is not a stored file: neither it nor its target goes.
+        fs::write(dir.path().join("target"), b"kept").unwrap();
+        std::os::unix::fs::symlink(dir.path().join("target"), dir.path().join("link")).unwrap();
+        assert!(matches!(
+            store.delete(&name("link")),
+            Err(StoreError::NotFound(_))
+        ));
+        assert!(fs::symlink_metadata(dir.path().join("link")).is_ok());
+        assert_eq!(fs::read(dir.path().join("target")).unwrap(), b"kept");
+    }
+
+    #[test]
+    fn rename_moves_the_file_and_its_hash_and_replaces_only_when_asked() {
+        let (dir, store) = open(DAY);
+        let (a, b) = (name("a"), name("b"));
+        put(&store, &a, b"alpha", false).unwrap();
+        put(&store, &b, b"beta", false).unwrap();
+
+        let err = store.rename(&a, &b, false).unwrap_err();
+        assert!(matches!(&err, StoreError::Exists(n) if n == "b"), "{err}");
+        assert_eq!(fs::read(dir.path().join("b")).unwrap(), b"beta");
+        assert_eq!(fs::read(dir.path().join("a")).unwrap(), b"alpha");
+
+        let info = store.rename(&a, &b, true).unwrap();
+        assert_eq!((info.name.as_str(), info.length), ("b", 5));
+        assert!(!dir.path().join("a").exists());
+        assert_eq!(fs::read(dir.path().join("b")).unwrap(), b"alpha");
+        assert!(!store.meta_path(&a).exists());
+        let record: HashRecord =
+            serde_json::from_slice(&fs::read(store.meta_path(&b)).unwrap()).unwrap();
+        assert_eq!(record.hash, blake3::hash(b"alpha").to_hex().as_str());
+
+        let info = store.rename(&b, &name("c"), false).unwrap();
+        assert_eq!(info.name, "c");
+        assert_eq!(
+            store.rename(&name("c"), &name("c"), false).unwrap().length,
+            5
+        );
+        assert!(
+            matches!(store.rename(&a, &name("d"), false), Err(StoreError::NotFound(n)) if n == "a")
+        );
+
+        // Links are neither moved nor replaced.
+        std::os::unix::fs::symlink(dir.path().join("c"), dir.path().join("link")).unwrap();
+        assert!(matches!(
+            store.rename(&name("link"), &name("e"), true),
+            Err(StoreError::NotFound(_))
+        ));
+        assert!(matches!(
+            store.rename(&name("c"), &name("link"), true),
+            Err(StoreError::Exists(_))
+        ));
+        assert_eq!(fs::read(dir.path().join("c")).unwrap(), b"alpha");
+    }
+
+    #[test]
+    fn the_no_replace_moves_refuse_a_target_that_exists_when_they_run() {
+        let dir = tempfile::tempdir().unwrap();
+        let (source, target) = (dir.path().join("s"), dir.path().join("t"));
+        for mv in [rename_noreplace, link_then_unlink] {
+            fs::write(&source, b"source").unwrap();
+            fs::write(&target, b"target").unwrap();
+            let err = mv(&source, &target).unwrap_err();
+            assert_eq!(err.kind(), io::ErrorKind::AlreadyExists);
+            assert_eq!(fs::read(&target).unwrap(), b"target");
+            assert_eq!(fs::read(&source).unwrap(), b"source");
+            fs::remove_file(&target).unwrap();
+            mv(&source, &target).unwrap();
+            assert_eq!(fs::read(&target).unwrap(), b"source");
+            assert!(!source.exists());
+            fs::remove_file(&target).unwrap();
+        }
+    }
+
+    #[test]
+    fn a_target_created_while_renaming_is_never_replaced() {
+        let (dir, store) = open(DAY);
+        for round in 0..200 {
+            let (from, to) = (name(&format!("a{round}")), name(&format!("b{round}")));
+            fs::write(dir.path().join(from.as_str()), b"mine").unwrap();
+            let target = dir.path().join(to.as_str());
+            let creator = std::thread::spawn(move || {
+                match OpenOptions::new()
+                    .write(true)
+                    .create_new(true)
+                    .open(&target)
+                {
+                    Ok(mut file) => {
+                        file.write_all(b"theirs").unwrap();
+                        true
+                    }
+                    Err(err) if err.kind() == io::ErrorKind::AlreadyExists => false,
+                    Err(err) => panic!("{err}"),
+                }
+            });
+            let renamed = store.rename(&from, &to, false);
+            let created = creator.join().unwrap();
+            assert!(
+                renamed.is_ok() != created,
+                "round {round}: rename {renamed:?}, other file created: {created}"
+            );
+        }
     }
 
     #[test]

@@ -1,5 +1,5 @@
 //! The file operations in frames: a `put` body (and its trailer, or its chunk frames), a `get`
-//! body, a `list` page, a `stat`.
+//! body, a `list` page, a `stat`, a `delete`, a `rename`.
 //!
 //! ```text
 //! put              {"op":"put",…,"size":n} + n bytes [+ {"hash":…} when "trailer":true]
@@ -14,7 +14,8 @@
 //! follows can no longer be told from the next requests.
 
 use sockit_proto::message::{
-    ChunkFrame, GetRequest, ListRequest, PutRequest, PutTrailer, StatRequest,
+    ChunkFrame, DeleteRequest, GetRequest, ListRequest, PutRequest, PutTrailer, RenameRequest,
+    StatRequest,
 };
 use sockit_proto::{ErrorCode, FrameError, Header};
 use tokio::io::{AsyncRead, AsyncWrite};
@@ -312,6 +313,38 @@ pub(super) async fn stat<S: AsyncRead + AsyncWrite + Unpin>(
     request: &StatRequest<'_>,
 ) -> Result<Flow, ConnError> {
     match files::stat(&core.store, request).await {
+        Ok(reply) => {
+            answer(conn, header, &reply);
+            Ok(Flow::Continue)
+        }
+        Err(err) => refuse(conn, header, &err).await,
+    }
+}
+
+/// `delete`.
+pub(super) async fn delete<S: AsyncRead + AsyncWrite + Unpin>(
+    conn: &mut Connection<S>,
+    header: &Header,
+    core: &Core,
+    request: &DeleteRequest<'_>,
+) -> Result<Flow, ConnError> {
+    match files::delete(&core.store, request).await {
+        Ok(reply) => {
+            answer(conn, header, &reply);
+            Ok(Flow::Continue)
+        }
+        Err(err) => refuse(conn, header, &err).await,
+    }
+}
+
+/// `rename`.
+pub(super) async fn rename<S: AsyncRead + AsyncWrite + Unpin>(
+    conn: &mut Connection<S>,
+    header: &Header,
+    core: &Core,
+    request: &RenameRequest<'_>,
+) -> Result<Flow, ConnError> {
+    match files::rename(&core.store, request).await {
         Ok(reply) => {
             answer(conn, header, &reply);
             Ok(Flow::Continue)

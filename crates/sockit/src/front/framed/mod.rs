@@ -173,6 +173,8 @@ async fn handle<S: AsyncRead + AsyncWrite + Unpin>(
         Request::Get(request) => Box::pin(files::get(conn, &header, core, &request)).await,
         Request::List(request) => Box::pin(files::list(conn, &header, core, &request)).await,
         Request::Stat(request) => Box::pin(files::stat(conn, &header, core, &request)).await,
+        Request::Delete(request) => Box::pin(files::delete(conn, &header, core, &request)).await,
+        Request::Rename(request) => Box::pin(files::rename(conn, &header, core, &request)).await,
         _ => {
             let err = OpError::new(ErrorCode::UnknownOp, "an operation this server cannot run");
             refuse(conn, &header, &err).await
