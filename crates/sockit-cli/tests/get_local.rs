@@ -7,47 +7,19 @@
 
 mod common;
 
-use std::io::{BufRead, BufReader, Read, Write};
+use std::io::{Read, Write};
 use std::net::{SocketAddr, TcpListener};
 use std::os::unix::fs::{FileTypeExt, MetadataExt, PermissionsExt};
 use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Output, Stdio};
+use std::process::{Command, Output, Stdio};
 use std::time::{Duration, Instant, UNIX_EPOCH};
 
-const SOCKIT: &str = env!("CARGO_BIN_EXE_sockit");
-
-/// A `sockit serve` process on loopback with its store in a temp dir, killed when dropped.
-struct Serve {
-    child: Child,
-    addr: String,
-    root: tempfile::TempDir,
-}
+use common::{Serve, SOCKIT};
 
 impl Serve {
-    fn start() -> Serve {
-        let root = tempfile::tempdir().unwrap();
-        let mut child = Command::new(SOCKIT)
-            .args(["serve", "--listen", "127.0.0.1:0", "--udp", "off", "--root"])
-            .arg(root.path())
-            .stdout(Stdio::piped())
-            .stderr(Stdio::null())
-            .spawn()
-            .unwrap();
-        let mut line = String::new();
-        BufReader::new(child.stdout.take().unwrap())
-            .read_line(&mut line)
-            .unwrap();
-        let addr = line
-            .trim()
-            .strip_prefix("listening tcp ")
-            .unwrap()
-            .to_owned();
-        Serve { child, addr, root }
-    }
-
     /// Stores `data` as `name` (straight into the store's directory).
     fn store(&self, name: &str, data: &[u8]) -> PathBuf {
-        let path = self.root.path().join(name);
+        let path = self.root().join(name);
         std::fs::write(&path, data).unwrap();
         path
     }
@@ -57,17 +29,10 @@ impl Serve {
         Command::new(SOCKIT)
             .arg("get")
             .args(args)
-            .args(["--server", &self.addr])
+            .args(["--server", &self.tcp()])
             .current_dir(cwd)
             .output()
             .unwrap()
-    }
-}
-
-impl Drop for Serve {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
     }
 }
 
@@ -110,7 +75,7 @@ fn a_character_device_is_written_through_and_kept() {
     if skip_unless_root() {
         return;
     }
-    let serve = Serve::start();
+    let serve = Serve::start(&[]);
     serve.store("f.bin", &pattern(300_000, 1));
     let dir = tempfile::tempdir().unwrap();
     let null = dir.path().join("null");
@@ -131,7 +96,7 @@ fn a_character_device_is_written_through_and_kept() {
 
 #[test]
 fn a_fifo_feeds_its_reader_and_is_kept() {
-    let serve = Serve::start();
+    let serve = Serve::start(&[]);
     let data = pattern(3_000_000, 2);
     serve.store("f.bin", &data);
     let dir = tempfile::tempdir().unwrap();
@@ -160,7 +125,7 @@ fn a_fifo_feeds_its_reader_and_is_kept() {
 
 #[test]
 fn standard_output_gets_the_bytes_and_nothing_else() {
-    let serve = Serve::start();
+    let serve = Serve::start(&[]);
     let data = pattern(2_000_000, 3);
     serve.store("f.bin", &data);
     let dir = tempfile::tempdir().unwrap();
@@ -172,7 +137,7 @@ fn standard_output_gets_the_bytes_and_nothing_else() {
 
 #[test]
 fn a_symlink_is_followed_and_kept_and_a_dangling_one_refused() {
-    let serve = Serve::start();
+    let serve = Serve::start(&[]);
     serve.store("f.txt", b"new bytes\n");
     let dir = tempfile::tempdir().unwrap();
     std::fs::create_dir(dir.path().join("real")).unwrap();
@@ -207,7 +172,7 @@ fn a_symlink_is_followed_and_kept_and_a_dangling_one_refused() {
 
 #[test]
 fn links_planted_at_the_part_file_are_refused() {
-    let serve = Serve::start();
+    let serve = Serve::start(&[]);
     serve.store("f.txt", b"attacker's bytes");
     let dir = tempfile::tempdir().unwrap();
     let victim = dir.path().join("victim");
@@ -242,7 +207,7 @@ fn links_planted_at_the_part_file_are_refused() {
 
 #[test]
 fn concurrent_gets_to_one_path_leave_one_whole_file() {
-    let serve = Serve::start();
+    let serve = Serve::start(&[]);
     let a = pattern(8_000_000, 4);
     let b = pattern(8_000_000, 5);
     serve.store("a.bin", &a);
@@ -252,7 +217,7 @@ fn concurrent_gets_to_one_path_leave_one_whole_file() {
         let out = dir.path().join(format!("out{round}"));
         let spawn = |name: &str| {
             Command::new(SOCKIT)
-                .args(["get", name, "--server", &serve.addr, "-o"])
+                .args(["get", name, "--server", &serve.tcp(), "-o"])
                 .arg(&out)
                 .stdout(Stdio::piped())
                 .stderr(Stdio::piped())
@@ -292,7 +257,7 @@ fn concurrent_gets_to_one_path_leave_one_whole_file() {
 
 #[test]
 fn force_keeps_mode_owner_and_hard_links_and_refuses_write_protected_files() {
-    let serve = Serve::start();
+    let serve = Serve::start(&[]);
     serve.store("f.txt", b"fresh\n");
     let dir = tempfile::tempdir().unwrap();
     let private = dir.path().join("private.txt");
@@ -455,7 +420,7 @@ fn an_unwritable_directory_is_named_with_the_real_cause() {
     if skip_unless_root() {
         return;
     }
-    let serve = Serve::start();
+    let serve = Serve::start(&[]);
     serve.store("f.txt", b"bytes");
     let Some(disk) = SmallDisk::mount("size=1m,ro") else {
         panic!("root cannot mount a tmpfs");
@@ -470,7 +435,7 @@ fn an_unwritable_directory_is_named_with_the_real_cause() {
 
 #[test]
 fn a_name_of_250_bytes_downloads_under_its_own_name() {
-    let serve = Serve::start();
+    let serve = Serve::start(&[]);
     let name = format!("{}ab", "文".repeat(83)); // 249 + 2 = 251 bytes
     assert!(name.len() > 244 && name.len() <= 255);
     serve.store(&name, b"long name");
@@ -483,7 +448,7 @@ fn a_name_of_250_bytes_downloads_under_its_own_name() {
 
 #[test]
 fn directories_receive_the_file_under_its_name() {
-    let serve = Serve::start();
+    let serve = Serve::start(&[]);
     serve.store("f.txt", b"into a directory");
     let dir = tempfile::tempdir().unwrap();
     std::fs::create_dir(dir.path().join("sub")).unwrap();
@@ -512,7 +477,7 @@ fn directories_receive_the_file_under_its_name() {
 
 #[test]
 fn a_bad_name_says_so_without_pointing_at_output() {
-    let serve = Serve::start();
+    let serve = Serve::start(&[]);
     let dir = tempfile::tempdir().unwrap();
     let output = serve.get(dir.path(), &["../etc/passwd"]);
     assert!(!output.status.success());
@@ -533,7 +498,7 @@ fn a_bad_name_says_so_without_pointing_at_output() {
 
 #[test]
 fn a_stale_part_of_another_file_is_discarded() {
-    let serve = Serve::start();
+    let serve = Serve::start(&[]);
     let old = pattern(3_000_000, 6);
     let new = pattern(3_000_000, 7);
     serve.store("f.bin", &new);
@@ -561,7 +526,7 @@ fn a_stale_part_of_another_file_is_discarded() {
 
 #[test]
 fn zero_blocks_become_holes_and_preserve_keeps_time_and_mode() {
-    let serve = Serve::start();
+    let serve = Serve::start(&[]);
     let mut data = pattern(64 * 1024, 8);
     data.resize(16 << 20, 0);
     data.extend_from_slice(&pattern(64 * 1024, 9));

@@ -1,55 +1,19 @@
 //! `sockit ls` end to end: every entry of a store larger than one page, output unchanged for a
 //! small store, and a listing cut short by the server failing with a non-zero exit.
 
-use std::io::{BufRead, BufReader, Read, Write};
+mod common;
+
+use std::io::{Read, Write};
 use std::net::{SocketAddr, TcpListener, TcpStream};
-use std::path::Path;
-use std::process::{Child, Command, Output, Stdio};
+use std::process::{Command, Output};
 use std::time::{Duration, UNIX_EPOCH};
 
-const SOCKIT: &str = env!("CARGO_BIN_EXE_sockit");
-
-/// A `sockit serve` process on loopback with its store in a temp dir, killed when dropped.
-struct Serve {
-    child: Child,
-    tcp: SocketAddr,
-    root: tempfile::TempDir,
-}
+use common::{Serve, SOCKIT};
 
 impl Serve {
-    fn start() -> Serve {
-        let root = tempfile::tempdir().unwrap();
-        let mut child = Command::new(SOCKIT)
-            .args(["serve", "--listen", "127.0.0.1:0", "--udp", "off", "--root"])
-            .arg(root.path())
-            .stdout(Stdio::piped())
-            .stderr(Stdio::null())
-            .spawn()
-            .unwrap();
-        let mut lines = BufReader::new(child.stdout.take().unwrap()).lines();
-        let line = lines.next().expect("a listening line").unwrap();
-        let tcp = line
-            .strip_prefix("listening tcp ")
-            .unwrap_or_else(|| panic!("{line}"))
-            .parse()
-            .unwrap();
-        Serve { child, tcp, root }
-    }
-
-    fn root(&self) -> &Path {
-        self.root.path()
-    }
-
     /// `sockit ls` with `extra` arguments against this server.
     fn ls(&self, extra: &[&str]) -> Output {
-        ls(self.tcp, extra)
-    }
-}
-
-impl Drop for Serve {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
+        ls(self.addr("tcp"), extra)
     }
 }
 
@@ -67,7 +31,7 @@ fn stdout(output: &Output) -> String {
 
 #[test]
 fn ls_and_ls_json_list_every_one_of_100005_files() {
-    let serve = Serve::start();
+    let serve = Serve::start(&[]);
     let mut names: Vec<String> = (0..100_005).map(|i| format!("f{i}")).collect();
     for name in &names {
         std::fs::File::create(serve.root().join(name)).unwrap();
@@ -100,7 +64,7 @@ fn ls_and_ls_json_list_every_one_of_100005_files() {
 
 #[test]
 fn ls_of_a_small_store_prints_exactly_what_it_always_printed() {
-    let serve = Serve::start();
+    let serve = Serve::start(&[]);
     assert_eq!(stdout(&serve.ls(&[])), "");
     assert_eq!(stdout(&serve.ls(&["--json"])), "[]\n");
 

@@ -1,70 +1,18 @@
 //! What the commands print and how they end when their output goes away: a reader that closes
 //! early (`| head -1`) ends every command quietly with status 141, as `cat` killed by SIGPIPE.
 
+mod common;
+
 use std::io::{BufRead, BufReader, Read, Write};
-use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, ExitStatus, Output, Stdio};
 use std::time::{Duration, Instant};
 
-const SOCKIT: &str = env!("CARGO_BIN_EXE_sockit");
+use common::{Serve, SOCKIT};
+
 const PASSWORD: &str = "correct horse battery";
 /// What a command ends with when the reader of its output went away: 128 + SIGPIPE.
 const BROKEN_PIPE: i32 = 141;
-
-/// A `sockit serve` process on loopback (framed TCP and the UDP room), killed when dropped.
-struct Serve {
-    child: Child,
-    tcp: SocketAddr,
-    udp: SocketAddr,
-    root: tempfile::TempDir,
-}
-
-impl Serve {
-    fn start(extra: &[&str]) -> Serve {
-        let root = tempfile::tempdir().unwrap();
-        let mut child = Command::new(SOCKIT)
-            .args(["serve", "--listen", "127.0.0.1:0", "--udp", "127.0.0.1:0"])
-            .args(extra)
-            .arg("--root")
-            .arg(root.path())
-            .stdin(Stdio::null())
-            .stdout(Stdio::piped())
-            .stderr(Stdio::null())
-            .spawn()
-            .unwrap();
-        let mut lines = BufReader::new(child.stdout.take().unwrap()).lines();
-        let mut addr = |service: &str| -> SocketAddr {
-            let line = lines.next().expect("a listening line").unwrap();
-            line.strip_prefix(&format!("listening {service} "))
-                .unwrap_or_else(|| panic!("{line}"))
-                .parse()
-                .unwrap()
-        };
-        let (tcp, udp) = (addr("tcp"), addr("udp"));
-        Serve {
-            child,
-            tcp,
-            udp,
-            root,
-        }
-    }
-
-    fn tcp(&self) -> String {
-        self.tcp.to_string()
-    }
-
-    fn root(&self) -> &Path {
-        self.root.path()
-    }
-}
-
-impl Drop for Serve {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
-}
 
 /// `sockit` with no login settings inherited (no key, password or user from the environment).
 fn sockit(args: &[&str]) -> Command {
@@ -215,13 +163,13 @@ fn exec_and_shell_into_a_reader_that_closes_end_quietly() {
 
 #[test]
 fn chat_into_a_reader_that_closes_ends_quietly() {
-    let serve = Serve::start(&[]);
+    let serve = Serve::start(&["--udp", "127.0.0.1:0"]);
     let mut chat = sockit(&[
         "chat",
         "--name",
         "reader",
         "--server",
-        &serve.udp.to_string(),
+        &serve.addr("udp").to_string(),
     ]);
     let mut child = chat
         .stdin(Stdio::piped())

@@ -6,8 +6,7 @@
 mod common;
 
 use std::fs::OpenOptions;
-use std::io::{BufRead, BufReader, Write};
-use std::net::SocketAddr;
+use std::io::Write;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Output, Stdio};
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -16,45 +15,19 @@ use std::time::{Duration, Instant};
 
 use nix::sys::stat::{makedev, mknod, Mode, SFlag};
 
-const SOCKIT: &str = env!("CARGO_BIN_EXE_sockit");
-
-/// A `sockit serve` process on loopback, killed when dropped.
-struct Serve {
-    child: Child,
-    tcp: SocketAddr,
-    root: tempfile::TempDir,
-}
+use common::{Serve, SOCKIT};
 
 impl Serve {
-    fn start() -> Serve {
-        let root = tempfile::tempdir().unwrap();
-        let mut child = Command::new(SOCKIT)
-            .args(["serve", "--listen", "127.0.0.1:0", "--udp", "off", "--root"])
-            .arg(root.path())
-            .stdout(Stdio::piped())
-            .stderr(Stdio::null())
-            .spawn()
-            .unwrap();
-        let mut lines = BufReader::new(child.stdout.take().unwrap()).lines();
-        let line = lines.next().expect("a listening line").unwrap();
-        let tcp = line
-            .strip_prefix("listening tcp ")
-            .unwrap_or_else(|| panic!("{line}"))
-            .parse()
-            .unwrap();
-        Serve { child, tcp, root }
-    }
-
     fn server(&self) -> String {
-        self.tcp.to_string()
+        self.tcp()
     }
 
     fn stored(&self, name: &str) -> Vec<u8> {
-        std::fs::read(self.root.path().join(name)).unwrap()
+        std::fs::read(self.root().join(name)).unwrap()
     }
 
     fn partials(&self) -> Vec<PathBuf> {
-        std::fs::read_dir(self.root.path().join(".sockit/partial"))
+        std::fs::read_dir(self.root().join(".sockit/partial"))
             .unwrap()
             .map(|entry| entry.unwrap().path())
             .collect()
@@ -70,13 +43,6 @@ impl Serve {
             );
             std::thread::sleep(Duration::from_millis(10));
         }
-    }
-}
-
-impl Drop for Serve {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
     }
 }
 
@@ -151,7 +117,7 @@ fn fifo(dir: &Path) -> PathBuf {
 
 #[test]
 fn put_of_a_proc_file_stores_what_it_holds() {
-    let serve = Serve::start();
+    let serve = Serve::start(&[]);
     let output = put(
         &serve,
         &[&path("/proc/self/status"), &path("--as"), &path("status")],
@@ -173,7 +139,7 @@ fn put_of_a_proc_file_stores_what_it_holds() {
 
 #[test]
 fn put_of_a_fifo_waits_for_its_writer_and_stores_every_byte() {
-    let serve = Serve::start();
+    let serve = Serve::start(&[]);
     let dir = tempfile::tempdir().unwrap();
     let fifo = fifo(dir.path());
     let data = pattern(1024 * 1024 + 7, 1);
@@ -207,7 +173,7 @@ fn put_of_a_character_device_is_an_empty_stream_not_a_hang() {
         common::skip(&format!("mknod: {err} (needs root)"));
         return;
     }
-    let serve = Serve::start();
+    let serve = Serve::start(&[]);
     let output = finish_within(
         spawn_put(&serve, &[&null, &path("--as"), &path("empty")]),
         Duration::from_secs(20),
@@ -222,7 +188,7 @@ fn put_of_a_character_device_is_an_empty_stream_not_a_hang() {
 
 #[test]
 fn put_dash_uploads_standard_input_exactly() {
-    let serve = Serve::start();
+    let serve = Serve::start(&[]);
     let data = pattern(3 * 1024 * 1024 + 5, 2);
     let mut child = Command::new(SOCKIT)
         .args(["put", "-", "--as", "in.bin", "--server", &serve.server()])
@@ -254,21 +220,21 @@ fn put_dash_uploads_standard_input_exactly() {
 
 #[test]
 fn put_dash_without_a_name_is_refused_before_reading() {
-    let serve = Serve::start();
+    let serve = Serve::start(&[]);
     let output = put(&serve, &[&path("-")]);
     assert_eq!(output.status.code(), Some(1), "{output:?}");
     assert_eq!(
         text(&output.stderr),
         "sockit: standard input has no name: give it one with --as NAME\n"
     );
-    assert!(std::fs::read_dir(serve.root.path())
+    assert!(std::fs::read_dir(serve.root())
         .unwrap()
         .all(|entry| entry.unwrap().file_name() == ".sockit"));
 }
 
 #[test]
 fn put_of_a_directory_or_a_missing_file_says_so_naming_it_once() {
-    let serve = Serve::start();
+    let serve = Serve::start(&[]);
     let dir = tempfile::tempdir().unwrap();
     let output = put(&serve, &[dir.path()]);
     assert_eq!(output.status.code(), Some(1), "{output:?}");
@@ -290,7 +256,7 @@ fn put_of_a_directory_or_a_missing_file_says_so_naming_it_once() {
 
 #[test]
 fn put_of_a_growing_file_warns_like_tar_and_stores_exactly_what_it_read() {
-    let serve = Serve::start();
+    let serve = Serve::start(&[]);
     let dir = tempfile::tempdir().unwrap();
     let log = dir.path().join("growing.log");
     let initial = pattern(16 * 1024 * 1024, 3);
@@ -336,7 +302,7 @@ fn put_of_a_growing_file_warns_like_tar_and_stores_exactly_what_it_read() {
 
 #[test]
 fn put_that_loses_the_name_to_another_upload_points_at_force() {
-    let serve = Serve::start();
+    let serve = Serve::start(&[]);
     let dir = tempfile::tempdir().unwrap();
     let fifo = fifo(dir.path());
     let loser = spawn_put(&serve, &[&fifo, &path("--as"), &path("race")]);
@@ -364,7 +330,7 @@ fn put_that_loses_the_name_to_another_upload_points_at_force() {
 
 #[test]
 fn put_of_a_stream_that_fails_does_not_wait_for_the_streams_end() {
-    let mut serve = Serve::start();
+    let mut serve = Serve::start(&[]);
     let dir = tempfile::tempdir().unwrap();
     let fifo = fifo(dir.path());
     let child = spawn_put(&serve, &[&fifo, &path("--as"), &path("cut")]);
@@ -381,8 +347,7 @@ fn put_of_a_stream_that_fails_does_not_wait_for_the_streams_end() {
         }
     });
     serve.wait_for_partial();
-    serve.child.kill().unwrap();
-    serve.child.wait().unwrap();
+    serve.kill();
     done.send(()).unwrap();
     let output = finish_within(child, Duration::from_secs(10));
     assert_eq!(output.status.code(), Some(1), "{output:?}");

@@ -2,54 +2,23 @@
 //! on its own, failures reported per name with exit status 1, `mv` replacing only with
 //! `--force`, hostile names, and a server with accounts (login as `put` does).
 
-use std::io::{BufRead, BufReader, Write};
-use std::net::SocketAddr;
-use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Output, Stdio};
+mod common;
 
-const SOCKIT: &str = env!("CARGO_BIN_EXE_sockit");
+use std::io::Write;
+use std::path::{Path, PathBuf};
+use std::process::{Command, Output, Stdio};
+
+use common::{Serve, SOCKIT};
+
 const PASSWORD: &str = "open sesame";
 
-/// A `sockit serve` process on loopback with its store in a temp dir, killed when dropped.
-struct Serve {
-    child: Child,
-    tcp: SocketAddr,
-    root: tempfile::TempDir,
-}
-
 impl Serve {
-    fn start(extra: &[&str]) -> Serve {
-        let root = tempfile::tempdir().unwrap();
-        let mut child = Command::new(SOCKIT)
-            .args(["serve", "--listen", "127.0.0.1:0", "--udp", "off", "--root"])
-            .arg(root.path())
-            .args(extra)
-            .env_remove("SOCKIT_USERS")
-            .stdin(Stdio::null())
-            .stdout(Stdio::piped())
-            .stderr(Stdio::null())
-            .spawn()
-            .unwrap();
-        let mut lines = BufReader::new(child.stdout.take().unwrap()).lines();
-        let line = lines.next().expect("a listening line").unwrap();
-        let tcp = line
-            .strip_prefix("listening tcp ")
-            .unwrap_or_else(|| panic!("{line}"))
-            .parse()
-            .unwrap();
-        Serve { child, tcp, root }
-    }
-
-    fn root(&self) -> &Path {
-        self.root.path()
-    }
-
     /// `sockit <args> --server <this>` with `env`, and no login settings inherited.
     fn run(&self, args: &[&str], env: &[(&str, &str)]) -> Output {
         let home = tempfile::tempdir().unwrap();
         Command::new(SOCKIT)
             .args(args)
-            .args(["--server", &self.tcp.to_string()])
+            .args(["--server", &self.tcp()])
             .env_remove("SOCKIT_PASSWORD")
             .env_remove("SOCKIT_IDENTITY")
             .env("SOCKIT_USER", "alice")
@@ -66,13 +35,6 @@ impl Serve {
 
     fn read(&self, name: &str) -> Option<Vec<u8>> {
         std::fs::read(self.root().join(name)).ok()
-    }
-}
-
-impl Drop for Serve {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
     }
 }
 

@@ -1,4 +1,92 @@
-//! Shared test helpers of the `sockit` binary's tests.
+//! Shared test helpers of the `sockit` binary's tests: a `sockit serve` on loopback, and
+//! skipping a test where it can be seen.
+#![allow(dead_code)] // each test file uses its own share of the helpers
+
+use std::io::{BufRead, BufReader};
+use std::net::SocketAddr;
+use std::path::Path;
+use std::process::{Child, Command, Stdio};
+
+/// The binary under test.
+pub(crate) const SOCKIT: &str = env!("CARGO_BIN_EXE_sockit");
+
+/// A `sockit serve` process on loopback with its store in a temp dir, killed when dropped.
+pub(crate) struct Serve {
+    child: Child,
+    addrs: Vec<(String, SocketAddr)>,
+    root: tempfile::TempDir,
+}
+
+impl Serve {
+    /// Starts `sockit serve --listen 127.0.0.1:0` with `extra` flags (the UDP room off unless
+    /// `extra` says `--udp`), no users file from the environment, and reads the listening
+    /// lines of every listener it was given.
+    pub(crate) fn start(extra: &[&str]) -> Serve {
+        let root = tempfile::tempdir().unwrap();
+        let mut command = Command::new(SOCKIT);
+        command.args(["serve", "--listen", "127.0.0.1:0"]);
+        if !extra.contains(&"--udp") {
+            command.args(["--udp", "off"]);
+        }
+        let mut child = command
+            .args(extra)
+            .arg("--root")
+            .arg(root.path())
+            .env_remove("SOCKIT_USERS")
+            .stdin(Stdio::null())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::null())
+            .spawn()
+            .unwrap();
+        let listeners = ["--udp", "--legacy-echo", "--legacy-exec", "--udp-echo"];
+        let expected = 1 + extra
+            .windows(2)
+            .filter(|pair| listeners.contains(&pair[0]) && pair[1] != "off")
+            .count();
+        let mut lines = BufReader::new(child.stdout.take().unwrap()).lines();
+        let mut addrs = Vec::new();
+        while addrs.len() < expected {
+            let line = lines.next().expect("a listening line").unwrap();
+            let mut words = line.split(' ');
+            assert_eq!(words.next(), Some("listening"), "{line}");
+            let service = words.next().unwrap().to_owned();
+            let addr: SocketAddr = words.next().unwrap().parse().unwrap();
+            addrs.push((service, addr));
+        }
+        Serve { child, addrs, root }
+    }
+
+    /// The framed TCP listener's address, `host:port`.
+    pub(crate) fn tcp(&self) -> String {
+        self.addr("tcp").to_string()
+    }
+
+    /// The address of the listener of `service` (`tcp`, `udp`, …).
+    pub(crate) fn addr(&self, service: &str) -> SocketAddr {
+        self.addrs
+            .iter()
+            .find(|(name, _)| name == service)
+            .unwrap_or_else(|| panic!("no {service} listener"))
+            .1
+    }
+
+    /// The store's directory.
+    pub(crate) fn root(&self) -> &Path {
+        self.root.path()
+    }
+
+    /// Kills the server now.
+    pub(crate) fn kill(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+impl Drop for Serve {
+    fn drop(&mut self) {
+        self.kill();
+    }
+}
 
 /// Says that the calling test skips, and why, where `cargo test` shows it: `SKIPPED <test>:
 /// <reason>` written straight to standard error, which the test harness does not capture (the
