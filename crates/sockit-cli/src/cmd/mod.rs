@@ -111,9 +111,43 @@ impl From<&str> for CmdError {
 /// Where a client command connects.
 #[derive(Debug, clap::Args)]
 pub(crate) struct ServerArg {
-    /// Server address, host:port.
-    #[arg(long, env = "SOCKIT_SERVER", default_value = sockit::defaults::ADDR)]
+    /// Server address: HOST:PORT, or HOST for port 9000, or :PORT for 127.0.0.1.
+    #[arg(
+        long,
+        value_name = "ADDR",
+        env = "SOCKIT_SERVER",
+        default_value = sockit::defaults::ADDR,
+        value_parser = parse_server
+    )]
     pub(crate) server: String,
+}
+
+/// A server to connect to, with the default port when none is given: `HOST` and `[IPv6]`
+/// become `HOST:9000`, a bare IP address gets port 9000 too, and `:PORT` means `127.0.0.1`.
+pub(crate) fn parse_server(text: &str) -> Result<String, String> {
+    use std::net::{IpAddr, Ipv4Addr, SocketAddr};
+    let port = sockit::defaults::PORT;
+    if text.is_empty() {
+        return Err("an empty server address: give HOST:PORT or HOST".to_owned());
+    }
+    if let Ok(ip) = text
+        .trim_start_matches('[')
+        .trim_end_matches(']')
+        .parse::<IpAddr>()
+    {
+        return Ok(SocketAddr::new(ip, port).to_string());
+    }
+    if let Some(rest) = text.strip_prefix(':') {
+        let port: u16 = rest
+            .parse()
+            .map_err(|_| format!("`{rest}` in `{text}` is not a port number"))?;
+        return Ok(SocketAddr::from((Ipv4Addr::LOCALHOST, port)).to_string());
+    }
+    match text.rsplit_once(':') {
+        None => Ok(format!("{text}:{port}")),
+        Some((_, port)) if port.parse::<u16>().is_ok() => Ok(text.to_owned()),
+        Some((_, port)) => Err(format!("`{port}` in `{text}` is not a port number")),
+    }
 }
 
 /// How long a client command waits to connect.
@@ -169,4 +203,27 @@ pub(crate) async fn within<T>(
 pub(crate) fn fail(why: &dyn Display) -> ExitCode {
     eprintln!("sockit: {why}");
     ExitCode::FAILURE
+}
+
+#[cfg(test)]
+mod tests {
+    use super::parse_server;
+
+    #[test]
+    fn a_server_without_a_port_gets_port_9000() {
+        assert_eq!(parse_server("localhost").unwrap(), "localhost:9000");
+        assert_eq!(parse_server("localhost:9000").unwrap(), "localhost:9000");
+        assert_eq!(parse_server("127.0.0.1").unwrap(), "127.0.0.1:9000");
+        assert_eq!(parse_server("::1").unwrap(), "[::1]:9000");
+        assert_eq!(parse_server("[::1]").unwrap(), "[::1]:9000");
+        assert_eq!(parse_server("[::1]:7").unwrap(), "[::1]:7");
+        assert_eq!(parse_server(":9500").unwrap(), "127.0.0.1:9500");
+    }
+
+    #[test]
+    fn a_bad_port_is_named() {
+        let err = parse_server("localhost:nine").unwrap_err();
+        assert!(err.contains("`nine`"), "{err}");
+        assert!(parse_server("").is_err());
+    }
 }
