@@ -116,6 +116,7 @@ pub(crate) struct ServerArg {
         long,
         value_name = "ADDR",
         env = "SOCKIT_SERVER",
+        hide_env_values = true,
         default_value = sockit::defaults::ADDR,
         value_parser = parse_server
     )]

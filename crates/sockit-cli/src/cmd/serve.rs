@@ -36,7 +36,12 @@ pub(crate) struct Args {
     legacy_exec: Option<SocketAddr>,
     /// Accounts file (see `sockit user`): requires login for all but ping and echo, and
     /// enables exec.
-    #[arg(long, value_name = "FILE", env = "SOCKIT_USERS")]
+    #[arg(
+        long,
+        value_name = "FILE",
+        env = "SOCKIT_USERS",
+        hide_env_values = true
+    )]
     users: Option<PathBuf>,
     /// Longest a remote command may run, in seconds (a client may ask for less).
     #[arg(long, value_name = "SECS", default_value_t = Seconds(defaults::EXEC_TIMEOUT))]

@@ -27,7 +27,12 @@ pub(crate) enum User {
 #[derive(Debug, clap::Args)]
 pub(crate) struct FileArg {
     /// The users file (created when missing).
-    #[arg(long, value_name = "FILE", env = "SOCKIT_USERS")]
+    #[arg(
+        long,
+        value_name = "FILE",
+        env = "SOCKIT_USERS",
+        hide_env_values = true
+    )]
     users: PathBuf,
 }
 
