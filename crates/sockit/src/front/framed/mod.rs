@@ -263,9 +263,10 @@ async fn refuse<S: AsyncRead + AsyncWrite + Unpin>(
             Flow::Continue
         });
     }
+    // It says that the connection closes, not how many bytes went unread.
     let closing = OpError {
         message: format!(
-            "{}; the {unread} bytes of body that followed were not read, so the connection closes",
+            "{}; the body that followed was not read, so the connection closes",
             err.message
         ),
         ..err.clone()
