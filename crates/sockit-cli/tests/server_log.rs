@@ -61,11 +61,20 @@ fn file_operations_are_logged_one_line_each() {
         found[0].to_owned()
     };
     let put = line_of("put done");
-    assert!(put.contains("name=\"data.bin\"") && put.contains("bytes=1234"), "{put}");
+    assert!(
+        put.contains("name=\"data.bin\"") && put.contains("bytes=1234"),
+        "{put}"
+    );
     let get = line_of("get done");
-    assert!(get.contains("name=\"data.bin\"") && get.contains("bytes=1234"), "{get}");
+    assert!(
+        get.contains("name=\"data.bin\"") && get.contains("bytes=1234"),
+        "{get}"
+    );
     let rename = line_of("rename done");
-    assert!(rename.contains("to=\"moved.bin\"") && rename.contains("bytes=1234"), "{rename}");
+    assert!(
+        rename.contains("to=\"moved.bin\"") && rename.contains("bytes=1234"),
+        "{rename}"
+    );
     let delete = line_of("delete done");
     assert!(delete.contains("name=\"moved.bin\""), "{delete}");
 }
