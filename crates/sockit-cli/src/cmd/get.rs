@@ -44,7 +44,7 @@ pub(crate) async fn run(args: Args) -> CmdResult {
         preserve: args.preserve,
     };
     let mut client = remote::connect(&args.login).await?;
-    let progress = Progress::new(&args.name, 0);
+    let progress = Progress::new(&sockit::client::printable(&args.name), 0);
     let started = std::time::Instant::now();
     let outcome = client
         .get_to(&args.name, &target, options, &mut |done, total| {
@@ -86,7 +86,7 @@ pub(crate) async fn run(args: Args) -> CmdResult {
     };
     statusln!(
         "{} -> {}: {} bytes, blake3 {}{resumed}",
-        args.name,
+        sockit::client::printable(&args.name),
         target.shown(),
         got.length,
         got.hash
