@@ -87,6 +87,10 @@ fn main() -> ExitCode {
         // The reader of our output went away: end quietly, as a process killed by SIGPIPE.
         Err((cmd::CmdError::BrokenPipe, _)) => ExitCode::from(cmd::out::BROKEN_PIPE),
         Err((cmd::CmdError::Reported, code)) => code,
+        Err((err @ cmd::CmdError::Interrupted { .. }, _)) => {
+            cmd::fail(&err);
+            ExitCode::from(cmd::INTERRUPTED)
+        }
         Err((err, code)) => {
             cmd::fail(&err);
             code

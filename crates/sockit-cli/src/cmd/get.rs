@@ -36,6 +36,12 @@ pub(crate) struct Args {
 
 pub(crate) async fn run(args: Args) -> CmdResult {
     let target = Target::resolve(args.output.as_deref(), &args.name, args.force)?;
+    // Ctrl-C leaves the part file for a resume (a download to standard output has none).
+    let resume = !matches!(target, Target::Stdout);
+    super::interruptible(resume, get_to(args, target)).await
+}
+
+async fn get_to(args: Args, target: Target) -> CmdResult {
     if args.json && matches!(target, Target::Stdout) {
         return Err("--json cannot go with -o -: standard output carries the file".into());
     }

@@ -78,6 +78,12 @@ pub(crate) enum CmdError {
     /// The reader of standard output went away: the command ends quietly (see [`out`]).
     #[error("standard output closed")]
     BrokenPipe,
+    /// SIGINT (Ctrl-C) ended a transfer; what had arrived is kept for a resume when `resume`.
+    #[error("interrupted{}", if *resume { "; run the same command again to resume" } else { "" })]
+    Interrupted {
+        /// Whether running the same command again resumes.
+        resume: bool,
+    },
     /// The command did not finish within its `--timeout`.
     #[error("gave up after {} s (--timeout)", .0.as_secs_f64())]
     TimedOut(Duration),
@@ -197,6 +203,22 @@ pub(crate) async fn within<T>(
         Some(limit) => tokio::time::timeout(limit, command)
             .await
             .unwrap_or(Err(CmdError::TimedOut(limit))),
+    }
+}
+
+/// The exit status after SIGINT, as a shell reports a process killed by it.
+pub(crate) const INTERRUPTED: u8 = 130;
+
+/// Runs a transfer until it ends or SIGINT (Ctrl-C) comes, which ends it with
+/// [`CmdError::Interrupted`]: what it held is dropped, leaving an upload's partial on the
+/// server and a download's part file for a resume.
+pub(crate) async fn interruptible<T>(
+    resume: bool,
+    transfer: impl Future<Output = Result<T, CmdError>>,
+) -> Result<T, CmdError> {
+    tokio::select! {
+        result = transfer => result,
+        Ok(()) = tokio::signal::ctrl_c() => Err(CmdError::Interrupted { resume }),
     }
 }
 

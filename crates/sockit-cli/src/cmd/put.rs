@@ -51,6 +51,12 @@ enum Stored {
 }
 
 pub(crate) async fn run(args: Args) -> CmdResult {
+    // Ctrl-C leaves what the server received for a resume (not for standard input).
+    let resume = !args.files.iter().any(|path| is_stdin(path));
+    super::interruptible(resume, put_all(args)).await
+}
+
+async fn put_all(args: Args) -> CmdResult {
     if args.name.is_some() && args.files.len() > 1 {
         return Err("--as takes a single FILE".into());
     }
