@@ -10,7 +10,8 @@ Compares, interleaved round by round on the same source file:
   nc+sync     the same, then `sync FILE`: the durability sockit put gives
   scp         scp to a loopback sshd (openssh-server, key auth, 127.0.0.1 only)
   python      the tutorials' upload client and server (seeds/000)
-and prints the median wall time per tool, sockit's speed-up over each, and peak memory
+and prints the median wall time per tool with the fastest and slowest round (the spread a
+figure quoted from it must come with), sockit's speed-up over each, and peak memory
 (GNU time's maximum resident set size; the sockit server's from /proc).
 
 Needs: a release build (cargo build --release), GNU time (/usr/bin/time), and for the tools
@@ -312,15 +313,17 @@ def main():
         cleanup()
     print()
     print(f"{args.size_mib} MiB over loopback, {args.rounds} rounds, store: {args.store or 'temp dir on disk'}")
-    print("| tool | median s | MiB/s | sockit put is faster by | sender peak RSS | receiver peak RSS |")
-    print("|---|---|---|---|---|---|")
+    print("| tool | median s | rounds, fastest–slowest s | MiB/s | sockit put is faster by "
+          "| sender peak RSS | receiver peak RSS |")
+    print("|---|---|---|---|---|---|---|")
     sockit_median = statistics.median(results["sockit"]) if "sockit" in results else None
     for tool in tools:
         median = statistics.median(results[tool])
         ratio = f"{median / sockit_median:.2f}x" if sockit_median else "-"
         def mib(kib):
             return f"{kib / 1024:.0f} MiB" if kib else "-"
-        print(f"| {tool} | {median:.3f} | {size / median / 2**20:.0f} | {ratio} "
+        spread = f"{min(results[tool]):.3f}–{max(results[tool]):.3f}"
+        print(f"| {tool} | {median:.3f} | {spread} | {size / median / 2**20:.0f} | {ratio} "
               f"| {mib(sender_rss[tool])} | {mib(receiver_rss[tool])} |")
     print(f"\nsockit server peak RSS over all rounds (the receiver of put, the sender of get): "
           f"{server_rss / 1024:.0f} MiB")
