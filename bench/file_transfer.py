@@ -10,13 +10,18 @@ Compares, interleaved round by round on the same source file:
   nc+sync     the same, then `sync FILE`: the durability sockit put gives
   scp         scp to a loopback sshd (openssh-server, key auth, 127.0.0.1 only)
   python      the tutorials' upload client and server (seeds/000)
-and prints the median wall time per tool, sockit's speed-up over each, and peak memory
+and prints the median wall time per tool with the fastest and slowest round (the spread a
+figure quoted from it must come with), sockit's speed-up over each, and peak memory
 (GNU time's maximum resident set size; the sockit server's from /proc).
 
-Needs: a release build (cargo build --release), nc, sshd, scp. Everything listens on 127.0.0.1
-only and every run is bounded by a timeout.
+Needs: a release build (cargo build --release), GNU time (/usr/bin/time), and for the tools
+chosen with --tools: nc (netcat-openbsd, for -N) for nc and nc+sync, sshd and scp
+(openssh-server, openssh-client) for scp. It checks them all before starting and says what is
+missing. Everything listens on 127.0.0.1 only and every run is bounded by a timeout. On every
+exit path (an error, Ctrl-C, SIGTERM) it stops the servers it started and removes its temp dir.
 """
 import argparse
+import atexit
 import os
 import resource
 import shutil
@@ -34,6 +39,75 @@ SOCKIT = os.path.join(ROOT, "target", "release", "sockit")
 SEED_CLIENT = os.path.join(ROOT, "crates", "sockit-cli", "tests", "seeds", "upload_client_000.py")
 SEED_SERVER = os.path.join(ROOT, "bench", "tutorial_upload_server.py")
 RUN_TIMEOUT = 600
+
+# What each tool needs besides the sockit binary and GNU time: (command, package) pairs.
+NEEDS = {
+    "nc": [("nc", "netcat-openbsd")],
+    "nc+sync": [("nc", "netcat-openbsd"), ("sync", "coreutils")],
+    "scp": [("sshd", "openssh-server"), ("scp", "openssh-client"), ("ssh-keygen", "openssh-client")],
+    "python": [],
+    "sockit": [],
+    "sockit-get": [],
+}
+
+# Every process started and temp path made, so that cleanup() can undo them on any exit.
+STARTED = []
+TEMP_PATHS = []
+
+
+def cleanup():
+    """Stops every process this script started and removes its temp files; safe to call twice."""
+    while STARTED:
+        proc = STARTED.pop()
+        if proc.poll() is not None:
+            continue
+        # Those in a process group of their own are signalled as a group: GNU time's child
+        # goes with it.
+        try:
+            own_group = os.getpgid(proc.pid) == proc.pid
+        except ProcessLookupError:
+            own_group = False
+        for sig, wait in ((signal.SIGTERM, 30), (signal.SIGKILL, None)):
+            try:
+                if own_group:
+                    os.killpg(proc.pid, sig)
+                else:
+                    proc.send_signal(sig)
+                proc.wait(timeout=wait)
+                break
+            except ProcessLookupError:
+                break
+            except subprocess.TimeoutExpired:
+                continue
+    while TEMP_PATHS:
+        path = TEMP_PATHS.pop()
+        if os.path.isdir(path):
+            shutil.rmtree(path, ignore_errors=True)
+        elif os.path.exists(path):
+            os.remove(path)
+
+
+def on_signal(signum, _frame):
+    """SIGTERM and SIGHUP end the run the way Ctrl-C does: through cleanup."""
+    sys.exit(128 + signum)
+
+
+def missing_requirements(tools):
+    """What the chosen tools need that is not here, in words."""
+    missing = []
+    if not os.access(SOCKIT, os.X_OK):
+        missing.append(f"{SOCKIT}: build it with cargo build --release")
+    if not os.access("/usr/bin/time", os.X_OK):
+        missing.append("/usr/bin/time: GNU time (apt-get install time)")
+    for tool in tools:
+        if tool not in NEEDS:
+            missing.append(f"{tool}: not a tool this benchmark knows ({', '.join(NEEDS)})")
+            continue
+        for command, package in NEEDS[tool]:
+            found = shutil.which(command) or (command == "sshd" and os.access("/usr/sbin/sshd", os.X_OK))
+            if not found:
+                missing.append(f"{command} for {tool}: install {package}, or leave {tool} out with --tools")
+    return sorted(set(missing))
 
 
 def wait4(proc, timeout=RUN_TIMEOUT):
@@ -54,13 +128,17 @@ def timed(cmd, **kwargs):
     """Starts cmd under GNU time; returns (proc, file that will hold its peak RSS in KiB)."""
     rss = tempfile.NamedTemporaryFile(prefix="sockit-bench-rss-", delete=False)
     rss.close()
-    return subprocess.Popen(["/usr/bin/time", "-f", "%M", "-o", rss.name] + cmd, **kwargs), rss.name
+    TEMP_PATHS.append(rss.name)
+    proc = subprocess.Popen(["/usr/bin/time", "-f", "%M", "-o", rss.name] + cmd, start_new_session=True, **kwargs)
+    STARTED.append(proc)
+    return proc, rss.name
 
 
 def rss_of(path):
     with open(path) as f:
         value = int(f.read().split()[-1])
     os.remove(path)
+    TEMP_PATHS.remove(path)
     return value
 
 
@@ -153,18 +231,10 @@ def run_python(src, store, name):
     return elapsed, rss_of(client_rss), rss_of(server_rss), dst
 
 
-def main():
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--size-mib", type=int, default=2048)
-    parser.add_argument("--rounds", type=int, default=3)
-    parser.add_argument("--store", help="directory the receivers write into (default: a temp dir on disk)")
-    parser.add_argument("--tools", default="sockit,sockit-get,nc,nc+sync,scp,python")
-    args = parser.parse_args()
-    tools = args.tools.split(",")
-    if not os.access(SOCKIT, os.X_OK):
-        sys.exit(f"build first: cargo build --release (missing {SOCKIT})")
-
+def run_rounds(args, tools):
+    """Runs every round; returns the timings, the peak RSS figures and the file size."""
     work = tempfile.mkdtemp(prefix="sockit-bench-")
+    TEMP_PATHS.append(work)
     store = args.store or os.path.join(work, "store")
     os.makedirs(store, exist_ok=True)
     src = os.path.join(work, "source.bin")
@@ -175,9 +245,13 @@ def main():
     size = os.path.getsize(src)
 
     server = subprocess.Popen([SOCKIT, "serve", "--listen", "127.0.0.1:0", "--udp", "off", "--root", store],
-                              stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True)
+                              stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True, start_new_session=True)
+    STARTED.append(server)
     addr = server.stdout.readline().split()[2]
-    sshd = Sshd(work) if "scp" in tools else None
+    sshd = None
+    if "scp" in tools:
+        sshd = Sshd(work)
+        STARTED.append(sshd.proc)
 
     runners = {
         "sockit": lambda name: run_sockit(addr, src, store, name),
@@ -205,23 +279,51 @@ def main():
                       flush=True)
         server_rss = peak_rss_kib(server.pid)
     finally:
-        server.send_signal(signal.SIGTERM)
-        server.wait(timeout=30)
         if sshd:
             sshd.close()
-        shutil.rmtree(work, ignore_errors=True)
+        if args.store:
+            # A store given with --store is the caller's: leave it, but not our files in it.
+            for tool in tools:
+                for round_no in range(1, args.rounds + 1):
+                    leftover = os.path.join(store, f"{tool}-{round_no}.bin")
+                    if os.path.exists(leftover):
+                        os.remove(leftover)
+    return results, sender_rss, receiver_rss, server_rss, size
 
+
+def main():
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--size-mib", type=int, default=2048)
+    parser.add_argument("--rounds", type=int, default=3)
+    parser.add_argument("--store", help="directory the receivers write into (default: a temp dir on disk)")
+    parser.add_argument("--tools", default="sockit,sockit-get,nc,nc+sync,scp,python")
+    args = parser.parse_args()
+    tools = args.tools.split(",")
+    missing = missing_requirements(tools)
+    if missing:
+        sys.exit("file_transfer.py needs:\n  " + "\n  ".join(missing))
+
+    atexit.register(cleanup)
+    signal.signal(signal.SIGINT, signal.default_int_handler)  # even when started ignoring it
+    signal.signal(signal.SIGTERM, on_signal)
+    signal.signal(signal.SIGHUP, on_signal)
+    try:
+        results, sender_rss, receiver_rss, server_rss, size = run_rounds(args, tools)
+    finally:
+        cleanup()
     print()
     print(f"{args.size_mib} MiB over loopback, {args.rounds} rounds, store: {args.store or 'temp dir on disk'}")
-    print("| tool | median s | MiB/s | sockit put is faster by | sender peak RSS | receiver peak RSS |")
-    print("|---|---|---|---|---|---|")
+    print("| tool | median s | rounds, fastest–slowest s | MiB/s | sockit put is faster by "
+          "| sender peak RSS | receiver peak RSS |")
+    print("|---|---|---|---|---|---|---|")
     sockit_median = statistics.median(results["sockit"]) if "sockit" in results else None
     for tool in tools:
         median = statistics.median(results[tool])
         ratio = f"{median / sockit_median:.2f}x" if sockit_median else "-"
         def mib(kib):
             return f"{kib / 1024:.0f} MiB" if kib else "-"
-        print(f"| {tool} | {median:.3f} | {size / median / 2**20:.0f} | {ratio} "
+        spread = f"{min(results[tool]):.3f}–{max(results[tool]):.3f}"
+        print(f"| {tool} | {median:.3f} | {spread} | {size / median / 2**20:.0f} | {ratio} "
               f"| {mib(sender_rss[tool])} | {mib(receiver_rss[tool])} |")
     print(f"\nsockit server peak RSS over all rounds (the receiver of put, the sender of get): "
           f"{server_rss / 1024:.0f} MiB")

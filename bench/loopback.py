@@ -50,7 +50,12 @@ class Sshd:
         os.makedirs("/run/sshd", exist_ok=True)
         self.proc = subprocess.Popen([shutil.which("sshd") or "/usr/sbin/sshd", "-D", "-e", "-f", config],
                                      stderr=subprocess.DEVNULL)
-        wait_port(self.port)
+        try:
+            wait_port(self.port)
+        except BaseException:
+            self.proc.kill()
+            self.proc.wait()
+            raise
 
     def options(self):
         return ["-i", self.user_key, "-o", "StrictHostKeyChecking=no",

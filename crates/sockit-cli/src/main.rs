@@ -24,6 +24,11 @@ struct Cli {
 #[derive(Debug, Subcommand)]
 enum Command {
     /// Run the server: the framed TCP protocol and the optional raw listeners.
+    #[command(
+        after_help = "Logs go to standard error at info (debug with -v, errors only with -q). \
+                      SOCKIT_LOG, when set, decides instead: e.g. SOCKIT_LOG=warn, \
+                      SOCKIT_LOG=sockit=debug. NO_COLOR turns colour off."
+    )]
     Serve(Box<cmd::serve::Args>),
     /// Measure round trips to a server.
     Ping(cmd::ping::Args),
@@ -82,6 +87,10 @@ fn main() -> ExitCode {
         // The reader of our output went away: end quietly, as a process killed by SIGPIPE.
         Err((cmd::CmdError::BrokenPipe, _)) => ExitCode::from(cmd::out::BROKEN_PIPE),
         Err((cmd::CmdError::Reported, code)) => code,
+        Err((err @ cmd::CmdError::Interrupted { .. }, _)) => {
+            cmd::fail(&err);
+            ExitCode::from(cmd::INTERRUPTED)
+        }
         Err((err, code)) => {
             cmd::fail(&err);
             code
@@ -178,6 +187,17 @@ fn colour(terminal: bool, no_color: Option<std::ffi::OsString>) -> bool {
 #[cfg(test)]
 mod tests {
     use clap::CommandFactory;
+
+    #[test]
+    fn help_shows_no_environment_values_and_serve_names_sockit_log() {
+        let mut cli = super::Cli::command();
+        let ping = cli.find_subcommand_mut("ping").unwrap().render_long_help();
+        let ping = ping.to_string();
+        assert!(ping.contains("[env: SOCKIT_SERVER]"), "{ping}");
+        assert!(!ping.contains("SOCKIT_SERVER="), "{ping}");
+        let serve = cli.find_subcommand_mut("serve").unwrap().render_long_help();
+        assert!(serve.to_string().contains("SOCKIT_LOG"), "{serve}");
+    }
 
     #[test]
     fn command_line_definition_is_consistent() {

@@ -10,6 +10,8 @@ use std::time::Duration;
 /// Where the framed listener and the chat room listen (`--listen`, `--udp`), and where client
 /// commands connect (`--server`).
 pub const ADDR: &str = "127.0.0.1:9000";
+/// The port of [`ADDR`], which a client's `--server HOST` without a port connects to.
+pub const PORT: u16 = 9000;
 /// The file store directory (`--root`).
 pub const ROOT: &str = "./sockit-data";
 

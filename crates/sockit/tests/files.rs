@@ -644,3 +644,39 @@ async fn wait_for(mut condition: impl FnMut() -> bool) {
     }
     panic!("condition not met within 2 s");
 }
+
+#[tokio::test]
+async fn busy_refusal_that_closes_says_so_without_byte_counts() {
+    let server = TestServer::start_with(|config| {
+        // The second put's body is too long to skip: the server answers and closes.
+        config.limits = sockit_proto::Limits::builder()
+            .max_buffered_body(1024)
+            .build()
+            .unwrap();
+    })
+    .await;
+    let size = 987_654;
+    let mut first = server.connect().await;
+    first
+        .write_all(&put_header("taken.bin", size, json!({})))
+        .await
+        .unwrap();
+    first.write_all(&[1u8; 10]).await.unwrap();
+    let started = std::time::Instant::now();
+    while std::fs::read_dir(server.root().join(".sockit/partial"))
+        .map_or(true, |mut dir| dir.next().is_none())
+    {
+        assert!(started.elapsed() < std::time::Duration::from_secs(10));
+        tokio::time::sleep(std::time::Duration::from_millis(5)).await;
+    }
+
+    let mut second = server.connect().await;
+    let (reply, _) = send_and_read(&mut second, &put_header("taken.bin", size, json!({}))).await;
+    assert_eq!(reply["code"], "busy", "{reply}");
+    let error = reply["error"].as_str().unwrap();
+    assert!(error.contains("in progress"), "{error}");
+    assert!(error.contains("connection closes"), "{error}");
+    assert!(!error.chars().any(|c| c.is_ascii_digit()), "{error}");
+    common::assert_closed(&mut second).await;
+    drop(first);
+}

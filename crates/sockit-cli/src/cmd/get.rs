@@ -36,6 +36,12 @@ pub(crate) struct Args {
 
 pub(crate) async fn run(args: Args) -> CmdResult {
     let target = Target::resolve(args.output.as_deref(), &args.name, args.force)?;
+    // Ctrl-C leaves the part file for a resume (a download to standard output has none).
+    let resume = !matches!(target, Target::Stdout);
+    super::interruptible(resume, get_to(args, target)).await
+}
+
+async fn get_to(args: Args, target: Target) -> CmdResult {
     if args.json && matches!(target, Target::Stdout) {
         return Err("--json cannot go with -o -: standard output carries the file".into());
     }
@@ -44,7 +50,7 @@ pub(crate) async fn run(args: Args) -> CmdResult {
         preserve: args.preserve,
     };
     let mut client = remote::connect(&args.login).await?;
-    let progress = Progress::new(&args.name, 0);
+    let progress = Progress::new(&sockit::client::printable(&args.name), 0);
     let started = std::time::Instant::now();
     let outcome = client
         .get_to(&args.name, &target, options, &mut |done, total| {
@@ -86,7 +92,7 @@ pub(crate) async fn run(args: Args) -> CmdResult {
     };
     statusln!(
         "{} -> {}: {} bytes, blake3 {}{resumed}",
-        args.name,
+        sockit::client::printable(&args.name),
         target.shown(),
         got.length,
         got.hash

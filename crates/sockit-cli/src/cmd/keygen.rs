@@ -13,7 +13,13 @@ use crate::cmd::CmdError;
 pub(crate) struct Args {
     /// Where to write the secret key (the public key goes to FILE.pub).
     /// Default: ~/.config/sockit/id_ed25519.
-    #[arg(long, short = 'i', value_name = "FILE", env = "SOCKIT_IDENTITY")]
+    #[arg(
+        long,
+        short = 'i',
+        value_name = "FILE",
+        env = "SOCKIT_IDENTITY",
+        hide_env_values = true
+    )]
     identity: Option<PathBuf>,
     /// Comment stored with the public key (default: user@host).
     #[arg(long, short = 'C', value_name = "TEXT")]

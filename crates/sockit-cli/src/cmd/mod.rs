@@ -78,6 +78,12 @@ pub(crate) enum CmdError {
     /// The reader of standard output went away: the command ends quietly (see [`out`]).
     #[error("standard output closed")]
     BrokenPipe,
+    /// SIGINT (Ctrl-C) ended a transfer; what had arrived is kept for a resume when `resume`.
+    #[error("interrupted{}", if *resume { "; run the same command again to resume" } else { "" })]
+    Interrupted {
+        /// Whether running the same command again resumes.
+        resume: bool,
+    },
     /// The command did not finish within its `--timeout`.
     #[error("gave up after {} s (--timeout)", .0.as_secs_f64())]
     TimedOut(Duration),
@@ -111,9 +117,44 @@ impl From<&str> for CmdError {
 /// Where a client command connects.
 #[derive(Debug, clap::Args)]
 pub(crate) struct ServerArg {
-    /// Server address, host:port.
-    #[arg(long, env = "SOCKIT_SERVER", default_value = sockit::defaults::ADDR)]
+    /// Server address: HOST:PORT, or HOST for port 9000, or :PORT for 127.0.0.1.
+    #[arg(
+        long,
+        value_name = "ADDR",
+        env = "SOCKIT_SERVER",
+        hide_env_values = true,
+        default_value = sockit::defaults::ADDR,
+        value_parser = parse_server
+    )]
     pub(crate) server: String,
+}
+
+/// A server to connect to, with the default port when none is given: `HOST` and `[IPv6]`
+/// become `HOST:9000`, a bare IP address gets port 9000 too, and `:PORT` means `127.0.0.1`.
+pub(crate) fn parse_server(text: &str) -> Result<String, String> {
+    use std::net::{IpAddr, Ipv4Addr, SocketAddr};
+    let port = sockit::defaults::PORT;
+    if text.is_empty() {
+        return Err("an empty server address: give HOST:PORT or HOST".to_owned());
+    }
+    if let Ok(ip) = text
+        .trim_start_matches('[')
+        .trim_end_matches(']')
+        .parse::<IpAddr>()
+    {
+        return Ok(SocketAddr::new(ip, port).to_string());
+    }
+    if let Some(rest) = text.strip_prefix(':') {
+        let port: u16 = rest
+            .parse()
+            .map_err(|_| format!("`{rest}` in `{text}` is not a port number"))?;
+        return Ok(SocketAddr::from((Ipv4Addr::LOCALHOST, port)).to_string());
+    }
+    match text.rsplit_once(':') {
+        None => Ok(format!("{text}:{port}")),
+        Some((_, port)) if port.parse::<u16>().is_ok() => Ok(text.to_owned()),
+        Some((_, port)) => Err(format!("`{port}` in `{text}` is not a port number")),
+    }
 }
 
 /// How long a client command waits to connect.
@@ -165,8 +206,47 @@ pub(crate) async fn within<T>(
     }
 }
 
+/// The exit status after SIGINT, as a shell reports a process killed by it.
+pub(crate) const INTERRUPTED: u8 = 130;
+
+/// Runs a transfer until it ends or SIGINT (Ctrl-C) comes, which ends it with
+/// [`CmdError::Interrupted`]: what it held is dropped, leaving an upload's partial on the
+/// server and a download's part file for a resume.
+pub(crate) async fn interruptible<T>(
+    resume: bool,
+    transfer: impl Future<Output = Result<T, CmdError>>,
+) -> Result<T, CmdError> {
+    tokio::select! {
+        result = transfer => result,
+        Ok(()) = tokio::signal::ctrl_c() => Err(CmdError::Interrupted { resume }),
+    }
+}
+
 /// Prints `sockit: <why>` to standard error and gives the failing exit status.
 pub(crate) fn fail(why: &dyn Display) -> ExitCode {
     eprintln!("sockit: {why}");
     ExitCode::FAILURE
+}
+
+#[cfg(test)]
+mod tests {
+    use super::parse_server;
+
+    #[test]
+    fn a_server_without_a_port_gets_port_9000() {
+        assert_eq!(parse_server("localhost").unwrap(), "localhost:9000");
+        assert_eq!(parse_server("localhost:9000").unwrap(), "localhost:9000");
+        assert_eq!(parse_server("127.0.0.1").unwrap(), "127.0.0.1:9000");
+        assert_eq!(parse_server("::1").unwrap(), "[::1]:9000");
+        assert_eq!(parse_server("[::1]").unwrap(), "[::1]:9000");
+        assert_eq!(parse_server("[::1]:7").unwrap(), "[::1]:7");
+        assert_eq!(parse_server(":9500").unwrap(), "127.0.0.1:9500");
+    }
+
+    #[test]
+    fn a_bad_port_is_named() {
+        let err = parse_server("localhost:nine").unwrap_err();
+        assert!(err.contains("`nine`"), "{err}");
+        assert!(parse_server("").is_err());
+    }
 }

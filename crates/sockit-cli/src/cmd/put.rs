@@ -51,6 +51,12 @@ enum Stored {
 }
 
 pub(crate) async fn run(args: Args) -> CmdResult {
+    // Ctrl-C leaves what the server received for a resume (not for standard input).
+    let resume = !args.files.iter().any(|path| is_stdin(path));
+    super::interruptible(resume, put_all(args)).await
+}
+
+async fn put_all(args: Args) -> CmdResult {
     if args.name.is_some() && args.files.len() > 1 {
         return Err("--as takes a single FILE".into());
     }
@@ -88,6 +94,7 @@ async fn put_one(client: &mut Client, path: &Path, args: &Args) -> Result<Stored
         .clone()
         .or_else(|| default_name(path))
         .ok_or_else(|| format!("{label}: cannot tell its name; use --as NAME"))?;
+    let shown_name = sockit::client::printable(&name);
     let source = if is_stdin(path) {
         Source::stdin()
     } else {
@@ -95,8 +102,8 @@ async fn put_one(client: &mut Client, path: &Path, args: &Args) -> Result<Stored
     };
     let source = source.map_err(|err| CmdError::failed(label.to_string(), err))?;
     let progress = match source.length() {
-        Some(total) => Progress::new(&name, total),
-        None => Progress::stream(&name),
+        Some(total) => Progress::new(&shown_name, total),
+        None => Progress::stream(&shown_name),
     };
     let started = std::time::Instant::now();
     let outcome = client
@@ -105,7 +112,7 @@ async fn put_one(client: &mut Client, path: &Path, args: &Args) -> Result<Stored
     progress.finish();
     let put = outcome.map_err(|err| CmdError::Usage(format!("{label}: {}", describe(&err))))?;
     tracing::info!(
-        "put {name}: {} bytes sent in {:.2?}",
+        "put {shown_name}: {} bytes sent in {:.2?}",
         put.length - put.resumed_from,
         started.elapsed()
     );
@@ -131,6 +138,7 @@ fn result_line(label: &str, name: &str, kind: SourceKind, put: &PutOutcome) -> S
         (_, 0) => String::new(),
         (_, from) => format!(" (resumed at byte {from})"),
     };
+    let name = sockit::client::printable(name);
     format!(
         "{label} -> {name}: {} bytes, blake3 {}{how}",
         put.length, put.hash
@@ -178,12 +186,13 @@ fn is_stdin(path: &Path) -> bool {
     path.as_os_str() == STDIN_ARG
 }
 
-/// What messages call an argument: the path as typed, or "standard input" for `-`.
+/// What messages call an argument: the path as typed (control characters made safe), or
+/// "standard input" for `-`.
 fn label(path: &Path) -> String {
     if is_stdin(path) {
         "standard input".to_owned()
     } else {
-        path.display().to_string()
+        sockit::client::shown_path(path)
     }
 }
 

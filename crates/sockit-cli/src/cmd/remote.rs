@@ -28,10 +28,22 @@ pub(crate) const EXEC_GRACE: Duration = Duration::from_secs(10);
 #[derive(Debug, clap::Args)]
 pub(crate) struct LoginArgs {
     /// User to log in as (default: your login name).
-    #[arg(long, short = 'u', value_name = "USER", env = "SOCKIT_USER")]
+    #[arg(
+        long,
+        short = 'u',
+        value_name = "USER",
+        env = "SOCKIT_USER",
+        hide_env_values = true
+    )]
     user: Option<String>,
     /// Secret key for key login (default: ~/.config/sockit/id_ed25519, when it exists).
-    #[arg(long, short = 'i', value_name = "FILE", env = "SOCKIT_IDENTITY")]
+    #[arg(
+        long,
+        short = 'i',
+        value_name = "FILE",
+        env = "SOCKIT_IDENTITY",
+        hide_env_values = true
+    )]
     identity: Option<PathBuf>,
     #[command(flatten)]
     server: ServerArg,

@@ -19,24 +19,29 @@ use crate::cmd::CmdError;
 
 #[derive(Debug, clap::Args)]
 pub(crate) struct Args {
-    /// The framed TCP protocol.
-    #[arg(long, value_name = "ADDR", default_value = defaults::ADDR)]
+    /// The framed TCP protocol: HOST:PORT (names are resolved), or :PORT for 127.0.0.1:PORT.
+    #[arg(long, value_name = "ADDR", default_value = defaults::ADDR, value_parser = parse_addr)]
     listen: SocketAddr,
     /// The UDP chat room port ("off" to disable).
     #[arg(long, value_name = "ADDR", default_value = defaults::ADDR, value_parser = parse_optional_addr)]
     udp: OptionalAddr,
     /// Raw TCP upper-case echo, as the tutorials' socketserver.
-    #[arg(long, value_name = "ADDR")]
+    #[arg(long, value_name = "ADDR", value_parser = parse_addr)]
     legacy_echo: Option<SocketAddr>,
     /// UDP upper-case echo.
-    #[arg(long, value_name = "ADDR")]
+    #[arg(long, value_name = "ADDR", value_parser = parse_addr)]
     udp_echo: Option<SocketAddr>,
     /// Raw TCP remote commands for the tutorials' clients: no login, so loopback only.
-    #[arg(long, value_name = "ADDR")]
+    #[arg(long, value_name = "ADDR", value_parser = parse_addr)]
     legacy_exec: Option<SocketAddr>,
     /// Accounts file (see `sockit user`): requires login for all but ping and echo, and
     /// enables exec.
-    #[arg(long, value_name = "FILE", env = "SOCKIT_USERS")]
+    #[arg(
+        long,
+        value_name = "FILE",
+        env = "SOCKIT_USERS",
+        hide_env_values = true
+    )]
     users: Option<PathBuf>,
     /// Longest a remote command may run, in seconds (a client may ask for less).
     #[arg(long, value_name = "SECS", default_value_t = Seconds(defaults::EXEC_TIMEOUT))]
@@ -231,11 +236,44 @@ struct OptionalAddr(Option<SocketAddr>);
 fn parse_optional_addr(text: &str) -> Result<OptionalAddr, String> {
     match text {
         "off" | "none" => Ok(OptionalAddr(None)),
-        _ => text
-            .parse()
+        _ => parse_addr(text)
             .map(|addr| OptionalAddr(Some(addr)))
-            .map_err(|_| format!("`{text}` is not an address like 127.0.0.1:9000 (or \"off\")")),
+            .map_err(|err| format!("{err} (or \"off\")")),
     }
+}
+
+/// An address to listen on: `IP:PORT`, `HOST:PORT` (the name resolved, an IPv4 address
+/// preferred), or `:PORT` for `127.0.0.1:PORT` (never every interface unless asked for).
+pub(crate) fn parse_addr(text: &str) -> Result<SocketAddr, String> {
+    use std::net::{Ipv4Addr, ToSocketAddrs};
+    if let Ok(addr) = text.parse() {
+        return Ok(addr);
+    }
+    let Some((host, port)) = text
+        .rsplit_once(':')
+        .filter(|(host, _)| !host.ends_with(':'))
+    else {
+        return Err(format!(
+            "`{text}` has no port: give HOST:PORT (e.g. {text}:9000), or :PORT for 127.0.0.1"
+        ));
+    };
+    let port: u16 = port
+        .parse()
+        .map_err(|_| format!("`{port}` in `{text}` is not a port number (0 to 65535)"))?;
+    if host.is_empty() {
+        return Ok(SocketAddr::from((Ipv4Addr::LOCALHOST, port)));
+    }
+    let host = host.trim_start_matches('[').trim_end_matches(']');
+    let found: Vec<SocketAddr> = (host, port)
+        .to_socket_addrs()
+        .map_err(|err| format!("cannot resolve `{host}`: {err}"))?
+        .collect();
+    found
+        .iter()
+        .find(|addr| addr.is_ipv4())
+        .or_else(|| found.first())
+        .copied()
+        .ok_or_else(|| format!("`{host}` resolves to no address"))
 }
 
 pub(crate) fn parse_seconds(text: &str) -> Result<Duration, String> {
@@ -262,5 +300,34 @@ impl fmt::Display for Seconds {
     /// As typed: `3600`, `0.5`.
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         write!(f, "{}", self.0.as_secs_f64())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::parse_addr;
+
+    #[test]
+    fn a_bare_port_listens_on_loopback_only() {
+        assert_eq!(parse_addr(":9500").unwrap().to_string(), "127.0.0.1:9500");
+        assert_eq!(parse_addr(":0").unwrap().to_string(), "127.0.0.1:0");
+    }
+
+    #[test]
+    fn names_are_resolved_and_addresses_taken_as_they_are() {
+        assert!(parse_addr("localhost:9500").unwrap().ip().is_loopback());
+        assert_eq!(parse_addr("localhost:9500").unwrap().port(), 9500);
+        assert_eq!(parse_addr("0.0.0.0:1").unwrap().to_string(), "0.0.0.0:1");
+        assert_eq!(parse_addr("[::1]:2").unwrap().to_string(), "[::1]:2");
+    }
+
+    #[test]
+    fn what_is_missing_is_said() {
+        let err = parse_addr("localhost").unwrap_err();
+        assert!(err.contains("has no port"), "{err}");
+        let err = parse_addr("localhost:http").unwrap_err();
+        assert!(err.contains("not a port number"), "{err}");
+        let err = parse_addr(":99999").unwrap_err();
+        assert!(err.contains("not a port number"), "{err}");
     }
 }

@@ -18,7 +18,7 @@ pub(crate) enum User {
     /// Remove a user and all its keys.
     Del(NameArgs),
     /// List the users, with whether each has a password and its keys' fingerprints.
-    List(FileArg),
+    List(ListArgs),
     /// Authorise a public key (the line `sockit keygen` printed, or its .pub file) for a user;
     /// a user that does not exist yet is created without a password.
     AddKey(AddKeyArgs),
@@ -27,7 +27,24 @@ pub(crate) enum User {
 #[derive(Debug, clap::Args)]
 pub(crate) struct FileArg {
     /// The users file (created when missing).
-    #[arg(long, value_name = "FILE", env = "SOCKIT_USERS")]
+    #[arg(
+        long,
+        value_name = "FILE",
+        env = "SOCKIT_USERS",
+        hide_env_values = true
+    )]
+    users: PathBuf,
+}
+
+#[derive(Debug, clap::Args)]
+pub(crate) struct ListArgs {
+    /// The users file (never created by `list`: `user add` and `user add-key` make it).
+    #[arg(
+        long,
+        value_name = "FILE",
+        env = "SOCKIT_USERS",
+        hide_env_values = true
+    )]
     users: PathBuf,
 }
 
@@ -139,6 +156,12 @@ fn delete(args: NameArgs) -> CmdResult {
 }
 
 fn list(path: &Path) -> CmdResult {
+    if !path.exists() {
+        return Err(CmdError::Usage(format!(
+            "{}: no such users file (`sockit user add` creates it)",
+            sockit::client::printable(&path.display().to_string())
+        )));
+    }
     let users = UsersFile::load(path)?;
     for (name, account) in &users.users {
         super::out::outln!("{name}\t{account}")?;

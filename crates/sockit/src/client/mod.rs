@@ -532,9 +532,16 @@ pub fn plain_io_error(err: &io::Error) -> String {
     }
 }
 
-/// Text from the network with control characters replaced, safe to print on a terminal.
+/// Text from the network or a local name with control characters replaced, safe to print on
+/// a terminal.
 pub fn printable(text: &str) -> String {
     text.chars()
         .map(|c| if c.is_control() { '\u{FFFD}' } else { c })
         .collect()
+}
+
+/// A local path as messages show it: as given, with control characters made safe
+/// ([`printable`]), so that a hostile file name cannot move the cursor or clear the screen.
+pub fn shown_path(path: &std::path::Path) -> String {
+    printable(&path.display().to_string())
 }

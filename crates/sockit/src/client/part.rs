@@ -112,8 +112,8 @@ impl PartFile {
         record_path.push(RECORD_SUFFIX);
         let record_path = PathBuf::from(record_path);
         let unsafe_part = |why| SaveError::UnsafePart {
-            path: shown.display().to_string(),
-            part: part.display().to_string(),
+            path: super::shown_path(shown),
+            part: super::shown_path(&part),
             why,
         };
         // A finishing download renames its part away between our open and lock; then the
@@ -122,15 +122,15 @@ impl PartFile {
             let file = open_private(&part).map_err(|err| match err {
                 PrivateError::Unsafe(why) => unsafe_part(why),
                 PrivateError::Io(source) => SaveError::CannotCreate {
-                    path: shown.display().to_string(),
-                    dir: parent_dir(out).display().to_string(),
+                    path: super::shown_path(shown),
+                    dir: super::shown_path(&parent_dir(out)),
                     source,
                 },
             })?;
             let file = match Flock::lock(file, FlockArg::LockExclusiveNonblock) {
                 Ok(file) => file,
                 Err((_, nix::errno::Errno::EWOULDBLOCK)) => {
-                    return Err(SaveError::InProgress(shown.display().to_string()))
+                    return Err(SaveError::InProgress(super::shown_path(shown)))
                 }
                 Err((_, errno)) => return Err(SaveError::io(&part, errno.into())),
             };
@@ -147,7 +147,7 @@ impl PartFile {
                 record,
             });
         }
-        Err(SaveError::InProgress(shown.display().to_string()))
+        Err(SaveError::InProgress(super::shown_path(shown)))
     }
 
     /// What a resume can ask for: the bytes held and the hash of the file they belong to
@@ -214,8 +214,8 @@ impl PartFile {
     /// A write failure part-way: the error telling the user what is kept, and where.
     pub(crate) fn interrupted(&self, source: io::Error) -> SaveError {
         SaveError::Interrupted {
-            path: self.shown.display().to_string(),
-            part: self.part.display().to_string(),
+            path: super::shown_path(&self.shown),
+            part: super::shown_path(&self.part),
             held: self.held().unwrap_or(0),
             source,
         }
@@ -263,9 +263,9 @@ impl PartFile {
     /// Renames the part file over the output (`replace`), or to it only if it is still absent.
     fn move_into_place(&self, replace: bool) -> Result<(), SaveError> {
         let changed = |what| SaveError::Changed {
-            path: self.shown.display().to_string(),
+            path: super::shown_path(&self.shown),
             what,
-            part: self.part.display().to_string(),
+            part: super::shown_path(&self.part),
         };
         if !same_file(&self.file, &self.part) {
             return Err(changed("its part file was replaced"));
@@ -301,9 +301,9 @@ impl PartFile {
         let meta = out.metadata().map_err(io_err)?;
         if (meta.dev(), meta.ino()) != existing.id {
             return Err(SaveError::Changed {
-                path: self.shown.display().to_string(),
+                path: super::shown_path(&self.shown),
                 what: "the file was replaced",
-                part: self.part.display().to_string(),
+                part: super::shown_path(&self.part),
             });
         }
         let mut from = self.file.try_clone().map_err(io_err)?;
@@ -496,7 +496,7 @@ fn write_record(path: &Path, record: &Record) -> io::Result<()> {
         PrivateError::Io(err) => err,
         PrivateError::Unsafe(why) => io::Error::new(
             io::ErrorKind::PermissionDenied,
-            format!("{}: refusing to use it: {why}", path.display()),
+            format!("{}: refusing to use it: {why}", super::shown_path(path)),
         ),
     })?;
     file.set_len(0)?;

@@ -108,7 +108,7 @@ impl Source {
                 .custom_flags(libc::O_NOCTTY)
                 .open(&path)
                 .map_err(SourceError::Open)?;
-            Source::examine(file, path.display().to_string(), false)
+            Source::examine(file, super::shown_path(&path), false)
         })
         .await
     }

@@ -190,7 +190,7 @@ pub enum SaveError {
 impl SaveError {
     pub(crate) fn io(path: &Path, source: io::Error) -> SaveError {
         SaveError::Io {
-            path: path.display().to_string(),
+            path: super::shown_path(path),
             source,
         }
     }
@@ -241,7 +241,7 @@ impl Target {
                 "a socket"
             };
             Err(SaveError::Unwritable {
-                path: shown.display().to_string(),
+                path: super::shown_path(&shown),
                 what,
             })
         }
@@ -251,7 +251,7 @@ impl Target {
     pub fn shown(&self) -> String {
         match self {
             Target::Stdout => "standard output".to_owned(),
-            Target::Node { shown, .. } | Target::File { shown, .. } => shown.display().to_string(),
+            Target::Node { shown, .. } | Target::File { shown, .. } => super::shown_path(shown),
         }
     }
 }
@@ -291,8 +291,8 @@ fn follow_links(shown: &Path) -> Result<PathBuf, SaveError> {
             }
             Err(err) if err.kind() == io::ErrorKind::NotFound && hop > 0 => {
                 return Err(SaveError::DanglingLink {
-                    path: shown.display().to_string(),
-                    target: path.display().to_string(),
+                    path: super::shown_path(shown),
+                    target: super::shown_path(&path),
                 });
             }
             _ => return Ok(path),
@@ -310,8 +310,8 @@ fn check_directory(shown: &Path, path: &Path) -> Result<(), SaveError> {
     match fs::metadata(&dir) {
         Ok(meta) if meta.is_dir() => Ok(()),
         _ => Err(SaveError::NoDirectory {
-            path: shown.display().to_string(),
-            dir: dir.display().to_string(),
+            path: super::shown_path(shown),
+            dir: super::shown_path(&dir),
         }),
     }
 }
@@ -323,7 +323,7 @@ fn check_replaceable(
     meta: &fs::Metadata,
     force: bool,
 ) -> Result<Existing, SaveError> {
-    let shown_text = || shown.display().to_string();
+    let shown_text = || super::shown_path(shown);
     if !force {
         return Err(SaveError::Exists(shown_text()));
     }

@@ -48,7 +48,7 @@ impl<C: Connect> Client<C> {
     ) -> Result<PutOutcome, ClientError> {
         let source = Source::open(path)
             .await
-            .map_err(|err| source_error(&path.display().to_string(), err))?;
+            .map_err(|err| source_error(&super::shown_path(path), err))?;
         self.put_source(&source, name, overwrite, progress).await
     }
 

@@ -27,6 +27,11 @@ impl Session {
         }
     }
 
+    /// The address the client connects from.
+    pub(crate) fn peer(&self) -> IpAddr {
+        self.peer
+    }
+
     /// The user this session logged in as.
     pub(crate) fn user(&self) -> Option<&str> {
         self.user.as_deref()

@@ -12,12 +12,19 @@
 //! read and discarded while it is within the in-memory limit, so the connection stays usable;
 //! beyond that, or after a frame that breaks the sequence, the connection closes, since what
 //! follows can no longer be told from the next requests.
+//!
+//! Each `put`, `get`, `delete` and `rename` is logged at info when it ends, one line each: the
+//! peer, the name, the bytes (a stored or renamed file's length, a get's bytes sent) and the
+//! time it took; or that it was refused, or cut short with the connection.
 
 use sockit_proto::message::{
     ChunkFrame, DeleteRequest, GetRequest, ListRequest, PutRequest, PutTrailer, RenameRequest,
     StatRequest,
 };
 use sockit_proto::{ErrorCode, FrameError, Header};
+use std::net::IpAddr;
+use std::time::Instant;
+
 use tokio::io::{AsyncRead, AsyncWrite};
 
 use super::{answer, queue_error, refuse, start_reply, Flow};
@@ -27,12 +34,60 @@ use crate::core::{Core, OpError};
 use crate::store::Upload;
 use crate::transfer::{BodyPipeline, FileReader};
 
+/// One file operation's log line, written when it ends.
+struct OpLog<'a> {
+    op: &'static str,
+    peer: IpAddr,
+    name: &'a str,
+    started: Instant,
+    /// Set when the operation succeeded: the bytes it moved or the file's length.
+    bytes: Option<u64>,
+}
+
+impl<'a> OpLog<'a> {
+    fn start(op: &'static str, peer: IpAddr, name: &'a str) -> OpLog<'a> {
+        OpLog {
+            op,
+            peer,
+            name,
+            started: Instant::now(),
+            bytes: None,
+        }
+    }
+
+    /// Logs how the operation ended and passes its outcome on.
+    fn end(self, outcome: Result<Flow, ConnError>) -> Result<Flow, ConnError> {
+        let OpLog { op, peer, name, .. } = self;
+        let time = self.started.elapsed();
+        match (&outcome, self.bytes) {
+            (Ok(_), Some(bytes)) => tracing::info!(%peer, name, bytes, ?time, "{op} done"),
+            (Ok(_), None) => tracing::info!(%peer, name, ?time, "{op} refused"),
+            (Err(err), _) => tracing::info!(%peer, name, %err, ?time, "{op} cut short"),
+        }
+        outcome
+    }
+}
+
 /// `put`, either form.
 pub(super) async fn put<S: AsyncRead + AsyncWrite + Unpin>(
     conn: &mut Connection<S>,
     header: &Header,
     core: &Core,
+    peer: IpAddr,
     request: &PutRequest<'_>,
+) -> Result<Flow, ConnError> {
+    let mut log = OpLog::start("put", peer, &request.name);
+    let outcome = put_body(conn, header, core, request, &mut log).await;
+    log.end(outcome)
+}
+
+/// `put`, either form, noting a stored file's length in `log`.
+async fn put_body<S: AsyncRead + AsyncWrite + Unpin>(
+    conn: &mut Connection<S>,
+    header: &Header,
+    core: &Core,
+    request: &PutRequest<'_>,
+    log: &mut OpLog<'_>,
 ) -> Result<Flow, ConnError> {
     let begun = files::begin_put(&core.store, request, header.body_len()).await;
     let (upload, hasher, plan) = match begun {
@@ -41,7 +96,7 @@ pub(super) async fn put<S: AsyncRead + AsyncWrite + Unpin>(
         Err(err) => return refuse_put(conn, header, request.trailer, &err).await,
     };
     if plan.chunked() {
-        return receive_chunked(conn, header, upload, plan).await;
+        return receive_chunked(conn, header, upload, plan, log).await;
     }
 
     let mut pipeline = BodyPipeline::start(hasher, upload);
@@ -66,7 +121,10 @@ pub(super) async fn put<S: AsyncRead + AsyncWrite + Unpin>(
         None
     };
     match plan.finish(upload, hash, trailer).await {
-        Ok(reply) => answer(conn, header, &reply),
+        Ok(reply) => {
+            log.bytes = Some(reply.length);
+            answer(conn, header, &reply);
+        }
         Err(err) => queue_error(conn, header, &err),
     }
     Ok(Flow::Continue)
@@ -133,6 +191,7 @@ async fn receive_chunked<S: AsyncRead + AsyncWrite + Unpin>(
     header: &Header,
     upload: Upload,
     plan: PutPlan,
+    log: &mut OpLog<'_>,
 ) -> Result<Flow, ConnError> {
     let mut pipeline = BodyPipeline::start(blake3::Hasher::new(), upload);
     let received = receive_chunks(conn, &mut pipeline).await;
@@ -175,7 +234,10 @@ async fn receive_chunked<S: AsyncRead + AsyncWrite + Unpin>(
         ChunkFrame::Chunk(_) => unreachable!("the chunks are received up to the end frame"),
     };
     match stored {
-        Ok(reply) => answer(conn, header, &reply),
+        Ok(reply) => {
+            log.bytes = Some(reply.length);
+            answer(conn, header, &reply);
+        }
         Err(err) => queue_error(conn, header, &err),
     }
     Ok(Flow::Continue)
@@ -256,7 +318,21 @@ pub(super) async fn get<S: AsyncRead + AsyncWrite + Unpin>(
     conn: &mut Connection<S>,
     header: &Header,
     core: &Core,
+    peer: IpAddr,
     request: &GetRequest<'_>,
+) -> Result<Flow, ConnError> {
+    let mut log = OpLog::start("get", peer, &request.name);
+    let outcome = get_body(conn, header, core, request, &mut log).await;
+    log.end(outcome)
+}
+
+/// `get`, noting the bytes sent in `log`.
+async fn get_body<S: AsyncRead + AsyncWrite + Unpin>(
+    conn: &mut Connection<S>,
+    header: &Header,
+    core: &Core,
+    request: &GetRequest<'_>,
+    log: &mut OpLog<'_>,
 ) -> Result<Flow, ConnError> {
     let (reply, download) = match files::open_get(&core.store, request).await {
         Ok(opened) => opened,
@@ -282,6 +358,7 @@ pub(super) async fn get<S: AsyncRead + AsyncWrite + Unpin>(
             "file shrank while being sent",
         )));
     }
+    log.bytes = Some(sent);
     Ok(Flow::Continue)
 }
 
@@ -326,14 +403,21 @@ pub(super) async fn delete<S: AsyncRead + AsyncWrite + Unpin>(
     conn: &mut Connection<S>,
     header: &Header,
     core: &Core,
+    peer: IpAddr,
     request: &DeleteRequest<'_>,
 ) -> Result<Flow, ConnError> {
+    let started = Instant::now();
+    let name: &str = &request.name;
     match files::delete(&core.store, request).await {
         Ok(reply) => {
+            tracing::info!(%peer, name, time = ?started.elapsed(), "delete done");
             answer(conn, header, &reply);
             Ok(Flow::Continue)
         }
-        Err(err) => refuse(conn, header, &err).await,
+        Err(err) => {
+            tracing::info!(%peer, name, time = ?started.elapsed(), "delete refused");
+            refuse(conn, header, &err).await
+        }
     }
 }
 
@@ -342,13 +426,21 @@ pub(super) async fn rename<S: AsyncRead + AsyncWrite + Unpin>(
     conn: &mut Connection<S>,
     header: &Header,
     core: &Core,
+    peer: IpAddr,
     request: &RenameRequest<'_>,
 ) -> Result<Flow, ConnError> {
+    let started = Instant::now();
+    let (name, to): (&str, &str) = (&request.name, &request.to);
     match files::rename(&core.store, request).await {
         Ok(reply) => {
+            let bytes = reply.length;
+            tracing::info!(%peer, name, to, bytes, time = ?started.elapsed(), "rename done");
             answer(conn, header, &reply);
             Ok(Flow::Continue)
         }
-        Err(err) => refuse(conn, header, &err).await,
+        Err(err) => {
+            tracing::info!(%peer, name, to, time = ?started.elapsed(), "rename refused");
+            refuse(conn, header, &err).await
+        }
     }
 }

@@ -169,12 +169,20 @@ async fn handle<S: AsyncRead + AsyncWrite + Unpin>(
         Request::Exec(request) => {
             Box::pin(exec::exec(conn, &header, core, session, &request)).await
         }
-        Request::Put(request) => Box::pin(files::put(conn, &header, core, &request)).await,
-        Request::Get(request) => Box::pin(files::get(conn, &header, core, &request)).await,
+        Request::Put(request) => {
+            Box::pin(files::put(conn, &header, core, session.peer(), &request)).await
+        }
+        Request::Get(request) => {
+            Box::pin(files::get(conn, &header, core, session.peer(), &request)).await
+        }
         Request::List(request) => Box::pin(files::list(conn, &header, core, &request)).await,
         Request::Stat(request) => Box::pin(files::stat(conn, &header, core, &request)).await,
-        Request::Delete(request) => Box::pin(files::delete(conn, &header, core, &request)).await,
-        Request::Rename(request) => Box::pin(files::rename(conn, &header, core, &request)).await,
+        Request::Delete(request) => {
+            Box::pin(files::delete(conn, &header, core, session.peer(), &request)).await
+        }
+        Request::Rename(request) => {
+            Box::pin(files::rename(conn, &header, core, session.peer(), &request)).await
+        }
         _ => {
             let err = OpError::new(ErrorCode::UnknownOp, "an operation this server cannot run");
             refuse(conn, &header, &err).await
@@ -255,9 +263,10 @@ async fn refuse<S: AsyncRead + AsyncWrite + Unpin>(
             Flow::Continue
         });
     }
+    // It says that the connection closes, not how many bytes went unread.
     let closing = OpError {
         message: format!(
-            "{}; the {unread} bytes of body that followed were not read, so the connection closes",
+            "{}; the body that followed was not read, so the connection closes",
             err.message
         ),
         ..err.clone()
