@@ -162,10 +162,14 @@ async fn ask(
                 Ok(Err(err)) => return Err(unreachable_room(socket, err)),
             };
             let text = printable_line(&buf[..len]);
-            let said = answer(&text);
-            received.push(text);
-            if let Some(result) = said {
-                return result.map_err(CmdError::Usage);
+            match answer(&text) {
+                // The refusal is said once, in the error that ends the chat.
+                Some(Err(why)) => return Err(CmdError::Usage(why)),
+                Some(Ok(())) => {
+                    received.push(text);
+                    return Ok(());
+                }
+                None => received.push(text),
             }
         }
     }
