@@ -48,19 +48,45 @@ pub(crate) async fn run(args: Args) -> CmdResult {
         .await
         .map_err(|err| CmdError::failed(format!("cannot reach {server}"), err))?;
 
-    // The first datagram joins the room.
+    // The first datagram joins the room. The name and the room are asked for one at a time,
+    // and each answer awaited: a name or room refused ends the chat before anything is said.
     let mut opening = Vec::new();
-    if let Some(name) = &args.name {
-        opening.push(format!("/nick {name}"));
+    let answered = async {
+        if let Some(name) = &args.name {
+            let asked = format!("/nick {name}");
+            ask(&socket, &asked, &mut opening, |line| {
+                nick_answer(line, name).map(|refusal| {
+                    refusal.map_err(|why| format!("the room refused --name {name}: {why}"))
+                })
+            })
+            .await?;
+        }
+        if let Some(room) = &args.room {
+            let asked = format!("/join {room}");
+            ask(&socket, &asked, &mut opening, |line| {
+                join_answer(line, room).map(|refusal| {
+                    refusal.map_err(|why| format!("the room refused --room {room}: {why}"))
+                })
+            })
+            .await?;
+        }
+        if args.name.is_none() && args.room.is_none() {
+            ask(&socket, "/who", &mut opening, who_answer).await?;
+        }
+        Ok::<(), CmdError>(())
     }
-    if let Some(room) = &args.room {
-        opening.push(format!("/join {room}"));
+    .await;
+    // What the room said so far, the first line included, before any editor starts.
+    {
+        let mut stdout = std::io::stdout().lock();
+        for line in &opening {
+            let _ = writeln!(stdout, "{line}");
+        }
+        let _ = stdout.flush();
     }
-    if opening.is_empty() {
-        opening.push("/who".to_owned());
-    }
-    for line in &opening {
-        send(&socket, line).await?;
+    if let Err(err) = answered {
+        let _ = send(&socket, "/leave").await;
+        return Err(err);
     }
 
     let interactive = std::io::stdin().is_terminal() && std::io::stdout().is_terminal();
@@ -107,6 +133,106 @@ pub(crate) async fn run(args: Args) -> CmdResult {
     }
     send(&socket, "/leave").await?;
     closed.map_or(Ok(()), |err| Err(super::out::failed(err)))
+}
+
+/// How many times an opening line is sent, and how long each waits for its answer.
+const ASK_TRIES: u32 = 3;
+const ASK_WAIT: Duration = Duration::from_secs(1);
+
+/// The answer to an opening line: `Ok` if the room did it, `Err` with the room's reason if it
+/// refused, `None` for a line that is no answer to it.
+type Answer = Option<Result<(), String>>;
+
+/// Sends `line` and waits for its answer (as `answer` reads lines), sending it again when none
+/// comes (UDP may lose either). Every line received meanwhile goes into `received`.
+async fn ask(
+    socket: &UdpSocket,
+    line: &str,
+    received: &mut Vec<String>,
+    answer: impl Fn(&str) -> Answer,
+) -> CmdResult {
+    let mut buf = vec![0u8; 65_536];
+    for _ in 0..ASK_TRIES {
+        send(socket, line).await?;
+        let deadline = tokio::time::Instant::now() + ASK_WAIT;
+        loop {
+            let len = match tokio::time::timeout_at(deadline, socket.recv(&mut buf)).await {
+                Err(_) => break,
+                Ok(Ok(len)) => len,
+                Ok(Err(err)) => return Err(unreachable_room(socket, err)),
+            };
+            let text = printable_line(&buf[..len]);
+            match answer(&text) {
+                // The refusal is said once, in the error that ends the chat.
+                Some(Err(why)) => return Err(CmdError::Usage(why)),
+                Some(Ok(())) => {
+                    received.push(text);
+                    return Ok(());
+                }
+                None => received.push(text),
+            }
+        }
+    }
+    let at = socket
+        .peer_addr()
+        .map_or_else(|_| "the server".to_owned(), |addr| addr.to_string());
+    Err(format!("no answer from a chat room at {at}").into())
+}
+
+/// Why receiving failed, in words.
+fn unreachable_room(socket: &UdpSocket, err: std::io::Error) -> CmdError {
+    let at = socket
+        .peer_addr()
+        .map_or_else(|_| "the server".to_owned(), |addr| addr.to_string());
+    if err.kind() == std::io::ErrorKind::ConnectionRefused {
+        // An ICMP "port unreachable" for something we sent: nobody listens there.
+        format!("no chat room at {at}: connection refused").into()
+    } else {
+        CmdError::failed(format!("cannot reach {at}"), err)
+    }
+}
+
+/// The room's answer to `/nick NAME`.
+fn nick_answer(line: &str, name: &str) -> Answer {
+    if let Some(now) = line.strip_prefix("* you are now ") {
+        return Some(if now.eq_ignore_ascii_case(name) {
+            Ok(())
+        } else {
+            Err(format!("it named you {now}"))
+        });
+    }
+    refusal(
+        line,
+        &["! the name ", "! cannot use that name", "! room full"],
+    )
+}
+
+/// The room's answer to `/join ROOM`.
+fn join_answer(line: &str, room: &str) -> Answer {
+    let joined = line
+        .strip_prefix("* you are in ")
+        .and_then(|rest| rest.split(' ').next())
+        .or_else(|| line.strip_prefix("* you are already in "));
+    if joined == Some(room) {
+        return Some(Ok(()));
+    }
+    refusal(line, &["! cannot join that room", "! room full"])
+}
+
+/// The room's answer to `/who`.
+fn who_answer(line: &str) -> Answer {
+    if line.starts_with("* ") && line.contains(": ") && !line.starts_with("* commands") {
+        return Some(Ok(()));
+    }
+    refusal(line, &["! room full"])
+}
+
+/// `line` as a refusal, when it starts with one of `refusals`: the room's words after `! `.
+fn refusal(line: &str, refusals: &[&str]) -> Answer {
+    refusals
+        .iter()
+        .any(|start| line.starts_with(start))
+        .then(|| Err(line.trim_start_matches("! ").to_owned()))
 }
 
 /// Prints one room line; an error is our standard output failing.

@@ -121,12 +121,22 @@ impl Remote {
         cmd: &str,
         timeout: Option<Duration>,
     ) -> Result<ExecOutcome, ClientError> {
+        self.exec_to(cmd, timeout, write_output).await
+    }
+
+    /// Runs `cmd` as [`exec`](Remote::exec) does, handing its output to `output`.
+    pub(crate) async fn exec_to(
+        &mut self,
+        cmd: &str,
+        timeout: Option<Duration>,
+        output: impl FnMut(OutputStream, &[u8]) -> std::io::Result<()>,
+    ) -> Result<ExecOutcome, ClientError> {
         let idle = self.last_used.elapsed() > CHECK_AFTER_IDLE;
         if self.stale || (idle && self.client.ping().await.is_err()) {
             self.client.reconnect().await?; // and logs in again
             self.stale = false;
         }
-        let running = self.client.exec(cmd, timeout, write_output);
+        let running = self.client.exec(cmd, timeout, output);
         let outcome = match timeout {
             None => running.await,
             Some(limit) => match tokio::time::timeout(limit + EXEC_GRACE, running).await {
@@ -145,6 +155,18 @@ impl Remote {
         };
         self.last_used = Instant::now();
         outcome
+    }
+
+    /// Gives up on a command cut short (Ctrl-C in `shell`): the connection is made again at
+    /// once (logging in again by itself), which closes the old one, and the server kills the
+    /// command's whole process group when its client goes away. Nothing is added to the
+    /// protocol for it. If connecting again fails, the next command tries again.
+    pub(crate) async fn abandon(&mut self) -> Result<(), ClientError> {
+        self.stale = true;
+        self.client.reconnect().await?;
+        self.stale = false;
+        self.last_used = Instant::now();
+        Ok(())
     }
 
     /// Runs `cmd` as [`exec`](Remote::exec) does, with `input` as its standard input.
