@@ -36,8 +36,9 @@ pub(crate) struct Args {
 
 pub(crate) async fn run(args: Args) -> CmdResult {
     let target = Target::resolve(args.output.as_deref(), &args.name, args.force)?;
-    // Ctrl-C leaves the part file for a resume (a download to standard output has none).
-    let resume = !matches!(target, Target::Stdout);
+    // Ctrl-C leaves the part file for a resume; a download written through (standard
+    // output, a device, a FIFO) has none.
+    let resume = matches!(target, Target::File { .. });
     super::interruptible(resume, get_to(args, target)).await
 }
 

@@ -51,8 +51,10 @@ enum Stored {
 }
 
 pub(crate) async fn run(args: Args) -> CmdResult {
-    // Ctrl-C leaves what the server received for a resume (not for standard input).
-    let resume = !args.files.iter().any(|path| is_stdin(path));
+    // Ctrl-C leaves what the server received for a resume: of a file or a block device, not
+    // of a stream (standard input, a FIFO, a character device, a file of /proc), which is sent
+    // in chunks that cannot resume.
+    let resume = args.files.iter().all(|path| resumable(path));
     super::interruptible(resume, put_all(args)).await
 }
 
@@ -110,7 +112,9 @@ async fn put_one(client: &mut Client, path: &Path, args: &Args) -> Result<Stored
         .put_source(&source, &name, args.force, &mut |done| progress.set(done))
         .await;
     progress.finish();
-    let put = outcome.map_err(|err| CmdError::Usage(format!("{label}: {}", describe(&err))))?;
+    let resumable = source.length().is_some();
+    let put = outcome
+        .map_err(|err| CmdError::Usage(format!("{label}: {}", describe(&err, resumable))))?;
     tracing::info!(
         "put {shown_name}: {} bytes sent in {:.2?}",
         put.length - put.resumed_from,
@@ -155,15 +159,20 @@ fn json_line(name: &str, put: &PutOutcome) -> serde_json::Value {
     })
 }
 
-/// A failed upload's cause, in words about what the user typed (the caller names it).
-fn describe(err: &ClientError) -> String {
+/// A failed upload's cause, in words about what the user typed (the caller names it);
+/// `resumable` when what it reads can resume (a file, not a stream).
+fn describe(err: &ClientError, resumable: bool) -> String {
     match err {
         ClientError::Source { source, .. } => source.to_string(),
         ClientError::Remote { code, message, .. } if *code == ErrorCode::Exists => {
             format!("{message} (use --force to replace it)")
         }
         ClientError::Remote { code, .. } if *code == ErrorCode::ShuttingDown => {
-            "server shutting down; run the same command again to resume".to_owned()
+            if resumable {
+                "server shutting down; run the same command again to resume".to_owned()
+            } else {
+                "server shutting down; nothing was stored: send it again".to_owned()
+            }
         }
         other => other.to_string(),
     }
@@ -180,6 +189,16 @@ fn summary(failed: usize, changed: usize, total: usize) -> CmdResult {
         )
         .into()),
     }
+}
+
+/// Whether an upload of `path` can resume: a regular file that says its length, or a block
+/// device (see [`sockit::client::Source`]).
+fn resumable(path: &Path) -> bool {
+    use std::os::unix::fs::FileTypeExt;
+    !is_stdin(path)
+        && std::fs::metadata(path).is_ok_and(|meta| {
+            (meta.is_file() && meta.len() > 0) || meta.file_type().is_block_device()
+        })
 }
 
 fn is_stdin(path: &Path) -> bool {
