@@ -3,82 +3,13 @@
 
 mod common;
 
-use std::collections::HashMap;
 use std::io::{BufRead, BufReader, Read, Write};
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Output, Stdio};
+use std::process::{Command, Output, Stdio};
 use std::time::{Duration, Instant};
 
-const SOCKIT: &str = env!("CARGO_BIN_EXE_sockit");
-
-/// A `sockit serve` process on loopback, killed when dropped.
-struct Serve {
-    child: Child,
-    addrs: HashMap<String, SocketAddr>,
-    root: tempfile::TempDir,
-}
-
-impl Serve {
-    fn start(extra: &[&str]) -> Serve {
-        let root = tempfile::tempdir().unwrap();
-        let mut args = vec!["serve", "--listen", "127.0.0.1:0", "--udp", "127.0.0.1:0"];
-        args.extend_from_slice(extra);
-        let mut child = Command::new(SOCKIT)
-            .args(&args)
-            .arg("--root")
-            .arg(root.path())
-            .stdout(Stdio::piped())
-            .stderr(Stdio::null())
-            .spawn()
-            .unwrap();
-        let listeners = ["--legacy-echo", "--legacy-exec", "--udp-echo"];
-        let expected = 2 + extra.iter().filter(|a| listeners.contains(a)).count();
-        let mut lines = BufReader::new(child.stdout.take().unwrap()).lines();
-        let mut addrs = HashMap::new();
-        while addrs.len() < expected {
-            let line = lines.next().expect("a listening line").unwrap();
-            let mut words = line.split(' ');
-            assert_eq!(words.next(), Some("listening"), "{line}");
-            let service = words.next().unwrap().to_owned();
-            let addr: SocketAddr = words.next().unwrap().parse().unwrap();
-            assert_ne!(addr.port(), 0, "{line}");
-            addrs.insert(service, addr);
-        }
-        Serve { child, addrs, root }
-    }
-
-    fn addr(&self, service: &str) -> SocketAddr {
-        self.addrs[service]
-    }
-
-    /// Sends SIGTERM and returns the exit status code.
-    fn terminate(mut self) -> Option<i32> {
-        let status = Command::new("kill")
-            .args(["-TERM", &self.child.id().to_string()])
-            .status()
-            .unwrap();
-        assert!(status.success());
-        let started = Instant::now();
-        loop {
-            if let Some(status) = self.child.try_wait().unwrap() {
-                return status.code();
-            }
-            assert!(
-                started.elapsed() < Duration::from_secs(15),
-                "serve did not exit"
-            );
-            std::thread::sleep(Duration::from_millis(20));
-        }
-    }
-}
-
-impl Drop for Serve {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
-}
+use common::{Serve, SOCKIT};
 
 fn sockit(args: &[&str]) -> Output {
     Command::new(SOCKIT).args(args).output().unwrap()
@@ -90,9 +21,16 @@ fn stdout(output: &Output) -> String {
 
 #[test]
 fn serve_prints_every_listener_and_exits_zero_on_sigterm() {
-    let serve = Serve::start(&["--legacy-echo", "127.0.0.1:0", "--udp-echo", "127.0.0.1:0"]);
+    let serve = Serve::start(&[
+        "--udp",
+        "127.0.0.1:0",
+        "--legacy-echo",
+        "127.0.0.1:0",
+        "--udp-echo",
+        "127.0.0.1:0",
+    ]);
     for service in ["tcp", "udp", "legacy-echo", "udp-echo"] {
-        assert!(serve.addrs.contains_key(service), "{service} missing");
+        assert!(serve.services().contains(&service), "{service} missing");
     }
     assert_eq!(serve.terminate(), Some(0));
 }
@@ -304,7 +242,7 @@ fn tutorial_upload_clients_store_their_files() {
     assert_eq!(out.lines().count(), 196, "one line per 1 KiB sent");
 
     for name in ["澳门最大线上赌场开业啦.mp4", "jason真实写真集.mp4"] {
-        let stored = serve.root.path().join(name);
+        let stored = serve.root().join(name);
         let started = Instant::now();
         while !stored.exists() {
             assert!(
@@ -394,10 +332,7 @@ fn put_refuses_an_existing_name_without_force() {
         "{stderr}"
     );
     assert!(put(&["--force"]).status.success());
-    assert_eq!(
-        std::fs::read(serve.root.path().join("x.txt")).unwrap(),
-        b"two"
-    );
+    assert_eq!(std::fs::read(serve.root().join("x.txt")).unwrap(), b"two");
 
     let output = Command::new(SOCKIT)
         .args(["get", "missing", "--server", &server])
@@ -453,7 +388,7 @@ impl Member {
 
 #[test]
 fn chat_in_a_pipe_sends_and_receives() {
-    let serve = Serve::start(&[]);
+    let serve = Serve::start(&["--udp", "127.0.0.1:0"]);
     let room = serve.addr("udp");
     let watcher = Member::join(room, "watcher");
     let recv = || watcher.recv();
@@ -504,7 +439,7 @@ fn tutorial_qq_client_chats_in_the_room() {
     if python3().is_none() {
         return;
     }
-    let serve = Serve::start(&[]);
+    let serve = Serve::start(&["--udp", "127.0.0.1:0"]);
     let room = serve.addr("udp");
     let friend = Member::join(room, "friend");
     let recv = || friend.recv();

@@ -75,6 +75,31 @@ impl Serve {
         self.root.path()
     }
 
+    /// Every listener it announced, by service.
+    pub(crate) fn services(&self) -> Vec<&str> {
+        self.addrs.iter().map(|(name, _)| name.as_str()).collect()
+    }
+
+    /// Sends SIGTERM and returns the exit status code once it has exited (within 15 s).
+    pub(crate) fn terminate(mut self) -> Option<i32> {
+        let status = Command::new("kill")
+            .args(["-TERM", &self.child.id().to_string()])
+            .status()
+            .unwrap();
+        assert!(status.success());
+        let started = std::time::Instant::now();
+        loop {
+            if let Some(status) = self.child.try_wait().unwrap() {
+                return status.code();
+            }
+            assert!(
+                started.elapsed() < std::time::Duration::from_secs(15),
+                "serve did not exit"
+            );
+            std::thread::sleep(std::time::Duration::from_millis(20));
+        }
+    }
+
     /// Kills the server now.
     pub(crate) fn kill(&mut self) {
         let _ = self.child.kill();
