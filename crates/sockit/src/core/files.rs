@@ -53,16 +53,8 @@ pub(crate) async fn begin_put(
     if request.chunked {
         check_chunked(request, body_len)?;
     }
-    let name = FileName::new(&request.name).map_err(|err| OpError::new(ErrorCode::BadName, err))?;
-    let declared = match request.hash.as_deref().map(blake3::Hash::from_hex) {
-        None => None,
-        Some(Ok(hash)) => Some(hash),
-        Some(Err(_)) => {
-            return Err(OpError::bad_request(
-                "`hash` must be 64 hexadecimal digits (BLAKE3)",
-            ))
-        }
-    };
+    let name = FileName::new(&request.name)?;
+    let declared = optional_hash("hash", request.hash.as_deref())?;
     if declared.is_some() && request.trailer {
         return Err(OpError::bad_request(
             "give the hash in the header or in a trailer, not both",
@@ -179,6 +171,16 @@ impl PutPlan {
     }
 }
 
+/// A request's optional BLAKE3 `field`, checked: 64 hexadecimal digits.
+fn optional_hash(field: &str, hex: Option<&str>) -> Result<Option<blake3::Hash>, OpError> {
+    hex.map(|hex| {
+        blake3::Hash::from_hex(hex).map_err(|_| {
+            OpError::bad_request(format!("`{field}` must be 64 hexadecimal digits (BLAKE3)"))
+        })
+    })
+    .transpose()
+}
+
 /// Deletes an upload that will not be stored.
 pub(crate) async fn discard(upload: Upload) {
     blocking(move || upload.discard()).await;
@@ -203,16 +205,8 @@ pub(crate) async fn open_get(
     store: &Arc<Store>,
     request: &GetRequest<'_>,
 ) -> Result<(GetReply, Download), OpError> {
-    let name = FileName::new(&request.name).map_err(|err| OpError::new(ErrorCode::BadName, err))?;
-    let if_hash = match request.if_hash.as_deref().map(blake3::Hash::from_hex) {
-        None => None,
-        Some(Ok(hash)) => Some(hash),
-        Some(Err(_)) => {
-            return Err(OpError::bad_request(
-                "`if_hash` must be 64 hexadecimal digits (BLAKE3)",
-            ))
-        }
-    };
+    let name = FileName::new(&request.name)?;
+    let if_hash = optional_hash("if_hash", request.if_hash.as_deref())?;
     let slot = store.transfer_slot().await;
     let (file, info, hash, mode) = blocking({
         let store = Arc::clone(store);
@@ -287,7 +281,7 @@ pub(crate) async fn stat(
     store: &Arc<Store>,
     request: &StatRequest<'_>,
 ) -> Result<StatReply, OpError> {
-    let name = FileName::new(&request.name).map_err(|err| OpError::new(ErrorCode::BadName, err))?;
+    let name = FileName::new(&request.name)?;
     let length = request.length;
     let (name, info, partial) = blocking({
         let store = Arc::clone(store);
@@ -317,7 +311,7 @@ pub(crate) async fn delete(
     store: &Arc<Store>,
     request: &DeleteRequest<'_>,
 ) -> Result<DeleteReply, OpError> {
-    let name = FileName::new(&request.name).map_err(|err| OpError::new(ErrorCode::BadName, err))?;
+    let name = FileName::new(&request.name)?;
     let name = blocking({
         let store = Arc::clone(store);
         move || store.delete(&name).map(|()| name)
@@ -339,9 +333,8 @@ pub(crate) async fn rename(
     store: &Arc<Store>,
     request: &RenameRequest<'_>,
 ) -> Result<RenameReply, OpError> {
-    let bad_name = |err| OpError::new(ErrorCode::BadName, err);
-    let from = FileName::new(&request.name).map_err(bad_name)?;
-    let to = FileName::new(&request.to).map_err(bad_name)?;
+    let from = FileName::new(&request.name)?;
+    let to = FileName::new(&request.to)?;
     let overwrite = request.overwrite;
     let _slot = store.transfer_slot().await;
     let (info, hash) = blocking({

@@ -27,7 +27,7 @@ use tokio::sync::Semaphore;
 
 use crate::auth::accounts::Accounts;
 use crate::config::{ExecConfig, LoginConfig};
-use crate::store::{Store, StoreError};
+use crate::store::{NameError, Store, StoreError};
 
 /// What the operations share across connections.
 #[derive(Debug)]
@@ -64,6 +64,12 @@ impl OpError {
 
     pub(crate) fn bad_request(message: impl Display) -> OpError {
         OpError::new(ErrorCode::BadRequest, message)
+    }
+}
+
+impl From<NameError> for OpError {
+    fn from(err: NameError) -> OpError {
+        OpError::new(ErrorCode::BadName, err)
     }
 }
 
