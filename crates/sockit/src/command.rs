@@ -45,6 +45,25 @@ impl OutputStream {
     }
 }
 
+/// The output as the protocol names it.
+impl From<OutputStream> for sockit_proto::message::Stream {
+    fn from(stream: OutputStream) -> Self {
+        match stream {
+            OutputStream::Stdout => Self::Stdout,
+            OutputStream::Stderr => Self::Stderr,
+        }
+    }
+}
+
+impl From<sockit_proto::message::Stream> for OutputStream {
+    fn from(stream: sockit_proto::message::Stream) -> Self {
+        match stream {
+            sockit_proto::message::Stream::Stdout => Self::Stdout,
+            sockit_proto::message::Stream::Stderr => Self::Stderr,
+        }
+    }
+}
+
 /// How a command ended.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Exit {

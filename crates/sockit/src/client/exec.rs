@@ -214,10 +214,7 @@ fn write_output(
     stream: Stream,
     chunk: &[u8],
 ) -> Result<(), ClientError> {
-    let stream = match stream {
-        Stream::Stdout => OutputStream::Stdout,
-        Stream::Stderr => OutputStream::Stderr,
-    };
+    let stream = OutputStream::from(stream);
     output(stream, chunk).map_err(|source| ClientError::Local {
         path: stream.describe().to_owned(),
         source,

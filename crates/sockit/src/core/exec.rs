@@ -16,7 +16,7 @@ use tokio::sync::OwnedSemaphorePermit;
 use tokio::time::Instant;
 
 use super::{Core, OpError, Session};
-use crate::command::{CommandLimits, Event, Exit, Finished, OutputStream, RunningCommand};
+use crate::command::{CommandLimits, Event, Exit, Finished, RunningCommand};
 
 /// How long past a command's deadline its last output may take to reach the client.
 const SEND_GRACE: Duration = Duration::from_secs(10);
@@ -124,20 +124,13 @@ impl Exec {
     /// The command's next output, or how it ended (after which it yields nothing new).
     pub(crate) async fn next(&mut self) -> ExecEvent {
         match self.command.next().await {
-            Event::Output(stream, data) => ExecEvent::Output(stream_of(stream), data),
+            Event::Output(stream, data) => ExecEvent::Output(stream.into(), data),
             Event::Finished(finished) => {
                 let elapsed = self.started.elapsed();
                 tracing::info!(user = self.user, exit = ?finished.exit, ?elapsed, "command finished");
                 ExecEvent::Exit(exit_of(&finished, elapsed))
             }
         }
-    }
-}
-
-fn stream_of(stream: OutputStream) -> Stream {
-    match stream {
-        OutputStream::Stdout => Stream::Stdout,
-        OutputStream::Stderr => Stream::Stderr,
     }
 }
 
