@@ -547,7 +547,7 @@ async fn get_and_stat_report_what_is_stored() {
         .await
         .unwrap();
     assert!(stat.exists);
-    assert_eq!((stat.length, stat.partial), (Some(5), 0));
+    assert_eq!((stat.length, stat.partial), (Some(5), Some(0)));
 }
 
 /// A store on a 1 MiB tmpfs (needs root, as CI has; skipped elsewhere).

@@ -1,25 +1,13 @@
 //! The client side of the file store: `stat`, `list` (page by page, or all pages collected),
 //! `delete`, `rename`, and what uploads and downloads share.
 
-use serde::Deserialize;
 use sockit_proto::message::{
-    DeleteRequest, ListReply, ListRequest, RenameReply, RenameRequest, Request, StatRequest,
+    DeleteRequest, ListReply, ListRequest, RenameReply, RenameRequest, Request, StatReply,
+    StatRequest,
 };
 
 use super::{Client, ClientError, Connect, Tcp};
 use crate::store::FileInfo;
-
-/// What the server says about a name.
-#[derive(Debug, Clone, Deserialize)]
-pub struct RemoteStat {
-    /// Whether a file of that name is stored.
-    pub exists: bool,
-    /// Its length, if stored.
-    pub length: Option<u64>,
-    /// Bytes held for resuming an upload of the asked length.
-    #[serde(default)]
-    pub partial: u64,
-}
 
 impl<C: Connect> Client<C> {
     /// `stat`: whether `name` is stored, and with `length`, how much of an upload of that
@@ -32,7 +20,7 @@ impl<C: Connect> Client<C> {
         &mut self,
         name: &str,
         length: Option<u64>,
-    ) -> Result<RemoteStat, ClientError> {
+    ) -> Result<StatReply, ClientError> {
         let request = Request::Stat(StatRequest {
             name: name.into(),
             length,

@@ -17,7 +17,7 @@ mod upload;
 
 pub use download::GetOutcome;
 pub use exec::ExecOutcome;
-pub use files::{FilePage, ListPages, RemoteStat};
+pub use files::{FilePage, ListPages};
 pub use part::{part_path, PART_SUFFIX};
 pub use source::{Source, SourceError, SourceKind};
 pub use target::{SaveError, SaveOptions, Target};

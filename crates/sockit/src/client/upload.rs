@@ -107,7 +107,7 @@ impl<C: Connect> Client<C> {
         let Some(length) = length else {
             return self.put_stream(source, name, overwrite, progress).await;
         };
-        let held = stat.partial.min(length);
+        let held = stat.partial.unwrap_or(0).min(length);
         let first = self
             .put_from(source, name, overwrite, length, held, progress)
             .await;
