@@ -450,16 +450,23 @@ fn open_private(path: &Path) -> Result<File, PrivateError> {
         Err(err) => return Err(PrivateError::Io(err)),
     };
     let meta = file.metadata().map_err(PrivateError::Io)?;
+    check_private(&meta).map_err(PrivateError::Unsafe)?;
+    Ok(file)
+}
+
+/// Whether a file is this user's own plain file: regular, owned by us, with a single link;
+/// else what is wrong with it.
+fn check_private(meta: &fs::Metadata) -> Result<(), &'static str> {
     if !meta.is_file() {
-        return Err(PrivateError::Unsafe("it is not a regular file"));
+        return Err("it is not a regular file");
     }
     if meta.uid() != nix::unistd::geteuid().as_raw() {
-        return Err(PrivateError::Unsafe("it belongs to another user"));
+        return Err("it belongs to another user");
     }
     if meta.nlink() != 1 {
-        return Err(PrivateError::Unsafe("it has other hard links"));
+        return Err("it has other hard links");
     }
-    Ok(file)
+    Ok(())
 }
 
 /// Whether `path` still names the open `file`.
@@ -478,11 +485,7 @@ fn read_record(path: &Path) -> Option<Record> {
         .open(path)
         .ok()?;
     let meta = file.metadata().ok()?;
-    let own = meta.is_file()
-        && meta.uid() == nix::unistd::geteuid().as_raw()
-        && meta.nlink() == 1
-        && meta.len() <= MAX_RECORD_LEN;
-    if !own {
+    if check_private(&meta).is_err() || meta.len() > MAX_RECORD_LEN {
         return None;
     }
     let mut bytes = Vec::new();
