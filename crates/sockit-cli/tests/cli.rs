@@ -130,14 +130,10 @@ fn demo_sticky_shows_glued_reads_and_whole_frames() {
 
 /// `python3`, or `None` to skip outside CI (CI must have it).
 fn python3() -> Option<&'static str> {
-    let found = Command::new("python3")
-        .arg("--version")
-        .output()
-        .is_ok_and(|o| o.status.success());
-    if !found {
-        common::skip("python3 not found (the tutorials' clients need it)");
-    }
-    found.then_some("python3")
+    common::tool(
+        "python3",
+        "python3 not found (the tutorials' clients need it)",
+    )
 }
 
 fn seed(name: &str) -> PathBuf {
@@ -891,31 +887,13 @@ fn tutorial_remote_command_clients_work_against_legacy_exec() {
 fn sockit_users_in_the_environment_is_honoured_never_open() {
     let dir = tempfile::tempdir().unwrap();
     let users = users_file(dir.path());
-    let root = dir.path().join("store");
-    let mut child = Command::new(SOCKIT)
-        .args(["serve", "--listen", "127.0.0.1:0", "--udp", "off", "--root"])
-        .arg(&root)
-        .env("SOCKIT_USERS", &users)
-        .stdout(Stdio::piped())
-        .stderr(Stdio::null())
-        .spawn()
-        .unwrap();
-    let mut line = String::new();
-    BufReader::new(child.stdout.take().unwrap())
-        .read_line(&mut line)
-        .unwrap();
-    let addr = line
-        .trim()
-        .strip_prefix("listening tcp ")
-        .unwrap()
-        .to_owned();
+    let serve = Serve::start_with_env(&[], &[("SOCKIT_USERS", &users)]);
+    let addr = serve.tcp();
     let output = run_with_stdin(
         &["ls", "--server", &addr],
         &[("SOCKIT_PASSWORD", "not the password")],
         "",
     );
-    let _ = child.kill();
-    let _ = child.wait();
     assert_eq!(output.status.code(), Some(1), "{output:?}");
     assert!(
         stderr(&output).contains("login failed: server refused: wrong user name or password"),
@@ -977,14 +955,10 @@ fn put_get_and_ls_log_in_by_password_and_by_key() {
 
 /// `script`, which gives a shell a terminal of its own, when it is installed.
 fn script() -> Option<&'static str> {
-    let found = Command::new("script")
-        .arg("--version")
-        .output()
-        .is_ok_and(|out| out.status.success());
-    if !found {
-        common::skip("no `script` (util-linux) to give the test a terminal");
-    }
-    found.then_some("script")
+    common::tool(
+        "script",
+        "no `script` (util-linux) to give the test a terminal",
+    )
 }
 
 #[test]

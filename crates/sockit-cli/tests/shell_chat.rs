@@ -113,14 +113,10 @@ fn text(bytes: &[u8]) -> String {
 }
 
 fn script() -> Option<&'static str> {
-    let found = Command::new("script")
-        .arg("--version")
-        .output()
-        .is_ok_and(|out| out.status.success());
-    if !found {
-        common::skip("no `script` (util-linux) to give the test a terminal");
-    }
-    found.then_some("script")
+    common::tool(
+        "script",
+        "no `script` (util-linux) to give the test a terminal",
+    )
 }
 
 /// A command on a terminal of its own (`script`): keys typed in, the screen read back.

@@ -22,6 +22,11 @@ impl Serve {
     /// `extra` says `--udp`), no users file from the environment, and reads the listening
     /// lines of every listener it was given.
     pub(crate) fn start(extra: &[&str]) -> Serve {
+        Serve::start_with_env(extra, &[])
+    }
+
+    /// As [`Serve::start`], with `env` set for the server.
+    pub(crate) fn start_with_env(extra: &[&str], env: &[(&str, &Path)]) -> Serve {
         let root = tempfile::tempdir().unwrap();
         let mut command = Command::new(SOCKIT);
         command.args(["serve", "--listen", "127.0.0.1:0"]);
@@ -33,6 +38,7 @@ impl Serve {
             .arg("--root")
             .arg(root.path())
             .env_remove("SOCKIT_USERS")
+            .envs(env.iter().copied())
             .stdin(Stdio::null())
             .stdout(Stdio::piped())
             .stderr(Stdio::null())
@@ -111,6 +117,19 @@ impl Drop for Serve {
     fn drop(&mut self) {
         self.kill();
     }
+}
+
+/// `program` when it is installed (it answers `--version`); else `None`, and the calling test
+/// skips, saying `reason`.
+pub(crate) fn tool(program: &'static str, reason: &str) -> Option<&'static str> {
+    let found = Command::new(program)
+        .arg("--version")
+        .output()
+        .is_ok_and(|out| out.status.success());
+    if !found {
+        skip(reason);
+    }
+    found.then_some(program)
 }
 
 /// Says that the calling test skips, and why, where `cargo test` shows it: `SKIPPED <test>:
