@@ -4,60 +4,21 @@
 mod common;
 
 use std::io::{BufRead, BufReader, Read, Write};
-use std::net::SocketAddr;
 use std::path::Path;
 use std::process::{Child, Command, Output, Stdio};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
-const SOCKIT: &str = env!("CARGO_BIN_EXE_sockit");
+use common::{Serve, SOCKIT};
 
-/// A `sockit serve` process on loopback (TCP and UDP), killed when dropped.
-struct Serve {
-    child: Child,
-    tcp: SocketAddr,
-    udp: SocketAddr,
-    _root: tempfile::TempDir,
-}
-
-impl Serve {
-    fn start(users: Option<&Path>) -> Serve {
-        let root = tempfile::tempdir().unwrap();
-        let mut command = Command::new(SOCKIT);
-        command
-            .args(["serve", "--listen", "127.0.0.1:0", "--udp", "127.0.0.1:0"])
-            .arg("--root")
-            .arg(root.path())
-            .env_remove("SOCKIT_USERS")
-            .stdin(Stdio::null())
-            .stdout(Stdio::piped())
-            .stderr(Stdio::null());
-        if let Some(users) = users {
-            command.arg("--users").arg(users);
-        }
-        let mut child = command.spawn().unwrap();
-        let mut lines = BufReader::new(child.stdout.take().unwrap()).lines();
-        let mut addr = |service: &str| -> SocketAddr {
-            let line = lines.next().unwrap().unwrap();
-            let prefix = format!("listening {service} ");
-            line.strip_prefix(&prefix).expect(&line).parse().unwrap()
-        };
-        let tcp = addr("tcp");
-        let udp = addr("udp");
-        Serve {
-            child,
-            tcp,
-            udp,
-            _root: root,
-        }
+/// A `sockit serve` on loopback with the UDP room, and accounts from `users` when given.
+fn serve(users: Option<&Path>) -> Serve {
+    let users = users.map(|users| users.to_str().unwrap());
+    let mut extra = vec!["--udp", "127.0.0.1:0"];
+    if let Some(users) = users {
+        extra.extend(["--users", users]);
     }
-}
-
-impl Drop for Serve {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
+    Serve::start(&extra)
 }
 
 /// A users file with `alice`, password `pw`.
@@ -79,13 +40,7 @@ fn users(dir: &Path) -> std::path::PathBuf {
 fn shell(serve: &Serve, home: &Path) -> Command {
     let mut command = Command::new(SOCKIT);
     command
-        .args([
-            "shell",
-            "--user",
-            "alice",
-            "--server",
-            &serve.tcp.to_string(),
-        ])
+        .args(["shell", "--user", "alice", "--server", &serve.tcp()])
         .env("SOCKIT_PASSWORD", "pw")
         .env_remove("SOCKIT_IDENTITY")
         .env("XDG_CONFIG_HOME", home);
@@ -206,11 +161,11 @@ fn process_alive(pid: &str) -> bool {
 fn shell_ctrl_c_stops_the_running_command_and_returns_to_the_prompt() {
     let Some(script) = script() else { return };
     let dir = tempfile::tempdir().unwrap();
-    let serve = Serve::start(Some(&users(dir.path())));
+    let serve = serve(Some(&users(dir.path())));
     let pid_file = dir.path().join("pid");
     let command = format!(
         "'{SOCKIT}' shell --user alice --server {}; echo shell-exit=$?",
-        serve.tcp
+        serve.tcp()
     );
     let mut terminal = Terminal::start(
         &command,
@@ -259,7 +214,7 @@ fn shell_ctrl_c_stops_the_running_command_and_returns_to_the_prompt() {
 #[test]
 fn shell_cd_persists_between_lines_and_a_failed_cd_says_so() {
     let dir = tempfile::tempdir().unwrap();
-    let serve = Serve::start(Some(&users(dir.path())));
+    let serve = serve(Some(&users(dir.path())));
     let sub = dir.path().join("a dir");
     std::fs::create_dir(&sub).unwrap();
     let input = format!(
@@ -289,10 +244,10 @@ fn shell_cd_persists_between_lines_and_a_failed_cd_says_so() {
 fn shell_against_a_server_that_runs_no_commands_says_so_before_any_prompt() {
     let Some(script) = script() else { return };
     let dir = tempfile::tempdir().unwrap();
-    let serve = Serve::start(None);
+    let serve = serve(None);
     let command = format!(
         "'{SOCKIT}' shell --server {}; echo shell-exit=$?",
-        serve.tcp
+        serve.tcp()
     );
     let terminal = Terminal::start(&command, &[("XDG_CONFIG_HOME", dir.path())], script);
     terminal.wait_for("shell-exit=", 1);
@@ -307,17 +262,29 @@ fn shell_against_a_server_that_runs_no_commands_says_so_before_any_prompt() {
 fn chat(serve: &Serve, args: &[&str], input: &str) -> Output {
     let mut command = Command::new(SOCKIT);
     command
-        .args(["chat", "--server", &serve.udp.to_string(), "--wait", "0.3"])
+        .args([
+            "chat",
+            "--server",
+            &serve.addr("udp").to_string(),
+            "--wait",
+            "0.3",
+        ])
         .args(args);
     run_piped(command, input)
 }
 
 #[test]
 fn chat_with_a_refused_name_or_room_ends_non_zero_and_says_nothing() {
-    let serve = Serve::start(None);
+    let serve = serve(None);
     // bob stays in the lobby, listening, while the others try.
     let mut bob = Command::new(SOCKIT)
-        .args(["chat", "--name", "bob", "--server", &serve.udp.to_string()])
+        .args([
+            "chat",
+            "--name",
+            "bob",
+            "--server",
+            &serve.addr("udp").to_string(),
+        ])
         .stdin(Stdio::piped())
         .stdout(Stdio::piped())
         .stderr(Stdio::null())
@@ -360,11 +327,11 @@ fn chat_with_a_refused_name_or_room_ends_non_zero_and_says_nothing() {
 fn chat_on_a_terminal_shows_its_first_line() {
     let Some(script) = script() else { return };
     let dir = tempfile::tempdir().unwrap();
-    let serve = Serve::start(None);
+    let serve = serve(None);
     for _ in 0..3 {
         let command = format!(
             "'{SOCKIT}' chat --name erin --room den --server {}; echo chat-exit=$?",
-            serve.udp
+            serve.addr("udp")
         );
         let mut terminal = Terminal::start(&command, &[("XDG_CONFIG_HOME", dir.path())], script);
         terminal.wait_for("> ", 1);
