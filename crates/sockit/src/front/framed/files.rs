@@ -201,27 +201,31 @@ async fn receive_chunked<S: AsyncRead + AsyncWrite + Unpin>(
         (Ok(end), Ok(())) => end,
         (received, written) => {
             files::discard(upload).await;
-            return match (received, written) {
-                (Err(Interrupted::Conn(err)), _) => Err(err),
-                (Err(Interrupted::Broken(err)), _) => {
+            return match received {
+                Err(Interrupted::Conn(err)) => Err(err),
+                Err(Interrupted::Broken(err)) => {
                     queue_error(conn, header, &err);
                     Ok(Flow::Close)
                 }
-                (Err(Interrupted::StoreStopped), Err(err)) => {
-                    refuse_chunked(conn, header, &err.into()).await
-                }
-                (Err(Interrupted::StoreStopped), Ok(())) => {
-                    let err = OpError::new(
-                        ErrorCode::Internal,
-                        "the file store stopped taking the upload",
+                // The store stopped taking bytes: its own error says why.
+                Err(Interrupted::StoreStopped) => {
+                    let err = written.err().map_or_else(
+                        || {
+                            OpError::new(
+                                ErrorCode::Internal,
+                                "the file store stopped taking the upload",
+                            )
+                        },
+                        OpError::from,
                     );
                     refuse_chunked(conn, header, &err).await
                 }
-                (Ok(_), Err(err)) => {
+                // Every frame arrived, but writing failed.
+                Ok(_) => {
+                    let err = written.expect_err("one side failed");
                     queue_error(conn, header, &err.into());
                     Ok(Flow::Continue)
                 }
-                (Ok(_), Ok(())) => unreachable!("handled above"),
             };
         }
     };
