@@ -124,21 +124,17 @@ async fn handle<S: AsyncRead + AsyncWrite + Unpin>(
     core: &Core,
     session: &mut Session,
 ) -> Result<Flow, ConnError> {
+    // An unknown op is answered as such only after the access check, which it fails too.
     let op = match Request::op_of(&header) {
-        Ok(op) => Some(op),
         Err(err @ RequestError::Bad(_)) => return refuse(conn, &header, &err.into()).await,
-        Err(RequestError::UnknownOp(_)) => None,
+        op => op,
     };
-    if let Err(err) = core.authorize(session, op.flatten()) {
+    if let Err(err) = core.authorize(session, op.as_ref().ok().copied().flatten()) {
         return refuse(conn, &header, &err).await;
     }
-    let request = match op.map(|op| Request::parse_as(&header, op)) {
-        Some(Ok(request)) => request,
-        Some(Err(err)) => return refuse(conn, &header, &err.into()).await,
-        None => {
-            let err = Request::op_of(&header).expect_err("an unknown op");
-            return refuse(conn, &header, &err.into()).await;
-        }
+    let request = match op.and_then(|op| Request::parse_as(&header, op)) {
+        Ok(request) => request,
+        Err(err) => return refuse(conn, &header, &err.into()).await,
     };
     match request {
         Request::Ping => {
