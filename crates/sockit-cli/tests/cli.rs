@@ -979,6 +979,7 @@ fn serve_in_the_background_of_a_terminal_keeps_serving() {
     );
     let output = Command::new(script)
         .args(["-qec", &shell, "/dev/null"])
+        .env("SHELL", "/bin/sh")
         .stdin(Stdio::null())
         .output()
         .unwrap();

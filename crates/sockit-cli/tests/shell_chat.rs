@@ -83,7 +83,9 @@ struct Terminal {
 impl Terminal {
     fn start(command: &str, env: &[(&str, &Path)], script: &str) -> Terminal {
         let mut cmd = Command::new(script);
+        // `script` runs the command with $SHELL: the same shell wherever the tests run.
         cmd.args(["-qec", command, "/dev/null"])
+            .env("SHELL", "/bin/sh")
             .stdin(Stdio::piped())
             .stdout(Stdio::piped())
             .stderr(Stdio::null());
@@ -163,8 +165,10 @@ fn shell_ctrl_c_stops_the_running_command_and_returns_to_the_prompt() {
     let dir = tempfile::tempdir().unwrap();
     let serve = serve(Some(&users(dir.path())));
     let pid_file = dir.path().join("pid");
+    // Ctrl-C reaches the whole foreground group; the `sh` around sockit must outlive it to
+    // report sockit's status (a trapped signal is back to its default in sockit).
     let command = format!(
-        "'{SOCKIT}' shell --user alice --server {}; echo shell-exit=$?",
+        "trap : INT; '{SOCKIT}' shell --user alice --server {}; echo shell-exit=$?",
         serve.tcp()
     );
     let mut terminal = Terminal::start(
