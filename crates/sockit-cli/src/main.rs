@@ -107,10 +107,16 @@ impl Command {
                 .map_err(|err| (err, ExitCode::FAILURE))
         };
         // exec and shell end with the remote command's status, and 255 when sockit failed.
+        // A server whose identity is not trusted is refused with 1, as by every command.
         let remote = |result: Result<u8, cmd::CmdError>| {
-            result
-                .map(ExitCode::from)
-                .map_err(|err| (err, ExitCode::from(cmd::exec::FAILED)))
+            result.map(ExitCode::from).map_err(|err| {
+                let code = if err.is_untrusted_server() {
+                    ExitCode::FAILURE
+                } else {
+                    ExitCode::from(cmd::exec::FAILED)
+                };
+                (err, code)
+            })
         };
         match self {
             Command::Serve(args) => done(cmd::serve::run(*args).await),

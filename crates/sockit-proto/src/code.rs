@@ -45,11 +45,14 @@ pub enum ErrorCode {
     /// The server is shutting down and cut the request short; what arrived of an upload is
     /// kept, so the same request again (to this server once it is back) resumes it.
     ShuttingDown,
+    /// A plain frame reached a TLS listener: connect again with TLS. The connection closes
+    /// after this reply, the only plain bytes such a listener ever sends.
+    TlsRequired,
 }
 
 impl ErrorCode {
     /// Every code, for documentation and tests.
-    pub const ALL: [ErrorCode; 17] = [
+    pub const ALL: [ErrorCode; 18] = [
         ErrorCode::BadFrame,
         ErrorCode::TooLarge,
         ErrorCode::BadRequest,
@@ -67,6 +70,7 @@ impl ErrorCode {
         ErrorCode::RateLimited,
         ErrorCode::Internal,
         ErrorCode::ShuttingDown,
+        ErrorCode::TlsRequired,
     ];
 
     /// The word on the wire.
@@ -89,6 +93,7 @@ impl ErrorCode {
             ErrorCode::RateLimited => "rate_limited",
             ErrorCode::Internal => "internal",
             ErrorCode::ShuttingDown => "shutting_down",
+            ErrorCode::TlsRequired => "tls_required",
         }
     }
 

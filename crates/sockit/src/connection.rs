@@ -445,7 +445,7 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Connection<S> {
         }
         self.flush().await?;
         let deadline = self.idle_deadline();
-        with_deadline(deadline, self.stream.write_all(body)).await
+        with_deadline(deadline, write_out(&mut self.stream, body)).await
     }
 
     /// Writes out buffered replies if more than a high-water mark is waiting.
@@ -470,7 +470,7 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Connection<S> {
             return Ok(());
         }
         let deadline = self.idle_deadline();
-        with_deadline(deadline, self.stream.write_all(&self.wbuf)).await?;
+        with_deadline(deadline, write_out(&mut self.stream, &self.wbuf)).await?;
         self.wbuf.clear();
         Ok(())
     }
@@ -684,6 +684,13 @@ async fn within_grace<T>(
         () = tokio::time::sleep_until(at) => None,
         done = &mut read => Some(done),
     }
+}
+
+/// Writes all of `bytes` and flushes: a TLS stream holds written bytes in its session until
+/// flushed (for TCP, flushing does nothing).
+async fn write_out<S: AsyncWrite + Unpin>(stream: &mut S, bytes: &[u8]) -> io::Result<()> {
+    stream.write_all(bytes).await?;
+    stream.flush().await
 }
 
 async fn with_deadline<F: std::future::Future<Output = io::Result<()>>>(

@@ -30,6 +30,7 @@ pub mod defaults;
 mod front;
 pub mod server;
 pub mod store;
+pub mod tls;
 mod transfer;
 
 pub use client::{Client, ClientError, ClientOptions, ExecOutcome};

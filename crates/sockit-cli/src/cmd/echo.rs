@@ -2,7 +2,7 @@
 
 use std::io::{Read, Write};
 
-use super::{CmdResult, ConnectTimeoutArg, ServerArg, TimeoutArg};
+use super::{CmdResult, ConnectArgs, ServerArg, TimeoutArg};
 use crate::cmd::CmdError;
 
 #[derive(Debug, clap::Args)]
@@ -12,7 +12,7 @@ pub(crate) struct Args {
     #[command(flatten)]
     server: ServerArg,
     #[command(flatten)]
-    connect: ConnectTimeoutArg,
+    connect: ConnectArgs,
     #[command(flatten)]
     pub(crate) timeout: TimeoutArg,
 }

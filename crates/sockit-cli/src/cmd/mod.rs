@@ -1,6 +1,7 @@
 //! One module per subcommand, plus what they share: the `--server` option and error exits.
 
 pub(crate) mod chat;
+pub(crate) mod connect;
 pub(crate) mod demo;
 pub(crate) mod docs;
 pub(crate) mod echo;
@@ -24,7 +25,7 @@ use std::future::Future;
 use std::process::ExitCode;
 use std::time::Duration;
 
-use sockit::{Client, ClientOptions};
+pub(crate) use connect::{Conn, ConnectArgs, ServerArg};
 
 /// How a command ends when it fails: printed as one line, `sockit: <error>`.
 pub(crate) type CmdResult = Result<(), CmdError>;
@@ -102,6 +103,22 @@ impl CmdError {
     }
 }
 
+impl CmdError {
+    /// Whether the server was refused because its TLS identity is not the one trusted.
+    pub(crate) fn is_untrusted_server(&self) -> bool {
+        use sockit::tls::{KnownServersError, TrustError};
+        let (CmdError::Client(sockit::ClientError::Tls(err))
+        | CmdError::Login(sockit::ClientError::Tls(err))) = self
+        else {
+            return false;
+        };
+        matches!(
+            **err,
+            TrustError::NotPinned { .. } | TrustError::Known(KnownServersError::Changed { .. })
+        )
+    }
+}
+
 impl From<String> for CmdError {
     fn from(message: String) -> CmdError {
         CmdError::Usage(message)
@@ -112,21 +129,6 @@ impl From<&str> for CmdError {
     fn from(message: &str) -> CmdError {
         CmdError::Usage(message.to_owned())
     }
-}
-
-/// Where a client command connects.
-#[derive(Debug, clap::Args)]
-pub(crate) struct ServerArg {
-    /// Server address: HOST:PORT, or HOST for port 9000, or :PORT for 127.0.0.1.
-    #[arg(
-        long,
-        value_name = "ADDR",
-        env = "SOCKIT_SERVER",
-        hide_env_values = true,
-        default_value = sockit::defaults::ADDR,
-        value_parser = parse_server
-    )]
-    pub(crate) server: String,
 }
 
 /// A server to connect to, with the default port when none is given: `HOST` and `[IPv6]`
@@ -157,24 +159,6 @@ pub(crate) fn parse_server(text: &str) -> Result<String, String> {
     }
 }
 
-/// How long a client command waits to connect.
-#[derive(Debug, clap::Args)]
-pub(crate) struct ConnectTimeoutArg {
-    /// Seconds connecting may take.
-    #[arg(long, value_name = "SECS", default_value = "10", value_parser = serve::parse_seconds)]
-    pub(crate) connect_timeout: Duration,
-}
-
-impl ConnectTimeoutArg {
-    /// How the client waits: connecting as asked, each reply as the library's default.
-    pub(crate) fn options(&self) -> ClientOptions {
-        ClientOptions {
-            connect_timeout: self.connect_timeout,
-            ..ClientOptions::default()
-        }
-    }
-}
-
 /// How long a client command may take in all.
 #[derive(Debug, clap::Args)]
 pub(crate) struct TimeoutArg {
@@ -185,11 +169,8 @@ pub(crate) struct TimeoutArg {
 }
 
 /// Connects to `server` without logging in (`ping`, `echo`).
-pub(crate) async fn connect(
-    server: &ServerArg,
-    connect: &ConnectTimeoutArg,
-) -> Result<Client, CmdError> {
-    Ok(Client::connect_with_options(&server.server, connect.options()).await?)
+pub(crate) async fn connect(server: &ServerArg, connect: &ConnectArgs) -> Result<Conn, CmdError> {
+    connect.connect(&server.server).await
 }
 
 /// Runs a command, giving up with [`CmdError::TimedOut`] once `timeout` has passed. What the

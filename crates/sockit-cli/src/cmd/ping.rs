@@ -4,7 +4,7 @@
 use std::time::{Duration, Instant};
 
 use super::out::{outln, statusln};
-use super::{CmdResult, ConnectTimeoutArg, ServerArg, TimeoutArg};
+use super::{CmdResult, ConnectArgs, ServerArg, TimeoutArg};
 use crate::cmd::CmdError;
 
 #[derive(Debug, clap::Args)]
@@ -22,7 +22,7 @@ pub(crate) struct Args {
     #[command(flatten)]
     server: ServerArg,
     #[command(flatten)]
-    connect: ConnectTimeoutArg,
+    connect: ConnectArgs,
     #[command(flatten)]
     pub(crate) timeout: TimeoutArg,
 }
@@ -161,7 +161,7 @@ fn percent(value: f64) -> String {
 /// The median of sorted durations.
 fn median(sorted: &[Duration]) -> Duration {
     let mid = sorted.len() / 2;
-    if sorted.len() % 2 == 0 {
+    if sorted.len().is_multiple_of(2) {
         (sorted[mid - 1] + sorted[mid]) / 2
     } else {
         sorted[mid]

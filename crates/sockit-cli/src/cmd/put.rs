@@ -9,12 +9,12 @@ use std::path::{Path, PathBuf};
 
 use sockit::client::{PutOutcome, Source, SourceKind};
 use sockit::proto::ErrorCode;
-use sockit::{Client, ClientError};
+use sockit::ClientError;
 
 use super::out::{outln, statusln};
 use super::progress::Progress;
 use super::remote::{self, LoginArgs};
-use super::{CmdResult, TimeoutArg};
+use super::{CmdResult, Conn, TimeoutArg};
 use crate::cmd::CmdError;
 
 /// The argument that means standard input.
@@ -89,7 +89,7 @@ async fn put_all(args: Args) -> CmdResult {
 }
 
 /// Uploads one argument; on failure, the message (without the `sockit: ` prefix).
-async fn put_one(client: &mut Client, path: &Path, args: &Args) -> Result<Stored, CmdError> {
+async fn put_one(client: &mut Conn, path: &Path, args: &Args) -> Result<Stored, CmdError> {
     let label = label(path);
     let name = args
         .name

@@ -12,9 +12,10 @@ use std::time::{Duration, Instant};
 
 use sockit::auth::keys::Identity;
 use sockit::proto::ErrorCode;
-use sockit::{Client, ClientError, ExecOutcome, OutputStream};
+use sockit::{ClientError, ExecOutcome, OutputStream};
 
-use super::{ConnectTimeoutArg, ServerArg};
+use super::connect::config_dir;
+use super::{Conn, ConnectArgs, ServerArg};
 use crate::cmd::CmdError;
 
 /// Password tries at an interactive prompt.
@@ -45,19 +46,19 @@ pub(crate) struct LoginArgs {
         hide_env_values = true
     )]
     identity: Option<PathBuf>,
+    /// Send a password even over plain TCP to a server that is not on this machine, where
+    /// anyone on the path can read it (without TLS, sockit refuses to).
+    #[arg(long)]
+    insecure: bool,
     #[command(flatten)]
     server: ServerArg,
     #[command(flatten)]
-    connect: ConnectTimeoutArg,
+    connect: ConnectArgs,
 }
 
 /// `$XDG_CONFIG_HOME/sockit/id_ed25519`, else `~/.config/sockit/id_ed25519`.
 pub(crate) fn default_identity_path() -> Option<PathBuf> {
-    let config = std::env::var_os("XDG_CONFIG_HOME")
-        .filter(|dir| !dir.is_empty())
-        .map(PathBuf::from)
-        .or_else(|| std::env::var_os("HOME").map(|home| PathBuf::from(home).join(".config")))?;
-    Some(config.join("sockit").join("id_ed25519"))
+    config_dir().map(|dir| dir.join("id_ed25519"))
 }
 
 /// The local login name: `$USER`, `$LOGNAME`, else the name of our user id.
@@ -73,7 +74,7 @@ pub(crate) fn local_user() -> Option<String> {
 
 /// Connects to the server and logs in, unless it has no accounts. The client logs in again by
 /// itself whenever it reconnects.
-pub(crate) async fn connect(args: &LoginArgs) -> Result<Client, CmdError> {
+pub(crate) async fn connect(args: &LoginArgs) -> Result<Conn, CmdError> {
     let user = args
         .user
         .clone()
@@ -89,15 +90,16 @@ pub(crate) async fn connect(args: &LoginArgs) -> Result<Client, CmdError> {
         .transpose()?;
     let addr = &args.server.server;
     let started = Instant::now();
-    let mut client = Client::connect_with_options(addr, args.connect.options()).await?;
+    let mut client = args.connect.connect(addr).await?;
     tracing::info!("connected to {addr} in {:.1?}", started.elapsed());
-    login(&mut client, &user, identity, addr).await?;
+    let clear_password_ok = args.insecure || args.connect.uses_tls() || is_loopback(addr).await;
+    login(&mut client, &user, identity, addr, clear_password_ok).await?;
     Ok(client)
 }
 
 /// A logged-in connection for running commands.
 pub(crate) struct Remote {
-    client: Client,
+    client: Conn,
     last_used: Instant,
     /// A command was given up on mid-reply: the connection is out of step.
     stale: bool,
@@ -187,11 +189,15 @@ impl Remote {
 
 /// Logs in: with the key if there is one, else with `SOCKIT_PASSWORD`, else with a password
 /// asked on the terminal; not at all on a server without accounts.
+///
+/// A password is only sent where no one else can read it (TLS, or this machine), unless
+/// `password_ok` says the user accepts that.
 async fn login(
-    client: &mut Client,
+    client: &mut Conn,
     user: &str,
     identity: Option<Identity>,
     addr: &str,
+    password_ok: bool,
 ) -> Result<(), CmdError> {
     let failed = CmdError::Login;
     match identity {
@@ -215,6 +221,14 @@ async fn login(
             }
             Err(err) => return Err(failed(err)),
         },
+    }
+    if !password_ok {
+        return Err(format!(
+            "{user}@{addr} needs a password, and this connection is not encrypted: \
+             anyone on the path could read it. Use --tls (the server needs `serve --tls`), \
+             a key (sockit keygen), or --insecure to send it anyway"
+        )
+        .into());
     }
     if let Ok(password) = std::env::var("SOCKIT_PASSWORD") {
         client
@@ -247,6 +261,17 @@ async fn login(
         }
     }
     Err(failed(last_error.expect("at least one try")))
+}
+
+/// Whether every address `addr` (`host:port`) names is on this machine.
+async fn is_loopback(addr: &str) -> bool {
+    match tokio::net::lookup_host(addr).await {
+        Ok(addrs) => {
+            let addrs: Vec<_> = addrs.collect();
+            !addrs.is_empty() && addrs.iter().all(|addr| addr.ip().is_loopback())
+        }
+        Err(_) => false,
+    }
 }
 
 /// Writes remote output to the matching local stream at once.

@@ -9,7 +9,7 @@ use std::time::Duration;
 
 use sockit::auth::penalty::PenaltyPolicy;
 use sockit::chat::room::RoomConfig;
-use sockit::config::{ExecConfig, ListenerSpec, LoginConfig, ServiceKind};
+use sockit::config::{ExecConfig, ListenerSpec, LoginConfig, ServiceKind, TlsIdentity};
 use sockit::defaults;
 use sockit::{Server, ServerConfig};
 use sockit_proto::Limits;
@@ -34,6 +34,17 @@ pub(crate) struct Args {
     /// Raw TCP remote commands for the tutorials' clients: no login, so loopback only.
     #[arg(long, value_name = "ADDR", value_parser = parse_addr)]
     legacy_exec: Option<SocketAddr>,
+    /// TLS 1.3 on the framed listener (`listening tls ADDR`, then `fingerprint sha256:HEX`).
+    /// Without --tls-cert and --tls-key, a self-signed certificate is made on first start and
+    /// kept in the store (<root>/.sockit/tls/).
+    #[arg(long)]
+    tls: bool,
+    /// The TLS certificate chain, PEM (with --tls-key; implies --tls).
+    #[arg(long, value_name = "FILE", requires = "tls_key")]
+    tls_cert: Option<PathBuf>,
+    /// The TLS private key, PEM (with --tls-cert).
+    #[arg(long, value_name = "FILE", requires = "tls_cert")]
+    tls_key: Option<PathBuf>,
     /// Accounts file (see `sockit user`): requires login for all but ping and echo, and
     /// enables exec.
     #[arg(
@@ -111,9 +122,17 @@ pub(crate) async fn run(args: Args) -> CmdResult {
         .max_buffered_body(args.max_body_in_memory)
         .build()
         .map_err(|err| CmdError::failed("invalid frame limits", err))?;
+    let tls = match (args.tls_cert, args.tls_key) {
+        (Some(cert), Some(key)) => Some(TlsIdentity::Files { cert, key }),
+        _ => args.tls.then_some(TlsIdentity::Kept),
+    };
+    let framed = match tls {
+        Some(_) => ServiceKind::FramedTls,
+        None => ServiceKind::Framed,
+    };
     // In the order of the `listening` lines.
     let listeners = [
-        Some((ServiceKind::Framed, args.listen)),
+        Some((framed, args.listen)),
         args.legacy_echo.map(|addr| (ServiceKind::LegacyEcho, addr)),
         args.legacy_exec.map(|addr| (ServiceKind::LegacyExec, addr)),
         args.udp.0.map(|addr| (ServiceKind::Chat, addr)),
@@ -156,6 +175,7 @@ pub(crate) async fn run(args: Args) -> CmdResult {
             max_members: args.chat_max_members,
             ..RoomConfig::default()
         },
+        tls: tls.unwrap_or_default(),
     };
     let chat_enabled = args.udp.0.is_some();
     let mut server = Server::bind(config).await?;
@@ -169,6 +189,9 @@ pub(crate) async fn run(args: Args) -> CmdResult {
     let mut stdout = std::io::stdout().lock();
     for (service, addr) in server.listening() {
         writeln!(stdout, "listening {service} {addr}")?;
+    }
+    if let Some(fingerprint) = server.fingerprint() {
+        writeln!(stdout, "fingerprint {fingerprint}")?;
     }
     stdout.flush()?;
     drop(stdout);

@@ -8,6 +8,11 @@
 //! To log in, the client signs [`login_message`]: a fixed context string, the 32-byte challenge
 //! the server just made for this connection, and the user name. The server keeps the challenge
 //! only until the next `login`, so a proof is good once, on one connection, for one user.
+//!
+//! Over TLS the challenge is first bound to the connection ([`bind_to_channel`]): what is
+//! signed in its place is a hash of it and the TLS exporter value (RFC 9266), which differs on
+//! each side of a machine in the middle, so a proof relayed from one TLS session to another
+//! fails.
 
 use std::fmt;
 use std::io::{self, Write};
@@ -270,6 +275,27 @@ impl Identity {
         hex::encode(self.key.sign(&login_message(challenge, user)).to_bytes())
     }
 }
+
+/// The challenge a key login signs: over TLS, SHA-256 of [`CHANNEL_CONTEXT`], the server's
+/// challenge and the connection's TLS exporter value; on a plain connection, the challenge.
+pub fn bind_to_channel(
+    challenge: &[u8; CHALLENGE_LEN],
+    binding: Option<&crate::tls::ChannelBinding>,
+) -> [u8; CHALLENGE_LEN] {
+    use sha2::{Digest, Sha256};
+    match binding {
+        None => *challenge,
+        Some(binding) => Sha256::new()
+            .chain_update(CHANNEL_CONTEXT)
+            .chain_update(challenge)
+            .chain_update(binding)
+            .finalize()
+            .into(),
+    }
+}
+
+/// What a channel-bound challenge's hash starts with.
+pub const CHANNEL_CONTEXT: &[u8] = b"sockit login tls-exporter v1\0";
 
 /// Where an identity's public key is written: the identity's path with `.pub` appended.
 pub fn public_key_path(identity: &Path) -> PathBuf {

@@ -3,7 +3,7 @@
 use sockit_proto::message::{ChallengeReply, LoginRequest, Request};
 
 use super::{Client, ClientError, Connect, Login};
-use crate::auth::keys::{Identity, CHALLENGE_LEN};
+use crate::auth::keys::{self, Identity, CHALLENGE_LEN};
 
 impl<C: Connect> Client<C> {
     /// `challenge`: fresh bytes from the server for a key login on this connection.
@@ -41,8 +41,8 @@ impl<C: Connect> Client<C> {
         Ok(())
     }
 
-    /// Logs in with a key: asks for a challenge, signs it, sends the proof; a reconnection
-    /// logs in again with it.
+    /// Logs in with a key: asks for a challenge, signs it (with the TLS channel binding, over
+    /// TLS), sends the proof; a reconnection logs in again with it.
     ///
     /// # Errors
     ///
@@ -50,6 +50,7 @@ impl<C: Connect> Client<C> {
     /// [`Client::login_password`].
     pub async fn login_key(&mut self, user: &str, identity: &Identity) -> Result<(), ClientError> {
         let challenge = self.challenge().await?;
+        let challenge = keys::bind_to_channel(&challenge, self.binding.as_ref());
         let signature = identity.sign_login(&challenge, user);
         let request = Request::Login(LoginRequest {
             user: user.into(),

@@ -13,6 +13,7 @@ mod files;
 mod part;
 mod source;
 mod target;
+mod tls;
 mod upload;
 
 pub use download::GetOutcome;
@@ -21,6 +22,7 @@ pub use files::{FilePage, ListPages};
 pub use part::{part_path, PART_SUFFIX};
 pub use source::{Source, SourceError, SourceKind};
 pub use target::{SaveError, SaveOptions, Target};
+pub use tls::{Endpoint, EndpointStream, FirstUseNotice, Tls};
 pub use upload::PutOutcome;
 
 use std::fmt;
@@ -85,6 +87,9 @@ pub enum ClientError {
         /// With `rate_limited`: seconds to wait before trying again.
         retry_after: Option<f64>,
     },
+    /// The TLS connection could not be made, or the server's identity is not trusted.
+    #[error(transparent)]
+    Tls(Box<crate::tls::TrustError>),
     /// The server closed the connection without answering.
     #[error("the server closed the connection")]
     Closed,
@@ -122,6 +127,12 @@ pub enum ClientError {
     /// The server's reply is not what the protocol says.
     #[error("malformed reply from the server: {0}")]
     BadReply(String),
+}
+
+impl From<crate::tls::TrustError> for ClientError {
+    fn from(err: crate::tls::TrustError) -> Self {
+        ClientError::Tls(Box::new(err))
+    }
 }
 
 impl From<io::Error> for ClientError {
@@ -208,13 +219,19 @@ pub(crate) fn parse_header<'a, T: serde::Deserialize<'a>>(
         .map_err(|err| ClientError::BadReply(err.to_string()))
 }
 
-/// How a client reaches its server, again whenever it reconnects: plain TCP ([`Tcp`]) today;
-/// TLS is another implementation, and every request works the same over either.
+/// How a client reaches its server, again whenever it reconnects: plain TCP ([`Tcp`]), TLS
+/// ([`Tls`]), or either as chosen at run time ([`Endpoint`]); every request works the same
+/// over each.
 pub trait Connect: Send + Sync {
     /// The stream it opens.
     type Stream: AsyncRead + AsyncWrite + Unpin + Send;
     /// Opens a new stream to the server.
     fn connect(&self) -> impl Future<Output = Result<Self::Stream, ClientError>> + Send;
+    /// The stream's channel binding (the TLS exporter value), which a key login signs; none
+    /// for a plain stream.
+    fn channel_binding(_stream: &Self::Stream) -> Option<crate::tls::ChannelBinding> {
+        None
+    }
 }
 
 /// Plain TCP to `host:port`.
@@ -269,6 +286,8 @@ impl Connect for Tcp {
 pub struct Client<C: Connect = Tcp> {
     connector: C,
     conn: Connection<C::Stream>,
+    /// The connection's channel binding, when it has one.
+    binding: Option<crate::tls::ChannelBinding>,
     login: Option<Login>,
     /// How long the server may stay silent.
     reply_timeout: Duration,
@@ -338,10 +357,11 @@ impl<C: Connect> Client<C> {
         connector: C,
         reply_timeout: Duration,
     ) -> Result<Client<C>, ClientError> {
-        let conn = Client::open(&connector, reply_timeout).await?;
+        let (conn, binding) = Client::open(&connector, reply_timeout).await?;
         Ok(Client {
             connector,
             conn,
+            binding,
             login: None,
             reply_timeout,
         })
@@ -355,7 +375,7 @@ impl<C: Connect> Client<C> {
     ///
     /// As [`Client::connect_with`], and as the login.
     pub async fn reconnect(&mut self) -> Result<(), ClientError> {
-        self.conn = Client::open(&self.connector, self.reply_timeout).await?;
+        (self.conn, self.binding) = Client::open(&self.connector, self.reply_timeout).await?;
         match self.login.clone() {
             None => Ok(()),
             Some(Login::Password { user, password }) => self.login_password(&user, &password).await,
@@ -363,16 +383,21 @@ impl<C: Connect> Client<C> {
         }
     }
 
+    /// A new connection through `connector`, with its channel binding.
     async fn open(
         connector: &C,
         reply_timeout: Duration,
-    ) -> Result<Connection<C::Stream>, ClientError> {
+    ) -> Result<(Connection<C::Stream>, Option<crate::tls::ChannelBinding>), ClientError> {
         let stream = connector.connect().await?;
+        let binding = C::channel_binding(&stream);
         let deadlines = Deadlines {
             header: None,
             idle: Some(reply_timeout),
         };
-        Ok(Connection::new(stream, Limits::default(), deadlines))
+        Ok((
+            Connection::new(stream, Limits::default(), deadlines),
+            binding,
+        ))
     }
 
     /// Sends one request with `body` and reads its reply.

@@ -8,6 +8,9 @@ use std::net::SocketAddr;
 pub enum ServiceKind {
     /// The framed protocol, over TCP (`tcp`).
     Framed,
+    /// The framed protocol, over TLS 1.3 (`tls`), with the server's
+    /// [`TlsIdentity`](crate::config::TlsIdentity).
+    FramedTls,
     /// The chat room, over UDP (`udp`).
     Chat,
     /// Raw TCP upper-case echo (`legacy-echo`).
@@ -23,6 +26,7 @@ impl ServiceKind {
     pub fn name(self) -> &'static str {
         match self {
             ServiceKind::Framed => "tcp",
+            ServiceKind::FramedTls => "tls",
             ServiceKind::Chat => "udp",
             ServiceKind::LegacyEcho => "legacy-echo",
             ServiceKind::LegacyExec => "legacy-exec",

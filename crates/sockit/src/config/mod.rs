@@ -52,6 +52,24 @@ pub struct ServerConfig {
     pub partial_ttl: Duration,
     /// The chat rooms' limits.
     pub chat: RoomConfig,
+    /// The certificate and key of the TLS listeners.
+    pub tls: TlsIdentity,
+}
+
+/// Where the TLS listeners' certificate and key come from.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub enum TlsIdentity {
+    /// Generated (self-signed) on first start and kept under the store's bookkeeping directory,
+    /// so that its fingerprint survives restarts.
+    #[default]
+    Kept,
+    /// PEM files: the certificate chain (end entity first) and its private key.
+    Files {
+        /// The certificate chain.
+        cert: PathBuf,
+        /// The private key.
+        key: PathBuf,
+    },
 }
 
 impl Default for ServerConfig {
@@ -74,6 +92,7 @@ impl Default for ServerConfig {
             shutdown_timeout: defaults::SHUTDOWN_TIMEOUT,
             partial_ttl: defaults::PARTIAL_TTL,
             chat: RoomConfig::default(),
+            tls: TlsIdentity::default(),
         }
     }
 }

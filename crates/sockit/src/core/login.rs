@@ -2,7 +2,8 @@
 //!
 //! Password login: `user` and `password`. Key login: `challenge` returns 32 fresh random
 //! bytes (hex) kept in the session; the client signs them (see
-//! [`crate::auth::keys::login_message`]) and sends `user`, `key` and `signature`. Any `login`
+//! [`crate::auth::keys::login_message`], over TLS with the challenge bound to the connection
+//! by [`bind_to_channel`]) and sends `user`, `key` and `signature`. Any `login`
 //! uses up the challenge, so a proof works once.
 //!
 //! Failures answer `unauthorized` with the same words whether the user exists or not. The
@@ -16,7 +17,7 @@ use sockit_proto::message::{ChallengeReply, LoginReply, LoginRequest};
 use sockit_proto::ErrorCode;
 
 use super::{Core, OpError, Session};
-use crate::auth::keys::CHALLENGE_LEN;
+use crate::auth::keys::{bind_to_channel, CHALLENGE_LEN};
 
 /// `challenge`: fresh random bytes to sign for a key login, kept in the session.
 ///
@@ -67,7 +68,10 @@ pub(crate) async fn login(
     let user = request.user.as_ref();
     // Any login attempt logs the session out and uses up its challenge.
     session.user = None;
-    let proof = Proof::of(request, session.challenge.take())?;
+    let challenge = session.challenge.take();
+    let challenge =
+        challenge.map(|challenge| bind_to_channel(&challenge, session.binding.as_ref()));
+    let proof = Proof::of(request, challenge)?;
     // Password failures count against the user name as well as the source; keys cannot be
     // guessed, so they only count against the source.
     let penalised_user = matches!(proof, Proof::Password(_)).then_some(user);

@@ -4,6 +4,7 @@ use std::net::IpAddr;
 use std::time::Instant;
 
 use crate::auth::keys::CHALLENGE_LEN;
+use crate::tls::ChannelBinding;
 
 /// One client's standing: who it logged in as, the challenge it may sign, its failures.
 #[derive(Debug)]
@@ -12,6 +13,8 @@ pub(crate) struct Session {
     pub(super) connected: Instant,
     pub(super) user: Option<String>,
     pub(super) challenge: Option<[u8; CHALLENGE_LEN]>,
+    /// The TLS exporter value of the connection, which a key login must sign with the challenge.
+    pub(super) binding: Option<ChannelBinding>,
     pub(super) failures: u32,
 }
 
@@ -23,8 +26,15 @@ impl Session {
             connected: Instant::now(),
             user: None,
             challenge: None,
+            binding: None,
             failures: 0,
         }
+    }
+
+    /// The same, for a connection with a TLS channel binding.
+    pub(crate) fn bound_to(mut self, binding: Option<ChannelBinding>) -> Session {
+        self.binding = binding;
+        self
     }
 
     /// The address the client connects from.

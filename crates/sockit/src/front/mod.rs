@@ -5,7 +5,8 @@
 //! the server.
 //!
 //! - [`framed`]: the framed protocol (length-prefixed JSON headers and bodies) over any
-//!   stream, TCP today.
+//!   stream: TCP, or TLS through [`tls`].
+//! - [`tls`]: the framed protocol over TLS, an acceptor in front of [`framed`].
 //! - [`legacy`]: the tutorials' raw TCP services, upper-case echo and remote commands.
 //! - [`udp_chat`]: the chat room over UDP: addresses to members, datagrams to lines.
 //! - [`udp_echo`]: UDP upper-case echo.
@@ -15,6 +16,7 @@
 
 pub(crate) mod framed;
 pub(crate) mod legacy;
+pub(crate) mod tls;
 pub(crate) mod udp_chat;
 pub(crate) mod udp_echo;
 

@@ -13,6 +13,8 @@ use crate::config::{ListenerSpec, ServiceKind};
 pub(super) enum Bound {
     /// The framed protocol.
     Framed(TcpListener),
+    /// The framed protocol over TLS.
+    FramedTls(TcpListener),
     /// The chat room.
     Chat(UdpSocket),
     /// Raw TCP upper-case echo.
@@ -28,6 +30,7 @@ impl Bound {
     pub(super) fn bind(spec: &ListenerSpec) -> Result<Bound, StartError> {
         let bound = match spec.service {
             ServiceKind::Framed => bind_tcp(spec.addr).map(Bound::Framed),
+            ServiceKind::FramedTls => bind_tcp(spec.addr).map(Bound::FramedTls),
             ServiceKind::Chat => bind_udp(spec.addr).map(Bound::Chat),
             ServiceKind::LegacyEcho => bind_tcp(spec.addr).map(Bound::LegacyEcho),
             ServiceKind::LegacyExec => bind_tcp(spec.addr).map(Bound::LegacyExec),
@@ -44,6 +47,7 @@ impl Bound {
     pub(super) fn service(&self) -> ServiceKind {
         match self {
             Bound::Framed(_) => ServiceKind::Framed,
+            Bound::FramedTls(_) => ServiceKind::FramedTls,
             Bound::Chat(_) => ServiceKind::Chat,
             Bound::LegacyEcho(_) => ServiceKind::LegacyEcho,
             Bound::LegacyExec(_) => ServiceKind::LegacyExec,
@@ -54,9 +58,10 @@ impl Bound {
     /// The address actually bound (the port the kernel picked, for port 0).
     pub(super) fn local_addr(&self) -> io::Result<SocketAddr> {
         match self {
-            Bound::Framed(tcp) | Bound::LegacyEcho(tcp) | Bound::LegacyExec(tcp) => {
-                tcp.local_addr()
-            }
+            Bound::Framed(tcp)
+            | Bound::FramedTls(tcp)
+            | Bound::LegacyEcho(tcp)
+            | Bound::LegacyExec(tcp) => tcp.local_addr(),
             Bound::Chat(udp) | Bound::UdpEcho(udp) => udp.local_addr(),
         }
     }

@@ -28,12 +28,14 @@ use tokio_util::task::TaskTracker;
 use crate::auth::accounts::Accounts;
 use crate::auth::users::UsersError;
 use crate::chat::{Console, LocalLink, RoomHost};
-use crate::config::{ConfigError, ServerConfig};
+use crate::config::{ConfigError, ServerConfig, TlsIdentity};
 pub use crate::config::{ListenerSpec, ServiceKind};
 use crate::core::Core;
 use crate::front::framed::Framed;
+use crate::front::tls::TlsFramed;
 use crate::front::{legacy, udp_chat, udp_echo, TcpService};
 use crate::store::Store;
+use crate::tls::{Fingerprint, IdentityError, ServerIdentity};
 use accept::accept_loop;
 use limit::ConnLimiter;
 use listener::Bound;
@@ -69,6 +71,9 @@ pub enum StartError {
     /// A setting is out of range.
     #[error(transparent)]
     Config(#[from] ConfigError),
+    /// The TLS certificate and key cannot be used.
+    #[error("TLS: {0}")]
+    Tls(#[from] IdentityError),
 }
 
 /// A server with its listeners bound, ready to [`run`](Server::run).
@@ -79,6 +84,8 @@ pub struct Server {
     accounts: Option<Arc<Accounts>>,
     console: Option<Console>,
     listeners: Vec<Bound>,
+    /// The TLS listeners' configuration and certificate fingerprint, when there are any.
+    tls: Option<(Arc<rustls::ServerConfig>, Fingerprint)>,
 }
 
 impl Server {
@@ -113,12 +120,22 @@ impl Server {
                 path: config.root.clone(),
                 source,
             })?;
+        let tls = if listeners
+            .iter()
+            .any(|listener| listener.service() == ServiceKind::FramedTls)
+        {
+            let identity = server_identity(&config)?;
+            Some((identity.server_config()?, identity.fingerprint()))
+        } else {
+            None
+        };
         Ok(Server {
             store,
             accounts,
             console: None,
             config: Arc::new(config),
             listeners,
+            tls,
         })
     }
 
@@ -138,6 +155,12 @@ impl Server {
             .iter()
             .filter_map(|listener| Some((listener.service(), listener.local_addr().ok()?)))
             .collect()
+    }
+
+    /// The fingerprint of the TLS listeners' certificate, which clients pin; `None` without
+    /// TLS listeners.
+    pub fn fingerprint(&self) -> Option<Fingerprint> {
+        self.tls.as_ref().map(|(_, fingerprint)| *fingerprint)
     }
 
     /// Serves until `shutdown` completes, then shuts down gracefully.
@@ -162,6 +185,7 @@ impl Server {
             ),
             None => tracing::info!("no users file: files open to all, exec disabled"),
         }
+        warn_of_clear_passwords(&config);
         let framed = Arc::new(Framed::new(&config, core));
         tasks.spawn(sweep_partials(Arc::clone(&self.store), stop.clone()));
         let mut console = self.console;
@@ -169,6 +193,12 @@ impl Server {
             match listener {
                 Bound::Framed(tcp) => {
                     spawn_accept(&tasks, tcp, Arc::clone(&framed), &limiter, &stop);
+                }
+                Bound::FramedTls(tcp) => {
+                    let (tls_config, _) = self.tls.clone().expect("bound with a TLS listener");
+                    let framed = Arc::clone(&framed);
+                    let service = TlsFramed::new(framed, tls_config, config.header_timeout);
+                    spawn_accept(&tasks, tcp, Arc::new(service), &limiter, &stop);
                 }
                 Bound::Chat(udp) => {
                     let host = RoomHost::new(config.chat, LocalLink, console.take());
@@ -203,6 +233,40 @@ impl Server {
             tracing::warn!(
                 remaining = tasks.len(),
                 "connections still busy after {limit:?}; closing them"
+            );
+        }
+    }
+}
+
+/// The TLS identity `config` names: its PEM files, or the one kept under the store.
+fn server_identity(config: &ServerConfig) -> Result<ServerIdentity, IdentityError> {
+    match &config.tls {
+        TlsIdentity::Files { cert, key } => ServerIdentity::from_pem_files(cert, key),
+        TlsIdentity::Kept => {
+            let (identity, generated) = ServerIdentity::kept_in(&config.root)?;
+            if generated {
+                tracing::info!(
+                    fingerprint = %identity.fingerprint(),
+                    "generated a self-signed TLS certificate, kept in the store"
+                );
+            }
+            Ok(identity)
+        }
+    }
+}
+
+/// Warns, loudly, when accounts are served in the clear beyond this machine: passwords and
+/// everything after a login would cross the network readable by anyone on the path.
+fn warn_of_clear_passwords(config: &ServerConfig) {
+    if config.users.is_none() {
+        return;
+    }
+    for spec in &config.listeners {
+        if spec.service == ServiceKind::Framed && !spec.addr.ip().is_loopback() {
+            tracing::warn!(
+                "WARNING: accounts are served without TLS on {}, which is not a loopback address: \
+                 passwords, files and command output cross the network in the clear. Use --tls.",
+                spec.addr
             );
         }
     }

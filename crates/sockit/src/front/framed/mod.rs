@@ -5,7 +5,7 @@
 //! refused request's unread body is skipped (or the connection closed when it is too long to
 //! skip), the `put` trailer, the chunk frames of a chunked `put`, the output frames of
 //! `exec`, when to close. What each operation *means* is in [`crate::core`]. It is generic over
-//! the stream, so TLS is another acceptor, not another code path.
+//! the stream, so TLS is another acceptor ([`super::tls`]), not another code path.
 //!
 //! Handlers never flush: the connection loop flushes when it is about to wait for input or
 //! when the write buffer passes its high-water mark, which is what batches replies to
@@ -29,6 +29,7 @@ use super::TcpService;
 use crate::config::ServerConfig;
 use crate::connection::{ConnError, Connection, Deadlines};
 use crate::core::{self, Core, OpError, Session};
+use crate::tls::ChannelBinding;
 
 /// Whether a connection can take another request after this one.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -66,16 +67,18 @@ impl Framed {
     /// Serves one connection over any stream until the peer leaves, the stream breaks, or
     /// `stop` fires between requests. A request in progress when `stop` fires gets the
     /// shutdown timeout to finish; then it is cut short with `shutting_down`.
+    /// `binding` is the stream's TLS channel binding, which a key login must sign.
     pub(crate) async fn serve_stream<S: AsyncRead + AsyncWrite + Unpin>(
         &self,
         stream: S,
         peer: SocketAddr,
+        binding: Option<ChannelBinding>,
         stop: CancellationToken,
     ) {
         let mut conn = Connection::new(stream, self.limits, self.deadlines);
         conn.stop_when(stop);
         conn.stop_grace(self.grace);
-        let mut session = Session::new(peer.ip());
+        let mut session = Session::new(peer.ip()).bound_to(binding);
         loop {
             let header = match conn.read_header().await {
                 Ok(Some(header)) => header,
@@ -96,20 +99,35 @@ impl Framed {
             }
         }
     }
+
+    /// Turns away a connection over any stream: `busy`, then a graceful close.
+    pub(crate) async fn refuse_busy_on<S: AsyncRead + AsyncWrite + Unpin>(&self, stream: S) {
+        let mut conn = Connection::new(stream, self.limits, self.deadlines);
+        let busy = ErrorReply::new(ErrorCode::Busy, "too many connections from your address");
+        error_reply(conn.write_buf(), None, &busy);
+        conn.close().await;
+    }
+
+    /// The frame limits, for another front end that answers on this protocol.
+    pub(crate) fn limits(&self) -> Limits {
+        self.limits
+    }
+
+    /// The connection deadlines, likewise.
+    pub(crate) fn deadlines(&self) -> Deadlines {
+        self.deadlines
+    }
 }
 
 impl TcpService for Framed {
     async fn serve(self: Arc<Self>, stream: TcpStream, peer: SocketAddr, stop: CancellationToken) {
         // Replies are batched by the connection; Nagle's delay would only add latency.
         let _ = stream.set_nodelay(true);
-        self.serve_stream(stream, peer, stop).await;
+        self.serve_stream(stream, peer, None, stop).await;
     }
 
     async fn refuse_busy(self: Arc<Self>, stream: TcpStream) {
-        let mut conn = Connection::new(stream, self.limits, self.deadlines);
-        let busy = ErrorReply::new(ErrorCode::Busy, "too many connections from your address");
-        error_reply(conn.write_buf(), None, &busy);
-        conn.close().await;
+        self.refuse_busy_on(stream).await;
     }
 }
 
