@@ -29,6 +29,8 @@ pub fn skip(reason: &str) {
 /// A server running on loopback for one test.
 pub struct TestServer {
     pub addrs: Vec<(ServiceKind, SocketAddr)>,
+    /// The TLS certificate's fingerprint, with a TLS listener.
+    pub fingerprint: Option<sockit::tls::Fingerprint>,
     stop: Option<oneshot::Sender<()>>,
     task: Option<JoinHandle<()>>,
     root: std::path::PathBuf,
@@ -48,12 +50,14 @@ impl TestServer {
         let root_path = config.root.clone();
         let server = Server::bind(config).await.expect("bind");
         let addrs = server.listening();
+        let fingerprint = server.fingerprint();
         let (stop, stopped) = oneshot::channel();
         let task = tokio::spawn(server.run(async {
             let _ = stopped.await;
         }));
         TestServer {
             addrs,
+            fingerprint,
             stop: Some(stop),
             task: Some(task),
             root: root_path,
