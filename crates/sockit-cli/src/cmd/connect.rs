@@ -39,7 +39,8 @@ pub(crate) struct ConnectArgs {
     /// Connect with TLS. Without --fingerprint or --ca, the server is trusted on first use and
     /// its fingerprint recorded in the known-servers file ($SOCKIT_KNOWN_SERVERS, default
     /// ~/.config/sockit/known_servers).
-    #[arg(long, env = "SOCKIT_TLS", hide_env_values = true)]
+    #[arg(long, env = "SOCKIT_TLS", hide_env_values = true,
+          value_parser = clap::builder::BoolishValueParser::new())]
     tls: bool,
     /// Trust exactly the server certificate with this fingerprint, as `serve --tls` prints it
     /// (implies --tls).

@@ -300,3 +300,24 @@ pub(crate) fn report(outcome: &ExecOutcome) {
         eprintln!("sockit: the command ran out of time and was killed");
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::is_loopback;
+
+    #[tokio::test]
+    async fn only_addresses_on_this_machine_count_as_loopback() {
+        for addr in [
+            "127.0.0.1:9000",
+            "127.8.9.10:1",
+            "[::1]:9000",
+            "localhost:9000",
+        ] {
+            assert!(is_loopback(addr).await, "{addr}");
+        }
+        // Documentation addresses (RFC 5737, 3849): resolved as literals, never contacted.
+        for addr in ["192.0.2.1:9000", "[2001:db8::1]:9000", "0.0.0.0:9000"] {
+            assert!(!is_loopback(addr).await, "{addr}");
+        }
+    }
+}

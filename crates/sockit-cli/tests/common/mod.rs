@@ -14,6 +14,8 @@ pub(crate) const SOCKIT: &str = env!("CARGO_BIN_EXE_sockit");
 pub(crate) struct Serve {
     child: Child,
     addrs: Vec<(String, SocketAddr)>,
+    /// The `fingerprint` line's `sha256:HEX`, under `--tls`.
+    fingerprint: Option<String>,
     root: tempfile::TempDir,
 }
 
@@ -59,12 +61,29 @@ impl Serve {
             let addr: SocketAddr = words.next().unwrap().parse().unwrap();
             addrs.push((service, addr));
         }
-        Serve { child, addrs, root }
+        let fingerprint = extra.contains(&"--tls").then(|| {
+            let line = lines.next().expect("a fingerprint line").unwrap();
+            let fingerprint = line
+                .strip_prefix("fingerprint ")
+                .expect("a fingerprint line");
+            fingerprint.to_owned()
+        });
+        Serve {
+            child,
+            addrs,
+            fingerprint,
+            root,
+        }
     }
 
     /// The framed TCP listener's address, `host:port`.
     pub(crate) fn tcp(&self) -> String {
         self.addr("tcp").to_string()
+    }
+
+    /// The TLS certificate's fingerprint, `sha256:HEX`, as the server printed it.
+    pub(crate) fn fingerprint(&self) -> &str {
+        self.fingerprint.as_deref().expect("a TLS server")
     }
 
     /// The address of the listener of `service` (`tcp`, `udp`, …).
