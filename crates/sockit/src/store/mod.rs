@@ -24,12 +24,14 @@
 //!   behind sockit's back is re-hashed, even one rewritten with its length and modification
 //!   time put back (which cannot put back the change time).
 //! - Nothing under `<root>/.sockit/` is reached through a symbolic link: the store refuses to
-//!   open when one of its directories is a link, every file there is opened with `O_NOFOLLOW`,
-//!   and a link found where a partial or a record belongs is removed, never followed.
+//!   open when one of its directories is a link, then holds each open and reaches every file
+//!   in it by name relative to it, with `O_NOFOLLOW` (`bookdir.rs`); a link found where a
+//!   partial or a record belongs is removed or replaced, never followed.
 //! - Listing goes page by page, sorted by name, in memory bounded by the page (`list.rs`).
 //!
 //! The methods here block (file-system calls); async callers run them on the blocking pool.
 
+mod bookdir;
 mod list;
 mod name;
 mod partial;
@@ -51,6 +53,8 @@ pub use list::{ListPage, MAX_LIST_ENTRIES, MAX_LIST_PAGE_BYTES};
 pub use name::{FileName, NameError, BOOKKEEPING_DIR, MAX_NAME_LEN};
 pub use partial::{PartialCap, PartialLimits};
 
+use bookdir::BookDir;
+use nix::fcntl::OFlag;
 use partial::{Claim, Partials};
 
 /// Most uploads and downloads streaming at once. Each holds two threads of the runtime's
@@ -215,8 +219,8 @@ const MAX_RECORD_LEN: u64 = 4096;
 #[derive(Debug)]
 pub struct Store {
     root: PathBuf,
-    partial_dir: PathBuf,
-    meta_dir: PathBuf,
+    partial_dir: BookDir,
+    meta_dir: BookDir,
     partial_limits: PartialLimits,
     partials: Mutex<Partials>,
     transfers: Arc<tokio::sync::Semaphore>,
@@ -231,12 +235,10 @@ impl Store {
     /// is a symbolic link (or anything but a directory).
     pub fn open(root: &Path, partial_limits: PartialLimits) -> io::Result<Arc<Store>> {
         let bookkeeping = root.join(BOOKKEEPING_DIR);
-        let partial_dir = bookkeeping.join("partial");
-        let meta_dir = bookkeeping.join("meta");
         fs::create_dir_all(root)?;
-        for dir in [&bookkeeping, &partial_dir, &meta_dir] {
-            make_real_dir(dir)?;
-        }
+        BookDir::open(&bookkeeping)?;
+        let partial_dir = BookDir::open(&bookkeeping.join("partial"))?;
+        let meta_dir = BookDir::open(&bookkeeping.join("meta"))?;
         let found = held_partials(&partial_dir)?;
         Ok(Arc::new(Store {
             root: root.to_path_buf(),
@@ -277,7 +279,8 @@ impl Store {
 
     /// How many bytes of an upload of `name` with total `length` are held for resuming.
     pub fn partial_held(&self, name: &FileName, length: u64) -> u64 {
-        fs::symlink_metadata(self.partial_path(name, length))
+        self.partial_dir
+            .metadata(&partial_name(name, length))
             .ok()
             .filter(fs::Metadata::is_file)
             .map_or(0, |meta| meta.len().min(length))
@@ -310,14 +313,14 @@ impl Store {
         source: IpAddr,
     ) -> Result<(Upload, blake3::Hasher), StoreError> {
         self.refuse_taken(&name, overwrite)?;
-        let partial = self.partial_path(&name, length);
+        let partial = partial_name(&name, length);
         let claim =
             Claim::new(self, partial.clone()).ok_or_else(|| StoreError::Busy(name.to_string()))?;
         let mut file = if offset == 0 {
             claim.admit(source)?;
-            open_partial(&partial, true)?
+            self.open_partial(&partial, true)?
         } else {
-            match open_partial(&partial, false) {
+            match self.open_partial(&partial, false) {
                 Ok(file) => file,
                 Err(err) if err.kind() == io::ErrorKind::NotFound => {
                     return Err(StoreError::BadOffset { offset, held: 0 })
@@ -367,7 +370,7 @@ impl Store {
         let writeback = match Writeback::start(&file) {
             Ok(writeback) => writeback,
             Err(err) => {
-                let _ = fs::remove_file(&partial);
+                let _ = self.partial_dir.remove(&partial);
                 return Err(err.into());
             }
         };
@@ -408,28 +411,20 @@ impl Store {
         self: &Arc<Self>,
         name: &FileName,
         source: IpAddr,
-    ) -> Result<(PathBuf, File, Claim), StoreError> {
+    ) -> Result<(String, File, Claim), StoreError> {
         const ATTEMPTS: usize = 4;
         let mut last = None;
         for _ in 0..ATTEMPTS {
-            let mut random = [0u8; 8];
-            getrandom::fill(&mut random).map_err(|err| io::Error::other(err.to_string()))?;
-            let path = self.partial_dir.join(format!(
-                "{}-stream-{}",
-                bookkeeping_key(name),
-                hex::encode(random)
-            ));
-            let Some(claim) = Claim::new(self, path.clone()) else {
+            let partial = format!("{}-stream-{}", bookkeeping_key(name), random_hex()?);
+            let Some(claim) = Claim::new(self, partial.clone()) else {
                 continue;
             };
             claim.admit(source)?;
-            let created = OpenOptions::new()
-                .write(true)
-                .create_new(true)
-                .custom_flags(libc::O_NOFOLLOW)
-                .open(&path);
+            let created = self
+                .partial_dir
+                .open_file(&partial, OFlag::O_WRONLY | OFlag::O_CREAT | OFlag::O_EXCL);
             match created {
-                Ok(file) => return Ok((path, file, claim)),
+                Ok(file) => return Ok((partial, file, claim)),
                 Err(err) if err.kind() == io::ErrorKind::AlreadyExists => last = Some(err),
                 Err(err) => return Err(err.into()),
             }
@@ -512,7 +507,10 @@ impl Store {
 
     /// The cached hash of `name`, if it was computed for the file `meta` describes.
     fn cached_hash(&self, name: &FileName, meta: &fs::Metadata) -> Option<blake3::Hash> {
-        let record = open_no_wait(&self.meta_path(name), OpenOptions::new().read(true)).ok()?;
+        let record = self
+            .meta_dir
+            .open_file(&record_name(name), OFlag::O_RDONLY)
+            .ok()?;
         if !record.metadata().ok()?.is_file() {
             return None;
         }
@@ -626,62 +624,81 @@ impl Store {
     pub fn sweep_expired_partials(&self) -> io::Result<usize> {
         let now = SystemTime::now();
         let mut removed = 0;
-        for entry in fs::read_dir(&self.partial_dir)? {
-            let path = entry?.path();
+        for partial in self.partial_dir.names()? {
+            let Some(partial) = partial.to_str() else {
+                continue;
+            };
             // Locked from the check to the removal, so that no upload claims it in between.
             let mut partials = self.partials();
-            if partials.is_active(&path) {
+            if partials.is_active(partial) {
                 continue;
             }
-            let Ok(meta) = fs::symlink_metadata(&path) else {
+            let Ok(meta) = self.partial_dir.metadata(partial) else {
                 continue;
             };
             let expired = !meta.is_file()
                 || meta.modified().is_ok_and(|modified| {
                     now.duration_since(modified).unwrap_or_default() > self.partial_limits.ttl
                 });
-            if expired && fs::remove_file(&path).is_ok() {
-                partials.forget(&path);
+            if expired && self.partial_dir.remove(partial).is_ok() {
+                partials.forget(partial);
                 removed += 1;
             }
         }
         Ok(removed)
     }
 
-    fn partial_path(&self, name: &FileName, length: u64) -> PathBuf {
-        self.partial_dir
-            .join(format!("{}-{length}", bookkeeping_key(name)))
+    /// Opens the partial file `partial` for reading and writing, creating it if `create`:
+    /// never through a link (a link planted there is removed, and the file opened again),
+    /// never waiting, and only a regular file.
+    fn open_partial(&self, partial: &str, create: bool) -> io::Result<File> {
+        let flags = if create {
+            OFlag::O_RDWR | OFlag::O_CREAT
+        } else {
+            OFlag::O_RDWR
+        };
+        let file = match self.partial_dir.open_file(partial, flags) {
+            Err(err) if err.raw_os_error() == Some(libc::ELOOP) => {
+                self.partial_dir.remove(partial)?;
+                self.partial_dir.open_file(partial, flags)?
+            }
+            opened => opened?,
+        };
+        if !file.metadata()?.is_file() {
+            return Err(io::Error::other(format!(
+                "the partial upload {partial} is not a regular file"
+            )));
+        }
+        Ok(file)
     }
 
-    fn meta_path(&self, name: &FileName) -> PathBuf {
-        self.meta_dir
-            .join(format!("{}.json", bookkeeping_key(name)))
+    /// Deletes a partial upload; a failure is logged, and the sweep of expired partials
+    /// retries.
+    fn remove_partial(&self, partial: &str) {
+        if let Err(err) = self.partial_dir.remove(partial) {
+            tracing::warn!(%err, partial, "could not remove a partial upload");
+        }
     }
 
     /// Caches a hash; a failure only costs a re-hash later. The record is written to a new
     /// file of a random name (created exclusively, never through a link) and renamed over the
     /// old one, which replaces a link planted there instead of following it.
     fn record_hash(&self, name: &FileName, meta: &fs::Metadata, hash: &blake3::Hash) {
-        let path = self.meta_path(name);
-        let mut random = [0u8; 8];
-        let written = getrandom::fill(&mut random)
-            .map_err(|err| io::Error::other(err.to_string()))
-            .map(|()| path.with_extension(format!("{}.tmp", hex::encode(random))))
-            .and_then(|tmp| {
-                let bytes =
-                    serde_json::to_vec(&HashRecord::new(meta, hash)).map_err(io::Error::other)?;
-                let written = OpenOptions::new()
-                    .write(true)
-                    .create_new(true)
-                    .custom_flags(libc::O_NOFOLLOW)
-                    .open(&tmp)
-                    .and_then(|mut file| file.write_all(&bytes))
-                    .and_then(|()| fs::rename(&tmp, &path));
-                if written.is_err() {
-                    let _ = fs::remove_file(&tmp);
-                }
-                written
-            });
+        let record = record_name(name);
+        let written = random_hex().and_then(|random| {
+            let tmp = format!("{}.{random}.tmp", bookkeeping_key(name));
+            let bytes =
+                serde_json::to_vec(&HashRecord::new(meta, hash)).map_err(io::Error::other)?;
+            let written = self
+                .meta_dir
+                .open_file(&tmp, OFlag::O_WRONLY | OFlag::O_CREAT | OFlag::O_EXCL)
+                .and_then(|mut file| file.write_all(&bytes))
+                .and_then(|()| self.meta_dir.rename(&tmp, &record));
+            if written.is_err() {
+                let _ = self.meta_dir.remove(&tmp);
+            }
+            written
+        });
         if let Err(err) = written {
             tracing::debug!(%err, "could not cache a file hash");
         }
@@ -689,7 +706,7 @@ impl Store {
 
     /// Drops the cached hash of `name`, if any.
     fn forget_hash(&self, name: &FileName) {
-        match fs::remove_file(self.meta_path(name)) {
+        match self.meta_dir.remove(&record_name(name)) {
             Ok(()) => {}
             Err(err) if err.kind() == io::ErrorKind::NotFound => {}
             Err(err) => tracing::debug!(%err, "could not drop a cached file hash"),
@@ -709,7 +726,8 @@ impl Store {
 pub struct Upload {
     store: Arc<Store>,
     name: FileName,
-    partial: PathBuf,
+    /// The partial file's name in the partial directory.
+    partial: String,
     file: File,
     writeback: Writeback,
     /// Where in the file this upload began: the bytes held before it.
@@ -787,10 +805,10 @@ impl Upload {
                 return Err(err);
             }
         } else {
-            match fs::hard_link(&self.partial, &target) {
+            match self.store.partial_dir.link_out(&self.partial, &target) {
                 Ok(()) => {
                     self.settled = true;
-                    fs::remove_file(&self.partial)?;
+                    self.store.partial_dir.remove(&self.partial)?;
                 }
                 Err(err) if err.kind() == io::ErrorKind::AlreadyExists => {
                     let name = self.name.to_string();
@@ -820,7 +838,7 @@ impl Upload {
                 return Err(occupied(kind_of(&meta)));
             }
         }
-        match fs::rename(&self.partial, target) {
+        match self.store.partial_dir.move_out(&self.partial, target) {
             Ok(()) => {
                 self.settled = true;
                 Ok(())
@@ -835,7 +853,7 @@ impl Upload {
     /// Abandons the upload and deletes what was held.
     pub fn discard(mut self) {
         self.settled = true;
-        remove_partial(&self.partial);
+        self.store.remove_partial(&self.partial);
     }
 }
 
@@ -844,7 +862,7 @@ impl Drop for Upload {
     /// that ends before its first byte leaves nothing behind.
     fn drop(&mut self) {
         if !self.settled && (self.delete_on_drop || self.offset + self.received == 0) {
-            remove_partial(&self.partial);
+            self.store.remove_partial(&self.partial);
         }
     }
 }
@@ -880,13 +898,6 @@ fn link_then_unlink(source: &Path, target: &Path) -> io::Result<()> {
     fs::remove_file(source)
 }
 
-/// Deletes a partial upload; a failure is logged, and the sweep of expired partials retries.
-fn remove_partial(partial: &Path) {
-    if let Err(err) = fs::remove_file(partial) {
-        tracing::warn!(%err, partial = %partial.display(), "could not remove a partial upload");
-    }
-}
-
 impl BodySink for Upload {
     type Error = StoreError;
 
@@ -895,74 +906,21 @@ impl BodySink for Upload {
     }
 }
 
-/// Creates the bookkeeping directory `dir` if it is missing, and checks that it is a directory
-/// itself, not a symbolic link to one.
-fn make_real_dir(dir: &Path) -> io::Result<()> {
-    match fs::create_dir(dir) {
-        Ok(()) => {}
-        Err(err) if err.kind() == io::ErrorKind::AlreadyExists => {}
-        Err(err) => return Err(err),
-    }
-    let meta = fs::symlink_metadata(dir)?;
-    if meta.is_dir() {
-        Ok(())
-    } else {
-        Err(io::Error::new(
-            io::ErrorKind::InvalidInput,
-            format!(
-                "{} is a {}, not a directory: the store keeps its bookkeeping in a real \
-                 directory, never through a link",
-                dir.display(),
-                kind_of(&meta)
-            ),
-        ))
-    }
-}
-
 /// The partial files in `partial_dir`, found when the store opens. Anything there that is not
 /// a regular file (a link planted there) is removed, never followed.
-fn held_partials(partial_dir: &Path) -> io::Result<Vec<PathBuf>> {
+fn held_partials(partial_dir: &BookDir) -> io::Result<Vec<String>> {
     let mut found = Vec::new();
-    for entry in fs::read_dir(partial_dir)? {
-        let entry = entry?;
-        let path = entry.path();
-        if entry.file_type()?.is_file() {
-            found.push(path);
-        } else if let Err(err) = fs::remove_file(&path) {
-            tracing::warn!(%err, path = %path.display(), "cannot remove a non-file among the partial uploads");
+    for partial in partial_dir.names()? {
+        let Some(partial) = partial.to_str() else {
+            continue;
+        };
+        if partial_dir.metadata(partial)?.is_file() {
+            found.push(partial.to_owned());
+        } else if let Err(err) = partial_dir.remove(partial) {
+            tracing::warn!(%err, partial, "cannot remove a non-file among the partial uploads");
         }
     }
     Ok(found)
-}
-
-/// Opens the partial file `partial` for reading and writing, creating it if `create`: never
-/// through a link (a link planted there is removed, and the file opened again), never
-/// waiting, and only a regular file.
-fn open_partial(partial: &Path, create: bool) -> io::Result<File> {
-    let open = || {
-        open_no_wait(
-            partial,
-            OpenOptions::new()
-                .read(true)
-                .write(true)
-                .create(create)
-                .truncate(false),
-        )
-    };
-    let file = match open() {
-        Err(err) if err.raw_os_error() == Some(libc::ELOOP) => {
-            fs::remove_file(partial)?;
-            open()?
-        }
-        opened => opened?,
-    };
-    if !file.metadata()?.is_file() {
-        return Err(io::Error::other(format!(
-            "{} is not a regular file",
-            partial.display()
-        )));
-    }
-    Ok(file)
 }
 
 /// Opens `path` with `options`, never following a link in its last component and never
@@ -1003,6 +961,23 @@ fn bookkeeping_key(name: &FileName) -> String {
     blake3::hash(name.as_str().as_bytes()).to_hex()[..32].to_owned()
 }
 
+/// The partial file of an upload of `name` whose whole length is `length`.
+fn partial_name(name: &FileName, length: u64) -> String {
+    format!("{}-{length}", bookkeeping_key(name))
+}
+
+/// The hash record of `name`.
+fn record_name(name: &FileName) -> String {
+    format!("{}.json", bookkeeping_key(name))
+}
+
+/// 16 random hexadecimal digits, for a name nobody else picks.
+fn random_hex() -> io::Result<String> {
+    let mut random = [0u8; 8];
+    getrandom::fill(&mut random).map_err(|err| io::Error::other(err.to_string()))?;
+    Ok(hex::encode(random))
+}
+
 fn file_info(name: &str, meta: &fs::Metadata) -> FileInfo {
     FileInfo {
         name: name.to_owned(),
@@ -1028,6 +1003,19 @@ fn changed_ns(meta: &fs::Metadata) -> u128 {
     let seconds = u128::try_from(meta.ctime()).unwrap_or(0);
     let nanos = u128::try_from(meta.ctime_nsec()).unwrap_or(0);
     seconds * 1_000_000_000 + nanos
+}
+
+#[cfg(test)]
+impl Store {
+    /// Where the partial file of an upload of `name` with total `length` is.
+    fn partial_path(&self, name: &FileName, length: u64) -> PathBuf {
+        self.partial_dir.path().join(partial_name(name, length))
+    }
+
+    /// Where the hash record of `name` is.
+    fn meta_path(&self, name: &FileName) -> PathBuf {
+        self.meta_dir.path().join(record_name(name))
+    }
 }
 
 #[cfg(test)]
@@ -1075,7 +1063,7 @@ mod tests {
 
     /// The partial files present.
     fn partials(store: &Store) -> Vec<PathBuf> {
-        fs::read_dir(&store.partial_dir)
+        fs::read_dir(store.partial_dir.path())
             .unwrap()
             .map(|entry| entry.unwrap().path())
             .collect()
@@ -1676,7 +1664,7 @@ mod tests {
         assert_eq!(fs::read(&victim).unwrap(), forged);
 
         // Links among the partials are swept at once.
-        std::os::unix::fs::symlink(&victim, store.partial_dir.join("planted")).unwrap();
+        std::os::unix::fs::symlink(&victim, store.partial_dir.path().join("planted")).unwrap();
         assert_eq!(store.sweep_expired_partials().unwrap(), 1);
         assert!(partials(&store).is_empty());
         assert_eq!(fs::read(&victim).unwrap(), forged);

@@ -9,9 +9,7 @@
 //! it began.
 
 use std::collections::{HashMap, HashSet};
-use std::fs;
 use std::net::IpAddr;
-use std::path::{Path, PathBuf};
 use std::sync::{Arc, PoisonError};
 use std::time::Duration;
 
@@ -50,21 +48,21 @@ pub enum PartialCap {
     Total(usize),
 }
 
-/// The partial files of one store.
+/// The partial files of one store, by their names in the partial directory.
 #[derive(Debug, Default)]
 pub(super) struct Partials {
     /// Partial files an upload is writing now.
-    active: HashSet<PathBuf>,
+    active: HashSet<String>,
     /// Every partial file held, with the address that began it (`None`: it was on the disk
     /// when the store opened).
-    owners: HashMap<PathBuf, Option<IpAddr>>,
+    owners: HashMap<String, Option<IpAddr>>,
     /// How many of `owners` each address began.
     per_source: HashMap<IpAddr, usize>,
 }
 
 impl Partials {
     /// The table of a store that opens with `found` partial files on its disk.
-    pub(super) fn found(found: impl IntoIterator<Item = PathBuf>) -> Partials {
+    pub(super) fn found(found: impl IntoIterator<Item = String>) -> Partials {
         Partials {
             owners: found.into_iter().map(|path| (path, None)).collect(),
             ..Partials::default()
@@ -72,7 +70,7 @@ impl Partials {
     }
 
     /// Whether an upload is writing `partial`.
-    pub(super) fn is_active(&self, partial: &Path) -> bool {
+    pub(super) fn is_active(&self, partial: &str) -> bool {
         self.active.contains(partial)
     }
 
@@ -90,7 +88,7 @@ impl Partials {
     /// would pass a cap.
     fn admit(
         &mut self,
-        partial: &Path,
+        partial: &str,
         source: IpAddr,
         limits: &PartialLimits,
     ) -> Result<(), PartialCap> {
@@ -103,13 +101,13 @@ impl Partials {
         if self.held() >= limits.max_total {
             return Err(PartialCap::Total(limits.max_total));
         }
-        self.owners.insert(partial.to_path_buf(), Some(source));
+        self.owners.insert(partial.to_owned(), Some(source));
         *self.per_source.entry(source).or_default() += 1;
         Ok(())
     }
 
     /// Stops counting `partial`, which is gone from the disk.
-    pub(super) fn forget(&mut self, partial: &Path) {
+    pub(super) fn forget(&mut self, partial: &str) {
         if let Some(Some(source)) = self.owners.remove(partial) {
             if let Some(count) = self.per_source.get_mut(&source) {
                 *count -= 1;
@@ -126,12 +124,12 @@ impl Partials {
 #[derive(Debug)]
 pub(super) struct Claim {
     store: Arc<Store>,
-    partial: PathBuf,
+    partial: String,
 }
 
 impl Claim {
     /// Claims `partial`, unless another upload is writing it.
-    pub(super) fn new(store: &Arc<Store>, partial: PathBuf) -> Option<Claim> {
+    pub(super) fn new(store: &Arc<Store>, partial: String) -> Option<Claim> {
         let inserted = store.partials().active.insert(partial.clone());
         inserted.then(|| Claim {
             store: Arc::clone(store),
@@ -157,7 +155,7 @@ impl Drop for Claim {
     fn drop(&mut self) {
         let mut partials = self.store.partials();
         partials.active.remove(&self.partial);
-        if fs::symlink_metadata(&self.partial).is_err() {
+        if self.store.partial_dir.metadata(&self.partial).is_err() {
             partials.forget(&self.partial);
         }
     }
@@ -186,31 +184,25 @@ mod tests {
     fn each_address_and_all_together_are_capped_and_a_held_partial_is_never_new() {
         let (a, b): (IpAddr, IpAddr) = ("10.0.0.1".parse().unwrap(), "10.0.0.2".parse().unwrap());
         let limits = limits(2, 3);
-        let mut partials = Partials::found([PathBuf::from("old")]);
+        let mut partials = Partials::found(["old".to_owned()]);
         assert_eq!(partials.held(), 1);
-        assert_eq!(partials.admit(Path::new("a1"), a, &limits), Ok(()));
-        assert_eq!(partials.admit(Path::new("a2"), a, &limits), Ok(()));
+        assert_eq!(partials.admit("a1", a, &limits), Ok(()));
+        assert_eq!(partials.admit("a2", a, &limits), Ok(()));
         assert_eq!(
-            partials.admit(Path::new("a3"), a, &limits),
+            partials.admit("a3", a, &limits),
             Err(PartialCap::PerSource(2))
         );
         // Held already (a resume, by anyone): not a new partial.
-        assert_eq!(partials.admit(Path::new("a1"), b, &limits), Ok(()));
-        assert_eq!(partials.admit(Path::new("old"), a, &limits), Ok(()));
-        assert_eq!(
-            partials.admit(Path::new("b1"), b, &limits),
-            Err(PartialCap::Total(3))
-        );
+        assert_eq!(partials.admit("a1", b, &limits), Ok(()));
+        assert_eq!(partials.admit("old", a, &limits), Ok(()));
+        assert_eq!(partials.admit("b1", b, &limits), Err(PartialCap::Total(3)));
         assert_eq!((partials.held_by(a), partials.held_by(b)), (2, 0));
 
-        partials.forget(Path::new("a1"));
-        partials.forget(Path::new("old"));
+        partials.forget("a1");
+        partials.forget("old");
         assert_eq!((partials.held(), partials.held_by(a)), (1, 1));
-        assert_eq!(partials.admit(Path::new("a3"), a, &limits), Ok(()));
-        assert_eq!(partials.admit(Path::new("b1"), b, &limits), Ok(()));
-        assert_eq!(
-            partials.admit(Path::new("b2"), b, &limits),
-            Err(PartialCap::Total(3))
-        );
+        assert_eq!(partials.admit("a3", a, &limits), Ok(()));
+        assert_eq!(partials.admit("b1", b, &limits), Ok(()));
+        assert_eq!(partials.admit("b2", b, &limits), Err(PartialCap::Total(3)));
     }
 }
