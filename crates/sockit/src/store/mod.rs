@@ -613,14 +613,12 @@ impl Store {
     }
 
     /// Deletes partial uploads not in progress and untouched for the time-to-live; returns how
-    /// many.
+    /// many. Anything there that is not a regular file (a link, a FIFO planted there) is
+    /// removed at once, whatever its age.
     ///
     /// # Errors
     ///
     /// When the partial directory cannot be read.
-    ///
-    /// Anything there that is not a regular file (a link, a FIFO planted there) is removed at
-    /// once, whatever its age.
     pub fn sweep_expired_partials(&self) -> io::Result<usize> {
         let now = SystemTime::now();
         let mut removed = 0;
