@@ -28,6 +28,10 @@ pub const IDLE_TIMEOUT: Duration = Duration::from_secs(300);
 pub const SHUTDOWN_TIMEOUT: Duration = Duration::from_secs(10);
 /// Time an interrupted upload is kept for resuming (`--partial-ttl`).
 pub const PARTIAL_TTL: Duration = Duration::from_secs(24 * 60 * 60);
+/// Most partial uploads held at once, over all addresses (`--max-partials`).
+pub const MAX_PARTIALS: usize = 4096;
+/// Most partial uploads held at once that one IP address began (`--max-partials-per-source`).
+pub const MAX_PARTIALS_PER_SOURCE: usize = 256;
 
 /// Longest a remote command may run (`--exec-timeout`).
 pub const EXEC_TIMEOUT: Duration = Duration::from_secs(3600);

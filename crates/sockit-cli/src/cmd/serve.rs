@@ -99,6 +99,12 @@ pub(crate) struct Args {
     /// Seconds an interrupted upload is kept for resuming.
     #[arg(long, value_name = "SECS", default_value_t = Seconds(defaults::PARTIAL_TTL))]
     partial_ttl: Seconds,
+    /// Most interrupted uploads kept at once; a new upload past it is refused as busy.
+    #[arg(long, value_name = "N", default_value_t = defaults::MAX_PARTIALS)]
+    max_partials: usize,
+    /// Most interrupted uploads kept at once that one IP address began; more are refused as busy.
+    #[arg(long, value_name = "N", default_value_t = defaults::MAX_PARTIALS_PER_SOURCE)]
+    max_partials_per_source: usize,
     /// Seconds a chat member may stay silent before being dropped from the room.
     #[arg(long, value_name = "SECS", default_value_t = Seconds(defaults::CHAT_IDLE))]
     chat_idle: Seconds,
@@ -168,6 +174,8 @@ pub(crate) async fn run(args: Args) -> CmdResult {
         idle_timeout: args.idle_timeout.0,
         shutdown_timeout: args.shutdown_timeout.0,
         partial_ttl: args.partial_ttl.0,
+        max_partials: args.max_partials,
+        max_partials_per_source: args.max_partials_per_source,
         chat: RoomConfig {
             idle: args.chat_idle.0,
             rate: args.chat_rate,

@@ -50,6 +50,11 @@ pub struct ServerConfig {
     pub shutdown_timeout: Duration,
     /// A partial upload untouched for this long is deleted.
     pub partial_ttl: Duration,
+    /// Most partial uploads held at once, over all addresses; a new upload past it is `busy`.
+    pub max_partials: usize,
+    /// Most partial uploads held at once that one IP address began; a new upload from it past
+    /// this is `busy`.
+    pub max_partials_per_source: usize,
     /// The chat rooms' limits.
     pub chat: RoomConfig,
     /// The certificate and key of the TLS listeners.
@@ -91,6 +96,8 @@ impl Default for ServerConfig {
             idle_timeout: defaults::IDLE_TIMEOUT,
             shutdown_timeout: defaults::SHUTDOWN_TIMEOUT,
             partial_ttl: defaults::PARTIAL_TTL,
+            max_partials: defaults::MAX_PARTIALS,
+            max_partials_per_source: defaults::MAX_PARTIALS_PER_SOURCE,
             chat: RoomConfig::default(),
             tls: TlsIdentity::default(),
         }

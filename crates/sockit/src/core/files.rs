@@ -11,6 +11,7 @@
 //! store's streaming slots while it runs.
 
 use std::fs::File;
+use std::net::IpAddr;
 use std::os::unix::fs::PermissionsExt;
 use std::sync::Arc;
 
@@ -36,19 +37,21 @@ pub(crate) struct PutPlan {
     _slot: OwnedSemaphorePermit,
 }
 
-/// Checks a `put` whose body is `body_len` bytes and opens its partial file. Returns the
-/// upload to stream the body into, a hasher that has already seen what is held for a resume,
-/// and the plan to finish it with.
+/// Checks a `put` from a client at `source` whose body is `body_len` bytes and opens its
+/// partial file. Returns the upload to stream the body into, a hasher that has already seen
+/// what is held for a resume, and the plan to finish it with.
 ///
 /// # Errors
 ///
 /// `bad_name`, `bad_request` (a bad hash, hash and trailer both, an offset that overflows, a
-/// chunked put with a body, offset, hash or trailer), `exists`, `busy`, `bad_offset`, or a
-/// store failure.
+/// chunked put with a body, offset, hash or trailer), `exists` (also when the name is a
+/// directory or another special file), `busy` (the same upload in progress, or too many
+/// partial uploads held for `source` or in all), `bad_offset`, or a store failure.
 pub(crate) async fn begin_put(
     store: &Arc<Store>,
     request: &PutRequest<'_>,
     body_len: u64,
+    source: IpAddr,
 ) -> Result<(Upload, blake3::Hasher, PutPlan), OpError> {
     if request.chunked {
         check_chunked(request, body_len)?;
@@ -70,11 +73,11 @@ pub(crate) async fn begin_put(
         move || {
             if chunked {
                 Ok((
-                    store.begin_stream_upload(name, overwrite)?,
+                    store.begin_stream_upload(name, overwrite, source)?,
                     blake3::Hasher::new(),
                 ))
             } else {
-                store.begin_upload(name, offset, length, overwrite)
+                store.begin_upload(name, offset, length, overwrite, source)
             }
         }
     })

@@ -34,7 +34,7 @@ use crate::core::Core;
 use crate::front::framed::Framed;
 use crate::front::tls::TlsFramed;
 use crate::front::{legacy, udp_chat, udp_echo, TcpService};
-use crate::store::Store;
+use crate::store::{PartialLimits, Store};
 use crate::tls::{Fingerprint, IdentityError, ServerIdentity};
 use accept::accept_loop;
 use limit::ConnLimiter;
@@ -115,11 +115,15 @@ impl Server {
             .iter()
             .map(Bound::bind)
             .collect::<Result<Vec<_>, _>>()?;
-        let store =
-            Store::open(&config.root, config.partial_ttl).map_err(|source| StartError::Store {
-                path: config.root.clone(),
-                source,
-            })?;
+        let partials = PartialLimits {
+            ttl: config.partial_ttl,
+            max_total: config.max_partials,
+            max_per_source: config.max_partials_per_source,
+        };
+        let store = Store::open(&config.root, partials).map_err(|source| StartError::Store {
+            path: config.root.clone(),
+            source,
+        })?;
         let tls = if listeners
             .iter()
             .any(|listener| listener.service() == ServiceKind::FramedTls)

@@ -89,7 +89,7 @@ async fn put_body<S: AsyncRead + AsyncWrite + Unpin>(
     request: &PutRequest<'_>,
     log: &mut OpLog<'_>,
 ) -> Result<Flow, ConnError> {
-    let begun = files::begin_put(&core.store, request, header.body_len()).await;
+    let begun = files::begin_put(&core.store, request, header.body_len(), log.peer).await;
     let (upload, hasher, plan) = match begun {
         Ok(begun) => begun,
         Err(err) if request.chunked => return refuse_chunked(conn, header, &err).await,
