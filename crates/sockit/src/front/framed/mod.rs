@@ -15,7 +15,7 @@
 mod exec;
 mod files;
 
-use std::net::SocketAddr;
+use std::net::{IpAddr, SocketAddr};
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -27,7 +27,7 @@ use tokio_util::sync::CancellationToken;
 
 use super::TcpService;
 use crate::config::ServerConfig;
-use crate::connection::{ConnError, Connection, Deadlines};
+use crate::connection::{ConnError, Connection, Deadlines, COPY_BODY_MAX};
 use crate::core::{self, Core, OpError, Session};
 
 /// Whether a connection can take another request after this one.
@@ -143,7 +143,7 @@ async fn handle<S: AsyncRead + AsyncWrite + Unpin>(
                 .expect("a ping reply always encodes");
             Ok(Flow::Continue)
         }
-        Request::Echo => echo(conn, &header).await,
+        Request::Echo => echo(conn, &header, core, session.peer()).await,
         Request::Challenge => match core::login::challenge(session) {
             Ok(reply) => {
                 answer(conn, &header, &reply);
@@ -171,7 +171,9 @@ async fn handle<S: AsyncRead + AsyncWrite + Unpin>(
         Request::Get(request) => {
             Box::pin(files::get(conn, &header, core, session.peer(), &request)).await
         }
-        Request::List(request) => Box::pin(files::list(conn, &header, core, &request)).await,
+        Request::List(request) => {
+            Box::pin(files::list(conn, &header, core, session.peer(), &request)).await
+        }
         Request::Stat(request) => Box::pin(files::stat(conn, &header, core, &request)).await,
         Request::Delete(request) => {
             Box::pin(files::delete(conn, &header, core, session.peer(), &request)).await
@@ -187,10 +189,15 @@ async fn handle<S: AsyncRead + AsyncWrite + Unpin>(
 }
 
 /// `echo`: the body comes back unchanged. It is held in memory, so it is limited to
-/// [`Limits::max_buffered_body`].
+/// [`Limits::max_buffered_body`], and a body longer than the write buffer takes in a copy
+/// ([`COPY_BODY_MAX`]) holds its part of the memory budget from before it is read until the
+/// reply's last byte is written: `peer` waits for it at most the queue timeout, else `busy`.
+/// (A shorter body goes into the write buffer, whose size each connection bounds.)
 async fn echo<S: AsyncRead + AsyncWrite + Unpin>(
     conn: &mut Connection<S>,
     header: &Header,
+    core: &Core,
+    peer: IpAddr,
 ) -> Result<Flow, ConnError> {
     let limit = conn.limits().max_buffered_body();
     if header.body_len() > limit {
@@ -200,6 +207,14 @@ async fn echo<S: AsyncRead + AsyncWrite + Unpin>(
         );
         return refuse(conn, header, &OpError::new(ErrorCode::TooLarge, message)).await;
     }
+    let _memory = if header.body_len() > COPY_BODY_MAX as u64 {
+        match core.reserve_memory(peer, header.body_len()).await {
+            Ok(memory) => Some(memory),
+            Err(err) => return refuse(conn, header, &err).await,
+        }
+    } else {
+        None
+    };
     let body = conn.read_body().await?;
     ok_reply(conn.write_buf(), header.id())
         .finish(body.len() as u64)
