@@ -323,3 +323,48 @@ async fn bodies_in_memory_share_the_budget_fairly_and_the_rest_get_busy() {
     );
     assert_eq!(body, b"[]");
 }
+
+#[tokio::test]
+async fn an_echo_reply_left_unread_gives_its_memory_back_within_a_rate_window() {
+    const BODY: usize = 16 << 20;
+    let server = TestServer::start_with(|config| {
+        small(config, 4, 4, 8000);
+        config.memory.budget = 32 << 20;
+        config.memory.per_source = 32 << 20;
+        config.transfers.min_rate = 64 * 1024;
+        config.transfers.rate_window = Duration::from_secs(1);
+    })
+    .await;
+    let echo = |id: u64| {
+        frame(
+            &format!(r#"{{"op":"echo","id":{id},"size":{BODY}}}"#),
+            &vec![b'e'; BODY],
+        )
+    };
+    let mut holders = Vec::new();
+    for id in 1..=2 {
+        holders.push(send_in_background(server.connect().await, echo(id)));
+    }
+    tokio::time::sleep(Duration::from_millis(300)).await;
+
+    // The budget is taken until the unread replies are cut; without the pace this would be
+    // busy after 8 s.
+    let mut stream = server.connect().await;
+    let started = Instant::now();
+    let (reply, body) = send_and_read(&mut stream, &echo(3)).await;
+    let waited = started.elapsed();
+    assert_eq!(reply, json!({"ok": true, "id": 3, "size": BODY}));
+    assert_eq!(body.len(), BODY);
+    assert!(
+        waited >= Duration::from_millis(500) && waited < Duration::from_secs(5),
+        "{waited:?}"
+    );
+    // The holders' replies were cut short.
+    for (mut reader, _) in holders {
+        let mut received = Vec::new();
+        let _ = tokio::time::timeout(Duration::from_secs(10), reader.read_to_end(&mut received))
+            .await
+            .expect("closed");
+        assert!(received.len() < BODY, "{} bytes", received.len());
+    }
+}

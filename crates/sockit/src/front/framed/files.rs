@@ -377,7 +377,7 @@ async fn get_body<S: AsyncRead + AsyncWrite + Unpin>(
 }
 
 /// `list`: one page; the body is its JSON array of entries, which holds its share of the
-/// memory budget until it is sent.
+/// memory budget until it is sent, at the transfer pace.
 pub(super) async fn list<S: AsyncRead + AsyncWrite + Unpin>(
     conn: &mut Connection<S>,
     header: &Header,
@@ -391,7 +391,10 @@ pub(super) async fn list<S: AsyncRead + AsyncWrite + Unpin>(
                 .fields(&reply)
                 .finish(body.json.len() as u64)
                 .expect("a list reply always encodes");
-            conn.write_body(&body.json).await?;
+            conn.set_pace(core.min_rate);
+            let sent = conn.write_body(&body.json).await;
+            conn.set_pace(None);
+            sent?;
             Ok(Flow::Continue)
         }
         Err(err) => refuse(conn, header, &err).await,

@@ -191,7 +191,9 @@ async fn handle<S: AsyncRead + AsyncWrite + Unpin>(
 /// `echo`: the body comes back unchanged. It is held in memory, so it is limited to
 /// [`Limits::max_buffered_body`], and a body longer than the write buffer takes in a copy
 /// ([`COPY_BODY_MAX`]) holds its part of the memory budget from before it is read until the
-/// reply's last byte is written: `peer` waits for it at most the queue timeout, else `busy`.
+/// reply's last byte is written: `peer` waits for it at most the queue timeout, else `busy`,
+/// and meanwhile the body and the reply are held to the transfer pace, so that a peer that
+/// trickles the body or never reads the reply gives the memory back within a rate window.
 /// (A shorter body goes into the write buffer, whose size each connection bounds.)
 async fn echo<S: AsyncRead + AsyncWrite + Unpin>(
     conn: &mut Connection<S>,
@@ -207,14 +209,24 @@ async fn echo<S: AsyncRead + AsyncWrite + Unpin>(
         );
         return refuse(conn, header, &OpError::new(ErrorCode::TooLarge, message)).await;
     }
-    let _memory = if header.body_len() > COPY_BODY_MAX as u64 {
-        match core.reserve_memory(peer, header.body_len()).await {
-            Ok(memory) => Some(memory),
-            Err(err) => return refuse(conn, header, &err).await,
-        }
-    } else {
-        None
+    if header.body_len() <= COPY_BODY_MAX as u64 {
+        return echo_body(conn, header).await;
+    }
+    let _memory = match core.reserve_memory(peer, header.body_len()).await {
+        Ok(memory) => memory,
+        Err(err) => return refuse(conn, header, &err).await,
     };
+    conn.set_pace(core.min_rate);
+    let echoed = echo_body(conn, header).await;
+    conn.set_pace(None);
+    echoed
+}
+
+/// Reads an `echo` body whole and queues it back.
+async fn echo_body<S: AsyncRead + AsyncWrite + Unpin>(
+    conn: &mut Connection<S>,
+    header: &Header,
+) -> Result<Flow, ConnError> {
     let body = conn.read_body().await?;
     ok_reply(conn.write_buf(), header.id())
         .finish(body.len() as u64)
