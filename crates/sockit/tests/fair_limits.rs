@@ -107,7 +107,7 @@ fn send_in_background(stream: TcpStream, bytes: Vec<u8>) -> (OwnedReadHalf, Join
 
 #[tokio::test]
 async fn one_address_holding_its_share_of_slots_leaves_the_rest_to_others() {
-    let server = TestServer::start_with(|config| small(config, 4, 2, 1000)).await;
+    let server = TestServer::start_with(|config| small(config, 4, 2, 2000)).await;
     // Eight uploads from one address that trickle their bodies: two take its share of the
     // slots, six wait for it.
     let mut hostile = Vec::new();
@@ -127,13 +127,13 @@ async fn one_address_holding_its_share_of_slots_leaves_the_rest_to_others() {
     assert_eq!(reply["ok"], true, "{reply}");
     assert_eq!(body, b"hello");
     let served_in = started.elapsed();
-    assert!(served_in < Duration::from_millis(800), "{served_in:?}");
+    assert!(served_in < Duration::from_millis(1500), "{served_in:?}");
 
     // Those beyond the share are told `busy` once the wait is over, and closed, since their
     // bodies are too long to skip; the two holding slots hear nothing.
     let (mut busy, mut holding) = (0, 0);
     for (reader, _) in &mut hostile {
-        match tokio::time::timeout(Duration::from_secs(2), reply_from(reader)).await {
+        match tokio::time::timeout(Duration::from_secs(3), reply_from(reader)).await {
             Ok(Some(reply)) => {
                 assert_busy(&reply, &Value::Null, "streaming slot");
                 assert_eq!(reply_from(reader).await, None, "closed after the reply");
@@ -164,7 +164,7 @@ async fn a_request_that_waits_too_long_for_a_slot_is_busy_with_retry_after() {
     assert_busy(&reply, &json!(7), "streaming slot");
     assert!(body.is_empty());
     assert!(
-        waited >= Duration::from_millis(500) && waited < Duration::from_secs(2),
+        waited >= Duration::from_millis(500) && waited < Duration::from_secs(3),
         "{waited:?}"
     );
     // The connection stays usable, also after a refused upload whose body is skipped.
@@ -216,7 +216,7 @@ async fn an_upload_slower_than_the_minimum_pace_is_cut_and_keeps_what_arrived() 
     // The slot is free at once: without the cut this would wait 5 s and be busy.
     let started = Instant::now();
     store(&server, "fast", b"quick").await;
-    assert!(started.elapsed() < Duration::from_secs(1));
+    assert!(started.elapsed() < Duration::from_secs(2));
     // What arrived is kept for a resume.
     let mut stream = server.connect().await;
     let stat = frame(r#"{"op":"stat","name":"slow","length":1048576}"#, b"");
@@ -367,4 +367,29 @@ async fn an_echo_reply_left_unread_gives_its_memory_back_within_a_rate_window() 
             .expect("closed");
         assert!(received.len() < BODY, "{} bytes", received.len());
     }
+}
+
+#[tokio::test]
+async fn a_chunked_upload_that_stops_sending_frames_is_cut_at_the_pace() {
+    let server = TestServer::start_with(|config| {
+        small(config, 1, 1, 5000);
+        config.transfers.min_rate = 64 * 1024;
+        config.transfers.rate_window = Duration::from_secs(1);
+    })
+    .await;
+    let mut stream = server.connect().await;
+    let started = Instant::now();
+    let mut bytes = frame(r#"{"op":"put","name":"c","chunked":true,"id":1}"#, b"");
+    bytes.extend(frame(r#"{"size":10}"#, b"0123456789"));
+    // Silence after the first chunk: the idle deadline (300 s) is far, the pace's window is not.
+    let (reply, _) = send_and_read(&mut stream, &bytes).await;
+    let cut_after = started.elapsed();
+    assert_eq!(reply["code"], "timeout", "{reply}");
+    assert!(
+        cut_after >= Duration::from_secs(1) && cut_after < Duration::from_secs(3),
+        "{cut_after:?}"
+    );
+    let started = Instant::now();
+    store(&server, "next", b"free slot").await;
+    assert!(started.elapsed() < Duration::from_secs(2));
 }
