@@ -102,7 +102,7 @@ impl ServerConfig {
             ),
             (
                 "memory.budget (--memory-budget), in KiB",
-                usize::try_from(self.memory.budget / 1024).unwrap_or(usize::MAX),
+                usize::try_from(self.memory.budget.div_ceil(1024)).unwrap_or(usize::MAX),
             ),
         ] {
             if value > Semaphore::MAX_PERMITS {

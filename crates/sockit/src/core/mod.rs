@@ -134,7 +134,8 @@ impl Core {
     ) -> Core {
         let (transfers, memory) = (&config.transfers, &config.memory);
         let pace = transfers.min_rate > 0 && !transfers.rate_window.is_zero();
-        let kib = |bytes: u64| usize::try_from(bytes / MEMORY_UNIT).unwrap_or(usize::MAX);
+        // Rounded up, as requests are: a share of exactly the largest body holds that body.
+        let kib = |bytes: u64| usize::try_from(bytes.div_ceil(MEMORY_UNIT)).unwrap_or(usize::MAX);
         Core {
             store,
             accounts,

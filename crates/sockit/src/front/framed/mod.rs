@@ -212,6 +212,18 @@ async fn echo<S: AsyncRead + AsyncWrite + Unpin>(
     if header.body_len() <= COPY_BODY_MAX as u64 {
         return echo_body(conn, header).await;
     }
+    // Boxed, like the other long operations, so that a small echo's future stays small.
+    Box::pin(echo_in_budget(conn, header, core, peer)).await
+}
+
+/// An `echo` whose body counts against the memory budget, and is held to the transfer pace
+/// while its bytes are read and written back.
+async fn echo_in_budget<S: AsyncRead + AsyncWrite + Unpin>(
+    conn: &mut Connection<S>,
+    header: &Header,
+    core: &Core,
+    peer: IpAddr,
+) -> Result<Flow, ConnError> {
     let _memory = match core.reserve_memory(peer, header.body_len()).await {
         Ok(memory) => memory,
         Err(err) => return refuse(conn, header, &err).await,
