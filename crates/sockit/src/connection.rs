@@ -174,8 +174,8 @@ pub enum ConnError {
     /// The server is shutting down and its grace period ended in the middle of a request.
     #[error("the server is shutting down")]
     ShuttingDown,
-    /// A transfer's body arrived slower than the pace it is held to.
-    #[error("the body arrived slower than {0}; what arrived of an upload is kept for a resume")]
+    /// A transfer's bytes arrived slower than the pace it is held to.
+    #[error("the request's bytes arrived slower than {0}")]
     TooSlow(MinRate),
 }
 
@@ -1351,7 +1351,7 @@ mod tests {
         assert_eq!(err.reply_code(), Some(ErrorCode::Timeout));
         assert_eq!(
             err.to_string(),
-            "the body arrived slower than 100 bytes a second over 1 s; what arrived of an upload is kept for a resume"
+            "the request's bytes arrived slower than 100 bytes a second over 1 s"
         );
         // A window begins when the one before has its bytes: the last one when the third
         // piece arrived, at 1.8 s; the fourth piece leaves it short.
