@@ -118,6 +118,47 @@ fn serve_on_a_port_in_use_fails_clearly() {
 }
 
 #[test]
+fn serve_takes_the_transfer_and_memory_limits_and_refuses_a_budget_too_small() {
+    let serve = Serve::start(&[
+        "--max-transfers",
+        "2",
+        "--max-transfers-per-source",
+        "1",
+        "--queue-timeout",
+        "0.5",
+        "--transfer-min-rate",
+        "1024",
+        "--transfer-rate-window",
+        "5",
+        "--memory-budget",
+        "33554432",
+        "--memory-budget-per-source",
+        "16777216",
+    ]);
+    let server = serve.addr("tcp").to_string();
+    let output = sockit(&["echo", "within limits", "--server", &server]);
+    assert!(output.status.success(), "{output:?}");
+    assert_eq!(stdout(&output), "within limits\n");
+
+    // One address's share cannot hold the largest body in memory (16 MiB by default).
+    let root = tempfile::tempdir().unwrap();
+    let output = Command::new(SOCKIT)
+        .args(["serve", "--listen", "127.0.0.1:0", "--udp", "off"])
+        .args(["--memory-budget-per-source", "1048576", "--root"])
+        .arg(root.path())
+        .output()
+        .unwrap();
+    assert_eq!(output.status.code(), Some(1));
+    let stderr = String::from_utf8(output.stderr).unwrap();
+    assert!(
+        stderr.contains(
+            "memory.per_source (--memory-budget-per-source) must be at least 16777216 bytes"
+        ),
+        "{stderr}"
+    );
+}
+
+#[test]
 fn demo_sticky_shows_glued_reads_and_whole_frames() {
     let output = sockit(&["demo", "sticky"]);
     assert!(output.status.success(), "{output:?}");

@@ -55,7 +55,11 @@ async fn main() {
     };
     let mut clients = Vec::with_capacity(conns);
     for _ in 0..conns {
-        clients.push(Client::connect_with(endpoint.clone()).await.expect("connect"));
+        clients.push(
+            Client::connect_with(endpoint.clone())
+                .await
+                .expect("connect"),
+        );
     }
     let body = vec![b'x'; bytes];
     let started = Instant::now();

@@ -4,6 +4,10 @@
 //! body is read whole ([`Connection::read_body`], for small operations), in chunks
 //! ([`Connection::read_body_chunk`], for streams), or discarded ([`Connection::skip_body`]).
 //!
+//! A transfer's body can be held to a pace ([`Connection::set_pace`]): while it moves, the
+//! connection cuts a peer that sends or takes fewer bytes than a [`MinRate`] asks for in a
+//! window of time, however it spreads them out.
+//!
 //! Writing is batched. Replies are appended to a write buffer and go out when the connection
 //! is about to wait for input, or when the buffer passes a high-water mark. A client that
 //! pipelines many requests therefore gets many replies per `write` system call, in order.
@@ -32,7 +36,8 @@ const MIN_READ_SPACE: usize = 4 * 1024;
 /// Replies are flushed once this much is buffered, even if more requests are waiting.
 const WRITE_HIGH_WATER: usize = 64 * 1024;
 /// Bodies at most this long are copied into the write buffer; longer ones are written directly.
-const COPY_BODY_MAX: usize = 16 * 1024;
+/// The write buffer therefore never holds more than [`WRITE_HIGH_WATER`] and one such body.
+pub(crate) const COPY_BODY_MAX: usize = 16 * 1024;
 /// The most one [`Connection::exchange`] reads.
 const EXCHANGE_READ: usize = 16 * 1024;
 /// How long a graceful close waits for the peer to finish sending.
@@ -49,6 +54,84 @@ pub struct Deadlines {
     /// Waiting for the next frame, or for the next bytes of a body, or for the peer to take our
     /// bytes, ends after this long.
     pub idle: Option<Duration>,
+}
+
+/// The slowest pace a transfer may keep: at least `bytes_per_sec × window` bytes moved in each
+/// stretch of `window`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct MinRate {
+    /// Bytes a second, on average over a window.
+    pub bytes_per_sec: u64,
+    /// The stretch of time the average is taken over.
+    pub window: Duration,
+}
+
+impl MinRate {
+    /// The bytes that must move in one window.
+    fn per_window(self) -> u64 {
+        let bytes = self.bytes_per_sec as f64 * self.window.as_secs_f64();
+        // A float this large saturates on the way back, as it should.
+        bytes.ceil() as u64
+    }
+}
+
+impl std::fmt::Display for MinRate {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(
+            f,
+            "{} bytes a second over {} s",
+            self.bytes_per_sec,
+            self.window.as_secs_f64()
+        )
+    }
+}
+
+/// A transfer's pace as it goes: the window under way and the bytes moved in it.
+#[derive(Debug, Clone, Copy)]
+struct Pace {
+    rule: MinRate,
+    since: Instant,
+    moved: u64,
+}
+
+impl Pace {
+    fn new(rule: MinRate) -> Pace {
+        Pace {
+            rule,
+            since: Instant::now(),
+            moved: 0,
+        }
+    }
+
+    /// When the window under way ends. A window whose bytes have all moved gives way to a new
+    /// one from now.
+    fn deadline(&mut self) -> Instant {
+        if self.moved >= self.rule.per_window() {
+            self.since = Instant::now();
+            self.moved = 0;
+        }
+        self.since + self.rule.window
+    }
+
+    /// Whether a window ended before its bytes moved.
+    fn fell_behind(&self) -> bool {
+        Instant::now() >= self.since + self.rule.window && self.moved < self.rule.per_window()
+    }
+}
+
+/// Counts `n` bytes moved toward the pace, if one is kept.
+fn count_moved(pace: &mut Option<Pace>, n: usize) {
+    if let Some(pace) = pace {
+        pace.moved = pace.moved.saturating_add(n as u64);
+    }
+}
+
+/// The earlier of a deadline and the end of the pace's window.
+fn paced(deadline: Option<Instant>, pace: &mut Option<Pace>) -> Option<Instant> {
+    match (deadline, pace.as_mut().map(Pace::deadline)) {
+        (Some(deadline), Some(window)) => Some(deadline.min(window)),
+        (deadline, window) => deadline.or(window),
+    }
 }
 
 /// Which part of a frame the stream ended in.
@@ -91,6 +174,9 @@ pub enum ConnError {
     /// The server is shutting down and its grace period ended in the middle of a request.
     #[error("the server is shutting down")]
     ShuttingDown,
+    /// A transfer's bytes arrived slower than the pace it is held to.
+    #[error("the request's bytes arrived slower than {0}")]
+    TooSlow(MinRate),
 }
 
 impl ConnError {
@@ -98,7 +184,9 @@ impl ConnError {
     pub fn reply_code(&self) -> Option<ErrorCode> {
         match self {
             ConnError::Frame(err) => Some(err.code()),
-            ConnError::HeaderTimeout(_) | ConnError::Idle(_) => Some(ErrorCode::Timeout),
+            ConnError::HeaderTimeout(_) | ConnError::Idle(_) | ConnError::TooSlow(_) => {
+                Some(ErrorCode::Timeout)
+            }
             ConnError::Truncated(_) => Some(ErrorCode::BadFrame),
             ConnError::ShuttingDown => Some(ErrorCode::ShuttingDown),
             ConnError::Io(_) => None,
@@ -121,6 +209,11 @@ pub struct Connection<S = TcpStream> {
     grace: Option<Duration>,
     /// When the grace period ends, once the stop has been seen in the middle of a request.
     cut_at: Option<Instant>,
+    /// The pace the transfer under way is held to, if any.
+    pace: Option<Pace>,
+    /// A deadline that passed while [`read_body_into`](Connection::read_body_into) held bytes
+    /// to hand over: its next call reports it.
+    timed_out: Option<ConnError>,
 }
 
 impl<S: AsyncRead + AsyncWrite + Unpin> Connection<S> {
@@ -137,6 +230,8 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Connection<S> {
             stop: None,
             grace: None,
             cut_at: None,
+            pace: None,
+            timed_out: None,
         }
     }
 
@@ -157,6 +252,14 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Connection<S> {
     /// command runs and the peer rightly says nothing.
     pub fn set_idle(&mut self, idle: Option<Duration>) {
         self.deadlines.idle = idle;
+    }
+
+    /// Holds what the connection reads and writes from now on to `rule` (or to no pace, with
+    /// `None`): once a window of `rule.window` passes in which fewer than its bytes moved,
+    /// reading fails with [`ConnError::TooSlow`] and writing with a
+    /// [`TimedOut`](io::ErrorKind::TimedOut) error. The first window starts now.
+    pub fn set_pace(&mut self, rule: Option<MinRate>) {
+        self.pace = rule.map(Pace::new);
     }
 
     /// Completes when the peer has closed its side (or the socket failed), so that work done
@@ -223,15 +326,16 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Connection<S> {
             }
             self.flush().await?;
             let between_frames = stoppable && self.rbuf.is_empty();
-            let read = if self.headers_read == 0 {
-                self.read_more(self.header_deadline(self.opened), between_frames)
-                    .await?
+            let (deadline, stoppable) = if self.headers_read == 0 {
+                (self.header_deadline(self.opened), between_frames)
             } else if self.rbuf.is_empty() {
-                self.read_more(self.idle_deadline(), between_frames).await?
+                (self.idle_deadline(), between_frames)
             } else {
                 let started = *header_started.get_or_insert_with(Instant::now);
-                self.read_more(self.header_deadline(started), false).await?
+                (self.header_deadline(started), false)
             };
+            let deadline = paced(deadline, &mut self.pace);
+            let read = self.read_more(deadline, stoppable).await?;
             match read {
                 Read::Stopped => return Ok(None),
                 Read::Cut => return Err(ConnError::ShuttingDown),
@@ -277,7 +381,7 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Connection<S> {
             if let Some(Event::Body(chunk)) = self.decoder.decode(&mut self.rbuf)? {
                 return Ok(Some(chunk));
             }
-            self.fill_body().await?;
+            self.fill_body(true).await?;
         }
     }
 
@@ -298,15 +402,26 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Connection<S> {
         buf[..buffered].copy_from_slice(&self.rbuf[..buffered]);
         self.rbuf.advance(buffered);
         let mut filled = buffered;
+        if filled == 0 {
+            if let Some(err) = self.timed_out.take() {
+                return Err(err);
+            }
+        }
         while filled < wanted {
-            let deadline = self.idle_deadline();
+            let deadline = paced(self.idle_deadline(), &mut self.pace);
             let read = self.stream.read(&mut buf[filled..wanted]);
             let read = within_grace(self.stop.as_ref(), self.grace, &mut self.cut_at, read);
             let n = match deadline {
                 None => read.await,
-                Some(deadline) => timeout_at(deadline, read)
-                    .await
-                    .map_err(|_| self.timeout_error())?,
+                Some(deadline) => match timeout_at(deadline, read).await {
+                    Ok(n) => n,
+                    // Hand over what arrived; the next call reports the deadline.
+                    Err(_) if filled > 0 => {
+                        self.timed_out = Some(self.timeout_error());
+                        break;
+                    }
+                    Err(_) => return Err(self.timeout_error()),
+                },
             };
             let n = match n {
                 Some(n) => n?,
@@ -320,6 +435,7 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Connection<S> {
                 }
                 return Err(ConnError::Truncated(FramePart::Body));
             }
+            count_moved(&mut self.pace, n);
             filled += n;
         }
         self.decoder.consume_body(filled as u64);
@@ -340,10 +456,10 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Connection<S> {
             return Ok(Bytes::new());
         }
         let wanted = usize::try_from(remaining).expect("caller checked the body against a limit");
+        // Room for the whole body at once: growing by doubling could take twice as much.
+        self.rbuf.reserve(wanted.saturating_sub(self.rbuf.len()));
         while self.rbuf.len() < wanted {
-            self.rbuf
-                .reserve((wanted - self.rbuf.len()).min(READ_RESERVE));
-            self.fill_body().await?;
+            self.fill_body(false).await?;
         }
         Ok(self
             .decoder
@@ -351,13 +467,18 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Connection<S> {
             .expect("the whole body is buffered"))
     }
 
-    /// Reads and discards the rest of the current body.
+    /// Reads and discards the rest of the current body, through the read buffer as it is (so
+    /// skipping a long body takes no more memory than a short one).
     ///
     /// # Errors
     ///
     /// As [`read_body_chunk`](Connection::read_body_chunk).
     pub async fn skip_body(&mut self) -> Result<(), ConnError> {
-        while self.read_body_chunk().await?.is_some() {}
+        while self.decoder.body_remaining() > 0 {
+            if self.decoder.decode(&mut self.rbuf)?.is_none() {
+                self.fill_body(false).await?;
+            }
+        }
         Ok(())
     }
 
@@ -444,8 +565,7 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Connection<S> {
             return Ok(());
         }
         self.flush().await?;
-        let deadline = self.idle_deadline();
-        with_deadline(deadline, write_out(&mut self.stream, body)).await
+        write_paced(&mut self.stream, body, self.deadlines.idle, &mut self.pace).await
     }
 
     /// Writes out buffered replies if more than a high-water mark is waiting.
@@ -469,8 +589,13 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Connection<S> {
         if self.wbuf.is_empty() {
             return Ok(());
         }
-        let deadline = self.idle_deadline();
-        with_deadline(deadline, write_out(&mut self.stream, &self.wbuf)).await?;
+        write_paced(
+            &mut self.stream,
+            &self.wbuf,
+            self.deadlines.idle,
+            &mut self.pace,
+        )
+        .await?;
         self.wbuf.clear();
         Ok(())
     }
@@ -513,13 +638,15 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Connection<S> {
         self.deadlines.idle.map(|limit| Instant::now() + limit)
     }
 
-    /// Reads more body bytes into the buffer, in large reads while much is still to come.
-    async fn fill_body(&mut self) -> Result<(), ConnError> {
+    /// Reads more body bytes into the buffer; when `bulk`, in large reads while much is still
+    /// to come.
+    async fn fill_body(&mut self, bulk: bool) -> Result<(), ConnError> {
         let wanted = usize::try_from(self.decoder.body_remaining()).unwrap_or(usize::MAX);
-        if wanted > READ_RESERVE && self.rbuf.capacity() - self.rbuf.len() < READ_RESERVE {
+        if bulk && wanted > READ_RESERVE && self.rbuf.capacity() - self.rbuf.len() < READ_RESERVE {
             self.rbuf.reserve(wanted.min(BULK_READ));
         }
-        match self.read_more(self.idle_deadline(), false).await? {
+        let deadline = paced(self.idle_deadline(), &mut self.pace);
+        match self.read_more(deadline, false).await? {
             Read::Bytes => Ok(()),
             Read::Eof | Read::Stopped => Err(ConnError::Truncated(FramePart::Body)),
             Read::Cut => Err(ConnError::ShuttingDown),
@@ -562,12 +689,18 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Connection<S> {
         match outcome {
             Err(ended) => Ok(ended),
             Ok(Ok(0)) => Ok(Read::Eof),
-            Ok(Ok(_)) => Ok(Read::Bytes),
+            Ok(Ok(n)) => {
+                count_moved(&mut self.pace, n);
+                Ok(Read::Bytes)
+            }
             Ok(Err(err)) => Err(err.into()),
         }
     }
 
     fn timeout_error(&self) -> ConnError {
+        if let Some(pace) = self.pace.filter(Pace::fell_behind) {
+            return ConnError::TooSlow(pace.rule);
+        }
         let waiting_for_header =
             self.headers_read == 0 || (self.decoder.body_remaining() == 0 && !self.rbuf.is_empty());
         match (waiting_for_header, self.deadlines) {
@@ -686,23 +819,47 @@ async fn within_grace<T>(
     }
 }
 
-/// Writes all of `bytes` and flushes: a TLS stream holds written bytes in its session until
-/// flushed (for TCP, flushing does nothing).
-async fn write_out<S: AsyncWrite + Unpin>(stream: &mut S, bytes: &[u8]) -> io::Result<()> {
-    stream.write_all(bytes).await?;
-    stream.flush().await
+/// Writes all of `bytes`, failing once the peer takes nothing for `idle`, or falls behind
+/// `pace`.
+async fn write_paced<S: AsyncWrite + Unpin>(
+    stream: &mut S,
+    bytes: &[u8],
+    idle: Option<Duration>,
+    pace: &mut Option<Pace>,
+) -> io::Result<()> {
+    let mut written = 0;
+    while written < bytes.len() {
+        let deadline = paced(idle.map(|idle| Instant::now() + idle), pace);
+        let n = write_within(deadline, pace, stream.write(&bytes[written..])).await?;
+        if n == 0 {
+            return Err(io::ErrorKind::WriteZero.into());
+        }
+        count_moved(pace, n);
+        written += n;
+    }
+    // A TLS stream holds written bytes in its session until flushed (for TCP, flushing does
+    // nothing).
+    let deadline = paced(idle.map(|idle| Instant::now() + idle), pace);
+    write_within(deadline, pace, stream.flush()).await
 }
 
-async fn with_deadline<F: std::future::Future<Output = io::Result<()>>>(
+/// `write`, failing at `deadline` with words saying whether the peer stopped reading or fell
+/// behind `pace`.
+async fn write_within<T>(
     deadline: Option<Instant>,
-    io: F,
-) -> io::Result<()> {
-    match deadline {
-        None => io.await,
-        Some(deadline) => timeout_at(deadline, io)
-            .await
-            .map_err(|_| io::Error::new(io::ErrorKind::TimedOut, "peer stopped reading"))?,
-    }
+    pace: &Option<Pace>,
+    write: impl std::future::Future<Output = io::Result<T>>,
+) -> io::Result<T> {
+    let Some(deadline) = deadline else {
+        return write.await;
+    };
+    timeout_at(deadline, write).await.map_err(|_| {
+        let message = match pace.filter(Pace::fell_behind) {
+            Some(pace) => format!("peer took our bytes slower than {}", pace.rule),
+            None => "peer stopped reading".to_owned(),
+        };
+        io::Error::new(io::ErrorKind::TimedOut, message)
+    })?
 }
 
 #[cfg(test)]
@@ -1165,6 +1322,80 @@ mod tests {
         let err = conn.flush().await.unwrap_err();
         assert_eq!(err.kind(), io::ErrorKind::TimedOut);
         assert_eq!(started.elapsed(), ms(500));
+    }
+
+    const PACE: MinRate = MinRate {
+        bytes_per_sec: 100,
+        window: ms(1000),
+    };
+
+    #[tokio::test(start_paused = true)]
+    async fn a_body_that_keeps_the_pace_goes_on_and_one_that_falls_behind_is_cut() {
+        let (mut peer, mut conn) = pair(deadlines(10_000, 60_000));
+        peer.write_all(&frame(r#"{"op":"put","size":1000}"#, b""))
+            .await
+            .unwrap();
+        expect_header(&mut conn, "put").await;
+        conn.set_pace(Some(PACE));
+        let started = Instant::now();
+        let writer = tokio::spawn(async move {
+            // 100 bytes in each of three windows, then 40 in the fourth and nothing more.
+            for piece in [100, 100, 100, 40] {
+                peer.write_all(&pattern(piece)).await.unwrap();
+                tokio::time::sleep(ms(900)).await;
+            }
+            peer
+        });
+        let mut buf = vec![0u8; 1000];
+        let mut received = 0;
+        let err = loop {
+            match conn.read_body_into(&mut buf).await {
+                Ok(n) => received += n,
+                Err(err) => break err,
+            }
+        };
+        // What arrived is handed over before the cut is reported.
+        assert_eq!(received, 340);
+        assert!(
+            matches!(err, ConnError::TooSlow(rule) if rule == PACE),
+            "{err}"
+        );
+        assert_eq!(err.reply_code(), Some(ErrorCode::Timeout));
+        assert_eq!(
+            err.to_string(),
+            "the request's bytes arrived slower than 100 bytes a second over 1 s"
+        );
+        // A window begins when the one before has its bytes: the last one when the third
+        // piece arrived, at 1.8 s; the fourth piece leaves it short.
+        assert_eq!(started.elapsed(), ms(2 * 900 + 1000));
+        drop(writer.await.unwrap());
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_peer_that_takes_our_bytes_too_slowly_fails_the_write_when_the_window_ends() {
+        let (_peer, ours) = duplex(50);
+        let mut conn = Connection::new(ours, Limits::default(), deadlines(10_000, 60_000));
+        conn.set_pace(Some(PACE));
+        let started = Instant::now();
+        let err = conn
+            .write_body(&pattern(COPY_BODY_MAX + 1))
+            .await
+            .unwrap_err();
+        assert_eq!(err.kind(), io::ErrorKind::TimedOut);
+        assert_eq!(
+            err.to_string(),
+            "peer took our bytes slower than 100 bytes a second over 1 s"
+        );
+        assert_eq!(started.elapsed(), ms(1000));
+        // Without a pace, only the idle deadline applies.
+        conn.set_pace(None);
+        let started = Instant::now();
+        let err = conn
+            .write_body(&pattern(COPY_BODY_MAX + 1))
+            .await
+            .unwrap_err();
+        assert_eq!(err.to_string(), "peer stopped reading");
+        assert_eq!(started.elapsed(), ms(60_000));
     }
 
     #[tokio::test]

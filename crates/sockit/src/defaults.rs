@@ -33,6 +33,26 @@ pub const MAX_PARTIALS: usize = 4096;
 /// Most partial uploads held at once that one IP address began (`--max-partials-per-source`).
 pub const MAX_PARTIALS_PER_SOURCE: usize = 256;
 
+/// Most uploads, downloads and renames streaming at once (`--max-transfers`). Each holds two
+/// threads of the runtime's blocking pool (512 by default) while it streams; the cap keeps the
+/// rest of the pool free for `stat`, `list` and commits.
+pub const MAX_TRANSFERS: usize = 128;
+/// Most of those streaming slots one IP address holds or waits for (`--max-transfers-per-source`).
+pub const MAX_TRANSFERS_PER_SOURCE: usize = 32;
+/// Longest a request waits for a streaming slot or for memory before it is answered `busy`
+/// (`--queue-timeout`).
+pub const QUEUE_TIMEOUT: Duration = Duration::from_secs(10);
+/// Slowest pace a transfer's body may keep, in bytes a second averaged over each
+/// [`TRANSFER_RATE_WINDOW`]; slower, it is cut (`--transfer-min-rate`, 0 for no minimum).
+pub const TRANSFER_MIN_RATE: u64 = 4096;
+/// The stretch of time over which a transfer's pace is measured (`--transfer-rate-window`).
+pub const TRANSFER_RATE_WINDOW: Duration = Duration::from_secs(30);
+/// Most bytes held in memory by bodies (`echo`, `list` pages) over all connections
+/// (`--memory-budget`).
+pub const MEMORY_BUDGET: u64 = 256 * 1024 * 1024;
+/// Most of that memory one IP address holds or waits for (`--memory-budget-per-source`).
+pub const MEMORY_BUDGET_PER_SOURCE: u64 = 64 * 1024 * 1024;
+
 /// Longest a remote command may run (`--exec-timeout`).
 pub const EXEC_TIMEOUT: Duration = Duration::from_secs(3600);
 /// Output after which a remote command is killed (`--exec-max-output`).

@@ -9,7 +9,9 @@ use std::time::Duration;
 
 use sockit::auth::penalty::PenaltyPolicy;
 use sockit::chat::room::RoomConfig;
-use sockit::config::{ExecConfig, ListenerSpec, LoginConfig, ServiceKind, TlsIdentity};
+use sockit::config::{
+    ExecConfig, ListenerSpec, LoginConfig, MemoryConfig, ServiceKind, TlsIdentity, TransferConfig,
+};
 use sockit::defaults;
 use sockit::{Server, ServerConfig};
 use sockit_proto::Limits;
@@ -120,6 +122,28 @@ pub(crate) struct Args {
     /// Largest body an in-memory operation such as echo accepts, in bytes.
     #[arg(long, value_name = "BYTES", default_value_t = sockit_proto::DEFAULT_MAX_BUFFERED_BODY)]
     max_body_in_memory: u64,
+    /// Most uploads, downloads and renames streaming at once.
+    #[arg(long, value_name = "N", default_value_t = defaults::MAX_TRANSFERS)]
+    max_transfers: usize,
+    /// Most streaming slots one IP address holds or waits for at once.
+    #[arg(long, value_name = "N", default_value_t = defaults::MAX_TRANSFERS_PER_SOURCE)]
+    max_transfers_per_source: usize,
+    /// Seconds a request waits for a streaming slot or for memory before it is refused as busy.
+    #[arg(long, value_name = "SECS", default_value_t = Seconds(defaults::QUEUE_TIMEOUT))]
+    queue_timeout: Seconds,
+    /// Slowest pace of a transfer, in bytes a second over each rate window; slower transfers
+    /// are cut (an upload keeps what arrived for a resume). 0: no minimum.
+    #[arg(long, value_name = "BYTES", default_value_t = defaults::TRANSFER_MIN_RATE)]
+    transfer_min_rate: u64,
+    /// Seconds over which a transfer's pace is measured.
+    #[arg(long, value_name = "SECS", default_value_t = Seconds(defaults::TRANSFER_RATE_WINDOW))]
+    transfer_rate_window: Seconds,
+    /// Most bytes that bodies held in memory (echo, list pages) take, over all connections.
+    #[arg(long, value_name = "BYTES", default_value_t = defaults::MEMORY_BUDGET)]
+    memory_budget: u64,
+    /// Most of the memory budget one IP address holds or waits for at once.
+    #[arg(long, value_name = "BYTES", default_value_t = defaults::MEMORY_BUDGET_PER_SOURCE)]
+    memory_budget_per_source: u64,
 }
 
 pub(crate) async fn run(args: Args) -> CmdResult {
@@ -184,6 +208,18 @@ pub(crate) async fn run(args: Args) -> CmdResult {
             ..RoomConfig::default()
         },
         tls: tls.unwrap_or_default(),
+        transfers: TransferConfig {
+            max_running: args.max_transfers,
+            max_per_source: args.max_transfers_per_source,
+            wait: args.queue_timeout.0,
+            min_rate: args.transfer_min_rate,
+            rate_window: args.transfer_rate_window.0,
+        },
+        memory: MemoryConfig {
+            budget: args.memory_budget,
+            per_source: args.memory_budget_per_source,
+            wait: args.queue_timeout.0,
+        },
     };
     let chat_enabled = args.udp.0.is_some();
     let mut server = Server::bind(config).await?;

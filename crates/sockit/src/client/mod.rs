@@ -84,7 +84,8 @@ pub enum ClientError {
         code: RemoteCode,
         /// The reply's `error`, stripped of control characters.
         message: String,
-        /// With `rate_limited`: seconds to wait before trying again.
+        /// With `rate_limited`, and `busy` for want of a streaming slot or memory: seconds to
+        /// wait before trying again.
         retry_after: Option<f64>,
     },
     /// The TLS connection could not be made, or the server's identity is not trusted.

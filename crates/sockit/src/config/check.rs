@@ -42,6 +42,19 @@ pub enum ConfigError {
         /// What it was set to.
         value: f64,
     },
+    /// A memory budget that cannot hold what it must: one source's share smaller than the
+    /// largest body in memory, or the whole budget smaller than one source's share.
+    #[error("{setting} must be at least {min} bytes (to hold {what}), not {value}")]
+    BudgetTooSmall {
+        /// Which setting, with its `serve` flag.
+        setting: &'static str,
+        /// What it was set to.
+        value: u64,
+        /// The least it may be.
+        min: u64,
+        /// What it must hold, in words.
+        what: &'static str,
+    },
     /// A second chat room listener: a server has one set of rooms, one operator console.
     #[error("one chat room per server; a second one is declared on {0}")]
     SecondChatRoom(SocketAddr),
@@ -61,6 +74,12 @@ impl ServerConfig {
             ("idle_timeout (--idle-timeout)", self.idle_timeout),
             ("exec.max_timeout (--exec-timeout)", self.exec.max_timeout),
             ("login.grace (--login-grace)", self.login.grace),
+            ("transfers.wait (--queue-timeout)", self.transfers.wait),
+            (
+                "transfers.rate_window (--transfer-rate-window)",
+                self.transfers.rate_window,
+            ),
+            ("memory.wait (--queue-timeout)", self.memory.wait),
             (
                 "login.penalties.max (--login-backoff-max)",
                 self.login.penalties.max,
@@ -76,6 +95,14 @@ impl ServerConfig {
             (
                 "exec.max_running (--exec-max-running)",
                 self.exec.max_running,
+            ),
+            (
+                "transfers.max_running (--max-transfers)",
+                self.transfers.max_running,
+            ),
+            (
+                "memory.budget (--memory-budget), in KiB",
+                usize::try_from(self.memory.budget.div_ceil(1024)).unwrap_or(usize::MAX),
             ),
         ] {
             if value > Semaphore::MAX_PERMITS {
@@ -96,12 +123,38 @@ impl ServerConfig {
                 return Err(ConfigError::NotPositive { setting, value });
             }
         }
+        self.check_memory()?;
         let mut rooms = self
             .listeners
             .iter()
             .filter(|spec| spec.service == ServiceKind::Chat);
         if let (Some(_), Some(second)) = (rooms.next(), rooms.next()) {
             return Err(ConfigError::SecondChatRoom(second.addr));
+        }
+        Ok(())
+    }
+}
+
+impl ServerConfig {
+    /// One source's share of the memory budget holds the largest body in memory, and the
+    /// budget holds one share.
+    fn check_memory(&self) -> Result<(), ConfigError> {
+        let body = self.limits.max_buffered_body();
+        if self.memory.per_source < body {
+            return Err(ConfigError::BudgetTooSmall {
+                setting: "memory.per_source (--memory-budget-per-source)",
+                value: self.memory.per_source,
+                min: body,
+                what: "the largest body in memory, --max-body-in-memory",
+            });
+        }
+        if self.memory.budget < self.memory.per_source {
+            return Err(ConfigError::BudgetTooSmall {
+                setting: "memory.budget (--memory-budget)",
+                value: self.memory.budget,
+                min: self.memory.per_source,
+                what: "one source's share, --memory-budget-per-source",
+            });
         }
         Ok(())
     }
@@ -155,6 +208,26 @@ mod tests {
                 "{err}"
             );
         }
+    }
+
+    #[test]
+    fn a_memory_budget_must_hold_the_largest_body_in_memory() {
+        let mut config = ServerConfig::loopback();
+        config.memory.per_source = config.limits.max_buffered_body() - 1;
+        let err = config.check().unwrap_err();
+        assert!(
+            matches!(err, ConfigError::BudgetTooSmall { setting, .. } if setting.contains("--memory-budget-per-source")),
+            "{err}"
+        );
+        config.memory.per_source = config.limits.max_buffered_body();
+        config.memory.budget = config.memory.per_source - 1;
+        let err = config.check().unwrap_err();
+        assert!(
+            matches!(err, ConfigError::BudgetTooSmall { setting, .. } if setting.starts_with("memory.budget (")),
+            "{err}"
+        );
+        config.memory.budget = config.memory.per_source;
+        assert_eq!(config.check(), Ok(()));
     }
 
     #[test]

@@ -57,6 +57,10 @@ pub struct ServerConfig {
     pub max_partials_per_source: usize,
     /// The chat rooms' limits.
     pub chat: RoomConfig,
+    /// Streaming transfers: how many at once, each source's share, the pace they must keep.
+    pub transfers: TransferConfig,
+    /// The memory that bodies held in memory share.
+    pub memory: MemoryConfig,
     /// The certificate and key of the TLS listeners.
     pub tls: TlsIdentity,
 }
@@ -100,6 +104,8 @@ impl Default for ServerConfig {
             max_partials_per_source: defaults::MAX_PARTIALS_PER_SOURCE,
             chat: RoomConfig::default(),
             tls: TlsIdentity::default(),
+            transfers: TransferConfig::default(),
+            memory: MemoryConfig::default(),
         }
     }
 }
@@ -161,6 +167,57 @@ impl Default for ExecConfig {
             max_timeout: defaults::EXEC_TIMEOUT,
             max_output: defaults::EXEC_MAX_OUTPUT,
             max_running: defaults::EXEC_MAX_RUNNING,
+        }
+    }
+}
+
+/// Limits on streaming transfers (`put`, `get`, and the hashing of `rename`).
+#[derive(Debug, Clone, Copy)]
+pub struct TransferConfig {
+    /// Most transfers streaming at once, over all connections.
+    pub max_running: usize,
+    /// Most streaming slots one IP address holds or waits for at once.
+    pub max_per_source: usize,
+    /// Longest a request waits for a slot; then it is answered `busy` with `retry_after`.
+    pub wait: Duration,
+    /// Slowest pace a body may keep, in bytes a second over each `rate_window`; a transfer
+    /// slower than that is cut (an upload keeps what arrived for a resume). 0: no minimum.
+    pub min_rate: u64,
+    /// The stretch of time over which the pace is measured.
+    pub rate_window: Duration,
+}
+
+impl Default for TransferConfig {
+    fn default() -> Self {
+        TransferConfig {
+            max_running: defaults::MAX_TRANSFERS,
+            max_per_source: defaults::MAX_TRANSFERS_PER_SOURCE,
+            wait: defaults::QUEUE_TIMEOUT,
+            min_rate: defaults::TRANSFER_MIN_RATE,
+            rate_window: defaults::TRANSFER_RATE_WINDOW,
+        }
+    }
+}
+
+/// The budget of memory held by bodies (`echo` bodies and their replies, `list` pages), over
+/// all connections.
+#[derive(Debug, Clone, Copy)]
+pub struct MemoryConfig {
+    /// Most bytes held at once, over all connections.
+    pub budget: u64,
+    /// Most of them one IP address holds or waits for at once; at least the largest body in
+    /// memory (`max_body_in_memory`).
+    pub per_source: u64,
+    /// Longest a request waits for memory; then it is answered `busy` with `retry_after`.
+    pub wait: Duration,
+}
+
+impl Default for MemoryConfig {
+    fn default() -> Self {
+        MemoryConfig {
+            budget: defaults::MEMORY_BUDGET,
+            per_source: defaults::MEMORY_BUDGET_PER_SOURCE,
+            wait: defaults::QUEUE_TIMEOUT,
         }
     }
 }

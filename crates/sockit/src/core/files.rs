@@ -8,7 +8,9 @@
 //! is [`open_get`]: the reply's facts and the open file to send from.
 //!
 //! Everything that touches the disk runs on the blocking pool; each transfer holds one of the
-//! store's streaming slots while it runs.
+//! streaming slots while it runs ([`Core::transfer_slot`]: each source has its share, and a
+//! request waits for one at most the queue timeout, then is `busy`). A `list` page counts
+//! against the memory budget while it is made and sent.
 
 use std::fs::File;
 use std::net::IpAddr;
@@ -20,10 +22,10 @@ use sockit_proto::message::{
     PutRequest, RenameReply, RenameRequest, StatReply, StatRequest,
 };
 use sockit_proto::ErrorCode;
-use tokio::sync::OwnedSemaphorePermit;
 
-use super::OpError;
-use crate::store::{FileName, Store, StoreError, Upload, MAX_LIST_ENTRIES};
+use super::pool::PoolPermit;
+use super::{shrink_memory, Core, OpError};
+use crate::store::{FileName, Store, StoreError, Upload, MAX_LIST_ENTRIES, MAX_LIST_PAGE_BYTES};
 use crate::transfer::blocking;
 
 /// An accepted `put`, waiting for its bytes: how to finish it.
@@ -34,10 +36,10 @@ pub(crate) struct PutPlan {
     overwrite: bool,
     /// The bytes come as chunk frames and an end frame.
     chunked: bool,
-    _slot: OwnedSemaphorePermit,
+    _slot: PoolPermit,
 }
 
-/// Checks a `put` from a client at `source` whose body is `body_len` bytes and opens its
+/// Checks a `put` from a client at `peer` whose body is `body_len` bytes and opens its
 /// partial file. Returns the upload to stream the body into, a hasher that has already seen
 /// what is held for a resume, and the plan to finish it with.
 ///
@@ -46,12 +48,13 @@ pub(crate) struct PutPlan {
 /// `bad_name`, `bad_request` (a bad hash, hash and trailer both, an offset that overflows, a
 /// chunked put with a body, offset, hash or trailer), `exists` (also when the name is a
 /// directory or another special file), `busy` (the same upload in progress, or too many
-/// partial uploads held for `source` or in all), `bad_offset`, or a store failure.
+/// partial uploads held for `peer` or in all, or no streaming slot for `peer` in time),
+/// `bad_offset`, or a store failure.
 pub(crate) async fn begin_put(
-    store: &Arc<Store>,
+    core: &Core,
+    peer: IpAddr,
     request: &PutRequest<'_>,
     body_len: u64,
-    source: IpAddr,
 ) -> Result<(Upload, blake3::Hasher, PutPlan), OpError> {
     if request.chunked {
         check_chunked(request, body_len)?;
@@ -67,17 +70,17 @@ pub(crate) async fn begin_put(
         return Err(OpError::bad_request("offset + size overflows"));
     };
     let (offset, overwrite, chunked) = (request.offset, request.overwrite, request.chunked);
-    let slot = store.transfer_slot().await;
+    let slot = core.transfer_slot(peer).await?;
     let (upload, hasher) = blocking({
-        let store = Arc::clone(store);
+        let store = Arc::clone(&core.store);
         move || {
             if chunked {
                 Ok((
-                    store.begin_stream_upload(name, overwrite, source)?,
+                    store.begin_stream_upload(name, overwrite, peer)?,
                     blake3::Hasher::new(),
                 ))
             } else {
-                store.begin_upload(name, offset, length, overwrite, source)
+                store.begin_upload(name, offset, length, overwrite, peer)
             }
         }
     })
@@ -195,7 +198,7 @@ pub(crate) struct Download {
     pub(crate) file: File,
     pub(crate) offset: u64,
     pub(crate) size: u64,
-    _slot: OwnedSemaphorePermit,
+    _slot: PoolPermit,
 }
 
 /// `get`: opens the stored file and says what the reply carries. With `if_hash`, a resume:
@@ -203,16 +206,18 @@ pub(crate) struct Download {
 ///
 /// # Errors
 ///
-/// `bad_name`, `bad_request` (a bad `if_hash`), `not_found`, `bad_offset`, or a store failure.
+/// `bad_name`, `bad_request` (a bad `if_hash`), `not_found`, `bad_offset`, `busy` (no
+/// streaming slot for `peer` in time), or a store failure.
 pub(crate) async fn open_get(
-    store: &Arc<Store>,
+    core: &Core,
+    peer: IpAddr,
     request: &GetRequest<'_>,
 ) -> Result<(GetReply, Download), OpError> {
     let name = FileName::new(&request.name)?;
     let if_hash = optional_hash("if_hash", request.if_hash.as_deref())?;
-    let slot = store.transfer_slot().await;
+    let slot = core.transfer_slot(peer).await?;
     let (file, info, hash, mode) = blocking({
-        let store = Arc::clone(store);
+        let store = Arc::clone(&core.store);
         move || -> Result<_, StoreError> {
             let (file, info) = store.open_for_read(&name)?;
             let hash = store.hash_of(&name, &file)?;
@@ -249,30 +254,51 @@ pub(crate) async fn open_get(
     Ok((reply, download))
 }
 
-/// `list`: one page of the listing, and its body (the JSON array of entries).
+/// The memory a `list` page is made in: the names it keeps and its JSON, each at most the
+/// page's byte cap.
+const LIST_PAGE_MEMORY: u64 = 2 * MAX_LIST_PAGE_BYTES as u64;
+
+/// A `list` page's body, the JSON array of entries, with the memory it holds.
+#[derive(Debug)]
+pub(crate) struct ListBody {
+    pub(crate) json: Vec<u8>,
+    _memory: PoolPermit,
+}
+
+/// `list`: one page of the listing, and its body. The page is made under a reservation of
+/// [`LIST_PAGE_MEMORY`] (or `peer`'s whole share of the memory budget, if smaller), cut down
+/// to the body's length once it is made and held until the body is sent.
 ///
 /// # Errors
 ///
-/// `internal` when the store cannot be read.
+/// `busy` when the memory did not come free in time, `internal` when the store cannot be read.
 pub(crate) async fn list(
-    store: &Arc<Store>,
+    core: &Core,
+    peer: IpAddr,
     request: &ListRequest<'_>,
-) -> Result<(ListReply, Vec<u8>), OpError> {
+) -> Result<(ListReply, ListBody), OpError> {
     let after = request.after.as_deref().map(str::to_owned);
     let limit = request.limit.map_or(MAX_LIST_ENTRIES, |limit| {
         usize::try_from(limit).map_or(MAX_LIST_ENTRIES, |limit| limit.min(MAX_LIST_ENTRIES))
     });
+    let making = LIST_PAGE_MEMORY.min(core.memory_share());
+    let mut memory = core.reserve_memory(peer, making).await?;
     let page = blocking({
-        let store = Arc::clone(store);
+        let store = Arc::clone(&core.store);
         move || store.list_page(after.as_deref(), limit)
     })
     .await
     .map_err(|err| OpError::new(ErrorCode::Internal, StoreError::from(err)))?;
+    shrink_memory(&mut memory, page.json.len() as u64);
     let reply = ListReply {
         count: page.count as u64,
         more: page.more,
     };
-    Ok((reply, page.json))
+    let body = ListBody {
+        json: page.json,
+        _memory: memory,
+    };
+    Ok((reply, body))
 }
 
 /// `stat`: whether a name is stored, and with `length`, how much of such an upload is held.
@@ -331,17 +357,19 @@ pub(crate) async fn delete(
 ///
 /// # Errors
 ///
-/// `bad_name` (either name), `not_found`, `exists`, or a store failure.
+/// `bad_name` (either name), `not_found`, `exists`, `busy` (no streaming slot for `peer` in
+/// time), or a store failure.
 pub(crate) async fn rename(
-    store: &Arc<Store>,
+    core: &Core,
+    peer: IpAddr,
     request: &RenameRequest<'_>,
 ) -> Result<RenameReply, OpError> {
     let from = FileName::new(&request.name)?;
     let to = FileName::new(&request.to)?;
     let overwrite = request.overwrite;
-    let _slot = store.transfer_slot().await;
+    let _slot = core.transfer_slot(peer).await?;
     let (info, hash) = blocking({
-        let store = Arc::clone(store);
+        let store = Arc::clone(&core.store);
         move || -> Result<_, StoreError> {
             store.rename(&from, &to, overwrite)?;
             let (file, info) = store.open_for_read(&to)?;

@@ -175,13 +175,12 @@ impl Server {
         let limiter = ConnLimiter::new(config.max_conns, config.max_conns_per_source);
 
         let exec_slots = Arc::new(tokio::sync::Semaphore::new(config.exec.max_running));
-        let core = Core {
-            store: Arc::clone(&self.store),
-            accounts: self.accounts,
-            login: config.login,
-            exec: config.exec,
-            exec_slots: Arc::clone(&exec_slots),
-        };
+        let core = Core::new(
+            Arc::clone(&self.store),
+            self.accounts,
+            &config,
+            Arc::clone(&exec_slots),
+        );
         match &core.accounts {
             Some(accounts) => tracing::info!(
                 users = accounts.len(),

@@ -57,11 +57,6 @@ use bookdir::BookDir;
 use nix::fcntl::OFlag;
 use partial::{Claim, Partials};
 
-/// Most uploads and downloads streaming at once. Each holds two threads of the runtime's
-/// blocking pool (512 by default) while it streams; the cap keeps the rest of the pool free for
-/// `stat`, `list` and commits however many slow transfers are open. Further transfers wait.
-pub const MAX_TRANSFERS: usize = 128;
-
 /// A stored file, as `list` and `stat` describe it.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct FileInfo {
@@ -223,7 +218,6 @@ pub struct Store {
     meta_dir: BookDir,
     partial_limits: PartialLimits,
     partials: Mutex<Partials>,
-    transfers: Arc<tokio::sync::Semaphore>,
 }
 
 impl Store {
@@ -246,16 +240,7 @@ impl Store {
             meta_dir,
             partial_limits,
             partials: Mutex::new(Partials::found(found)),
-            transfers: Arc::new(tokio::sync::Semaphore::new(MAX_TRANSFERS)),
         }))
-    }
-
-    /// Waits for one of the [`MAX_TRANSFERS`] streaming slots; it is held until dropped.
-    pub async fn transfer_slot(&self) -> tokio::sync::OwnedSemaphorePermit {
-        Arc::clone(&self.transfers)
-            .acquire_owned()
-            .await
-            .expect("the transfer semaphore is never closed")
     }
 
     /// The store's root directory.

@@ -13,6 +13,10 @@
 //! beyond that, or after a frame that breaks the sequence, the connection closes, since what
 //! follows can no longer be told from the next requests.
 //!
+//! A `put` body (with its trailer or chunk frames) and a `get` body are held to the transfer
+//! pace (`--transfer-min-rate`) once their streaming slot is taken: a peer that sends or takes
+//! them slower is cut, and an upload keeps what arrived for a resume.
+//!
 //! Each `put`, `get`, `delete` and `rename` is logged at info when it ends, one line each: the
 //! peer, the name, the bytes (a stored or renamed file's length, a get's bytes sent) and the
 //! time it took; or that it was refused, or cut short with the connection.
@@ -78,10 +82,12 @@ pub(super) async fn put<S: AsyncRead + AsyncWrite + Unpin>(
 ) -> Result<Flow, ConnError> {
     let mut log = OpLog::start("put", peer, &request.name);
     let outcome = put_body(conn, header, core, request, &mut log).await;
+    conn.set_pace(None);
     log.end(outcome)
 }
 
-/// `put`, either form, noting a stored file's length in `log`.
+/// `put`, either form, noting a stored file's length in `log`. Once the upload is begun, the
+/// connection keeps the transfer pace; the caller ends it.
 async fn put_body<S: AsyncRead + AsyncWrite + Unpin>(
     conn: &mut Connection<S>,
     header: &Header,
@@ -89,12 +95,13 @@ async fn put_body<S: AsyncRead + AsyncWrite + Unpin>(
     request: &PutRequest<'_>,
     log: &mut OpLog<'_>,
 ) -> Result<Flow, ConnError> {
-    let begun = files::begin_put(&core.store, request, header.body_len(), log.peer).await;
+    let begun = files::begin_put(core, log.peer, request, header.body_len()).await;
     let (upload, hasher, plan) = match begun {
         Ok(begun) => begun,
         Err(err) if request.chunked => return refuse_chunked(conn, header, &err).await,
         Err(err) => return refuse_put(conn, header, request.trailer, &err).await,
     };
+    conn.set_pace(core.min_rate);
     if plan.chunked() {
         return receive_chunked(conn, header, upload, plan, log).await;
     }
@@ -327,10 +334,12 @@ pub(super) async fn get<S: AsyncRead + AsyncWrite + Unpin>(
 ) -> Result<Flow, ConnError> {
     let mut log = OpLog::start("get", peer, &request.name);
     let outcome = get_body(conn, header, core, request, &mut log).await;
+    conn.set_pace(None);
     log.end(outcome)
 }
 
-/// `get`, noting the bytes sent in `log`.
+/// `get`, noting the bytes sent in `log`. Once the file is open, the connection keeps the
+/// transfer pace; the caller ends it.
 async fn get_body<S: AsyncRead + AsyncWrite + Unpin>(
     conn: &mut Connection<S>,
     header: &Header,
@@ -338,10 +347,11 @@ async fn get_body<S: AsyncRead + AsyncWrite + Unpin>(
     request: &GetRequest<'_>,
     log: &mut OpLog<'_>,
 ) -> Result<Flow, ConnError> {
-    let (reply, download) = match files::open_get(&core.store, request).await {
+    let (reply, download) = match files::open_get(core, log.peer, request).await {
         Ok(opened) => opened,
         Err(err) => return refuse(conn, header, &err).await,
     };
+    conn.set_pace(core.min_rate);
     start_reply(conn, header)
         .fields(&reply)
         .finish(download.size)
@@ -366,20 +376,25 @@ async fn get_body<S: AsyncRead + AsyncWrite + Unpin>(
     Ok(Flow::Continue)
 }
 
-/// `list`: one page; the body is its JSON array of entries.
+/// `list`: one page; the body is its JSON array of entries, which holds its share of the
+/// memory budget until it is sent, at the transfer pace.
 pub(super) async fn list<S: AsyncRead + AsyncWrite + Unpin>(
     conn: &mut Connection<S>,
     header: &Header,
     core: &Core,
+    peer: IpAddr,
     request: &ListRequest<'_>,
 ) -> Result<Flow, ConnError> {
-    match files::list(&core.store, request).await {
+    match files::list(core, peer, request).await {
         Ok((reply, body)) => {
             start_reply(conn, header)
                 .fields(&reply)
-                .finish(body.len() as u64)
+                .finish(body.json.len() as u64)
                 .expect("a list reply always encodes");
-            conn.write_body(&body).await?;
+            conn.set_pace(core.min_rate);
+            let sent = conn.write_body(&body.json).await;
+            conn.set_pace(None);
+            sent?;
             Ok(Flow::Continue)
         }
         Err(err) => refuse(conn, header, &err).await,
@@ -435,7 +450,7 @@ pub(super) async fn rename<S: AsyncRead + AsyncWrite + Unpin>(
 ) -> Result<Flow, ConnError> {
     let started = Instant::now();
     let (name, to): (&str, &str) = (&request.name, &request.to);
-    match files::rename(&core.store, request).await {
+    match files::rename(core, peer, request).await {
         Ok(reply) => {
             let bytes = reply.length;
             tracing::info!(%peer, name, to, bytes, time = ?started.elapsed(), "rename done");

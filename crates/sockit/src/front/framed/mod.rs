@@ -15,7 +15,7 @@
 mod exec;
 mod files;
 
-use std::net::SocketAddr;
+use std::net::{IpAddr, SocketAddr};
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -27,7 +27,7 @@ use tokio_util::sync::CancellationToken;
 
 use super::TcpService;
 use crate::config::ServerConfig;
-use crate::connection::{ConnError, Connection, Deadlines};
+use crate::connection::{ConnError, Connection, Deadlines, COPY_BODY_MAX};
 use crate::core::{self, Core, OpError, Session};
 use crate::tls::ChannelBinding;
 
@@ -161,7 +161,7 @@ async fn handle<S: AsyncRead + AsyncWrite + Unpin>(
                 .expect("a ping reply always encodes");
             Ok(Flow::Continue)
         }
-        Request::Echo => echo(conn, &header).await,
+        Request::Echo => echo(conn, &header, core, session.peer()).await,
         Request::Challenge => match core::login::challenge(session) {
             Ok(reply) => {
                 answer(conn, &header, &reply);
@@ -189,7 +189,9 @@ async fn handle<S: AsyncRead + AsyncWrite + Unpin>(
         Request::Get(request) => {
             Box::pin(files::get(conn, &header, core, session.peer(), &request)).await
         }
-        Request::List(request) => Box::pin(files::list(conn, &header, core, &request)).await,
+        Request::List(request) => {
+            Box::pin(files::list(conn, &header, core, session.peer(), &request)).await
+        }
         Request::Stat(request) => Box::pin(files::stat(conn, &header, core, &request)).await,
         Request::Delete(request) => {
             Box::pin(files::delete(conn, &header, core, session.peer(), &request)).await
@@ -205,10 +207,17 @@ async fn handle<S: AsyncRead + AsyncWrite + Unpin>(
 }
 
 /// `echo`: the body comes back unchanged. It is held in memory, so it is limited to
-/// [`Limits::max_buffered_body`].
+/// [`Limits::max_buffered_body`], and a body longer than the write buffer takes in a copy
+/// ([`COPY_BODY_MAX`]) holds its part of the memory budget from before it is read until the
+/// reply's last byte is written: `peer` waits for it at most the queue timeout, else `busy`,
+/// and meanwhile the body and the reply are held to the transfer pace, so that a peer that
+/// trickles the body or never reads the reply gives the memory back within a rate window.
+/// (A shorter body goes into the write buffer, whose size each connection bounds.)
 async fn echo<S: AsyncRead + AsyncWrite + Unpin>(
     conn: &mut Connection<S>,
     header: &Header,
+    core: &Core,
+    peer: IpAddr,
 ) -> Result<Flow, ConnError> {
     let limit = conn.limits().max_buffered_body();
     if header.body_len() > limit {
@@ -218,6 +227,36 @@ async fn echo<S: AsyncRead + AsyncWrite + Unpin>(
         );
         return refuse(conn, header, &OpError::new(ErrorCode::TooLarge, message)).await;
     }
+    if header.body_len() <= COPY_BODY_MAX as u64 {
+        return echo_body(conn, header).await;
+    }
+    // Boxed, like the other long operations, so that a small echo's future stays small.
+    Box::pin(echo_in_budget(conn, header, core, peer)).await
+}
+
+/// An `echo` whose body counts against the memory budget, and is held to the transfer pace
+/// while its bytes are read and written back.
+async fn echo_in_budget<S: AsyncRead + AsyncWrite + Unpin>(
+    conn: &mut Connection<S>,
+    header: &Header,
+    core: &Core,
+    peer: IpAddr,
+) -> Result<Flow, ConnError> {
+    let _memory = match core.reserve_memory(peer, header.body_len()).await {
+        Ok(memory) => memory,
+        Err(err) => return refuse(conn, header, &err).await,
+    };
+    conn.set_pace(core.min_rate);
+    let echoed = echo_body(conn, header).await;
+    conn.set_pace(None);
+    echoed
+}
+
+/// Reads an `echo` body whole and queues it back.
+async fn echo_body<S: AsyncRead + AsyncWrite + Unpin>(
+    conn: &mut Connection<S>,
+    header: &Header,
+) -> Result<Flow, ConnError> {
     let body = conn.read_body().await?;
     ok_reply(conn.write_buf(), header.id())
         .finish(body.len() as u64)
