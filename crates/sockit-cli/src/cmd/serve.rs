@@ -9,7 +9,7 @@ use std::time::Duration;
 
 use sockit::auth::penalty::PenaltyPolicy;
 use sockit::chat::room::RoomConfig;
-use sockit::config::{ExecConfig, ListenerSpec, LoginConfig, ServiceKind};
+use sockit::config::{ExecConfig, ListenerSpec, LoginConfig, ServiceKind, UdpEchoConfig};
 use sockit::defaults;
 use sockit::{Server, ServerConfig};
 use sockit_proto::Limits;
@@ -97,6 +97,16 @@ pub(crate) struct Args {
     /// Most chat members at once.
     #[arg(long, value_name = "N", default_value_t = defaults::CHAT_MAX_MEMBERS)]
     chat_max_members: usize,
+    /// Bytes a second one source address may draw from the UDP echo (each datagram counts as
+    /// at least 64).
+    #[arg(long, value_name = "BYTES", default_value_t = defaults::UDP_ECHO_SOURCE_RATE)]
+    udp_echo_source_rate: u64,
+    /// Bytes a second all sources together may draw from the UDP echo.
+    #[arg(long, value_name = "BYTES", default_value_t = defaults::UDP_ECHO_RATE)]
+    udp_echo_rate: u64,
+    /// Most source addresses the UDP echo meters at once; a new one beyond them is not answered.
+    #[arg(long, value_name = "N", default_value_t = defaults::UDP_ECHO_MAX_SOURCES)]
+    udp_echo_max_sources: usize,
     /// Largest frame header, in bytes.
     #[arg(long, value_name = "BYTES", default_value_t = sockit_proto::DEFAULT_MAX_HEADER_LEN)]
     max_header_len: usize,
@@ -155,6 +165,11 @@ pub(crate) async fn run(args: Args) -> CmdResult {
             burst: args.chat_rate * defaults::CHAT_BURST_PER_RATE,
             max_members: args.chat_max_members,
             ..RoomConfig::default()
+        },
+        udp_echo: UdpEchoConfig {
+            source_rate: args.udp_echo_source_rate,
+            rate: args.udp_echo_rate,
+            max_sources: args.udp_echo_max_sources,
         },
     };
     let chat_enabled = args.udp.0.is_some();

@@ -96,6 +96,22 @@ impl ServerConfig {
                 return Err(ConfigError::NotPositive { setting, value });
             }
         }
+        for (setting, value) in [
+            (
+                "udp_echo.source_rate (--udp-echo-source-rate)",
+                self.udp_echo.source_rate,
+            ),
+            ("udp_echo.rate (--udp-echo-rate)", self.udp_echo.rate),
+            (
+                "udp_echo.max_sources (--udp-echo-max-sources)",
+                self.udp_echo.max_sources as u64,
+            ),
+        ] {
+            if value == 0 {
+                let value = 0.0;
+                return Err(ConfigError::NotPositive { setting, value });
+            }
+        }
         let mut rooms = self
             .listeners
             .iter()

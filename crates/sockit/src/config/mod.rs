@@ -52,6 +52,8 @@ pub struct ServerConfig {
     pub partial_ttl: Duration,
     /// The chat rooms' limits.
     pub chat: RoomConfig,
+    /// What the UDP echo answers.
+    pub udp_echo: UdpEchoConfig,
 }
 
 impl Default for ServerConfig {
@@ -74,6 +76,7 @@ impl Default for ServerConfig {
             shutdown_timeout: defaults::SHUTDOWN_TIMEOUT,
             partial_ttl: defaults::PARTIAL_TTL,
             chat: RoomConfig::default(),
+            udp_echo: UdpEchoConfig::default(),
         }
     }
 }
@@ -135,6 +138,30 @@ impl Default for ExecConfig {
             max_timeout: defaults::EXEC_TIMEOUT,
             max_output: defaults::EXEC_MAX_OUTPUT,
             max_running: defaults::EXEC_MAX_RUNNING,
+        }
+    }
+}
+
+/// What the UDP echo (`--udp-echo`) answers: a source address can be forged, so the bytes it
+/// sends back are metered, per source and in all. Each datagram counts as at least 64 bytes, and
+/// each bucket holds a quarter second's worth.
+#[derive(Debug, Clone, Copy)]
+pub struct UdpEchoConfig {
+    /// Bytes a second one source address (IP and port) may draw.
+    pub source_rate: u64,
+    /// Bytes a second all sources together may draw.
+    pub rate: u64,
+    /// Most source addresses metered at once; a new one beyond them is not answered until
+    /// some have been quiet for a quarter second.
+    pub max_sources: usize,
+}
+
+impl Default for UdpEchoConfig {
+    fn default() -> Self {
+        UdpEchoConfig {
+            source_rate: defaults::UDP_ECHO_SOURCE_RATE,
+            rate: defaults::UDP_ECHO_RATE,
+            max_sources: defaults::UDP_ECHO_MAX_SOURCES,
         }
     }
 }

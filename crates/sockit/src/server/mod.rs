@@ -187,7 +187,7 @@ impl Server {
                     spawn_accept(&tasks, tcp, Arc::new(service), &limiter, &stop);
                 }
                 Bound::UdpEcho(udp) => {
-                    tasks.spawn(udp_echo::serve(udp, stop.clone()));
+                    tasks.spawn(udp_echo::serve(udp, config.udp_echo, stop.clone()));
                 }
             }
         }
