@@ -97,6 +97,13 @@ pub(crate) struct Args {
     /// Most chat members at once.
     #[arg(long, value_name = "N", default_value_t = defaults::CHAT_MAX_MEMBERS)]
     chat_max_members: usize,
+    /// Bytes the UDP chat room sends an address in all until it proves that it receives them
+    /// (`/confirm`).
+    #[arg(long, value_name = "BYTES", default_value_t = defaults::CHAT_UNCONFIRMED_BYTES)]
+    chat_unconfirmed_bytes: usize,
+    /// Bytes the UDP chat room sends all unproven addresses together in any one second.
+    #[arg(long, value_name = "BYTES", default_value_t = defaults::CHAT_UNCONFIRMED_RATE)]
+    chat_unconfirmed_rate: usize,
     /// Bytes a second one source address may draw from the UDP echo (each datagram counts as
     /// at least 64).
     #[arg(long, value_name = "BYTES", default_value_t = defaults::UDP_ECHO_SOURCE_RATE)]
@@ -164,6 +171,8 @@ pub(crate) async fn run(args: Args) -> CmdResult {
             rate: args.chat_rate,
             burst: args.chat_rate * defaults::CHAT_BURST_PER_RATE,
             max_members: args.chat_max_members,
+            unconfirmed_bytes: args.chat_unconfirmed_bytes,
+            unconfirmed_rate: args.chat_unconfirmed_rate,
             ..RoomConfig::default()
         },
         udp_echo: UdpEchoConfig {

@@ -172,7 +172,7 @@ impl Server {
                 }
                 Bound::Chat(udp) => {
                     let host = RoomHost::new(config.chat, LocalLink, console.take());
-                    tasks.spawn(udp_chat::serve(udp, host, stop.clone()));
+                    tasks.spawn(udp_chat::serve(udp, host, config.chat, stop.clone()));
                 }
                 Bound::LegacyEcho(tcp) => {
                     let service = legacy::LegacyEcho::new(config.idle_timeout);
