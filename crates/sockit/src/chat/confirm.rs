@@ -15,6 +15,9 @@ pub const CONFIRMED: &str = "* confirmed";
 /// Characters in a token: 64 bits, as lowercase hex.
 pub const TOKEN_LEN: usize = 16;
 
+/// The least budget for a peer that has not proved it receives: room for the ask, and more.
+pub const MIN_BUDGET: usize = 128;
+
 /// The line that asks a peer to prove it receives, with its token (without the trailing `\n`).
 pub fn ask_line(token: &str) -> String {
     format!("* send /confirm {token} to keep receiving the room")
@@ -86,6 +89,14 @@ mod tests {
         assert!(!ConfirmKey::random()
             .unwrap()
             .verify(b"127.0.0.1:5000", &token));
+    }
+
+    #[test]
+    fn the_ask_fits_in_the_least_budget() {
+        let key = ConfirmKey::random().unwrap();
+        let with_newline = ask_line(&key.token(b"[::1]:65535")).len() + 1;
+        assert_eq!(with_newline, 60);
+        assert!(with_newline <= MIN_BUDGET / 2);
     }
 
     #[test]

@@ -7,6 +7,7 @@ use std::time::Duration;
 use tokio::sync::Semaphore;
 
 use super::{ServerConfig, ServiceKind};
+use crate::chat::confirm::MIN_BUDGET;
 
 /// The longest any time setting may be: 100 years, far longer than any wait that means
 /// something, and far from the clock's own limit.
@@ -41,6 +42,16 @@ pub enum ConfigError {
         setting: &'static str,
         /// What it was set to.
         value: f64,
+    },
+    /// A budget too small for what must fit in it.
+    #[error("{setting} must be at least {min}, not {value}")]
+    TooFew {
+        /// Which setting, with its `serve` flag.
+        setting: &'static str,
+        /// What it was set to.
+        value: usize,
+        /// The least it may be.
+        min: usize,
     },
     /// A second chat room listener: a server has one set of rooms, one operator console.
     #[error("one chat room per server; a second one is declared on {0}")]
@@ -94,6 +105,26 @@ impl ServerConfig {
         ] {
             if !(value.is_finite() && value > 0.0) {
                 return Err(ConfigError::NotPositive { setting, value });
+            }
+        }
+        // An unproven chat member must be able to receive the ask to confirm.
+        for (setting, value) in [
+            (
+                "chat.unconfirmed_bytes (--chat-unconfirmed-bytes)",
+                self.chat.unconfirmed_bytes,
+            ),
+            (
+                "chat.unconfirmed_rate (--chat-unconfirmed-rate)",
+                self.chat.unconfirmed_rate,
+            ),
+        ] {
+            if value < MIN_BUDGET {
+                let min = MIN_BUDGET;
+                return Err(ConfigError::TooFew {
+                    setting,
+                    value,
+                    min,
+                });
             }
         }
         for (setting, value) in [
@@ -171,6 +202,29 @@ mod tests {
                 "{err}"
             );
         }
+    }
+
+    #[test]
+    fn budgets_too_small_for_the_ask_or_an_echo_that_answers_nothing_are_refused() {
+        let mut config = ServerConfig::loopback();
+        config.chat.unconfirmed_bytes = 100;
+        assert_eq!(
+            config.check().unwrap_err().to_string(),
+            "chat.unconfirmed_bytes (--chat-unconfirmed-bytes) must be at least 128, not 100"
+        );
+        let mut config = ServerConfig::loopback();
+        config.chat.unconfirmed_rate = 0;
+        assert!(matches!(
+            config.check(),
+            Err(ConfigError::TooFew { value: 0, .. })
+        ));
+        let mut config = ServerConfig::loopback();
+        config.udp_echo.rate = 0;
+        assert!(config
+            .check()
+            .unwrap_err()
+            .to_string()
+            .starts_with("udp_echo.rate (--udp-echo-rate) must be a positive number"));
     }
 
     #[test]
