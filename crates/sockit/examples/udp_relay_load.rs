@@ -5,8 +5,9 @@
 //! ```
 //!
 //! Joins LISTENERS (default 10) listeners and one sender to the room at ROOM_ADDR (loopback
-//! only), sends RATE lines per second for SECONDS, and prints one line of JSON: lines sent,
-//! deliveries expected and received, and deliveries per second.
+//! only), each proving its address (`/confirm`) so that the room's budget for unproven
+//! addresses does not cap what it receives, sends RATE lines per second for SECONDS, and prints
+//! one line of JSON: lines sent, deliveries expected and received, and deliveries per second.
 
 use std::net::SocketAddr;
 use std::sync::atomic::{AtomicU64, Ordering};
