@@ -183,16 +183,14 @@ impl Addresses {
             return;
         };
         let proven = peer.trust == Trust::Proven || self.key.verify(&peer_bytes(peer.addr), token);
-        match &mut peer.trust {
-            _ if proven => {
-                peer.trust = Trust::Proven;
-                fx.out.push(Outgoing {
-                    to: id,
-                    line: format!("{CONFIRMED}\n").into(),
-                });
-            }
-            Trust::Unproven { asked, .. } => *asked = false,
-            Trust::Proven => {}
+        if proven {
+            peer.trust = Trust::Proven;
+            fx.out.push(Outgoing {
+                to: id,
+                line: format!("{CONFIRMED}\n").into(),
+            });
+        } else if let Trust::Unproven { asked, .. } = &mut peer.trust {
+            *asked = false;
         }
     }
 
