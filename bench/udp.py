@@ -99,7 +99,9 @@ def main():
         if not os.access(needed, os.X_OK):
             sys.exit(f"build first: cargo build --release --examples (missing {needed})")
 
-    sockit, addrs = start_sockit("--udp", "127.0.0.1:0", "--udp-echo", "127.0.0.1:0", "--chat-rate", "1000000")
+    # The echo's per-source and total meters would cap a benchmark's single source: lift them.
+    sockit, addrs = start_sockit("--udp", "127.0.0.1:0", "--udp-echo", "127.0.0.1:0", "--chat-rate", "1000000",
+                                 "--udp-echo-source-rate", "1000000000", "--udp-echo-rate", "1000000000")
     port = free_udp_port()
     tutorial = subprocess.Popen([sys.executable, TUTORIAL_ECHO, str(port)])
     time.sleep(0.5)

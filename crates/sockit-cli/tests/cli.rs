@@ -396,13 +396,19 @@ struct Member {
 }
 
 impl Member {
-    /// Joins under `nick`.
+    /// Joins under `nick`, having proved that it receives (`/confirm`, as PROTOCOL.md tells a
+    /// client to: a first datagram long enough for the answer, then the token back).
     fn join(room: SocketAddr, nick: &str) -> Member {
         let socket = std::net::UdpSocket::bind("127.0.0.1:0").unwrap();
         socket
             .set_read_timeout(Some(Duration::from_secs(5)))
             .unwrap();
         let member = Member { socket, room };
+        member.send(format!("{:<128}", "/confirm").as_bytes());
+        let ask = member.recv();
+        let token = confirm_token(&ask).unwrap_or_else(|| panic!("no token in {ask:?}"));
+        member.send(format!("/confirm {token}").as_bytes());
+        assert_eq!(member.recv(), "* confirmed\n");
         member.send(format!("/nick {nick}").as_bytes());
         assert_eq!(member.recv(), format!("* you are now {nick}\n"));
         member
@@ -421,6 +427,16 @@ impl Member {
             .expect("a line from the room");
         String::from_utf8(buf[..len].to_vec()).unwrap()
     }
+}
+
+/// The token in a line from the room, found as tools are told to: the pattern
+/// `/confirm ([A-Za-z0-9]{8,32})`.
+fn confirm_token(line: &str) -> Option<&str> {
+    let (_, rest) = line.split_once("/confirm ")?;
+    let end = rest
+        .find(|c: char| !c.is_ascii_alphanumeric())
+        .unwrap_or(rest.len());
+    (8..=32).contains(&end).then(|| &rest[..end])
 }
 
 #[test]
@@ -472,6 +488,42 @@ fn chat_in_a_pipe_sends_and_receives() {
 }
 
 #[test]
+fn chat_confirms_by_itself_and_hears_more_than_the_unproven_budget() {
+    let serve = Serve::start(&["--udp", "127.0.0.1:0", "--chat-rate", "1000"]);
+    let room = serve.addr("udp");
+    let talker = Member::join(room, "talker");
+    let mut chat = Command::new(SOCKIT)
+        .args(["chat", "--name", "reader", "--wait", "1"])
+        .args(["--server", &room.to_string()])
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .spawn()
+        .unwrap();
+    assert!(talker.recv().ends_with(" joined\n"));
+    assert!(talker.recv().ends_with(" is now reader\n"));
+
+    // 100 lines of a kilobyte: more than the 64 KiB an unproven address is sent in all.
+    let line = "w".repeat(1000);
+    for n in 0..100 {
+        talker.send(format!("{n:03} {line}").as_bytes());
+        if n % 10 == 9 {
+            talker.send(b"/who");
+            while !talker.recv().starts_with("* lobby: ") {}
+        }
+    }
+    drop(chat.stdin.take());
+    let output = chat.wait_with_output().unwrap();
+    assert!(output.status.success(), "{:?}", output.status);
+    let expected: Vec<String> = std::iter::once("* you are now reader".to_owned())
+        .chain((0..100).map(|n| format!("<talker> {n:03} {line}")))
+        .collect();
+    let printed = stdout(&output);
+    let printed: Vec<&str> = printed.lines().collect();
+    assert_eq!(printed.len(), expected.len(), "{:?}", printed.first());
+    assert_eq!(printed, expected, "the confirmation is not shown as chat");
+}
+
+#[test]
 fn tutorial_qq_client_chats_in_the_room() {
     if python3().is_none() {
         return;
@@ -481,7 +533,7 @@ fn tutorial_qq_client_chats_in_the_room() {
     let friend = Member::join(room, "friend");
     let recv = || friend.recv();
 
-    // The tutorial client sends one line, then waits for anything to come back.
+    // The tutorial client sends one line, then waits for anything to come back, and again.
     let mut qq = Command::new(python3().unwrap())
         .arg(seed("udp_qq_client.py"))
         .arg(room.port().to_string())
@@ -493,7 +545,7 @@ fn tutorial_qq_client_chats_in_the_room() {
     qq.stdin
         .take()
         .unwrap()
-        .write_all("你好\n".as_bytes())
+        .write_all("你好\n再见\n".as_bytes())
         .unwrap();
     let joined = recv();
     let qq_name = joined
@@ -503,15 +555,24 @@ fn tutorial_qq_client_chats_in_the_room() {
         .to_owned();
     assert_eq!(recv(), format!("<{qq_name}> 来自客户端1的消息:你好\n"));
     friend.send("欢迎".as_bytes());
+    // The first line the room can send it asks it to confirm, which the person reads; then
+    // the room's lines. (The client puts its prefix before whatever is typed, so it cannot
+    // send the line `/confirm TOKEN`: it stays within the unproven budget, 64 KiB.)
+    assert_eq!(recv(), format!("<{qq_name}> 来自客户端1的消息:再见\n"));
 
-    // Its input has ended, so after printing the reply its next input() fails and it exits.
+    // Its input has ended, so after printing the second reply its next input() fails and it
+    // exits.
     let output = qq.wait_with_output().unwrap();
     let text = stdout(&output);
+    let from = format!(" ('127.0.0.1', {})\n", room.port());
+    let (ask, rest) = text.split_once(&from).expect("a first reply");
+    let ask = ask.strip_prefix(">>>:").expect("the prompt");
     assert!(
-        text.starts_with(&format!(
-            ">>>:<friend> 欢迎\n ('127.0.0.1', {})",
-            room.port()
-        )),
+        ask.starts_with("* send /confirm ") && confirm_token(ask).is_some(),
+        "{text}"
+    );
+    assert!(
+        rest.starts_with(&format!(">>>:<friend> 欢迎\n{from}>>>:")),
         "{text}"
     );
 }

@@ -5,14 +5,16 @@
 //! ```
 //!
 //! Joins LISTENERS (default 10) listeners and one sender to the room at ROOM_ADDR (loopback
-//! only), sends RATE lines per second for SECONDS, and prints one line of JSON: lines sent,
-//! deliveries expected and received, and deliveries per second.
+//! only), each proving its address (`/confirm`) so that the room's budget for unproven
+//! addresses does not cap what it receives, sends RATE lines per second for SECONDS, and prints
+//! one line of JSON: lines sent, deliveries expected and received, and deliveries per second.
 
 use std::net::SocketAddr;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
+use sockit::chat::confirm::{asked_token, CONFIRMED};
 use tokio::net::UdpSocket;
 
 /// A listener with a receive buffer as large as the server's, so that it is not the one that
@@ -24,6 +26,33 @@ fn listener_socket() -> UdpSocket {
     let any: SocketAddr = "127.0.0.1:0".parse().unwrap();
     socket.bind(&any.into()).unwrap();
     UdpSocket::from_std(socket.into()).unwrap()
+}
+
+/// Proves to the room that `socket` receives, so that the budget of unproven addresses does
+/// not cap what it is sent: a first datagram long enough for the ask, then its token back.
+async fn confirm(socket: &UdpSocket) {
+    socket
+        .send(format!("{:<128}", "/confirm").as_bytes())
+        .await
+        .unwrap();
+    let mut buf = [0u8; 4096];
+    let token = loop {
+        let len = socket.recv(&mut buf).await.unwrap();
+        let line = String::from_utf8_lossy(&buf[..len]);
+        if let Some(token) = asked_token(&line) {
+            break token.to_owned();
+        }
+    };
+    socket
+        .send(format!("/confirm {token}").as_bytes())
+        .await
+        .unwrap();
+    loop {
+        let len = socket.recv(&mut buf).await.unwrap();
+        if buf[..len].starts_with(CONFIRMED.as_bytes()) {
+            return;
+        }
+    }
 }
 
 #[tokio::main]
@@ -49,6 +78,7 @@ async fn main() {
     for i in 0..listeners {
         let socket = listener_socket();
         socket.connect(room).await.unwrap();
+        confirm(&socket).await;
         socket.send(format!("/nick l{i}").as_bytes()).await.unwrap();
         let mut buf = [0u8; 4096];
         socket.recv(&mut buf).await.unwrap(); // "* you are now lN"
@@ -56,6 +86,7 @@ async fn main() {
     }
     let sender = UdpSocket::bind("127.0.0.1:0").await.unwrap();
     sender.connect(room).await.unwrap();
+    confirm(&sender).await;
     sender.send(b"/nick sender").await.unwrap();
     let mut buf = [0u8; 4096];
     sender.recv(&mut buf).await.unwrap();

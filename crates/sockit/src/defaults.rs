@@ -84,3 +84,16 @@ pub const CHAT_BURST_PER_RATE: f64 = 2.0;
 pub const CHAT_MAX_MEMBERS: usize = 1024;
 /// New chat members a second over all rooms, on average (bursts of ten times that).
 pub const CHAT_JOIN_RATE: f64 = 20.0;
+/// Bytes the UDP chat room sends an address in all until it proves that it receives them
+/// (`--chat-unconfirmed-bytes`).
+pub const CHAT_UNCONFIRMED_BYTES: usize = 64 * 1024;
+/// Bytes the UDP chat room sends all unproven addresses together in any one second
+/// (`--chat-unconfirmed-rate`).
+pub const CHAT_UNCONFIRMED_RATE: usize = 256 * 1024;
+
+/// Bytes a second one source address may draw from the UDP echo (`--udp-echo-source-rate`).
+pub const UDP_ECHO_SOURCE_RATE: u64 = 64 * 1024;
+/// Bytes a second all sources together may draw from the UDP echo (`--udp-echo-rate`).
+pub const UDP_ECHO_RATE: u64 = 1024 * 1024;
+/// Most source addresses the UDP echo meters at once (`--udp-echo-max-sources`).
+pub const UDP_ECHO_MAX_SOURCES: usize = 4096;

@@ -53,7 +53,39 @@ impl Client {
     /// Waits until everything sent before has been handled, discarding what arrives.
     async fn sync(&self) {
         self.send("/who").await;
-        while !self.recv().await.expect("a /who reply").starts_with("* ") {}
+        while !is_who_answer(&self.recv().await.expect("a /who reply")) {}
+    }
+
+    /// Proves to the room that this client receives: asks for its token in a first datagram
+    /// long enough to hold the answer, and sends it back. Lines that arrive meanwhile (other
+    /// members') are returned.
+    async fn confirm(&self) -> Vec<String> {
+        self.send(format!("/confirm{}", " ".repeat(120))).await;
+        let mut heard = Vec::new();
+        let token = loop {
+            let line = self.recv().await.expect("the ask");
+            match token_in(&line) {
+                Some(token) => break token.to_owned(),
+                None => heard.push(line),
+            }
+        };
+        self.send(format!("/confirm {token}")).await;
+        loop {
+            let line = self.recv().await.expect("the confirmation");
+            if line == "* confirmed\n" {
+                return heard;
+            }
+            heard.push(line);
+        }
+    }
+
+    /// Bytes that arrive until the line is quiet for `quiet`.
+    async fn bytes_until_quiet(&self, quiet: Duration) -> usize {
+        let mut bytes = 0;
+        while let Some(line) = self.recv_within(quiet).await {
+            bytes += line.len();
+        }
+        bytes
     }
 
     async fn recv(&self) -> Option<String> {
@@ -88,6 +120,21 @@ impl Client {
             lines.push(line);
         }
     }
+}
+
+/// The token in a line that asks for one, found as tools are told to: the pattern
+/// `/confirm ([A-Za-z0-9]{8,32})`.
+fn token_in(line: &str) -> Option<&str> {
+    let (_, rest) = line.split_once("/confirm ")?;
+    let end = rest
+        .find(|c: char| !c.is_ascii_alphanumeric())
+        .unwrap_or(rest.len());
+    (8..=32).contains(&end).then(|| &rest[..end])
+}
+
+/// The answer to `/who`: `* ROOM: names` (no notice has `: ` in it).
+fn is_who_answer(line: &str) -> bool {
+    line.starts_with("* ") && line.contains(": ")
 }
 
 #[tokio::test]
@@ -129,7 +176,13 @@ async fn joining_nick_who_and_rooms() {
         format!("<{}> first words\n", b.name())
     );
 
+    // The first line the room can send b asks it to confirm; a raw client need not.
     b.send("/nick bob").await;
+    let ask = b.recv().await.unwrap();
+    assert!(
+        ask.starts_with("* send /confirm ") && token_in(&ask).is_some(),
+        "{ask}"
+    );
     assert_eq!(b.recv().await.unwrap(), "* you are now bob\n");
     assert_eq!(
         a.recv().await.unwrap(),
@@ -253,4 +306,142 @@ async fn a_name_with_an_escape_sequence_arrives_sanitised() {
     assert!(heard
         .iter()
         .all(|l| !l.contains('\x1b') && !l.contains('\x07')));
+}
+
+// --- The reflection rule: a forged source address gains nothing ---
+
+/// A room where one member may talk as fast as a test needs.
+fn busy(chat: RoomConfig) -> RoomConfig {
+    RoomConfig {
+        rate: 1e6,
+        burst: 1e6,
+        ..chat
+    }
+}
+
+#[tokio::test]
+async fn a_fresh_address_gets_back_no_more_than_its_datagram_however_big_the_room() {
+    // The window over all unproven addresses is another test's: here it must not interfere.
+    let server = room(RoomConfig {
+        unconfirmed_rate: usize::MAX,
+        ..RoomConfig::default()
+    })
+    .await;
+    let mut members = Vec::new();
+    for n in 0..190 {
+        let member = Client::new(&server).await;
+        member.send(format!("/nick member-{n:03}")).await;
+        members.push(member);
+    }
+    members[189].sync().await;
+    // A 4-byte `/who` once drew the 190 names back (4,965 bytes): now nothing, as the answer
+    // and the ask are both longer than 4 bytes.
+    let fresh = Client::new(&server).await;
+    fresh.send("/who").await;
+    assert_eq!(fresh.bytes_until_quiet(Duration::from_millis(500)).await, 0);
+    // It did join; its next datagram is no longer its first, and it is asked to confirm.
+    fresh.send("/who").await;
+    let ask = fresh.recv().await.unwrap();
+    assert!(token_in(&ask).is_some(), "{ask}");
+    let names = fresh.recv().await.unwrap();
+    assert!(names.starts_with("* lobby: 127.0.0.1:"), "{names}");
+    assert_eq!(names.matches(", ").count(), 190);
+    // A stranger that does not join gets only what fits in its datagram.
+    let stranger = Client::new(&server).await;
+    stranger.send(b"\xff\xff\xff\xff").await;
+    assert_eq!(
+        stranger.bytes_until_quiet(Duration::from_millis(300)).await,
+        0
+    );
+    stranger
+        .send(b"\xff\xff\xff\xff\xff\xff\xff\xff\xff\xff\xff\xff")
+        .await;
+    assert_eq!(stranger.recv().await.unwrap(), "! not UTF-8\n");
+}
+
+#[tokio::test]
+async fn an_unproven_member_receives_64_kib_at_most_until_it_confirms() {
+    let server = room(busy(RoomConfig::default())).await;
+    let (talker, listener) = (Client::new(&server).await, Client::new(&server).await);
+    talker.confirm().await;
+    // It joins, and is asked to confirm, which it does not do yet.
+    listener.send("listening").await;
+    listener.send("/who").await;
+    let ask = listener.recv().await.unwrap();
+    assert!(token_in(&ask).is_some(), "{ask}");
+    let names = listener.recv().await.unwrap();
+    assert!(is_who_answer(&names), "{names}");
+    let line = "y".repeat(1000);
+    for _ in 0..10 {
+        for _ in 0..10 {
+            talker.send(&line).await;
+        }
+        talker.sync().await;
+    }
+    // 100 lines of 1,013 bytes were said; the listener gets 64 KiB in all, what it was sent
+    // before included, and nothing more.
+    let heard =
+        ask.len() + names.len() + listener.bytes_until_quiet(Duration::from_millis(500)).await;
+    assert!(heard <= 64 * 1024, "{heard} bytes");
+    assert!(
+        heard > 64 * 1024 - 1013,
+        "{heard} bytes: the budget is used"
+    );
+
+    // It confirms with the token it was asked with, and hears everything from then on.
+    let heard_before = listener.confirm().await;
+    assert!(heard_before.is_empty(), "{heard_before:?}");
+    for _ in 0..10 {
+        talker.send(&line).await;
+    }
+    talker.sync().await;
+    let heard = listener.drain().await;
+    assert_eq!(heard.len(), 10);
+    assert!(heard
+        .iter()
+        .all(|l| *l == format!("<{}> {line}\n", talker.name())));
+}
+
+#[tokio::test]
+async fn all_unproven_addresses_together_get_256_kib_a_second_at_most() {
+    const RATE: usize = 256 * 1024;
+    let server = room(busy(RoomConfig::default())).await;
+    let talker = Client::new(&server).await;
+    talker.confirm().await;
+    let started = std::time::Instant::now();
+    let mut listeners = Vec::new();
+    for n in 0..40 {
+        let listener = Client::new(&server).await;
+        listener.send(format!("listener {n:02} here")).await;
+        listeners.push(listener);
+    }
+    let counting: Vec<_> = listeners
+        .into_iter()
+        .map(|listener| {
+            tokio::spawn(async move {
+                listener
+                    .bytes_until_quiet(Duration::from_millis(1500))
+                    .await
+            })
+        })
+        .collect();
+    // 40 lines of 1,013 bytes to 40 unproven listeners over two seconds: 1.6 MB offered.
+    let line = "z".repeat(1000);
+    for _ in 0..40 {
+        talker.send(&line).await;
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    talker.sync().await;
+    let span = started.elapsed().as_secs_f64();
+    let mut heard = 0;
+    for count in counting {
+        heard += count.await.unwrap();
+    }
+    // Everything sent to them was sent within `span`, and no second holds more than RATE.
+    let most = RATE * span.ceil() as usize;
+    assert!(heard <= most, "{heard} bytes in {span:.2} s");
+    assert!(
+        heard > RATE,
+        "{heard} bytes in {span:.2} s: the window moves on"
+    );
 }

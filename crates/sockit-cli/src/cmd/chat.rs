@@ -1,5 +1,8 @@
 //! `sockit chat`: join the UDP chat room; standard input lines go out, room lines come in.
 //!
+//! It first proves to the room that its address receives (`/confirm TOKEN`, the room's
+//! reflection rule), so that what it is sent is not capped; that exchange is not shown.
+//!
 //! On a terminal, lines are typed in a line editor and room lines are printed above it, so
 //! what is being typed is never garbled. In a pipe, every input line is sent and every room line
 //! is printed as it arrives; after the input ends, lines still arriving for `--wait` seconds
@@ -12,6 +15,8 @@ use std::time::Duration;
 use rustyline::{DefaultEditor, ExternalPrinter};
 use tokio::net::UdpSocket;
 use tokio::sync::mpsc;
+
+use sockit::chat::confirm::{asked_token, CONFIRMED};
 
 use super::{CmdResult, ServerArg};
 use crate::cmd::CmdError;
@@ -48,10 +53,12 @@ pub(crate) async fn run(args: Args) -> CmdResult {
         .await
         .map_err(|err| CmdError::failed(format!("cannot reach {server}"), err))?;
 
-    // The first datagram joins the room. The name and the room are asked for one at a time,
-    // and each answer awaited: a name or room refused ends the chat before anything is said.
+    // The first datagram joins the room and proves that this address receives (`/confirm`).
+    // The name and the room are asked for one at a time, and each answer awaited: a name or
+    // room refused ends the chat before anything is said.
     let mut opening = Vec::new();
     let answered = async {
+        confirm(&socket, &mut opening).await?;
         if let Some(name) = &args.name {
             let asked = format!("/nick {name}");
             ask(&socket, &asked, &mut opening, |line| {
@@ -79,7 +86,7 @@ pub(crate) async fn run(args: Args) -> CmdResult {
     // What the room said so far, the first line included, before any editor starts.
     {
         let mut stdout = std::io::stdout().lock();
-        for line in &opening {
+        for line in opening.iter().filter(|line| !is_bookkeeping(line)) {
             let _ = writeln!(stdout, "{line}");
         }
         let _ = stdout.flush();
@@ -114,6 +121,8 @@ pub(crate) async fn run(args: Args) -> CmdResult {
     let mut input_open = true;
     // Why standard output failed (its reader went away), which ends the chat.
     let mut closed = None;
+    // Whether a `/confirm` this command sent by itself awaits its answer, not to be shown.
+    let mut confirming = false;
     while closed.is_none() {
         tokio::select! {
             line = typed.recv(), if input_open => match line {
@@ -121,7 +130,18 @@ pub(crate) async fn run(args: Args) -> CmdResult {
                 None => input_open = false,
             },
             received = socket.recv(&mut buf) => match received {
-                Ok(len) => closed = show(&printable_line(&buf[..len])).err(),
+                Ok(len) => {
+                    let line = printable_line(&buf[..len]);
+                    // Asked again (the room forgot this address, and it joined anew): answer.
+                    if let Some(token) = asked_token(&line) {
+                        send(&socket, &format!("/confirm {token}")).await?;
+                        confirming = true;
+                    } else if confirming && line == CONFIRMED {
+                        confirming = false;
+                    } else {
+                        closed = show(&line).err();
+                    }
+                }
                 // An ICMP "port unreachable" for something we sent: nobody listens there.
                 Err(err) if err.kind() == std::io::ErrorKind::ConnectionRefused => {
                     return Err(format!("no chat room at {server}: connection refused").into());
@@ -133,6 +153,39 @@ pub(crate) async fn run(args: Args) -> CmdResult {
     }
     send(&socket, "/leave").await?;
     closed.map_or(Ok(()), |err| Err(super::out::failed(err)))
+}
+
+/// The length the first datagram is padded to (with spaces, which the room ignores): the room
+/// answers an address it never heard from with no more bytes than it sent, and the answer to
+/// `/confirm` is the line with the token.
+const CONFIRM_PADDING: usize = 128;
+
+/// Proves to the room that this address receives what it is sent: asks for the token and sends
+/// it back, so that the room's budget for unproven addresses does not apply (see `/confirm` in
+/// docs/PROTOCOL.md). The room's lines meanwhile go into `received`, these two included.
+async fn confirm(socket: &UdpSocket, received: &mut Vec<String>) -> CmdResult {
+    let asking = format!("{:<CONFIRM_PADDING$}", "/confirm");
+    ask(socket, &asking, received, |line| {
+        if asked_token(line).is_some() || line == CONFIRMED {
+            Some(Ok(()))
+        } else {
+            refusal(line, &["! room full"])
+        }
+    })
+    .await?;
+    let answer = received.last().map(String::as_str).unwrap_or_default();
+    let Some(token) = asked_token(answer).map(str::to_owned) else {
+        return Ok(()); // confirmed already
+    };
+    ask(socket, &format!("/confirm {token}"), received, |line| {
+        (line == CONFIRMED).then_some(Ok(()))
+    })
+    .await
+}
+
+/// Whether `line` is the room's part of `/confirm`, which the command answers by itself.
+fn is_bookkeeping(line: &str) -> bool {
+    asked_token(line).is_some() || line == CONFIRMED
 }
 
 /// How many times an opening line is sent, and how long each waits for its answer.

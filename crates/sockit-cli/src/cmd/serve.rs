@@ -11,6 +11,7 @@ use sockit::auth::penalty::PenaltyPolicy;
 use sockit::chat::room::RoomConfig;
 use sockit::config::{
     ExecConfig, ListenerSpec, LoginConfig, MemoryConfig, ServiceKind, TlsIdentity, TransferConfig,
+    UdpEchoConfig,
 };
 use sockit::defaults;
 use sockit::{Server, ServerConfig};
@@ -116,6 +117,23 @@ pub(crate) struct Args {
     /// Most chat members at once.
     #[arg(long, value_name = "N", default_value_t = defaults::CHAT_MAX_MEMBERS)]
     chat_max_members: usize,
+    /// Bytes the UDP chat room sends an address in all until it proves that it receives them
+    /// (`/confirm`).
+    #[arg(long, value_name = "BYTES", default_value_t = defaults::CHAT_UNCONFIRMED_BYTES)]
+    chat_unconfirmed_bytes: usize,
+    /// Bytes the UDP chat room sends all unproven addresses together in any one second.
+    #[arg(long, value_name = "BYTES", default_value_t = defaults::CHAT_UNCONFIRMED_RATE)]
+    chat_unconfirmed_rate: usize,
+    /// Bytes a second one source address may draw from the UDP echo (each datagram counts as
+    /// at least 64).
+    #[arg(long, value_name = "BYTES", default_value_t = defaults::UDP_ECHO_SOURCE_RATE)]
+    udp_echo_source_rate: u64,
+    /// Bytes a second all sources together may draw from the UDP echo.
+    #[arg(long, value_name = "BYTES", default_value_t = defaults::UDP_ECHO_RATE)]
+    udp_echo_rate: u64,
+    /// Most source addresses the UDP echo meters at once; a new one beyond them is not answered.
+    #[arg(long, value_name = "N", default_value_t = defaults::UDP_ECHO_MAX_SOURCES)]
+    udp_echo_max_sources: usize,
     /// Largest frame header, in bytes.
     #[arg(long, value_name = "BYTES", default_value_t = sockit_proto::DEFAULT_MAX_HEADER_LEN)]
     max_header_len: usize,
@@ -205,6 +223,8 @@ pub(crate) async fn run(args: Args) -> CmdResult {
             rate: args.chat_rate,
             burst: args.chat_rate * defaults::CHAT_BURST_PER_RATE,
             max_members: args.chat_max_members,
+            unconfirmed_bytes: args.chat_unconfirmed_bytes,
+            unconfirmed_rate: args.chat_unconfirmed_rate,
             ..RoomConfig::default()
         },
         tls: tls.unwrap_or_default(),
@@ -219,6 +239,11 @@ pub(crate) async fn run(args: Args) -> CmdResult {
             budget: args.memory_budget,
             per_source: args.memory_budget_per_source,
             wait: args.queue_timeout.0,
+        },
+        udp_echo: UdpEchoConfig {
+            source_rate: args.udp_echo_source_rate,
+            rate: args.udp_echo_rate,
+            max_sources: args.udp_echo_max_sources,
         },
     };
     let chat_enabled = args.udp.0.is_some();

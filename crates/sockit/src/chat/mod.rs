@@ -1,6 +1,9 @@
 //! The chat room, whatever carries its lines.
 //!
+//! - [`line`]: one line as a member sent it, checked and parsed.
 //! - [`room`]: the rules, with no sockets and no clock; members are [`MemberId`]s.
+//! - [`confirm`]: how a peer proves that it receives what is sent to it (`/confirm TOKEN`),
+//!   for front ends whose peers' addresses can be forged.
 //! - [`RoomHost`]: the room task's state: the rules, the expiry clock, the operator's
 //!   [`Console`] and the other servers, reached through a [`RoomLink`] ([`LocalLink`] when
 //!   alone). The library never prints: the console's traffic goes to its maker.
@@ -8,8 +11,10 @@
 //! A front end maps its peers to members and drives a [`RoomHost`]; the UDP one (`--udp`) is
 //! the only one so far.
 
+pub mod confirm;
 mod console;
 mod host;
+pub mod line;
 mod link;
 mod member;
 pub mod room;

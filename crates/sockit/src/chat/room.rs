@@ -16,8 +16,10 @@
 //! - Each member has a token bucket; lines beyond it are dropped (with one warning), while
 //!   everyone else is still served.
 //!
-//! What may be sent to a peer that is not a member (no more than it sent, so the room cannot
-//! amplify a spoofed-source flood) is a rule about addresses, kept by the UDP front end.
+//! What may be sent to a peer whose address can be forged (the reflection rule: no more than it
+//! sent until it is a member, within a budget until it proves that it receives) is a rule about
+//! addresses, kept by the UDP front end; the rules only know `/confirm` as a command that is
+//! the front end's to answer.
 
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -27,8 +29,8 @@ pub use super::member::MemberId;
 use super::member::{MemberIds, MemberMap};
 use crate::defaults;
 
-/// Longest line accepted, in bytes, whatever carries it (one datagram, one message).
-pub const MAX_LINE: usize = 4096;
+pub use super::line::MAX_LINE;
+use super::line::{parse_line, Line};
 /// Longest nick or room name, in characters.
 pub const MAX_NAME_CHARS: usize = 24;
 /// The room everyone starts in.
@@ -49,6 +51,11 @@ pub struct RoomConfig {
     pub max_members: usize,
     /// New members per second over the whole room, on average (bursts of ten times that).
     pub join_rate: f64,
+    /// Bytes a front end whose peers' addresses can be forged (UDP) sends one peer in all until
+    /// it proves that it receives them (`/confirm`).
+    pub unconfirmed_bytes: usize,
+    /// Bytes a second such a front end sends all peers that have not proved it together.
+    pub unconfirmed_rate: usize,
 }
 
 impl Default for RoomConfig {
@@ -59,6 +66,8 @@ impl Default for RoomConfig {
             burst: defaults::CHAT_RATE * defaults::CHAT_BURST_PER_RATE,
             max_members: defaults::CHAT_MAX_MEMBERS,
             join_rate: defaults::CHAT_JOIN_RATE,
+            unconfirmed_bytes: defaults::CHAT_UNCONFIRMED_BYTES,
+            unconfirmed_rate: defaults::CHAT_UNCONFIRMED_RATE,
         }
     }
 }
@@ -249,23 +258,15 @@ impl Rooms {
         now: Instant,
         fx: &mut Effects,
     ) {
-        if data.is_empty() {
-            return; // nothing to say, and nothing may be said back to a stranger
-        }
-        if data.len() > MAX_LINE {
-            reply(
-                fx,
-                from,
-                &format!("! message too long (limit {MAX_LINE} bytes)"),
-            );
-            return;
-        }
-        let Ok(text) = std::str::from_utf8(data) else {
-            reply(fx, from, "! not UTF-8");
-            return;
+        let line = match parse_line(data) {
+            // Nothing to say, and nothing may be said back to a stranger.
+            Ok(Line::Empty) => return,
+            Ok(line) => line,
+            Err(err) => {
+                reply(fx, from, &format!("! {err}"));
+                return;
+            }
         };
-        let line = text.strip_suffix('\n').unwrap_or(text);
-        let line = line.strip_suffix('\r').unwrap_or(line);
 
         if !self.members.contains_key(&from) {
             let Some(name) = newcomer else { return };
@@ -283,9 +284,10 @@ impl Rooms {
         }
         member.warned = false;
 
-        match line.strip_prefix('/') {
-            Some(command) => self.command(from, command, fx),
-            None => {
+        match line {
+            Line::Command { verb, arg } => self.command(from, verb, arg, fx),
+            Line::Empty => {}
+            Line::Text(line) => {
                 let text = sanitize(line);
                 if text.trim().is_empty() {
                     return;
@@ -322,10 +324,7 @@ impl Rooms {
         true
     }
 
-    fn command(&mut self, from: MemberId, command: &str, fx: &mut Effects) {
-        let (verb, arg) = command
-            .split_once(char::is_whitespace)
-            .map_or((command, ""), |(verb, arg)| (verb, arg.trim()));
+    fn command(&mut self, from: MemberId, verb: &str, arg: &str, fx: &mut Effects) {
         match verb {
             "nick" => self.nick(from, arg, fx),
             "join" => self.join_room(from, arg, fx),
@@ -350,8 +349,11 @@ impl Rooms {
             "help" => reply(
                 fx,
                 from,
-                "* commands: /nick NAME, /join ROOM, /who, /leave, /help; anything else is said to the room",
+                "* commands: /nick NAME, /join ROOM, /who, /leave, /confirm TOKEN, /help; anything else is said to the room",
             ),
+            // Proof that an address receives what is sent to it: the front end's to answer
+            // (a forged address is a matter of the transport, not of the room).
+            "confirm" => {}
             _ => reply(fx, from, &format!("! unknown command /{}; try /help", sanitize(verb))),
         }
     }
@@ -560,6 +562,26 @@ mod tests {
         assert_eq!(lines_to(&fx, member(1)), ["* lobby: alice, bob\n"]);
         let fx = room.say(1, "/nick a b");
         assert!(lines_to(&fx, member(1))[0].starts_with("! cannot use that name"));
+    }
+
+    #[test]
+    fn help_lists_confirm_which_the_rules_leave_to_the_front_end() {
+        let mut room = Room::new(RoomConfig::default());
+        room.say(1, "a");
+        let fx = room.say(1, "/help");
+        assert_eq!(
+            lines_to(&fx, member(1)),
+            ["* commands: /nick NAME, /join ROOM, /who, /leave, /confirm TOKEN, /help; anything else is said to the room\n"]
+        );
+        assert!(room.say(1, "/confirm 0123456789abcdef").out.is_empty());
+        let fx = room.say(2, "/confirm");
+        assert!(lines_to(&fx, member(2)).is_empty());
+        assert_eq!(
+            lines_to(&fx, member(1)),
+            ["* 127.0.0.1:2 joined\n"],
+            "a newcomer joins with it"
+        );
+        assert!(room.rooms.is_member(member(2)));
     }
 
     #[test]

@@ -7,6 +7,7 @@ use std::time::Duration;
 use tokio::sync::Semaphore;
 
 use super::{ServerConfig, ServiceKind};
+use crate::chat::confirm::MIN_BUDGET;
 
 /// The longest any time setting may be: 100 years, far longer than any wait that means
 /// something, and far from the clock's own limit.
@@ -54,6 +55,16 @@ pub enum ConfigError {
         min: u64,
         /// What it must hold, in words.
         what: &'static str,
+    },
+    /// A budget too small for what must fit in it.
+    #[error("{setting} must be at least {min}, not {value}")]
+    TooFew {
+        /// Which setting, with its `serve` flag.
+        setting: &'static str,
+        /// What it was set to.
+        value: usize,
+        /// The least it may be.
+        min: usize,
     },
     /// A second chat room listener: a server has one set of rooms, one operator console.
     #[error("one chat room per server; a second one is declared on {0}")]
@@ -124,6 +135,42 @@ impl ServerConfig {
             }
         }
         self.check_memory()?;
+        // An unproven chat member must be able to receive the ask to confirm.
+        for (setting, value) in [
+            (
+                "chat.unconfirmed_bytes (--chat-unconfirmed-bytes)",
+                self.chat.unconfirmed_bytes,
+            ),
+            (
+                "chat.unconfirmed_rate (--chat-unconfirmed-rate)",
+                self.chat.unconfirmed_rate,
+            ),
+        ] {
+            if value < MIN_BUDGET {
+                let min = MIN_BUDGET;
+                return Err(ConfigError::TooFew {
+                    setting,
+                    value,
+                    min,
+                });
+            }
+        }
+        for (setting, value) in [
+            (
+                "udp_echo.source_rate (--udp-echo-source-rate)",
+                self.udp_echo.source_rate,
+            ),
+            ("udp_echo.rate (--udp-echo-rate)", self.udp_echo.rate),
+            (
+                "udp_echo.max_sources (--udp-echo-max-sources)",
+                self.udp_echo.max_sources as u64,
+            ),
+        ] {
+            if value == 0 {
+                let value = 0.0;
+                return Err(ConfigError::NotPositive { setting, value });
+            }
+        }
         let mut rooms = self
             .listeners
             .iter()
@@ -228,6 +275,29 @@ mod tests {
         );
         config.memory.budget = config.memory.per_source;
         assert_eq!(config.check(), Ok(()));
+    }
+
+    #[test]
+    fn budgets_too_small_for_the_ask_or_an_echo_that_answers_nothing_are_refused() {
+        let mut config = ServerConfig::loopback();
+        config.chat.unconfirmed_bytes = 100;
+        assert_eq!(
+            config.check().unwrap_err().to_string(),
+            "chat.unconfirmed_bytes (--chat-unconfirmed-bytes) must be at least 128, not 100"
+        );
+        let mut config = ServerConfig::loopback();
+        config.chat.unconfirmed_rate = 0;
+        assert!(matches!(
+            config.check(),
+            Err(ConfigError::TooFew { value: 0, .. })
+        ));
+        let mut config = ServerConfig::loopback();
+        config.udp_echo.rate = 0;
+        assert!(config
+            .check()
+            .unwrap_err()
+            .to_string()
+            .starts_with("udp_echo.rate (--udp-echo-rate) must be a positive number"));
     }
 
     #[test]

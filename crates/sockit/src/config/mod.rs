@@ -61,6 +61,8 @@ pub struct ServerConfig {
     pub transfers: TransferConfig,
     /// The memory that bodies held in memory share.
     pub memory: MemoryConfig,
+    /// What the UDP echo answers.
+    pub udp_echo: UdpEchoConfig,
     /// The certificate and key of the TLS listeners.
     pub tls: TlsIdentity,
 }
@@ -106,6 +108,7 @@ impl Default for ServerConfig {
             tls: TlsIdentity::default(),
             transfers: TransferConfig::default(),
             memory: MemoryConfig::default(),
+            udp_echo: UdpEchoConfig::default(),
         }
     }
 }
@@ -218,6 +221,30 @@ impl Default for MemoryConfig {
             budget: defaults::MEMORY_BUDGET,
             per_source: defaults::MEMORY_BUDGET_PER_SOURCE,
             wait: defaults::QUEUE_TIMEOUT,
+        }
+    }
+}
+
+/// What the UDP echo (`--udp-echo`) answers: a source address can be forged, so the bytes it
+/// sends back are metered, per source and in all. Each datagram counts as at least 64 bytes, and
+/// each bucket holds a quarter second's worth.
+#[derive(Debug, Clone, Copy)]
+pub struct UdpEchoConfig {
+    /// Bytes a second one source address (IP and port) may draw.
+    pub source_rate: u64,
+    /// Bytes a second all sources together may draw.
+    pub rate: u64,
+    /// Most source addresses metered at once; a new one beyond them is not answered until
+    /// some have been quiet for a quarter second.
+    pub max_sources: usize,
+}
+
+impl Default for UdpEchoConfig {
+    fn default() -> Self {
+        UdpEchoConfig {
+            source_rate: defaults::UDP_ECHO_SOURCE_RATE,
+            rate: defaults::UDP_ECHO_RATE,
+            max_sources: defaults::UDP_ECHO_MAX_SOURCES,
         }
     }
 }

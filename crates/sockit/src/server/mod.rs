@@ -205,7 +205,7 @@ impl Server {
                 }
                 Bound::Chat(udp) => {
                     let host = RoomHost::new(config.chat, LocalLink, console.take());
-                    tasks.spawn(udp_chat::serve(udp, host, stop.clone()));
+                    tasks.spawn(udp_chat::serve(udp, host, config.chat, stop.clone()));
                 }
                 Bound::LegacyEcho(tcp) => {
                     let service = legacy::LegacyEcho::new(config.idle_timeout);
@@ -220,7 +220,7 @@ impl Server {
                     spawn_accept(&tasks, tcp, Arc::new(service), &limiter, &stop);
                 }
                 Bound::UdpEcho(udp) => {
-                    tasks.spawn(udp_echo::serve(udp, stop.clone()));
+                    tasks.spawn(udp_echo::serve(udp, config.udp_echo, stop.clone()));
                 }
             }
         }
