@@ -291,6 +291,52 @@ async fn twenty_bad_passwords_are_rate_limited_and_the_right_one_works_after_the
 }
 
 #[tokio::test]
+async fn parallel_guesses_from_one_address_get_no_more_checks_than_sequential_ones() {
+    const GUESSES: usize = 60;
+    let users = Users::new();
+    // The default policy: 5 free failures, then a lockout of a second.
+    let server = users.server().await;
+    let wrong = frame(
+        &json!({"op": "login", "user": "alice", "password": "guess"}).to_string(),
+        b"",
+    );
+    let mut streams = Vec::with_capacity(GUESSES);
+    for _ in 0..GUESSES {
+        streams.push(server.connect().await);
+    }
+    for stream in &mut streams {
+        stream.write_all(&wrong).await.unwrap();
+    }
+    let (codes, mut replies) = tokio::sync::mpsc::unbounded_channel();
+    for mut stream in streams {
+        let codes = codes.clone();
+        tokio::spawn(async move {
+            let (reply, _) = read_reply(&mut stream).await;
+            let _ = codes.send(reply["code"].as_str().unwrap_or("none").to_owned());
+        });
+    }
+    drop(codes);
+    let mut codes = vec![replies.recv().await.expect("a reply")];
+
+    // The right password, while the guesses are still being checked: too late.
+    let mut stream = server.connect().await;
+    let right = json!({"op": "login", "user": "alice", "password": PASSWORD}).to_string();
+    let (reply, _) = send_and_read(&mut stream, &frame(&right, b"")).await;
+    assert_eq!(reply["code"], "rate_limited", "{reply}");
+
+    while let Some(code) = replies.recv().await {
+        codes.push(code);
+    }
+    assert_eq!(codes.len(), GUESSES);
+    let checked = codes.iter().filter(|code| *code == "unauthorized").count();
+    let limited = codes.iter().filter(|code| *code == "rate_limited").count();
+    // One after another, the five free failures and the one that earns the first lockout are
+    // checked; in parallel, no more.
+    assert_eq!(checked, 6, "{codes:?}");
+    assert_eq!(limited, GUESSES - 6, "{codes:?}");
+}
+
+#[tokio::test]
 async fn a_connection_closes_after_its_allowed_failures() {
     let users = Users::new();
     let server = users

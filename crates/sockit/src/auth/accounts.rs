@@ -100,34 +100,43 @@ impl Accounts {
         Arc::clone(&loaded.users)
     }
 
-    /// `Err(wait)` while logins from `source`, or password logins for `user`, are locked out.
-    pub(crate) fn check_penalty(&self, source: IpAddr, user: Option<&str>) -> Result<(), Duration> {
+    /// Reserves a failure for a login from `source` about to be checked; `user` is given for
+    /// password logins, whose failures also count against the user name. `Err(wait)` while
+    /// either is locked out, and then nothing is counted.
+    ///
+    /// The failure counts before the proof is checked, so logins sent in parallel are checked
+    /// no more often than the allowance; [`Accounts::succeeded`] gives it back.
+    pub(crate) fn reserve_failure(
+        &self,
+        source: IpAddr,
+        user: Option<&str>,
+    ) -> Result<(), Duration> {
         let now = Instant::now();
-        let by_source = lock(&self.sources).check(&source, now);
+        let mut sources = lock(&self.sources);
+        let mut user_names = lock(&self.user_names);
+        let by_source = sources.check(&source, now);
         let by_user = match user {
-            Some(user) => lock(&self.user_names).check(user, now),
+            Some(user) => user_names.check(user, now),
             None => Ok(()),
         };
         match (by_source, by_user) {
-            (Err(a), Err(b)) => Err(a.max(b)),
-            (Err(wait), _) | (_, Err(wait)) => Err(wait),
-            _ => Ok(()),
+            (Err(a), Err(b)) => return Err(a.max(b)),
+            (Err(wait), _) | (_, Err(wait)) => return Err(wait),
+            _ => {}
         }
+        sources.fail(&source, now);
+        if let Some(user) = user {
+            user_names.fail(user, now);
+        }
+        Ok(())
     }
 
-    /// Records the outcome of a login from `source`; `user` is given for password logins,
-    /// whose failures also count against the user name.
-    pub(crate) fn record(&self, source: IpAddr, user: Option<&str>, success: bool) {
-        let now = Instant::now();
-        if success {
-            if let Some(user) = user {
-                lock(&self.user_names).succeed(user);
-            }
-            return;
-        }
-        lock(&self.sources).fail(&source, now);
+    /// A login whose failure was reserved succeeded: the source gets its failure back, and the
+    /// user name's failures are forgotten.
+    pub(crate) fn succeeded(&self, source: IpAddr, user: Option<&str>) {
+        lock(&self.sources).give_back(&source);
         if let Some(user) = user {
-            lock(&self.user_names).fail(user, now);
+            lock(&self.user_names).succeed(user);
         }
     }
 

@@ -72,7 +72,9 @@ pub(crate) async fn login(
     // guessed, so they only count against the source.
     let penalised_user = matches!(proof, Proof::Password(_)).then_some(user);
 
-    if let Err(wait) = accounts.check_penalty(session.peer, penalised_user) {
+    // The failure counts before the proof is checked, so guesses sent in parallel get no more
+    // checks than the allowance; a success gives it back.
+    if let Err(wait) = accounts.reserve_failure(session.peer, penalised_user) {
         tracing::info!(user, peer = %session.peer, "login refused: locked out after failures");
         let ends_session = count_failure(core, session);
         let message = format!(
@@ -104,8 +106,8 @@ pub(crate) async fn login(
             "key not accepted for this user name",
         ),
     };
-    accounts.record(session.peer, penalised_user, verified);
     if verified {
+        accounts.succeeded(session.peer, penalised_user);
         tracing::info!(user, method, peer = %session.peer, "logged in");
         session.user = Some(user.to_owned());
         session.failures = 0;
