@@ -474,6 +474,31 @@ async fn a_timeout_is_honoured_and_capped_by_the_server() {
     );
 }
 
+#[tokio::test]
+async fn a_huge_timeout_gets_the_servers_limit_instead_of_a_refusal() {
+    let users = Users::new();
+    let server = users
+        .server_with(|config| config.exec.max_timeout = Duration::from_millis(500))
+        .await;
+    let mut stream = server.connect().await;
+    let login = json!({"op": "login", "user": "alice", "password": PASSWORD}).to_string();
+    send_and_read(&mut stream, &frame(&login, b"")).await;
+    let started = Instant::now();
+    let (reply, _) = send_and_read(
+        &mut stream,
+        &frame(r#"{"op":"exec","cmd":"sleep 30","timeout":1e300}"#, b""),
+    )
+    .await;
+    assert_eq!(reply["ok"], true, "{reply}");
+    assert_eq!(reply["timed_out"], true, "{reply}");
+    assert_eq!(reply["signal"], 9, "{reply}");
+    let elapsed = started.elapsed();
+    assert!(
+        elapsed >= Duration::from_millis(400) && elapsed < Duration::from_secs(5),
+        "{elapsed:?}"
+    );
+}
+
 /// The processes whose command line contains `marker`.
 fn processes_with(marker: &str) -> Vec<String> {
     let mut found = Vec::new();
