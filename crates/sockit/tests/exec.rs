@@ -679,6 +679,45 @@ async fn legacy_exec_answers_one_frame_with_every_size_key() {
 }
 
 #[tokio::test]
+async fn legacy_exec_holds_a_command_slot_until_its_whole_output_is_sent() {
+    const OUTPUT: usize = 16_000_000;
+    let server = TestServer::start_with(|config| {
+        config.exec.max_running = 1;
+        config.add_listener(ServiceKind::LegacyExec, "127.0.0.1:0".parse().unwrap());
+    })
+    .await;
+    let addr = server.addr(ServiceKind::LegacyExec);
+    let mut slow = TcpStream::connect(addr).await.unwrap();
+    slow.write_all(format!("head -c {OUTPUT} /dev/zero").as_bytes())
+        .await
+        .unwrap();
+    // The reply has begun: the command is over, and its output, far more than the socket
+    // buffers hold, waits for a reader that does not read.
+    tokio::time::timeout(Duration::from_secs(10), slow.peek(&mut [0u8; 1]))
+        .await
+        .expect("the reply begins")
+        .unwrap();
+
+    let mut other = TcpStream::connect(addr).await.unwrap();
+    other.write_all(b"echo hi").await.unwrap();
+    let (reply, body) = read_reply(&mut other).await;
+    assert_eq!(reply["exit_code"], 255, "{reply}");
+    assert_eq!(body, b"sockit: 1 commands are running already\n");
+
+    let (reply, body) = read_reply(&mut slow).await;
+    assert_eq!(
+        (reply["size"].as_u64(), body.len()),
+        (Some(OUTPUT as u64), OUTPUT)
+    );
+    other.write_all(b"echo hi").await.unwrap();
+    let (reply, body) = read_reply(&mut other).await;
+    assert_eq!(
+        (reply["exit_code"].clone(), body),
+        (json!(0), b"hi\n".to_vec())
+    );
+}
+
+#[tokio::test]
 async fn legacy_exec_refuses_addresses_other_machines_can_reach() {
     let mut config = ServerConfig::loopback();
     let root = tempfile::tempdir().unwrap();
