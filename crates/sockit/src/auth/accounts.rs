@@ -1,8 +1,9 @@
 //! The server's view of the users file: checking passwords and key proofs, and the penalties
 //! for failing.
 //!
-//! Passwords are verified by argon2 on the blocking pool, at most one per core at a time, so
-//! a flood of logins costs a bounded amount of CPU and memory. An unknown user (or one with no
+//! Passwords are verified by argon2 on the blocking pool, at most one per core at a time and in
+//! reused memory ([`PasswordChecker`]), so a flood of logins costs a bounded amount of CPU and
+//! memory, and leaves none behind. An unknown user (or one with no
 //! password) is verified against a dummy hash made with the same parameters, so the reply and
 //! its timing do not say whether the user exists. The comparison of hash outputs inside
 //! `argon2` is constant-time.
@@ -17,12 +18,10 @@ use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex, PoisonError};
 use std::time::{Duration, Instant, SystemTime};
 
-use argon2::password_hash::{PasswordHash, PasswordVerifier};
-use argon2::Argon2;
 use ed25519_dalek::VerifyingKey;
-use tokio::sync::Semaphore;
 
 use super::keys::{self, PublicKey, CHALLENGE_LEN};
+use super::password::PasswordChecker;
 use super::penalty::{Penalties, PenaltyPolicy};
 use super::users::{hash_password, UsersError, UsersFile, MAX_PASSWORD};
 
@@ -53,7 +52,7 @@ pub(crate) struct Accounts {
     path: PathBuf,
     loaded: Mutex<Loaded>,
     dummy_hash: String,
-    verify_slots: Semaphore,
+    passwords: PasswordChecker,
     sources: Mutex<Penalties<IpAddr>>,
     user_names: Mutex<Penalties<String>>,
 }
@@ -70,7 +69,7 @@ impl Accounts {
             path: path.to_owned(),
             loaded: Mutex::new(Loaded { users, stamp }),
             dummy_hash,
-            verify_slots: Semaphore::new(cores),
+            passwords: PasswordChecker::new(cores),
             sources: Mutex::new(Penalties::new(penalties, PENALTY_CAPACITY)),
             user_names: Mutex::new(Penalties::new(penalties, PENALTY_CAPACITY)),
         })
@@ -150,15 +149,7 @@ impl Accounts {
         let real = stored.is_some() && password.len() <= MAX_PASSWORD;
         let hash = stored.unwrap_or_else(|| self.dummy_hash.clone());
         let password = password.as_bytes()[..password.len().min(MAX_PASSWORD)].to_vec();
-        let Ok(_slot) = self.verify_slots.acquire().await else {
-            return false;
-        };
-        let verified = tokio::task::spawn_blocking(move || {
-            PasswordHash::new(&hash)
-                .is_ok_and(|hash| Argon2::default().verify_password(&password, &hash).is_ok())
-        })
-        .await
-        .unwrap_or(false);
+        let verified = self.passwords.verify(password, hash).await;
         verified && real
     }
 

@@ -4,8 +4,10 @@
 //! - [`keys`]: public key lines, identity files, and the signed login proof.
 //! - [`penalty`]: lockouts that double after repeated failures (sans-I/O).
 //! - `accounts`: the server side — verifying passwords and proofs, and applying penalties.
+//! - `password`: argon2 checks, a bounded number at once, in reused memory.
 
 pub(crate) mod accounts;
 pub mod keys;
+mod password;
 pub mod penalty;
 pub mod users;
