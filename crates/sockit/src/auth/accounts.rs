@@ -5,8 +5,10 @@
 //! reused memory ([`PasswordChecker`]), so a flood of logins costs a bounded amount of CPU and
 //! memory, and leaves none behind. An unknown user (or one with no
 //! password) is verified against a dummy hash made with the same parameters, so the reply and
-//! its timing do not say whether the user exists. The comparison of hash outputs inside
-//! `argon2` is constant-time.
+//! its timing do not say whether the user exists. The comparison of hash outputs is
+//! constant-time. In the same way a key proof is always verified, against a dummy key when the
+//! key offered is not one of the user's (or does not parse, or the user does not exist), so a
+//! key login's reply and its timing do not say whether the key is authorised.
 //!
 //! The users file is re-read when its modification time or length changes, so `sockit user`
 //! edits take effect without a restart; a file that no longer parses leaves the last good one
@@ -18,7 +20,7 @@ use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex, PoisonError};
 use std::time::{Duration, Instant, SystemTime};
 
-use ed25519_dalek::VerifyingKey;
+use ed25519_dalek::{SigningKey, VerifyingKey};
 
 use super::keys::{self, PublicKey, CHALLENGE_LEN};
 use super::password::PasswordChecker;
@@ -52,6 +54,7 @@ pub(crate) struct Accounts {
     path: PathBuf,
     loaded: Mutex<Loaded>,
     dummy_hash: String,
+    dummy_key: VerifyingKey,
     passwords: PasswordChecker,
     sources: Mutex<Penalties<IpAddr>>,
     user_names: Mutex<Penalties<String>>,
@@ -69,6 +72,8 @@ impl Accounts {
             path: path.to_owned(),
             loaded: Mutex::new(Loaded { users, stamp }),
             dummy_hash,
+            // Only its cost matters: a proof is never accepted for it.
+            dummy_key: SigningKey::from_bytes(&[0x5a; 32]).verifying_key(),
             passwords: PasswordChecker::new(cores),
             sources: Mutex::new(Penalties::new(penalties, PENALTY_CAPACITY)),
             user_names: Mutex::new(Penalties::new(penalties, PENALTY_CAPACITY)),
@@ -162,14 +167,29 @@ impl Accounts {
         challenge: &[u8; CHALLENGE_LEN],
         signature: &str,
     ) -> bool {
-        let Ok(offered) = public_key.parse::<PublicKey>() else {
-            return false;
-        };
-        let users = self.users();
-        let authorised = users
-            .get(user)
-            .is_some_and(|account| account.keys.contains(offered.verifying_key()));
-        authorised && keys::verify_login(offered.verifying_key(), challenge, user, signature)
+        let (key, authorised) = self.key_to_check(user, public_key);
+        // Verified whatever the key, so that the time taken does not say whether it is
+        // authorised.
+        let proven = keys::verify_login(&key, challenge, user, signature);
+        proven && authorised
+    }
+
+    /// The key a proof is verified against, and whether a proof by it is accepted: the key
+    /// offered when it is one of `user`'s, else the dummy key (never accepted).
+    fn key_to_check(&self, user: &str, public_key: &str) -> (VerifyingKey, bool) {
+        let offered = public_key
+            .parse::<PublicKey>()
+            .ok()
+            .map(|offered| *offered.verifying_key());
+        let authorised = offered.filter(|offered| {
+            self.users()
+                .get(user)
+                .is_some_and(|account| account.keys.contains(offered))
+        });
+        match authorised {
+            Some(key) => (key, true),
+            None => (self.dummy_key, false),
+        }
     }
 }
 
@@ -202,4 +222,83 @@ fn parse(file: UsersFile) -> Users {
         })
         .collect();
     Arc::new(users)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::auth::keys::Identity;
+    use crate::auth::users::Account;
+
+    /// Accounts with `alice`, who has `key`, and `bob`, who has none.
+    fn accounts(dir: &Path, key: &Identity) -> Accounts {
+        let path = dir.join("users.toml");
+        let mut file = UsersFile::default();
+        file.users.insert(
+            "alice".into(),
+            Account {
+                password: None,
+                keys: vec![key.public_key("alice@test").to_string()],
+            },
+        );
+        file.users.insert(
+            "bob".into(),
+            Account {
+                password: None,
+                keys: vec![],
+            },
+        );
+        file.save(&path).unwrap();
+        Accounts::open(&path, PenaltyPolicy::default()).unwrap()
+    }
+
+    #[test]
+    fn only_an_authorised_key_is_checked_as_itself_and_every_other_against_the_dummy() {
+        let dir = tempfile::tempdir().unwrap();
+        let (alice, stranger) = (Identity::generate().unwrap(), Identity::generate().unwrap());
+        let accounts = accounts(dir.path(), &alice);
+        let alice_key = *alice.public_key("").verifying_key();
+        assert_eq!(
+            accounts.key_to_check("alice", &alice.public_hex()),
+            (alice_key, true)
+        );
+        for (user, key) in [
+            ("alice", stranger.public_hex()),
+            ("bob", alice.public_hex()),
+            ("mallory", alice.public_hex()),
+            ("alice", "not a key".to_owned()),
+        ] {
+            assert_eq!(
+                accounts.key_to_check(user, &key),
+                (accounts.dummy_key, false),
+                "{user} {key}"
+            );
+        }
+    }
+
+    #[test]
+    fn a_good_signature_by_a_key_that_is_not_authorised_is_refused() {
+        let dir = tempfile::tempdir().unwrap();
+        let (alice, stranger) = (Identity::generate().unwrap(), Identity::generate().unwrap());
+        let accounts = accounts(dir.path(), &alice);
+        let challenge = [3u8; CHALLENGE_LEN];
+        assert!(accounts.verify_key(
+            "alice",
+            &alice.public_hex(),
+            &challenge,
+            &alice.sign_login(&challenge, "alice")
+        ));
+        assert!(!accounts.verify_key(
+            "alice",
+            &stranger.public_hex(),
+            &challenge,
+            &stranger.sign_login(&challenge, "alice")
+        ));
+        assert!(!accounts.verify_key(
+            "bob",
+            &alice.public_hex(),
+            &challenge,
+            &alice.sign_login(&challenge, "bob")
+        ));
+    }
 }
