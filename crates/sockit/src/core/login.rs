@@ -17,6 +17,7 @@ use sockit_proto::ErrorCode;
 
 use super::{Core, OpError, Session};
 use crate::auth::keys::CHALLENGE_LEN;
+use crate::auth::proof::Proof;
 
 /// `challenge`: fresh random bytes to sign for a key login, kept in the session.
 ///
@@ -67,7 +68,7 @@ pub(crate) async fn login(
     let user = request.user.as_ref();
     // Any login attempt logs the session out and uses up its challenge.
     session.user = None;
-    let proof = Proof::of(request, session.challenge.take())?;
+    let proof = Proof::of(request, session.challenge.take()).map_err(OpError::bad_request)?;
     // Password failures count against the user name as well as the source; keys cannot be
     // guessed, so they only count against the source.
     let penalised_user = matches!(proof, Proof::Password(_)).then_some(user);
@@ -124,44 +125,6 @@ pub(crate) async fn login(
             format!("{refusal}{}", closing_note(ends_session)),
         )
     })
-}
-
-/// What a `login` request offers as proof.
-enum Proof<'r> {
-    Password(&'r str),
-    Key {
-        key: &'r str,
-        signature: &'r str,
-        challenge: [u8; CHALLENGE_LEN],
-    },
-}
-
-impl<'r> Proof<'r> {
-    /// The proof a request offers, with the challenge the session held.
-    fn of(
-        request: &'r LoginRequest<'_>,
-        challenge: Option<[u8; CHALLENGE_LEN]>,
-    ) -> Result<Proof<'r>, OpError> {
-        match (
-            request.password.as_deref(),
-            request.key.as_deref(),
-            request.signature.as_deref(),
-            challenge,
-        ) {
-            (Some(password), None, None, _) => Ok(Proof::Password(password)),
-            (None, Some(key), Some(signature), Some(challenge)) => Ok(Proof::Key {
-                key,
-                signature,
-                challenge,
-            }),
-            (None, Some(_), Some(_), None) => Err(OpError::bad_request(
-                "no challenge to sign: send `challenge` first, then `login` with its signature",
-            )),
-            _ => Err(OpError::bad_request(
-                "login takes `user` with `password`, or `user` with `key` and `signature`",
-            )),
-        }
-    }
 }
 
 /// Counts a failed attempt; whether it was the session's last allowed.
