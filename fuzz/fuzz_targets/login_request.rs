@@ -48,7 +48,12 @@ fn check(request: &LoginRequest<'_>, challenge: Option<[u8; CHALLENGE_LEN]>) {
                 // The fuzzer holds no private key: nothing it sends verifies, and a challenge
                 // it never saw is certainly not signed.
                 let fresh = [signed[0] ^ 0xff; CHALLENGE_LEN];
-                assert!(!verify_login(key.verifying_key(), &fresh, &request.user, signature));
+                assert!(!verify_login(
+                    key.verifying_key(),
+                    &fresh,
+                    &request.user,
+                    signature
+                ));
                 let _ = verify_login(key.verifying_key(), &signed, &request.user, signature);
             }
         }
