@@ -290,8 +290,18 @@ async fn twenty_bad_passwords_are_rate_limited_and_the_right_one_works_after_the
     assert_eq!(reply, json!({"ok": true, "user": "alice"}));
 }
 
-#[tokio::test]
-async fn parallel_guesses_from_one_address_get_no_more_checks_than_sequential_ones() {
+/// A connection to `server` from the loopback address `127.0.0.<host>`.
+async fn connect_from(server: &TestServer, host: u8) -> TcpStream {
+    let socket = tokio::net::TcpSocket::new_v4().unwrap();
+    socket.bind(([127, 0, 0, host], 0).into()).unwrap();
+    socket.connect(server.tcp()).await.unwrap()
+}
+
+/// Sends 60 wrong passwords for alice at once, one per connection, each from the loopback
+/// address `source(guess)`; then, once the first answer is in, the right password from
+/// 127.0.0.1. Asserts that the right one is too late and that no more guesses were checked
+/// than one after another would have been.
+async fn parallel_guesses(source: impl Fn(usize) -> u8) {
     const GUESSES: usize = 60;
     let users = Users::new();
     // The default allowance, 5 free failures, with a first lockout long enough to outlast the
@@ -307,8 +317,8 @@ async fn parallel_guesses_from_one_address_get_no_more_checks_than_sequential_on
         b"",
     );
     let mut streams = Vec::with_capacity(GUESSES);
-    for _ in 0..GUESSES {
-        streams.push(server.connect().await);
+    for guess in 0..GUESSES {
+        streams.push(connect_from(&server, source(guess)).await);
     }
     for stream in &mut streams {
         stream.write_all(&wrong).await.unwrap();
@@ -325,7 +335,7 @@ async fn parallel_guesses_from_one_address_get_no_more_checks_than_sequential_on
     let mut codes = vec![replies.recv().await.expect("a reply")];
 
     // The right password, while the guesses are still being checked: too late.
-    let mut stream = server.connect().await;
+    let mut stream = connect_from(&server, 1).await;
     let right = json!({"op": "login", "user": "alice", "password": PASSWORD}).to_string();
     let (reply, _) = send_and_read(&mut stream, &frame(&right, b"")).await;
     assert_eq!(reply["code"], "rate_limited", "{reply}");
@@ -340,6 +350,17 @@ async fn parallel_guesses_from_one_address_get_no_more_checks_than_sequential_on
     // checked; in parallel, no more.
     assert_eq!(checked, 6, "{codes:?}");
     assert_eq!(limited, GUESSES - 6, "{codes:?}");
+}
+
+#[tokio::test]
+async fn parallel_guesses_from_one_address_get_no_more_checks_than_sequential_ones() {
+    parallel_guesses(|_| 1).await;
+}
+
+#[tokio::test]
+async fn parallel_guesses_for_one_user_from_many_addresses_get_no_more_checks_either() {
+    // 127.0.0.2 to 127.0.0.61: each address fails once, the user name sixty times.
+    parallel_guesses(|guess| 2 + guess as u8).await;
 }
 
 #[tokio::test]
