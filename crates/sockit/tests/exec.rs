@@ -364,6 +364,28 @@ async fn parallel_guesses_for_one_user_from_many_addresses_get_no_more_checks_ei
 }
 
 #[tokio::test]
+async fn a_right_password_after_the_free_failures_gives_its_reserved_failure_back() {
+    let users = Users::new();
+    let server = users
+        .server_with(|config| config.login.penalties.base = Duration::from_secs(60))
+        .await;
+    let wrong = json!({"op": "login", "user": "alice", "password": "guess"}).to_string();
+    let right = json!({"op": "login", "user": "alice", "password": PASSWORD}).to_string();
+    for _ in 0..5 {
+        let mut stream = server.connect().await;
+        let (reply, _) = send_and_read(&mut stream, &frame(&wrong, b"")).await;
+        assert_eq!(reply["code"], "unauthorized", "{reply}");
+    }
+    // The sixth login reserves the failure that would lock the address out; being right, it
+    // gives it back, and the address may go on logging in.
+    for _ in 0..3 {
+        let mut stream = server.connect().await;
+        let (reply, _) = send_and_read(&mut stream, &frame(&right, b"")).await;
+        assert_eq!(reply, json!({"ok": true, "user": "alice"}));
+    }
+}
+
+#[tokio::test]
 async fn a_connection_closes_after_its_allowed_failures() {
     let users = Users::new();
     let server = users
