@@ -84,6 +84,13 @@ pub enum EnvelopeError {
     /// `id` is present but an array or object.
     #[error("`id` must be a JSON scalar (string, number, boolean or null)")]
     IdNotScalar,
+    /// `id` is longer than [`MAX_ID_LEN`](crate::MAX_ID_LEN) bytes of JSON text.
+    #[error("`id` must be at most {} bytes of JSON", crate::MAX_ID_LEN)]
+    IdTooLong,
+    /// `id` is a string that is not Unicode (a lone surrogate escape such as `"\ud800"`), or a
+    /// number out of range.
+    #[error("`id` must be a valid JSON scalar: a string of Unicode text, or a number in range")]
+    IdInvalid,
 }
 
 impl EnvelopeError {

@@ -8,7 +8,7 @@ use bytes::Bytes;
 use serde::Deserialize;
 use serde_json::value::RawValue;
 
-use crate::{EnvelopeError, FrameError, Limits};
+use crate::{EnvelopeError, FrameError, Limits, MAX_ID_LEN};
 
 /// The decoded header of one frame.
 ///
@@ -91,12 +91,13 @@ impl Header {
                 }
             },
         };
-        let id = match envelope.id {
-            Some(raw) if raw.get().starts_with(['{', '[']) => {
-                envelope_error.get_or_insert(EnvelopeError::IdNotScalar);
+        let id = match envelope.id.map(|raw| check_id(raw.get())) {
+            Some(Ok(id)) => Some(range_within(text, id)),
+            Some(Err(err)) => {
+                // A bad id is never echoed: the error reply goes without one.
+                envelope_error.get_or_insert(err);
                 None
             }
-            Some(raw) => Some(range_within(text, raw.get())),
             None => None,
         };
 
@@ -161,6 +162,19 @@ impl fmt::Debug for Header {
             .field("body_len", &self.body_len)
             .finish()
     }
+}
+
+/// An `id` fit to be copied into a reply: a JSON scalar of at most [`MAX_ID_LEN`] bytes that
+/// any JSON reader takes back (no lone surrogate, no number out of range).
+fn check_id(id: &str) -> Result<&str, EnvelopeError> {
+    if id.starts_with(['{', '[']) {
+        return Err(EnvelopeError::IdNotScalar);
+    }
+    if id.len() > MAX_ID_LEN {
+        return Err(EnvelopeError::IdTooLong);
+    }
+    serde_json::from_str::<serde_json::Value>(id).map_err(|_| EnvelopeError::IdInvalid)?;
+    Ok(id)
 }
 
 /// The body length declared by the first size key present.
@@ -356,6 +370,35 @@ mod tests {
         assert_eq!(header.body_len(), 2);
         let header = parse(r#"{"op":"ping","id":[1]}"#).unwrap();
         assert_eq!(header.op(), Err(EnvelopeError::IdNotScalar));
+    }
+
+    #[test]
+    fn ids_up_to_the_limit_are_kept_and_longer_ones_refused() {
+        let longest = format!("\"{}\"", "x".repeat(MAX_ID_LEN - 2));
+        let header = parse(&format!(r#"{{"op":"ping","id":{longest}}}"#)).unwrap();
+        assert_eq!(header.id(), Some(longest.as_str()));
+        assert_eq!(header.op(), Ok(Some("ping")));
+
+        let long = format!("\"{}\"", "x".repeat(MAX_ID_LEN - 1));
+        let header = parse(&format!(r#"{{"op":"ping","id":{long}}}"#)).unwrap();
+        assert_eq!(header.op(), Err(EnvelopeError::IdTooLong));
+        assert_eq!(header.id(), None, "a bad id is not echoed");
+        let digits = "1".repeat(MAX_ID_LEN + 1);
+        let header = parse(&format!(r#"{{"op":"ping","id":{digits}}}"#)).unwrap();
+        assert_eq!(header.op(), Err(EnvelopeError::IdTooLong));
+    }
+
+    #[test]
+    fn ids_no_json_reader_takes_back_are_refused() {
+        for id in [r#""\ud800""#, r#""a\udfffb""#, r#""\ud800\u0041""#, "1e999"] {
+            let header = parse(&format!(r#"{{"op":"ping","id":{id}}}"#)).unwrap();
+            assert_eq!(header.op(), Err(EnvelopeError::IdInvalid), "{id}");
+            assert_eq!(header.id(), None, "{id}");
+        }
+        for id in [r#""\ud83d\ude00""#, "-1.5e3", "true", r#""é""#] {
+            let header = parse(&format!(r#"{{"op":"ping","id":{id}}}"#)).unwrap();
+            assert_eq!(header.id(), Some(id), "{id}");
+        }
     }
 
     #[test]

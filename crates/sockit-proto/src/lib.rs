@@ -58,6 +58,10 @@ pub use limits::{
 /// Length in bytes of the header-length prefix that starts every frame.
 pub const HEADER_LEN_PREFIX: usize = 4;
 
+/// The longest request `id`, in bytes of JSON text; a longer one is refused (`bad_request`),
+/// so an echoed `id` never makes a reply header too long for a client.
+pub const MAX_ID_LEN: usize = 256;
+
 /// Header keys that declare the body length, in the order they are honoured.
 ///
 /// `size` is sockit's own; the others are the keys of the tutorials' clients.

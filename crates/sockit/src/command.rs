@@ -7,6 +7,10 @@
 //! dropped (the client went away, the server is shutting down). No process of a command
 //! outlives it unless it left the group on purpose (`setsid`); output still held open by such
 //! a process is waited for only [`DRAIN_GRACE`].
+//!
+//! A command gets a clean environment, never the server's own (which may hold secrets): the
+//! fixed [`FIXED_ENV`], the few server variables named in [`PASSED_ENV`] when the server has
+//! them, and what the caller adds (`SOCKIT_USER` for `exec`).
 
 use std::ffi::OsStr;
 use std::io;
@@ -25,6 +29,19 @@ use tokio::time::{sleep_until, Instant};
 pub(crate) const OUTPUT_CHUNK: usize = 64 * 1024;
 /// How long output pipes may stay open after the command has ended and its group was killed.
 const DRAIN_GRACE: Duration = Duration::from_secs(1);
+
+/// Variables every command gets, whatever the server's environment.
+pub const FIXED_ENV: [(&str, &str); 2] = [
+    ("PATH", "/usr/local/bin:/usr/bin:/bin"),
+    ("SHELL", "/bin/sh"),
+];
+
+/// Variables a command gets from the server's environment when the server has them: the
+/// account the commands run as (its home directory and name) and the locale and time zone.
+/// Nothing else of the server's environment reaches a command.
+pub const PASSED_ENV: [&str; 7] = [
+    "HOME", "USER", "LOGNAME", "LANG", "LC_ALL", "LC_CTYPE", "TZ",
+];
 
 /// Which output a chunk came from.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -150,7 +167,7 @@ pub(crate) struct RunningCommand {
 }
 
 impl RunningCommand {
-    /// Starts `sh -c command` with `env` added to the server's environment.
+    /// Starts `sh -c command` with a clean environment (see the module docs) plus `env`.
     ///
     /// # Errors
     ///
@@ -187,6 +204,13 @@ impl RunningCommand {
         shell
             .arg("-c")
             .arg(command)
+            .env_clear()
+            .envs(FIXED_ENV)
+            .envs(
+                PASSED_ENV
+                    .iter()
+                    .filter_map(|name| Some((name, std::env::var_os(name)?))),
+            )
             .envs(env.iter().copied())
             .stdin(stdin)
             .stdout(Stdio::piped())
@@ -480,6 +504,31 @@ mod tests {
         let ran = run("echo \"$SOCKIT_TEST\"; cat; echo end", limits(HOUR, 1024)).await;
         assert_eq!(ran.stdout, b"a value\nend\n");
         assert_eq!(ran.exit(), Exit::Code(0));
+    }
+
+    #[tokio::test]
+    async fn the_environment_is_the_documented_set_and_nothing_else() {
+        let ran = run("env", limits(HOUR, 1 << 16)).await;
+        let stdout = String::from_utf8(ran.stdout).unwrap();
+        let mut names: Vec<&str> = stdout
+            .lines()
+            .filter_map(|line| line.split_once('=').map(|(name, _)| name))
+            .filter(|name| *name != "PWD" && *name != "SHLVL" && *name != "_")
+            .collect();
+        names.sort_unstable();
+        let mut expected: Vec<&str> = FIXED_ENV.iter().map(|(name, _)| *name).collect();
+        expected.extend(
+            PASSED_ENV
+                .iter()
+                .filter(|name| std::env::var_os(name).is_some()),
+        );
+        expected.push("SOCKIT_TEST");
+        expected.sort_unstable();
+        assert_eq!(names, expected, "{stdout}");
+        assert!(
+            stdout.contains("PATH=/usr/local/bin:/usr/bin:/bin\n"),
+            "{stdout}"
+        );
     }
 
     #[tokio::test]

@@ -290,6 +290,101 @@ async fn twenty_bad_passwords_are_rate_limited_and_the_right_one_works_after_the
     assert_eq!(reply, json!({"ok": true, "user": "alice"}));
 }
 
+/// A connection to `server` from the loopback address `127.0.0.<host>`.
+async fn connect_from(server: &TestServer, host: u8) -> TcpStream {
+    let socket = tokio::net::TcpSocket::new_v4().unwrap();
+    socket.bind(([127, 0, 0, host], 0).into()).unwrap();
+    socket.connect(server.tcp()).await.unwrap()
+}
+
+/// Sends 60 wrong passwords for alice at once, one per connection, each from the loopback
+/// address `source(guess)`; then, once the first answer is in, the right password from
+/// 127.0.0.1. Asserts that the right one is too late and that no more guesses were checked
+/// than one after another would have been.
+async fn parallel_guesses(source: impl Fn(usize) -> u8) {
+    const GUESSES: usize = 60;
+    let users = Users::new();
+    // The default allowance, 5 free failures, with a first lockout long enough to outlast the
+    // test on a loaded machine.
+    let server = users
+        .server_with(|config| {
+            config.login.penalties.base = Duration::from_secs(60);
+            config.login.penalties.max = Duration::from_secs(60);
+        })
+        .await;
+    let wrong = frame(
+        &json!({"op": "login", "user": "alice", "password": "guess"}).to_string(),
+        b"",
+    );
+    let mut streams = Vec::with_capacity(GUESSES);
+    for guess in 0..GUESSES {
+        streams.push(connect_from(&server, source(guess)).await);
+    }
+    for stream in &mut streams {
+        stream.write_all(&wrong).await.unwrap();
+    }
+    let (codes, mut replies) = tokio::sync::mpsc::unbounded_channel();
+    for mut stream in streams {
+        let codes = codes.clone();
+        tokio::spawn(async move {
+            let (reply, _) = read_reply(&mut stream).await;
+            let _ = codes.send(reply["code"].as_str().unwrap_or("none").to_owned());
+        });
+    }
+    drop(codes);
+    let mut codes = vec![replies.recv().await.expect("a reply")];
+
+    // The right password, while the guesses are still being checked: too late.
+    let mut stream = connect_from(&server, 1).await;
+    let right = json!({"op": "login", "user": "alice", "password": PASSWORD}).to_string();
+    let (reply, _) = send_and_read(&mut stream, &frame(&right, b"")).await;
+    assert_eq!(reply["code"], "rate_limited", "{reply}");
+
+    while let Some(code) = replies.recv().await {
+        codes.push(code);
+    }
+    assert_eq!(codes.len(), GUESSES);
+    let checked = codes.iter().filter(|code| *code == "unauthorized").count();
+    let limited = codes.iter().filter(|code| *code == "rate_limited").count();
+    // One after another, the five free failures and the one that earns the first lockout are
+    // checked; in parallel, no more.
+    assert_eq!(checked, 6, "{codes:?}");
+    assert_eq!(limited, GUESSES - 6, "{codes:?}");
+}
+
+#[tokio::test]
+async fn parallel_guesses_from_one_address_get_no_more_checks_than_sequential_ones() {
+    parallel_guesses(|_| 1).await;
+}
+
+#[tokio::test]
+async fn parallel_guesses_for_one_user_from_many_addresses_get_no_more_checks_either() {
+    // 127.0.0.2 to 127.0.0.61: each address fails once, the user name sixty times.
+    parallel_guesses(|guess| 2 + guess as u8).await;
+}
+
+#[tokio::test]
+async fn a_right_password_after_the_free_failures_gives_its_reserved_failure_back() {
+    let users = Users::new();
+    let server = users
+        .server_with(|config| config.login.penalties.base = Duration::from_secs(60))
+        .await;
+    let wrong = json!({"op": "login", "user": "alice", "password": "guess"}).to_string();
+    let right = json!({"op": "login", "user": "alice", "password": PASSWORD}).to_string();
+    for _ in 0..5 {
+        let mut stream = server.connect().await;
+        let (reply, _) = send_and_read(&mut stream, &frame(&wrong, b"")).await;
+        assert_eq!(reply["code"], "unauthorized", "{reply}");
+    }
+    // The sixth login reserves the failure that would lock the address out; being right, it
+    // gives it back, and the address may go on logging in.
+    for _ in 0..3 {
+        let mut stream = server.connect().await;
+        let (reply, _) = send_and_read(&mut stream, &frame(&right, b"")).await;
+        assert_eq!(reply, json!({"ok": true, "user": "alice"}));
+    }
+}
+
 #[tokio::test]
 async fn a_connection_closes_after_its_allowed_failures() {
     let users = Users::new();
@@ -424,6 +519,31 @@ async fn a_timeout_is_honoured_and_capped_by_the_server() {
     let elapsed = started.elapsed();
     assert!(
         elapsed >= Duration::from_millis(900) && elapsed < Duration::from_secs(5),
+        "{elapsed:?}"
+    );
+}
+
+#[tokio::test]
+async fn a_huge_timeout_gets_the_servers_limit_instead_of_a_refusal() {
+    let users = Users::new();
+    let server = users
+        .server_with(|config| config.exec.max_timeout = Duration::from_millis(500))
+        .await;
+    let mut stream = server.connect().await;
+    let login = json!({"op": "login", "user": "alice", "password": PASSWORD}).to_string();
+    send_and_read(&mut stream, &frame(&login, b"")).await;
+    let started = Instant::now();
+    let (reply, _) = send_and_read(
+        &mut stream,
+        &frame(r#"{"op":"exec","cmd":"sleep 30","timeout":1e300}"#, b""),
+    )
+    .await;
+    assert_eq!(reply["ok"], true, "{reply}");
+    assert_eq!(reply["timed_out"], true, "{reply}");
+    assert_eq!(reply["signal"], 9, "{reply}");
+    let elapsed = started.elapsed();
+    assert!(
+        elapsed >= Duration::from_millis(400) && elapsed < Duration::from_secs(5),
         "{elapsed:?}"
     );
 }
@@ -605,6 +725,45 @@ async fn legacy_exec_answers_one_frame_with_every_size_key() {
     let mut rest = Vec::new();
     stream.read_to_end(&mut rest).await.unwrap();
     assert!(rest.is_empty());
+}
+
+#[tokio::test]
+async fn legacy_exec_holds_a_command_slot_until_its_whole_output_is_sent() {
+    const OUTPUT: usize = 16_000_000;
+    let server = TestServer::start_with(|config| {
+        config.exec.max_running = 1;
+        config.add_listener(ServiceKind::LegacyExec, "127.0.0.1:0".parse().unwrap());
+    })
+    .await;
+    let addr = server.addr(ServiceKind::LegacyExec);
+    let mut slow = TcpStream::connect(addr).await.unwrap();
+    slow.write_all(format!("head -c {OUTPUT} /dev/zero").as_bytes())
+        .await
+        .unwrap();
+    // The reply has begun: the command is over, and its output, far more than the socket
+    // buffers hold, waits for a reader that does not read.
+    tokio::time::timeout(Duration::from_secs(10), slow.peek(&mut [0u8; 1]))
+        .await
+        .expect("the reply begins")
+        .unwrap();
+
+    let mut other = TcpStream::connect(addr).await.unwrap();
+    other.write_all(b"echo hi").await.unwrap();
+    let (reply, body) = read_reply(&mut other).await;
+    assert_eq!(reply["exit_code"], 255, "{reply}");
+    assert_eq!(body, b"sockit: 1 commands are running already\n");
+
+    let (reply, body) = read_reply(&mut slow).await;
+    assert_eq!(
+        (reply["size"].as_u64(), body.len()),
+        (Some(OUTPUT as u64), OUTPUT)
+    );
+    other.write_all(b"echo hi").await.unwrap();
+    let (reply, body) = read_reply(&mut other).await;
+    assert_eq!(
+        (reply["exit_code"].clone(), body),
+        (json!(0), b"hi\n".to_vec())
+    );
 }
 
 #[tokio::test]

@@ -258,6 +258,88 @@ async fn malformed_envelopes_are_bad_request_and_recoverable() {
     assert_eq!(header["ok"], true);
 }
 
+/// Reads one reply's header as raw bytes (a reply that is not valid JSON shows as it is).
+async fn read_raw_header(stream: &mut TcpStream) -> Vec<u8> {
+    let mut prefix = [0u8; 4];
+    tokio::time::timeout(Duration::from_secs(10), stream.read_exact(&mut prefix))
+        .await
+        .expect("a reply within 10 s")
+        .unwrap();
+    let mut header = vec![0u8; i32::from_le_bytes(prefix) as usize];
+    stream.read_exact(&mut header).await.unwrap();
+    header
+}
+
+#[tokio::test]
+async fn ids_too_long_or_not_unicode_are_bad_request_and_never_echoed() {
+    let server = TestServer::start().await;
+    let mut stream = server.connect().await;
+    let long = format!(r#""{}""#, "x".repeat(300));
+    for (id, error) in [
+        (
+            r#""\ud800""#,
+            "`id` must be a valid JSON scalar: a string of Unicode text, or a number in range",
+        ),
+        (
+            r#""a\udc00b""#,
+            "`id` must be a valid JSON scalar: a string of Unicode text, or a number in range",
+        ),
+        (long.as_str(), "`id` must be at most 256 bytes of JSON"),
+    ] {
+        let request = format!(r#"{{"op":"echo","id":{id},"size":1}}"#);
+        stream.write_all(&frame(&request, b"x")).await.unwrap();
+        let header = read_raw_header(&mut stream).await;
+        let expected = json!({"ok": false, "code": "bad_request", "error": error});
+        assert_eq!(
+            serde_json::from_slice::<Value>(&header).ok(),
+            Some(expected),
+            "{id}: {}",
+            String::from_utf8_lossy(&header)
+        );
+    }
+    // The longest id allowed is echoed as it came.
+    let longest = format!(r#""{}""#, "y".repeat(254));
+    let request = format!(r#"{{"op":"ping","id":{longest}}}"#);
+    let (header, _) = send_and_read(&mut stream, &frame(&request, b"")).await;
+    assert_eq!(header["ok"], true, "{header}");
+    assert_eq!(header["id"], "y".repeat(254));
+}
+
+/// A connection from `source` (a loopback address) that has been served a `ping`.
+async fn served_from(server: &TestServer, source: std::net::Ipv4Addr) -> TcpStream {
+    let socket = tokio::net::TcpSocket::new_v4().unwrap();
+    socket.bind((source, 0).into()).unwrap();
+    let mut stream = socket.connect(server.tcp()).await.unwrap();
+    let (header, _) = send_and_read(&mut stream, &frame(r#"{"op":"ping"}"#, b"")).await;
+    assert_eq!(header["ok"], true, "{source}: {header}");
+    stream
+}
+
+#[tokio::test]
+async fn by_default_four_sources_at_their_limit_leave_room_for_others() {
+    let per_source = sockit::defaults::MAX_CONNS_PER_SOURCE;
+    let server = TestServer::start().await;
+    let mut idle = Vec::with_capacity(4 * per_source);
+    for source in 1..=4 {
+        for _ in 0..per_source {
+            idle.push(served_from(&server, std::net::Ipv4Addr::new(127, 0, 0, source)).await);
+        }
+    }
+    // Every one of them is still open, and a fifth address is served at once.
+    let started = Instant::now();
+    let _other = served_from(&server, std::net::Ipv4Addr::new(127, 0, 0, 5)).await;
+    assert!(started.elapsed() < Duration::from_secs(2));
+    let socket = tokio::net::TcpSocket::new_v4().unwrap();
+    socket.bind(([127, 0, 0, 1], 0).into()).unwrap();
+    let mut past = socket.connect(server.tcp()).await.unwrap();
+    let (header, _) = read_reply(&mut past).await;
+    assert_eq!(
+        header["code"], "busy",
+        "past its own limit, a source is refused: {header}"
+    );
+    drop(idle);
+}
+
 #[tokio::test]
 async fn per_source_limit_refuses_with_busy() {
     let server = TestServer::start_with(|config| config.max_conns_per_source = 2).await;

@@ -84,7 +84,8 @@ pub(crate) struct Args {
     /// The file store directory.
     #[arg(long, value_name = "DIR", default_value = defaults::ROOT)]
     root: PathBuf,
-    /// Most TCP connections open at once; more wait to be accepted.
+    /// Most TCP connections open at once; more wait to be accepted. The open-files limit is
+    /// raised to match, within the hard limit.
     #[arg(long, value_name = "N", default_value_t = defaults::MAX_CONNS)]
     max_conns: usize,
     /// Most TCP connections open at once from one IP address; more are refused.

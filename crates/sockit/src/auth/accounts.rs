@@ -1,11 +1,14 @@
 //! The server's view of the users file: checking passwords and key proofs, and the penalties
 //! for failing.
 //!
-//! Passwords are verified by argon2 on the blocking pool, at most one per core at a time, so
-//! a flood of logins costs a bounded amount of CPU and memory. An unknown user (or one with no
+//! Passwords are verified by argon2 on the blocking pool, at most one per core at a time and in
+//! reused memory ([`PasswordChecker`]), so a flood of logins costs a bounded amount of CPU and
+//! memory, and leaves none behind. An unknown user (or one with no
 //! password) is verified against a dummy hash made with the same parameters, so the reply and
-//! its timing do not say whether the user exists. The comparison of hash outputs inside
-//! `argon2` is constant-time.
+//! its timing do not say whether the user exists. The comparison of hash outputs is
+//! constant-time. In the same way a key proof is always verified, against a dummy key when the
+//! key offered is not one of the user's (or does not parse, or the user does not exist), so a
+//! key login's reply and its timing do not say whether the key is authorised.
 //!
 //! The users file is re-read when its modification time or length changes, so `sockit user`
 //! edits take effect without a restart; a file that no longer parses leaves the last good one
@@ -17,12 +20,10 @@ use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex, PoisonError};
 use std::time::{Duration, Instant, SystemTime};
 
-use argon2::password_hash::{PasswordHash, PasswordVerifier};
-use argon2::Argon2;
-use ed25519_dalek::VerifyingKey;
-use tokio::sync::Semaphore;
+use ed25519_dalek::{SigningKey, VerifyingKey};
 
 use super::keys::{self, PublicKey, CHALLENGE_LEN};
+use super::password::PasswordChecker;
 use super::penalty::{Penalties, PenaltyPolicy};
 use super::users::{hash_password, UsersError, UsersFile, MAX_PASSWORD};
 
@@ -53,7 +54,8 @@ pub(crate) struct Accounts {
     path: PathBuf,
     loaded: Mutex<Loaded>,
     dummy_hash: String,
-    verify_slots: Semaphore,
+    dummy_key: VerifyingKey,
+    passwords: PasswordChecker,
     sources: Mutex<Penalties<IpAddr>>,
     user_names: Mutex<Penalties<String>>,
 }
@@ -70,7 +72,9 @@ impl Accounts {
             path: path.to_owned(),
             loaded: Mutex::new(Loaded { users, stamp }),
             dummy_hash,
-            verify_slots: Semaphore::new(cores),
+            // Only its cost matters: a proof is never accepted for it.
+            dummy_key: SigningKey::from_bytes(&[0x5a; 32]).verifying_key(),
+            passwords: PasswordChecker::new(cores),
             sources: Mutex::new(Penalties::new(penalties, PENALTY_CAPACITY)),
             user_names: Mutex::new(Penalties::new(penalties, PENALTY_CAPACITY)),
         })
@@ -100,34 +104,43 @@ impl Accounts {
         Arc::clone(&loaded.users)
     }
 
-    /// `Err(wait)` while logins from `source`, or password logins for `user`, are locked out.
-    pub(crate) fn check_penalty(&self, source: IpAddr, user: Option<&str>) -> Result<(), Duration> {
+    /// Reserves a failure for a login from `source` about to be checked; `user` is given for
+    /// password logins, whose failures also count against the user name. `Err(wait)` while
+    /// either is locked out, and then nothing is counted.
+    ///
+    /// The failure counts before the proof is checked, so logins sent in parallel are checked
+    /// no more often than the allowance; [`Accounts::succeeded`] gives it back.
+    pub(crate) fn reserve_failure(
+        &self,
+        source: IpAddr,
+        user: Option<&str>,
+    ) -> Result<(), Duration> {
         let now = Instant::now();
-        let by_source = lock(&self.sources).check(&source, now);
+        let mut sources = lock(&self.sources);
+        let mut user_names = lock(&self.user_names);
+        let by_source = sources.check(&source, now);
         let by_user = match user {
-            Some(user) => lock(&self.user_names).check(user, now),
+            Some(user) => user_names.check(user, now),
             None => Ok(()),
         };
         match (by_source, by_user) {
-            (Err(a), Err(b)) => Err(a.max(b)),
-            (Err(wait), _) | (_, Err(wait)) => Err(wait),
-            _ => Ok(()),
+            (Err(a), Err(b)) => return Err(a.max(b)),
+            (Err(wait), _) | (_, Err(wait)) => return Err(wait),
+            _ => {}
         }
+        sources.fail(&source, now);
+        if let Some(user) = user {
+            user_names.fail(user, now);
+        }
+        Ok(())
     }
 
-    /// Records the outcome of a login from `source`; `user` is given for password logins,
-    /// whose failures also count against the user name.
-    pub(crate) fn record(&self, source: IpAddr, user: Option<&str>, success: bool) {
-        let now = Instant::now();
-        if success {
-            if let Some(user) = user {
-                lock(&self.user_names).succeed(user);
-            }
-            return;
-        }
-        lock(&self.sources).fail(&source, now);
+    /// A login whose failure was reserved succeeded: the source gets its failure back, and the
+    /// user name's failures are forgotten.
+    pub(crate) fn succeeded(&self, source: IpAddr, user: Option<&str>) {
+        lock(&self.sources).give_back(&source);
         if let Some(user) = user {
-            lock(&self.user_names).fail(user, now);
+            lock(&self.user_names).succeed(user);
         }
     }
 
@@ -141,15 +154,7 @@ impl Accounts {
         let real = stored.is_some() && password.len() <= MAX_PASSWORD;
         let hash = stored.unwrap_or_else(|| self.dummy_hash.clone());
         let password = password.as_bytes()[..password.len().min(MAX_PASSWORD)].to_vec();
-        let Ok(_slot) = self.verify_slots.acquire().await else {
-            return false;
-        };
-        let verified = tokio::task::spawn_blocking(move || {
-            PasswordHash::new(&hash)
-                .is_ok_and(|hash| Argon2::default().verify_password(&password, &hash).is_ok())
-        })
-        .await
-        .unwrap_or(false);
+        let verified = self.passwords.verify(password, hash).await;
         verified && real
     }
 
@@ -162,14 +167,29 @@ impl Accounts {
         challenge: &[u8; CHALLENGE_LEN],
         signature: &str,
     ) -> bool {
-        let Ok(offered) = public_key.parse::<PublicKey>() else {
-            return false;
-        };
-        let users = self.users();
-        let authorised = users
-            .get(user)
-            .is_some_and(|account| account.keys.contains(offered.verifying_key()));
-        authorised && keys::verify_login(offered.verifying_key(), challenge, user, signature)
+        let (key, authorised) = self.key_to_check(user, public_key);
+        // Verified whatever the key, so that the time taken does not say whether it is
+        // authorised.
+        let proven = keys::verify_login(&key, challenge, user, signature);
+        proven && authorised
+    }
+
+    /// The key a proof is verified against, and whether a proof by it is accepted: the key
+    /// offered when it is one of `user`'s, else the dummy key (never accepted).
+    fn key_to_check(&self, user: &str, public_key: &str) -> (VerifyingKey, bool) {
+        let offered = public_key
+            .parse::<PublicKey>()
+            .ok()
+            .map(|offered| *offered.verifying_key());
+        let authorised = offered.filter(|offered| {
+            self.users()
+                .get(user)
+                .is_some_and(|account| account.keys.contains(offered))
+        });
+        match authorised {
+            Some(key) => (key, true),
+            None => (self.dummy_key, false),
+        }
     }
 }
 
@@ -202,4 +222,83 @@ fn parse(file: UsersFile) -> Users {
         })
         .collect();
     Arc::new(users)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::auth::keys::Identity;
+    use crate::auth::users::Account;
+
+    /// Accounts with `alice`, who has `key`, and `bob`, who has none.
+    fn accounts(dir: &Path, key: &Identity) -> Accounts {
+        let path = dir.join("users.toml");
+        let mut file = UsersFile::default();
+        file.users.insert(
+            "alice".into(),
+            Account {
+                password: None,
+                keys: vec![key.public_key("alice@test").to_string()],
+            },
+        );
+        file.users.insert(
+            "bob".into(),
+            Account {
+                password: None,
+                keys: vec![],
+            },
+        );
+        file.save(&path).unwrap();
+        Accounts::open(&path, PenaltyPolicy::default()).unwrap()
+    }
+
+    #[test]
+    fn only_an_authorised_key_is_checked_as_itself_and_every_other_against_the_dummy() {
+        let dir = tempfile::tempdir().unwrap();
+        let (alice, stranger) = (Identity::generate().unwrap(), Identity::generate().unwrap());
+        let accounts = accounts(dir.path(), &alice);
+        let alice_key = *alice.public_key("").verifying_key();
+        assert_eq!(
+            accounts.key_to_check("alice", &alice.public_hex()),
+            (alice_key, true)
+        );
+        for (user, key) in [
+            ("alice", stranger.public_hex()),
+            ("bob", alice.public_hex()),
+            ("mallory", alice.public_hex()),
+            ("alice", "not a key".to_owned()),
+        ] {
+            assert_eq!(
+                accounts.key_to_check(user, &key),
+                (accounts.dummy_key, false),
+                "{user} {key}"
+            );
+        }
+    }
+
+    #[test]
+    fn a_good_signature_by_a_key_that_is_not_authorised_is_refused() {
+        let dir = tempfile::tempdir().unwrap();
+        let (alice, stranger) = (Identity::generate().unwrap(), Identity::generate().unwrap());
+        let accounts = accounts(dir.path(), &alice);
+        let challenge = [3u8; CHALLENGE_LEN];
+        assert!(accounts.verify_key(
+            "alice",
+            &alice.public_hex(),
+            &challenge,
+            &alice.sign_login(&challenge, "alice")
+        ));
+        assert!(!accounts.verify_key(
+            "alice",
+            &stranger.public_hex(),
+            &challenge,
+            &stranger.sign_login(&challenge, "alice")
+        ));
+        assert!(!accounts.verify_key(
+            "bob",
+            &alice.public_hex(),
+            &challenge,
+            &alice.sign_login(&challenge, "bob")
+        ));
+    }
 }

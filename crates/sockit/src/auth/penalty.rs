@@ -3,6 +3,11 @@
 //! Failures are forgotten after a quiet spell. This is sshd's per-source penalty model,
 //! applied to user names as well.
 //!
+//! A login *reserves* its failure before its proof is checked (refused while locked out, else
+//! counted at once with [`Penalties::fail`]) and gives it back if the proof was good
+//! ([`Penalties::give_back`]). So guesses sent in parallel, all in flight before the first is
+//! answered, are checked no more often than guesses sent one after another.
+//!
 //! No I/O and no clock of its own: callers pass `now`, so the rules are tested exactly.
 
 use std::borrow::Borrow;
@@ -69,6 +74,22 @@ impl<K: Hash + Eq> Penalties<K> {
         match self.records.get(key).and_then(|record| record.locked_until) {
             Some(until) if until > now => Err(until - now),
             _ => Ok(()),
+        }
+    }
+
+    /// Gives back a failure reserved for an attempt that succeeded after all: one fewer
+    /// failure, and no lockout once the count is within the free failures again.
+    pub(crate) fn give_back<Q>(&mut self, key: &Q)
+    where
+        K: Borrow<Q>,
+        Q: Hash + Eq + ?Sized,
+    {
+        let free_failures = self.policy.free_failures;
+        if let Some(record) = self.records.get_mut(key) {
+            record.failures = record.failures.saturating_sub(1);
+            if record.failures <= free_failures {
+                record.locked_until = None;
+            }
         }
     }
 
@@ -198,6 +219,28 @@ mod tests {
             Ok(()),
             "old failures forgotten"
         );
+    }
+
+    #[test]
+    fn reservations_count_before_the_outcome_and_a_success_gives_its_back() {
+        let start = Instant::now();
+        let mut penalties = Penalties::new(POLICY, 16);
+        // Four attempts in flight at once: the three free failures and the one that locks out.
+        for _ in 0..4 {
+            assert_eq!(penalties.check(&"ip", start), Ok(()));
+            penalties.fail(&"ip", start);
+        }
+        assert_eq!(
+            penalties.check(&"ip", start),
+            Err(Duration::from_secs(1)),
+            "a fifth parallel attempt is refused before it is checked"
+        );
+        // The fourth was the right password: its failure is given back, and the lockout with it.
+        penalties.give_back(&"ip");
+        assert_eq!(penalties.check(&"ip", start), Ok(()));
+        assert_eq!(penalties.records[&"ip"].failures, 3);
+        penalties.give_back(&"unknown");
+        assert!(!penalties.records.contains_key(&"unknown"));
     }
 
     #[test]

@@ -58,18 +58,7 @@ pub(crate) fn start(
             "cmd must be a non-empty command line without NUL bytes",
         ));
     }
-    let max_timeout = core.exec.max_timeout;
-    let timeout = match request.timeout {
-        None => max_timeout,
-        Some(secs) => match Duration::try_from_secs_f64(secs) {
-            Ok(asked) if !asked.is_zero() => asked.min(max_timeout),
-            _ => {
-                return Err(OpError::bad_request(
-                    "timeout must be a positive number of seconds",
-                ))
-            }
-        },
-    };
+    let timeout = timeout_of(request.timeout, core.exec.max_timeout)?;
     let Ok(slot) = core.exec_slots.clone().try_acquire_owned() else {
         return Err(OpError::new(
             ErrorCode::Busy,
@@ -134,6 +123,23 @@ impl Exec {
     }
 }
 
+/// The time a command may run: what the client asked for, capped by the server's `max`; any
+/// positive number is accepted, however large (`1e300` is the server's limit).
+///
+/// # Errors
+///
+/// `bad_request` for zero or a negative number.
+fn timeout_of(asked: Option<f64>, max: Duration) -> Result<Duration, OpError> {
+    match asked {
+        None => Ok(max),
+        Some(secs) if secs > 0.0 && secs >= max.as_secs_f64() => Ok(max),
+        Some(secs) if secs > 0.0 => Ok(Duration::from_secs_f64(secs).max(Duration::from_nanos(1))),
+        Some(_) => Err(OpError::bad_request(
+            "timeout must be a positive number of seconds",
+        )),
+    }
+}
+
 /// The end of an `exec` reply.
 fn exit_of(finished: &Finished, elapsed: Duration) -> ExecExit {
     let (exit_code, signal, signal_name) = match finished.exit {
@@ -153,5 +159,36 @@ fn exit_of(finished: &Finished, elapsed: Duration) -> ExecExit {
         truncated: finished.truncated,
         timed_out: finished.timed_out,
         elapsed_ms: elapsed.as_millis() as u64,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const MAX: Duration = Duration::from_secs(3600);
+
+    #[test]
+    fn timeouts_are_capped_not_refused() {
+        assert_eq!(timeout_of(None, MAX).unwrap(), MAX);
+        assert_eq!(timeout_of(Some(1e300), MAX).unwrap(), MAX);
+        assert_eq!(timeout_of(Some(f64::MAX), MAX).unwrap(), MAX);
+        assert_eq!(timeout_of(Some(3600.5), MAX).unwrap(), MAX);
+        assert_eq!(
+            timeout_of(Some(1.5), MAX).unwrap(),
+            Duration::from_millis(1500)
+        );
+        assert_eq!(
+            timeout_of(Some(1e-300), MAX).unwrap(),
+            Duration::from_nanos(1)
+        );
+    }
+
+    #[test]
+    fn zero_negative_and_nan_timeouts_are_refused() {
+        for secs in [0.0, -0.0, -1.0, -1e300, f64::NAN] {
+            let err = timeout_of(Some(secs), MAX).unwrap_err();
+            assert_eq!(err.code, ErrorCode::BadRequest, "{secs}");
+        }
     }
 }

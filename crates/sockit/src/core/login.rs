@@ -18,6 +18,7 @@ use sockit_proto::ErrorCode;
 
 use super::{Core, OpError, Session};
 use crate::auth::keys::{bind_to_channel, CHALLENGE_LEN};
+use crate::auth::proof::Proof;
 
 /// `challenge`: fresh random bytes to sign for a key login, kept in the session.
 ///
@@ -71,12 +72,14 @@ pub(crate) async fn login(
     let challenge = session.challenge.take();
     let challenge =
         challenge.map(|challenge| bind_to_channel(&challenge, session.binding.as_ref()));
-    let proof = Proof::of(request, challenge)?;
+    let proof = Proof::of(request, challenge).map_err(OpError::bad_request)?;
     // Password failures count against the user name as well as the source; keys cannot be
     // guessed, so they only count against the source.
     let penalised_user = matches!(proof, Proof::Password(_)).then_some(user);
 
-    if let Err(wait) = accounts.check_penalty(session.peer, penalised_user) {
+    // The failure counts before the proof is checked, so guesses sent in parallel get no more
+    // checks than the allowance; a success gives it back.
+    if let Err(wait) = accounts.reserve_failure(session.peer, penalised_user) {
         tracing::info!(user, peer = %session.peer, "login refused: locked out after failures");
         let ends_session = count_failure(core, session);
         let message = format!(
@@ -108,8 +111,8 @@ pub(crate) async fn login(
             "key not accepted for this user name",
         ),
     };
-    accounts.record(session.peer, penalised_user, verified);
     if verified {
+        accounts.succeeded(session.peer, penalised_user);
         tracing::info!(user, method, peer = %session.peer, "logged in");
         session.user = Some(user.to_owned());
         session.failures = 0;
@@ -126,44 +129,6 @@ pub(crate) async fn login(
             format!("{refusal}{}", closing_note(ends_session)),
         )
     })
-}
-
-/// What a `login` request offers as proof.
-enum Proof<'r> {
-    Password(&'r str),
-    Key {
-        key: &'r str,
-        signature: &'r str,
-        challenge: [u8; CHALLENGE_LEN],
-    },
-}
-
-impl<'r> Proof<'r> {
-    /// The proof a request offers, with the challenge the session held.
-    fn of(
-        request: &'r LoginRequest<'_>,
-        challenge: Option<[u8; CHALLENGE_LEN]>,
-    ) -> Result<Proof<'r>, OpError> {
-        match (
-            request.password.as_deref(),
-            request.key.as_deref(),
-            request.signature.as_deref(),
-            challenge,
-        ) {
-            (Some(password), None, None, _) => Ok(Proof::Password(password)),
-            (None, Some(key), Some(signature), Some(challenge)) => Ok(Proof::Key {
-                key,
-                signature,
-                challenge,
-            }),
-            (None, Some(_), Some(_), None) => Err(OpError::bad_request(
-                "no challenge to sign: send `challenge` first, then `login` with its signature",
-            )),
-            _ => Err(OpError::bad_request(
-                "login takes `user` with `password`, or `user` with `key` and `signature`",
-            )),
-        }
-    }
 }
 
 /// Counts a failed attempt; whether it was the session's last allowed.

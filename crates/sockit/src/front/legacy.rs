@@ -17,7 +17,7 @@ use sockit_proto::message::LegacyExecReply;
 use sockit_proto::HeaderWriter;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
-use tokio::sync::Semaphore;
+use tokio::sync::{OwnedSemaphorePermit, Semaphore};
 use tokio::time::{timeout, Instant};
 use tokio_util::sync::CancellationToken;
 
@@ -83,7 +83,8 @@ const LEGACY_MAX_OUTPUT: u64 = 16 * 1024 * 1024;
 ///
 /// There is no login, so the server binds it to loopback addresses only. Commands get the
 /// same process-group handling, deadline and concurrency limit as `exec`, and an output cap of
-/// at most 16 MiB. A client that disconnects while its command runs has it killed.
+/// at most 16 MiB. A command's slot is held until its reply has been sent, since the reply
+/// holds its whole output: at most `--exec-max-running` outputs are in memory at once. A client that disconnects while its command runs has it killed.
 #[derive(Debug)]
 pub(crate) struct LegacyExec {
     idle: Duration,
@@ -96,19 +97,20 @@ impl LegacyExec {
         LegacyExec { idle, exec, slots }
     }
 
-    /// Runs one command and builds its reply frame.
+    /// Runs one command and builds its reply frame, which holds the command's slot until it
+    /// is sent.
     async fn run(
         &self,
         command: &[u8],
         stream: &mut TcpStream,
         pending: &mut BytesMut,
-    ) -> Option<Vec<u8>> {
-        let Ok(_slot) = self.slots.clone().try_acquire_owned() else {
+    ) -> Option<LegacyReply> {
+        let Ok(slot) = self.slots.clone().try_acquire_owned() else {
             let message = format!(
                 "sockit: {} commands are running already\n",
                 self.exec.max_running
             );
-            return Some(legacy_failure(&message));
+            return Some(LegacyReply::unslotted(legacy_failure(&message)));
         };
         let limits = CommandLimits {
             deadline: Instant::now() + self.exec.max_timeout,
@@ -118,7 +120,7 @@ impl LegacyExec {
             Ok(running) => running,
             Err(err) => {
                 let message = format!("sockit: cannot run the command: {err}\n");
-                return Some(legacy_failure(&message));
+                return Some(LegacyReply::unslotted(legacy_failure(&message)));
             }
         };
         let (mut stdout, mut stderr) = (Vec::new(), Vec::new());
@@ -150,7 +152,25 @@ impl LegacyExec {
             timed_out: Some(finished.timed_out),
             ..LegacyExecReply::for_body(stdout.len() as u64)
         };
-        Some(legacy_reply(&stdout, &reply))
+        Some(LegacyReply {
+            frame: legacy_reply(&stdout, &reply),
+            _slot: Some(slot),
+        })
+    }
+}
+
+/// A reply frame, with the command slot of the command whose whole output it holds: the slot
+/// is given back only once the reply is sent (or the client is gone), so no more outputs are
+/// held in memory than `--exec-max-running` commands may run.
+struct LegacyReply {
+    frame: Vec<u8>,
+    _slot: Option<OwnedSemaphorePermit>,
+}
+
+impl LegacyReply {
+    /// A reply that holds no command's output, so no slot.
+    fn unslotted(frame: Vec<u8>) -> LegacyReply {
+        LegacyReply { frame, _slot: None }
     }
 }
 
@@ -211,7 +231,7 @@ impl TcpService for LegacyExec {
                 tracing::info!(%peer, "legacy exec client left while its command ran; command killed");
                 return;
             };
-            match timeout(self.idle, stream.write_all(&reply)).await {
+            match timeout(self.idle, stream.write_all(&reply.frame)).await {
                 Ok(Ok(())) => {}
                 _ => return,
             }

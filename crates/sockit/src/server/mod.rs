@@ -14,6 +14,7 @@
 mod accept;
 mod limit;
 mod listener;
+mod nofile;
 
 use std::future::Future;
 use std::io;
@@ -89,7 +90,9 @@ pub struct Server {
 }
 
 impl Server {
-    /// Opens every listener in `config`, the file store and the users file.
+    /// Opens every listener in `config`, the file store and the users file. It first raises
+    /// the process's soft limit of open files towards what `max_conns` connections need (up
+    /// to the hard limit; a warning is logged when that falls short).
     ///
     /// # Errors
     ///
@@ -99,6 +102,16 @@ impl Server {
     /// that cannot be created, or a users file that cannot be read.
     pub async fn bind(config: ServerConfig) -> Result<Server, StartError> {
         config.check()?;
+        let open_files = nofile::raise_for(config.max_conns);
+        if let Some(limit) = open_files
+            .filter(|&limit| limit < (config.max_conns as u64).saturating_add(nofile::RESERVED))
+        {
+            tracing::warn!(
+                limit,
+                max_conns = config.max_conns,
+                "the open-files limit is lower than the most connections allowed need; past it, accepting pauses until descriptors free up (raise the hard limit, or lower --max-conns)"
+            );
+        }
         if let Some(spec) = config
             .listeners
             .iter()
