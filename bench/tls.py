@@ -9,9 +9,8 @@ round, alternating which goes first:
   echo   framed `echo` of 32 bytes, CONNS connections, one request in flight on each, for
          SECONDS (examples/echo_load.rs, the same generator for both)
   put    `sockit put` of a SIZE-MiB file, key login (plain, and --fingerprint over TLS)
-and over TLS only:
-  exec   `sockit exec -- true` with key login, the whole client process, handshake included
-         (EXECS runs per round)
+  exec   `sockit exec -- true` with key login, the whole client process, the TLS handshake
+         included (EXECS runs per round, the median of each round)
 Prints the median of each with the fastest and slowest round, and the ratios TLS / plain.
 
 Needs a release build: cargo build --release --bins --examples. Everything listens on
@@ -117,7 +116,7 @@ def main():
 
     echo = {"plain": [], "tls": []}
     put = {"plain": [], "tls": []}
-    execs = []
+    execs = {"plain": [], "tls": []}
     for round_ in range(args.rounds):
         order = ["plain", "tls"] if round_ % 2 == 0 else ["tls", "plain"]
         for way in order:
@@ -135,16 +134,17 @@ def main():
             run([SOCKIT, "-q", "put", source, "--as", "big", "--force", "--server", addr] + login + tls,
                 env=env)
             put[way].append(args.size_mib / (time.perf_counter() - started))
-        times = []
-        for _ in range(args.execs):
-            started = time.perf_counter()
-            run([SOCKIT, "exec", "--server", tls_addr, "--fingerprint", fingerprint] + login + ["--", "true"],
-                env=env)
-            times.append((time.perf_counter() - started) * 1000)
-        execs.append(statistics.median(times))
+        for way in order:
+            addr, tls = ways[way]
+            times = []
+            for _ in range(args.execs):
+                started = time.perf_counter()
+                run([SOCKIT, "exec", "--server", addr] + tls + login + ["--", "true"], env=env)
+                times.append((time.perf_counter() - started) * 1000)
+            execs[way].append(statistics.median(times))
         print(f"round {round_ + 1}: echo plain {echo['plain'][-1]:,.0f}/s tls {echo['tls'][-1]:,.0f}/s; "
               f"put plain {put['plain'][-1]:,.0f} MiB/s tls {put['tls'][-1]:,.0f} MiB/s; "
-              f"exec over tls {execs[-1]:.2f} ms", flush=True)
+              f"exec plain {execs['plain'][-1]:.2f} ms tls {execs['tls'][-1]:.2f} ms", flush=True)
 
     print()
     print(f"echo, {args.conns} connections, 32 bytes:")
@@ -157,8 +157,9 @@ def main():
     print(f"  tls   {spread(put['tls'], 'MiB/s', 0)}")
     ratios = [t / p for t, p in zip(put["tls"], put["plain"])]
     print(f"  tls / plain {spread(ratios, 'x', 2)}")
-    print(f"exec -- true over tls, key login, whole client process ({args.execs} per round):")
-    print(f"  {spread(execs, 'ms', 2)}")
+    print(f"exec -- true, key login, whole client process ({args.execs} per round):")
+    print(f"  plain {spread(execs['plain'], 'ms', 2)}")
+    print(f"  tls   {spread(execs['tls'], 'ms', 2)}")
 
 
 if __name__ == "__main__":
