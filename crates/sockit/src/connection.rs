@@ -260,6 +260,7 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Connection<S> {
     /// [`TimedOut`](io::ErrorKind::TimedOut) error. The first window starts now.
     pub fn set_pace(&mut self, rule: Option<MinRate>) {
         self.pace = rule.map(Pace::new);
+        self.timed_out = None;
     }
 
     /// Completes when the peer has closed its side (or the socket failed), so that work done
@@ -310,6 +311,8 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Connection<S> {
     /// Reads the next frame header; when `stoppable`, the stop signal ends the wait between
     /// frames with `Ok(None)`.
     async fn next_header(&mut self, stoppable: bool) -> Result<Option<Header>, ConnError> {
+        // A deadline that cut the last body belongs to that body, not to this frame.
+        self.timed_out = None;
         assert_eq!(
             self.decoder.body_remaining(),
             0,
@@ -819,17 +822,20 @@ async fn within_grace<T>(
     }
 }
 
-/// Writes all of `bytes`, failing once the peer takes nothing for `idle`, or falls behind
-/// `pace`.
+/// Writes all of `bytes`, failing once `idle` has passed before the peer took them all, or
+/// the peer falls behind `pace`.
 async fn write_paced<S: AsyncWrite + Unpin>(
     stream: &mut S,
     bytes: &[u8],
     idle: Option<Duration>,
     pace: &mut Option<Pace>,
 ) -> io::Result<()> {
+    // One idle deadline for the whole write: a peer that takes a byte now and then cannot
+    // hold the connection (and what it holds) for ever.
+    let idle_deadline = idle.map(|idle| Instant::now() + idle);
     let mut written = 0;
     while written < bytes.len() {
-        let deadline = paced(idle.map(|idle| Instant::now() + idle), pace);
+        let deadline = paced(idle_deadline, pace);
         let n = write_within(deadline, pace, stream.write(&bytes[written..])).await?;
         if n == 0 {
             return Err(io::ErrorKind::WriteZero.into());
@@ -839,7 +845,7 @@ async fn write_paced<S: AsyncWrite + Unpin>(
     }
     // A TLS stream holds written bytes in its session until flushed (for TCP, flushing does
     // nothing).
-    let deadline = paced(idle.map(|idle| Instant::now() + idle), pace);
+    let deadline = paced(idle_deadline, pace);
     write_within(deadline, pace, stream.flush()).await
 }
 

@@ -167,6 +167,58 @@ async fn plain_frames_on_the_tls_port_get_tls_required_then_the_connection_close
 }
 
 #[tokio::test]
+async fn a_plain_frame_whose_length_starts_like_a_tls_record_still_gets_tls_required() {
+    let server = tls_server(None).await;
+    let mut stream = TcpStream::connect(tls_addr(&server)).await.unwrap();
+    // A 790-byte header: its length prefix is 16 03 00 00, the first two bytes of a TLS record.
+    let padding = "x".repeat(790 - r#"{"op":"ping","pad":""}"#.len());
+    let header = format!(r#"{{"op":"ping","pad":"{padding}"}}"#);
+    assert_eq!(header.len(), 790);
+    stream.write_all(&frame(&header, b"")).await.unwrap();
+    let (reply, _) = read_reply(&mut stream).await;
+    assert_eq!(reply["code"], "tls_required", "{reply}");
+}
+
+/// TCP to the server, saying nothing of where it leads: as a connection through a proxy would.
+struct Opaque(sockit::client::Tcp);
+
+impl Connect for Opaque {
+    type Stream = TcpStream;
+
+    async fn connect(&self) -> Result<TcpStream, ClientError> {
+        self.0.connect().await
+    }
+}
+
+#[tokio::test]
+async fn a_password_is_not_sent_in_the_clear_unless_allowed() {
+    let dir = tempfile::tempdir().unwrap();
+    let key = Identity::generate().unwrap();
+    let users = users_file(dir.path(), &key);
+    let server = TestServer::start_with(|config| config.users = Some(users)).await;
+    let tcp = sockit::client::Tcp::new(&server.tcp().to_string());
+    let mut client = Client::connect_with(Opaque(tcp)).await.unwrap();
+    assert!(!client.is_private());
+    let err = client.login_password("alice", PASSWORD).await.unwrap_err();
+    assert!(matches!(err, ClientError::ClearPassword { .. }), "{err:?}");
+    assert!(err.to_string().contains("in the clear"), "{err}");
+    // Nothing was sent: the connection is still in step, and allowed, the same login works.
+    client.ping().await.unwrap();
+    client.allow_clear_passwords(true);
+    client.login_password("alice", PASSWORD).await.unwrap();
+
+    // Loopback and TLS are private.
+    assert!(Client::connect(&server.tcp().to_string())
+        .await
+        .unwrap()
+        .is_private());
+    let tls = tls_server(Some(users_file(dir.path(), &key))).await;
+    let mut pinned = pinned_client(&tls).await;
+    assert!(pinned.is_private());
+    pinned.login_password("alice", PASSWORD).await.unwrap();
+}
+
+#[tokio::test]
 async fn a_tls_client_at_a_plain_server_fails_at_once_saying_so() {
     let server = TestServer::start().await;
     let started = Instant::now();

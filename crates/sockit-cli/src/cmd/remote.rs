@@ -92,8 +92,8 @@ pub(crate) async fn connect(args: &LoginArgs) -> Result<Conn, CmdError> {
     let started = Instant::now();
     let mut client = args.connect.connect(addr).await?;
     tracing::info!("connected to {addr} in {:.1?}", started.elapsed());
-    let clear_password_ok = args.insecure || args.connect.uses_tls() || is_loopback(addr).await;
-    login(&mut client, &user, identity, addr, clear_password_ok).await?;
+    client.allow_clear_passwords(args.insecure);
+    login(&mut client, &user, identity, addr).await?;
     Ok(client)
 }
 
@@ -190,14 +190,13 @@ impl Remote {
 /// Logs in: with the key if there is one, else with `SOCKIT_PASSWORD`, else with a password
 /// asked on the terminal; not at all on a server without accounts.
 ///
-/// A password is only sent where no one else can read it (TLS, or this machine), unless
-/// `password_ok` says the user accepts that.
+/// A password is only sent where no one else can read it (TLS, or this machine), unless the
+/// user said `--insecure`; a prompt for one comes only where it could be sent.
 async fn login(
     client: &mut Conn,
     user: &str,
     identity: Option<Identity>,
     addr: &str,
-    password_ok: bool,
 ) -> Result<(), CmdError> {
     let failed = CmdError::Login;
     match identity {
@@ -222,14 +221,7 @@ async fn login(
             Err(err) => return Err(failed(err)),
         },
     }
-    if !password_ok {
-        return Err(format!(
-            "{user}@{addr} needs a password, and this connection is not encrypted: \
-             anyone on the path could read it. Use --tls (the server needs `serve --tls`), \
-             a key (sockit keygen), or --insecure to send it anyway"
-        )
-        .into());
-    }
+    client.password_allowed(user).map_err(failed)?;
     if let Ok(password) = std::env::var("SOCKIT_PASSWORD") {
         client
             .login_password(user, &password)
@@ -263,17 +255,6 @@ async fn login(
     Err(failed(last_error.expect("at least one try")))
 }
 
-/// Whether every address `addr` (`host:port`) names is on this machine.
-async fn is_loopback(addr: &str) -> bool {
-    match tokio::net::lookup_host(addr).await {
-        Ok(addrs) => {
-            let addrs: Vec<_> = addrs.collect();
-            !addrs.is_empty() && addrs.iter().all(|addr| addr.ip().is_loopback())
-        }
-        Err(_) => false,
-    }
-}
-
 /// Writes remote output to the matching local stream at once.
 fn write_output(stream: OutputStream, data: &[u8]) -> std::io::Result<()> {
     use std::io::Write;
@@ -298,26 +279,5 @@ pub(crate) fn report(outcome: &ExecOutcome) {
     }
     if outcome.timed_out {
         eprintln!("sockit: the command ran out of time and was killed");
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    use super::is_loopback;
-
-    #[tokio::test]
-    async fn only_addresses_on_this_machine_count_as_loopback() {
-        for addr in [
-            "127.0.0.1:9000",
-            "127.8.9.10:1",
-            "[::1]:9000",
-            "localhost:9000",
-        ] {
-            assert!(is_loopback(addr).await, "{addr}");
-        }
-        // Documentation addresses (RFC 5737, 3849): resolved as literals, never contacted.
-        for addr in ["192.0.2.1:9000", "[2001:db8::1]:9000", "0.0.0.0:9000"] {
-            assert!(!is_loopback(addr).await, "{addr}");
-        }
     }
 }

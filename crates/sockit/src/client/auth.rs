@@ -2,7 +2,7 @@
 
 use sockit_proto::message::{ChallengeReply, LoginRequest, Request};
 
-use super::{Client, ClientError, Connect, Login};
+use super::{printable, Client, ClientError, Connect, Login};
 use crate::auth::keys::{self, Identity, CHALLENGE_LEN};
 
 impl<C: Connect> Client<C> {
@@ -20,13 +20,35 @@ impl<C: Connect> Client<C> {
         Ok(challenge)
     }
 
+    /// Whether a password may be sent for `user` on this connection: it is
+    /// [private](Client::is_private), or clear passwords were
+    /// [allowed](Client::allow_clear_passwords). Ask before prompting someone for one.
+    ///
+    /// # Errors
+    ///
+    /// [`ClientError::ClearPassword`] when it may not.
+    pub fn password_allowed(&self, user: &str) -> Result<(), ClientError> {
+        if self.is_private() || self.clear_passwords {
+            return Ok(());
+        }
+        Err(ClientError::ClearPassword {
+            user: printable(user),
+            server: self
+                .peer
+                .map_or_else(|| "the server".to_owned(), |peer| peer.to_string()),
+        })
+    }
+
     /// Logs in with a password; a reconnection logs in again with it.
     ///
     /// # Errors
     ///
     /// `unauthorized` for a wrong user name or password, `rate_limited` while locked out,
-    /// `disabled` from a server without accounts.
+    /// `disabled` from a server without accounts; [`ClientError::ClearPassword`], before
+    /// anything is sent, over a connection that is not [private](Client::is_private) unless
+    /// [allowed](Client::allow_clear_passwords). A reconnection checks again.
     pub async fn login_password(&mut self, user: &str, password: &str) -> Result<(), ClientError> {
+        self.password_allowed(user)?;
         let request = Request::Login(LoginRequest {
             user: user.into(),
             password: Some(password.into()),

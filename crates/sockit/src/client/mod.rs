@@ -28,6 +28,7 @@ pub use upload::PutOutcome;
 use std::fmt;
 use std::future::Future;
 use std::io;
+use std::net::SocketAddr;
 use std::time::Duration;
 
 use bytes::Bytes;
@@ -91,6 +92,15 @@ pub enum ClientError {
     /// The TLS connection could not be made, or the server's identity is not trusted.
     #[error(transparent)]
     Tls(Box<crate::tls::TrustError>),
+    /// A password would cross the network in the clear: the connection is neither TLS nor on
+    /// this machine, and clear passwords were not allowed.
+    #[error("refusing to send the password for {user} in the clear to {server}, which is not this machine: anyone on the path could read it; use TLS, a key, or allow it (--insecure)")]
+    ClearPassword {
+        /// The user name.
+        user: String,
+        /// The server's address, as the connection reached it.
+        server: String,
+    },
     /// The server closed the connection without answering.
     #[error("the server closed the connection")]
     Closed,
@@ -233,6 +243,10 @@ pub trait Connect: Send + Sync {
     fn channel_binding(_stream: &Self::Stream) -> Option<crate::tls::ChannelBinding> {
         None
     }
+    /// The address the stream is connected to, when it has one.
+    fn peer_addr(_stream: &Self::Stream) -> Option<SocketAddr> {
+        None
+    }
 }
 
 /// Plain TCP to `host:port`.
@@ -259,20 +273,13 @@ impl Tcp {
     }
 }
 
-impl Connect for Tcp {
-    type Stream = TcpStream;
-
-    async fn connect(&self) -> Result<TcpStream, ClientError> {
-        let limit = self.connect_timeout;
-        let connecting = tokio::time::timeout(limit, TcpStream::connect(&self.addr));
+impl Tcp {
+    /// Connects, giving up at `deadline`.
+    async fn connect_by(&self, deadline: tokio::time::Instant) -> Result<TcpStream, ClientError> {
+        let connecting = tokio::time::timeout_at(deadline, TcpStream::connect(&self.addr));
         let stream = connecting
             .await
-            .unwrap_or_else(|_| {
-                Err(io::Error::new(
-                    io::ErrorKind::TimedOut,
-                    format!("no answer within {limit:?}"),
-                ))
-            })
+            .unwrap_or_else(|_| Err(self.timed_out("no answer")))
             .map_err(|source| ClientError::Connect {
                 addr: self.addr.clone(),
                 source,
@@ -280,15 +287,45 @@ impl Connect for Tcp {
         let _ = stream.set_nodelay(true);
         Ok(stream)
     }
+
+    /// The error of a connection not made within the connect timeout: `what` did not happen.
+    fn timed_out(&self, what: &str) -> io::Error {
+        let limit = self.connect_timeout;
+        io::Error::new(io::ErrorKind::TimedOut, format!("{what} within {limit:?}"))
+    }
 }
+
+impl Connect for Tcp {
+    type Stream = TcpStream;
+
+    async fn connect(&self) -> Result<TcpStream, ClientError> {
+        self.connect_by(tokio::time::Instant::now() + self.connect_timeout)
+            .await
+    }
+
+    fn peer_addr(stream: &TcpStream) -> Option<SocketAddr> {
+        stream.peer_addr().ok()
+    }
+}
+
+/// A new connection: the stream, its channel binding and its peer's address.
+type Opened<S> = (
+    Connection<S>,
+    Option<crate::tls::ChannelBinding>,
+    Option<SocketAddr>,
+);
 
 /// A connection to a sockit server, over the stream its [`Connect`] opens. After a login, a
 /// reconnection logs in again the same way.
 pub struct Client<C: Connect = Tcp> {
     connector: C,
     conn: Connection<C::Stream>,
-    /// The connection's channel binding, when it has one.
+    /// The connection's channel binding, when it has one (over TLS).
     binding: Option<crate::tls::ChannelBinding>,
+    /// The address the connection reached.
+    peer: Option<SocketAddr>,
+    /// Send a password even in the clear to another machine.
+    clear_passwords: bool,
     login: Option<Login>,
     /// How long the server may stay silent.
     reply_timeout: Duration,
@@ -358,11 +395,13 @@ impl<C: Connect> Client<C> {
         connector: C,
         reply_timeout: Duration,
     ) -> Result<Client<C>, ClientError> {
-        let (conn, binding) = Client::open(&connector, reply_timeout).await?;
+        let (conn, binding, peer) = Client::open(&connector, reply_timeout).await?;
         Ok(Client {
             connector,
             conn,
             binding,
+            peer,
+            clear_passwords: false,
             login: None,
             reply_timeout,
         })
@@ -376,7 +415,8 @@ impl<C: Connect> Client<C> {
     ///
     /// As [`Client::connect_with`], and as the login.
     pub async fn reconnect(&mut self) -> Result<(), ClientError> {
-        (self.conn, self.binding) = Client::open(&self.connector, self.reply_timeout).await?;
+        (self.conn, self.binding, self.peer) =
+            Client::open(&self.connector, self.reply_timeout).await?;
         match self.login.clone() {
             None => Ok(()),
             Some(Login::Password { user, password }) => self.login_password(&user, &password).await,
@@ -384,21 +424,32 @@ impl<C: Connect> Client<C> {
         }
     }
 
-    /// A new connection through `connector`, with its channel binding.
+    /// A new connection through `connector`, with its channel binding and peer address.
     async fn open(
         connector: &C,
         reply_timeout: Duration,
-    ) -> Result<(Connection<C::Stream>, Option<crate::tls::ChannelBinding>), ClientError> {
+    ) -> Result<Opened<C::Stream>, ClientError> {
         let stream = connector.connect().await?;
         let binding = C::channel_binding(&stream);
+        let peer = C::peer_addr(&stream);
         let deadlines = Deadlines {
             header: None,
             idle: Some(reply_timeout),
         };
-        Ok((
-            Connection::new(stream, Limits::default(), deadlines),
-            binding,
-        ))
+        let conn = Connection::new(stream, Limits::default(), deadlines);
+        Ok((conn, binding, peer))
+    }
+
+    /// Whether no one but the server can read what this connection carries: it is encrypted
+    /// (TLS), or it stays on this machine (a loopback address).
+    pub fn is_private(&self) -> bool {
+        self.binding.is_some() || self.peer.is_some_and(|peer| peer.ip().is_loopback())
+    }
+
+    /// Lets [`Client::login_password`] send a password over a connection that is not
+    /// [private](Client::is_private), where anyone on the path can read it.
+    pub fn allow_clear_passwords(&mut self, allow: bool) {
+        self.clear_passwords = allow;
     }
 
     /// Sends one request with `body` and reads its reply.

@@ -6,6 +6,7 @@
 //! own, and exposes the connection's channel binding, which a key login signs.
 
 use std::io;
+use std::net::SocketAddr;
 use std::pin::Pin;
 use std::sync::Arc;
 use std::task::{Context, Poll};
@@ -79,20 +80,21 @@ impl Tls {
         self
     }
 
-    async fn handshake(&self, tcp: TcpStream) -> Result<TlsStream<TcpStream>, ClientError> {
+    /// The handshake over `tcp`, given up at `deadline`.
+    async fn handshake(
+        &self,
+        tcp: TcpStream,
+        deadline: tokio::time::Instant,
+    ) -> Result<TlsStream<TcpStream>, ClientError> {
         let server = &self.tcp.addr;
-        let limit = self.tcp.connect_timeout;
         let handshake = self.connector.connect(self.name.clone(), tcp);
-        let stream = match tokio::time::timeout(limit, handshake).await {
+        let stream = match tokio::time::timeout_at(deadline, handshake).await {
             Ok(Ok(stream)) => stream,
             Ok(Err(err)) => return Err(handshake_error(server, &err).into()),
             Err(_) => {
                 return Err(ClientError::Connect {
                     addr: server.clone(),
-                    source: io::Error::new(
-                        io::ErrorKind::TimedOut,
-                        format!("no TLS handshake within {limit:?}"),
-                    ),
+                    source: self.tcp.timed_out("no TLS handshake"),
                 })
             }
         };
@@ -135,7 +137,9 @@ fn handshake_error(server: &str, err: &io::Error) -> TrustError {
         },
         None if err.kind() == io::ErrorKind::UnexpectedEof => TrustError::Handshake {
             server: server.to_owned(),
-            reason: "the server closed the connection (does it speak TLS on this port?)".into(),
+            reason:
+                "the server closed the connection (it may be busy, or not speak TLS on this port)"
+                    .into(),
         },
         None => TrustError::Handshake {
             server: server.to_owned(),
@@ -147,13 +151,19 @@ fn handshake_error(server: &str, err: &io::Error) -> TrustError {
 impl Connect for Tls {
     type Stream = TlsStream<TcpStream>;
 
+    /// Connects and completes the handshake, both within the connect timeout.
     async fn connect(&self) -> Result<Self::Stream, ClientError> {
-        let tcp = self.tcp.connect().await?;
-        self.handshake(tcp).await
+        let deadline = tokio::time::Instant::now() + self.tcp.connect_timeout;
+        let tcp = self.tcp.connect_by(deadline).await?;
+        self.handshake(tcp, deadline).await
     }
 
     fn channel_binding(stream: &Self::Stream) -> Option<ChannelBinding> {
         channel_binding(stream.get_ref().1)
+    }
+
+    fn peer_addr(stream: &Self::Stream) -> Option<SocketAddr> {
+        stream.get_ref().0.peer_addr().ok()
     }
 }
 
@@ -199,6 +209,13 @@ impl Connect for Endpoint {
         match stream {
             EndpointStream::Tcp(_) => None,
             EndpointStream::Tls(tls) => Tls::channel_binding(tls),
+        }
+    }
+
+    fn peer_addr(stream: &EndpointStream) -> Option<SocketAddr> {
+        match stream {
+            EndpointStream::Tcp(tcp) => Tcp::peer_addr(tcp),
+            EndpointStream::Tls(tls) => Tls::peer_addr(tls),
         }
     }
 }

@@ -230,7 +230,7 @@ impl Default for MemoryConfig {
 /// each bucket holds a quarter second's worth.
 #[derive(Debug, Clone, Copy)]
 pub struct UdpEchoConfig {
-    /// Bytes a second one source address (IP and port) may draw.
+    /// Bytes a second one source IP address (all its ports together) may draw.
     pub source_rate: u64,
     /// Bytes a second all sources together may draw.
     pub rate: u64,

@@ -1,25 +1,24 @@
 //! `--tls`: the framed protocol over TLS 1.3. A thin acceptor in front of [`Framed`]: it tells
-//! a TLS client from a plain one by the first bytes, completes the handshake within the
+//! a TLS client from a plain one by the first bytes, completes the handshake, both within the
 //! header timeout, and hands the encrypted stream, with its channel binding, to the same
 //! connection loop as plain TCP.
 //!
 //! A client that sends plain frames gets one plain error reply, `tls_required`, and the
-//! connection closes: the only unencrypted bytes this listener ever writes.
+//! connection closes: the only unencrypted bytes this listener ever writes (with `busy`, for a
+//! plain client over its address's share of connections).
 
 use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::Duration;
 
-use sockit_proto::message::{error_reply, ErrorReply};
 use sockit_proto::ErrorCode;
 use tokio::net::TcpStream;
-use tokio_rustls::server::TlsStream;
+use tokio::time::Instant;
 use tokio_rustls::TlsAcceptor;
 use tokio_util::sync::CancellationToken;
 
 use super::framed::Framed;
 use super::TcpService;
-use crate::connection::Connection;
 use crate::tls::channel_binding;
 
 /// Serves the framed protocol to TLS clients.
@@ -31,6 +30,7 @@ pub(crate) struct TlsFramed {
 }
 
 /// What a new connection's first bytes say it speaks.
+#[derive(Debug, PartialEq, Eq)]
 enum Greeting {
     /// A TLS handshake record.
     Tls,
@@ -52,85 +52,91 @@ impl TlsFramed {
             handshake_timeout,
         }
     }
-
-    /// The handshake, within the timeout; `None` (and a debug line) when it fails.
-    async fn handshake(&self, stream: TcpStream) -> Option<TlsStream<TcpStream>> {
-        match tokio::time::timeout(self.handshake_timeout, self.acceptor.accept(stream)).await {
-            Ok(Ok(tls)) => Some(tls),
-            Ok(Err(err)) => {
-                tracing::debug!(%err, "TLS handshake failed");
-                None
-            }
-            Err(_) => {
-                tracing::debug!("TLS handshake timed out");
-                None
-            }
-        }
-    }
-
-    /// Answers a plain client with `tls_required`, then closes.
-    async fn refuse_plain(&self, stream: TcpStream) {
-        tracing::debug!("plain frames on the TLS port");
-        let mut conn = Connection::new(stream, self.framed.limits(), self.framed.deadlines());
-        let reply = ErrorReply::new(
-            ErrorCode::TlsRequired,
-            "this port speaks TLS only: connect with TLS (sockit --tls)",
-        );
-        error_reply(conn.write_buf(), None, &reply);
-        conn.close().await;
-    }
 }
 
 impl TcpService for TlsFramed {
     async fn serve(self: Arc<Self>, stream: TcpStream, peer: SocketAddr, stop: CancellationToken) {
         let _ = stream.set_nodelay(true);
-        match greeting(&stream, self.handshake_timeout).await {
+        let deadline = Instant::now() + self.handshake_timeout;
+        match greeting(&stream, deadline).await {
             Greeting::Silent => {}
-            Greeting::Plain => self.refuse_plain(stream).await,
+            Greeting::Plain => {
+                let message = "this port speaks TLS only: connect with TLS (sockit --tls)";
+                let code = ErrorCode::TlsRequired;
+                self.framed.refuse_with(stream, code, message).await;
+            }
             Greeting::Tls => {
-                let Some(tls) = self.handshake(stream).await else {
-                    return;
-                };
+                let tls =
+                    match tokio::time::timeout_at(deadline, self.acceptor.accept(stream)).await {
+                        Ok(Ok(tls)) => tls,
+                        Ok(Err(err)) => return tracing::debug!(%err, "TLS handshake failed"),
+                        Err(_) => return tracing::debug!("TLS handshake timed out"),
+                    };
                 let binding = channel_binding(tls.get_ref().1);
                 self.framed.serve_stream(tls, peer, binding, stop).await;
             }
         }
     }
 
+    /// A TLS client over its address's share is closed without a handshake: a refusal must cost
+    /// the server less than a key exchange and a signature.
     async fn refuse_busy(self: Arc<Self>, stream: TcpStream) {
-        match greeting(&stream, self.handshake_timeout).await {
-            Greeting::Silent => {}
-            Greeting::Plain => self.refuse_plain(stream).await,
-            Greeting::Tls => {
-                if let Some(tls) = self.handshake(stream).await {
-                    self.framed.refuse_busy_on(tls).await;
-                }
+        drop(stream);
+    }
+}
+
+/// Looks at (without taking) the first bytes the client sends: a TLS handshake record (22) of
+/// TLS version 3.1 to 3.4. A plain frame starting so would announce a header of at least 66,326
+/// bytes (its length is little-endian), over any header limit the server accepts.
+async fn greeting(stream: &TcpStream, deadline: Instant) -> Greeting {
+    let mut first = [0u8; 3];
+    loop {
+        let len = match tokio::time::timeout_at(deadline, stream.peek(&mut first)).await {
+            Ok(Ok(0)) | Ok(Err(_)) | Err(_) => return Greeting::Silent,
+            Ok(Ok(len)) => len,
+        };
+        match classify(&first[..len]) {
+            Some(greeting) => return greeting,
+            // Only the start of a TLS record is here, which clients send whole: look again soon.
+            None if Instant::now() < deadline => {
+                tokio::time::sleep(Duration::from_millis(5)).await;
             }
+            None => return Greeting::Silent,
         }
     }
 }
 
-/// The first bytes of a TLS connection: a handshake record (22) of a TLS version 3.x. A plain
-/// frame starting so would announce a header of at least 66,326 bytes.
-const TLS_HANDSHAKE_START: [u8; 2] = [0x16, 0x03];
+/// What `first` (the first 1 to 3 bytes) says, or `None` while it could still be either.
+fn classify(first: &[u8]) -> Option<Greeting> {
+    let tls = |index: usize, byte: u8| match index {
+        0 => byte == 0x16,
+        1 => byte == 0x03,
+        _ => (0x01..=0x04).contains(&byte),
+    };
+    if !first
+        .iter()
+        .enumerate()
+        .all(|(index, &byte)| tls(index, byte))
+    {
+        return Some(Greeting::Plain);
+    }
+    (first.len() == 3).then_some(Greeting::Tls)
+}
 
-/// Looks at (without taking) the first bytes the client sends.
-async fn greeting(stream: &TcpStream, timeout: Duration) -> Greeting {
-    let deadline = tokio::time::Instant::now() + timeout;
-    let mut first = [0u8; 2];
-    loop {
-        match tokio::time::timeout_at(deadline, stream.peek(&mut first)).await {
-            Ok(Ok(0)) | Ok(Err(_)) | Err(_) => return Greeting::Silent,
-            Ok(Ok(1)) if first[0] == TLS_HANDSHAKE_START[0] => {
-                // Only the first byte is here; the second decides. Clients send a greeting
-                // whole, so this is rare: wait a little and look again.
-                if tokio::time::Instant::now() >= deadline {
-                    return Greeting::Silent;
-                }
-                tokio::time::sleep(Duration::from_millis(5)).await;
-            }
-            Ok(Ok(len)) if first[..len] == TLS_HANDSHAKE_START[..len] => return Greeting::Tls,
-            Ok(Ok(_)) => return Greeting::Plain,
-        }
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn three_bytes_tell_a_tls_record_from_a_plain_frame() {
+        assert_eq!(classify(&[0x16, 0x03, 0x01]), Some(Greeting::Tls));
+        assert_eq!(classify(&[0x16, 0x03, 0x04]), Some(Greeting::Tls));
+        // A plain frame with a 790-byte header starts 16 03 00 00.
+        assert_eq!(classify(&[0x16, 0x03, 0x00]), Some(Greeting::Plain));
+        // A 22-byte header: 16 00 00 00.
+        assert_eq!(classify(&[0x16, 0x00]), Some(Greeting::Plain));
+        assert_eq!(classify(&[0x50, 0x00, 0x00]), Some(Greeting::Plain));
+        assert_eq!(classify(&[0x16]), None);
+        assert_eq!(classify(&[0x16, 0x03]), None);
     }
 }

@@ -111,8 +111,11 @@ impl Bucket {
         self.updated = now;
     }
 
-    fn has(&self, cost: u64) -> bool {
-        self.tokens >= cost as f64
+    /// Whether `cost` can be paid now. A full bucket pays for any one datagram, going into
+    /// debt for what is over its capacity, so that a datagram larger than a burst is still
+    /// answered, and the rate over time holds all the same.
+    fn has(&self, cost: u64, rate: u64) -> bool {
+        self.tokens >= cost as f64 || self.is_full(rate)
     }
 
     fn take(&mut self, cost: u64) {
@@ -134,7 +137,8 @@ pub(crate) struct Guard {
     local: SocketAddr,
     limits: UdpEchoConfig,
     total: Bucket,
-    sources: HashMap<SocketAddr, Bucket>,
+    /// By IP address alone: forged source ports must not buy a victim more buckets.
+    sources: HashMap<IpAddr, Bucket>,
     /// When the table of sources was last swept of full buckets.
     swept: Instant,
 }
@@ -157,16 +161,17 @@ impl Guard {
         }
         let cost = (len as u64).max(MIN_COST);
         let rate = self.limits.source_rate;
-        if !self.sources.contains_key(&from) && !self.has_room_for_a_source(now) {
+        let ip = from.ip();
+        if !self.sources.contains_key(&ip) && !self.has_room_for_a_source(now) {
             return false;
         }
         let source = self
             .sources
-            .entry(from)
+            .entry(ip)
             .or_insert_with(|| Bucket::full(rate, now));
         source.refill(rate, now);
         self.total.refill(self.limits.rate, now);
-        if !(source.has(cost) && self.total.has(cost)) {
+        if !(source.has(cost, rate) && self.total.has(cost, self.limits.rate)) {
             return false;
         }
         source.take(cost);
@@ -257,10 +262,13 @@ mod tests {
         // A burst of a quarter second at 64,000 bytes/s: 16,000 bytes, 250 datagrams of 64.
         let answered = (0..1000).take_while(|_| guard.admit(from, 10, now)).count();
         assert_eq!(answered, 250);
-        let other = addr("127.0.0.1:40001");
         assert!(
-            guard.admit(other, 10, now),
-            "another source has its own bucket"
+            !guard.admit(addr("127.0.0.1:40001"), 10, now),
+            "another port of the same address shares its bucket"
+        );
+        assert!(
+            guard.admit(addr("127.0.0.2:40000"), 10, now),
+            "another address has its own bucket"
         );
         let later = now + Duration::from_millis(100);
         let answered = (0..1000)
@@ -274,7 +282,13 @@ mod tests {
         let (mut guard, now) = guard(64_000, 100_000, 10_000);
         // 25,000 bytes in the total's bucket: sources each within their own run it dry.
         let answered = (0..1000u16)
-            .filter(|n| guard.admit(addr(&format!("127.0.0.1:{}", 2000 + n)), 1000, now))
+            .filter(|n| {
+                guard.admit(
+                    addr(&format!("127.0.{}.{}:2000", n / 250, 1 + n % 250)),
+                    1000,
+                    now,
+                )
+            })
             .count();
         assert_eq!(answered, 25);
     }
@@ -283,9 +297,9 @@ mod tests {
     fn the_table_of_sources_is_bounded_and_forgets_full_buckets() {
         let (mut guard, now) = guard(64_000, 100_000_000, 4);
         for n in 0..4u16 {
-            assert!(guard.admit(addr(&format!("127.0.0.1:{}", 2000 + n)), 10, now));
+            assert!(guard.admit(addr(&format!("127.0.0.{}:2000", 1 + n)), 10, now));
         }
-        let newcomer = addr("127.0.0.1:3000");
+        let newcomer = addr("127.0.0.9:3000");
         assert!(!guard.admit(newcomer, 10, now), "the table is full");
         assert_eq!(guard.sources(), 4);
         let later = now + BURST;
@@ -294,5 +308,23 @@ mod tests {
             "full buckets were forgotten"
         );
         assert_eq!(guard.sources(), 1);
+    }
+
+    #[test]
+    fn a_datagram_larger_than_a_burst_is_answered_and_paid_for_in_debt() {
+        let now = Instant::now();
+        let limits = UdpEchoConfig::default();
+        let mut guard = Guard::new(addr("127.0.0.1:9"), limits, now);
+        let from = addr("127.0.0.2:40000");
+        assert!(
+            guard.admit(from, 65_000, now),
+            "a full bucket answers the largest datagram"
+        );
+        // Its cost is owed, by every port of that address, until paid back at the rate.
+        assert!(!guard.admit(from, 100, now));
+        assert!(!guard.admit(addr("127.0.0.2:40001"), 100, now));
+        let repaid = Duration::from_secs_f64(65_000.0 / limits.source_rate as f64);
+        assert!(!guard.admit(from, 100, now + repaid / 2));
+        assert!(guard.admit(from, 100, now + repaid));
     }
 }

@@ -35,7 +35,7 @@ use crate::core::Core;
 use crate::front::framed::Framed;
 use crate::front::tls::TlsFramed;
 use crate::front::{legacy, udp_chat, udp_echo, TcpService};
-use crate::store::{PartialLimits, Store};
+use crate::store::{PartialLimits, Store, BOOKKEEPING_DIR};
 use crate::tls::{Fingerprint, IdentityError, ServerIdentity};
 use accept::accept_loop;
 use limit::ConnLimiter;
@@ -259,7 +259,8 @@ fn server_identity(config: &ServerConfig) -> Result<ServerIdentity, IdentityErro
     match &config.tls {
         TlsIdentity::Files { cert, key } => ServerIdentity::from_pem_files(cert, key),
         TlsIdentity::Kept => {
-            let (identity, generated) = ServerIdentity::kept_in(&config.root)?;
+            let dir = config.root.join(BOOKKEEPING_DIR).join("tls");
+            let (identity, generated) = ServerIdentity::kept_in(&dir)?;
             if generated {
                 tracing::info!(
                     fingerprint = %identity.fingerprint(),

@@ -1,11 +1,11 @@
 //! The server's TLS identity: a certificate chain and its private key, read from PEM files
-//! (`--tls-cert`, `--tls-key`) or generated once, self-signed, and kept in the store's
-//! bookkeeping directory (`<root>/.sockit/tls/`), so that the fingerprint clients pinned
-//! survives restarts and travels with the store.
+//! (`--tls-cert`, `--tls-key`) or generated once, self-signed, and kept in a directory of its
+//! own (the server keeps it in the store's bookkeeping directory, `<root>/.sockit/tls/`), so that
+//! the fingerprint clients pinned survives restarts and travels with the store.
 
 use std::fs;
 use std::io::{self, Write};
-use std::os::unix::fs::{DirBuilderExt, MetadataExt, PermissionsExt};
+use std::os::unix::fs::{DirBuilderExt, MetadataExt, OpenOptionsExt, PermissionsExt};
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
@@ -13,7 +13,6 @@ use rustls::pki_types::pem::PemObject;
 use rustls::pki_types::{CertificateDer, PrivateKeyDer};
 
 use super::{provider, Fingerprint};
-use crate::store::BOOKKEEPING_DIR;
 
 /// Why the server's TLS identity cannot be used.
 #[derive(Debug, thiserror::Error)]
@@ -35,8 +34,9 @@ pub enum IdentityError {
         /// What is wrong with it.
         what: String,
     },
-    /// The kept key can be read by others than its owner, or is not a plain file.
-    #[error("{0}: the TLS key must be a plain file readable by its owner only (chmod 600)")]
+    /// The kept key can be read by others than its owner, or is not a plain file; or the
+    /// directory it is kept in is not a plain directory.
+    #[error("{0}: the kept TLS identity must be a plain directory and a plain key file readable by its owner only (chmod 600), never a link")]
     KeyExposed(PathBuf),
     /// Only one of the two kept files exists.
     #[error("{present} exists without {missing}; remove {present} to generate a new identity")]
@@ -61,8 +61,7 @@ pub struct ServerIdentity {
     key: PrivateKeyDer<'static>,
 }
 
-/// Where a generated identity is kept, under the store's root.
-const KEPT_DIR: &str = "tls";
+/// The files of a kept identity.
 const KEPT_CERT: &str = "cert.pem";
 const KEPT_KEY: &str = "key.pem";
 
@@ -73,32 +72,40 @@ impl ServerIdentity {
     ///
     /// A file that cannot be read or holds no certificate (no key).
     pub fn from_pem_files(cert: &Path, key: &Path) -> Result<ServerIdentity, IdentityError> {
+        ServerIdentity::from_pem(cert, &read(cert)?, key, &read(key)?)
+    }
+
+    /// The identity in `cert_pem` and `key_pem`, read from the files `cert` and `key`.
+    fn from_pem(
+        cert: &Path,
+        cert_pem: &[u8],
+        key: &Path,
+        key_pem: &[u8],
+    ) -> Result<ServerIdentity, IdentityError> {
         let pem_error = |path: &Path, what: String| IdentityError::Pem {
             path: path.to_owned(),
             what,
         };
-        let cert_pem = read(cert)?;
-        let chain = CertificateDer::pem_slice_iter(&cert_pem)
+        let chain = CertificateDer::pem_slice_iter(cert_pem)
             .collect::<Result<Vec<_>, _>>()
             .map_err(|err| pem_error(cert, format!("not a PEM certificate: {err}")))?;
         if chain.is_empty() {
             return Err(pem_error(cert, "no certificate in it".into()));
         }
-        let key_pem = read(key)?;
-        let key = PrivateKeyDer::from_pem_slice(&key_pem)
+        let key = PrivateKeyDer::from_pem_slice(key_pem)
             .map_err(|err| pem_error(key, format!("no usable private key in it: {err}")))?;
         Ok(ServerIdentity { chain, key })
     }
 
-    /// The identity kept under the store `root`, generated (self-signed) when there is none
-    /// yet; whether it was generated now.
+    /// The identity kept in `dir`, generated (self-signed) when there is none yet; whether it
+    /// was generated now. `dir` is made (mode 0700) if missing; neither it nor the files in it
+    /// may be symbolic links.
     ///
     /// # Errors
     ///
-    /// The directory or the files cannot be made or read, the key is readable by others, or
-    /// only one of the two files exists.
-    pub fn kept_in(root: &Path) -> Result<(ServerIdentity, bool), IdentityError> {
-        let dir = root.join(BOOKKEEPING_DIR).join(KEPT_DIR);
+    /// The directory or the files cannot be made or read, the key is readable by others, a link
+    /// stands where they should be, or only one of the two files exists.
+    pub fn kept_in(dir: &Path) -> Result<(ServerIdentity, bool), IdentityError> {
         let io_error = |path: &Path| {
             let path = path.to_owned();
             move |source| IdentityError::Io { path, source }
@@ -106,13 +113,20 @@ impl ServerIdentity {
         fs::DirBuilder::new()
             .recursive(true)
             .mode(0o700)
-            .create(&dir)
-            .map_err(io_error(&dir))?;
+            .create(dir)
+            .map_err(io_error(dir))?;
+        let meta = fs::symlink_metadata(dir).map_err(io_error(dir))?;
+        if !meta.is_dir() {
+            return Err(IdentityError::KeyExposed(dir.to_owned()));
+        }
         let (cert, key) = (dir.join(KEPT_CERT), dir.join(KEPT_KEY));
         match (exists(&cert)?, exists(&key)?) {
             (true, true) => {
                 check_private(&key)?;
-                Ok((ServerIdentity::from_pem_files(&cert, &key)?, false))
+                let cert_pem = read_no_follow(&cert)?;
+                let key_pem = read_no_follow(&key)?;
+                let identity = ServerIdentity::from_pem(&cert, &cert_pem, &key, &key_pem)?;
+                Ok((identity, false))
             }
             (false, false) => Ok((ServerIdentity::generate_into(&cert, &key)?, true)),
             (true, false) => Err(IdentityError::Incomplete {
@@ -173,6 +187,23 @@ fn read(path: &Path) -> Result<Vec<u8>, IdentityError> {
     })
 }
 
+/// The bytes of `path`, which must not be a symbolic link.
+fn read_no_follow(path: &Path) -> Result<Vec<u8>, IdentityError> {
+    use std::io::Read;
+    let io_error = |source| IdentityError::Io {
+        path: path.to_owned(),
+        source,
+    };
+    let mut file = fs::OpenOptions::new()
+        .read(true)
+        .custom_flags(libc::O_NOFOLLOW)
+        .open(path)
+        .map_err(io_error)?;
+    let mut bytes = Vec::new();
+    file.read_to_end(&mut bytes).map_err(io_error)?;
+    Ok(bytes)
+}
+
 /// Whether `path` exists (a dangling link counts: it is not ours to replace).
 fn exists(path: &Path) -> Result<bool, IdentityError> {
     match fs::symlink_metadata(path) {
@@ -225,9 +256,9 @@ mod tests {
     #[test]
     fn a_generated_identity_is_kept_and_read_back_the_same() {
         let root = tempfile::tempdir().unwrap();
-        let (first, generated) = ServerIdentity::kept_in(root.path()).unwrap();
+        let (first, generated) = ServerIdentity::kept_in(&root.path().join(".sockit/tls")).unwrap();
         assert!(generated);
-        let (again, generated) = ServerIdentity::kept_in(root.path()).unwrap();
+        let (again, generated) = ServerIdentity::kept_in(&root.path().join(".sockit/tls")).unwrap();
         assert!(!generated);
         assert_eq!(first.fingerprint(), again.fingerprint());
         let key = root.path().join(".sockit/tls/key.pem");
@@ -239,19 +270,30 @@ mod tests {
     #[test]
     fn a_kept_key_others_can_read_is_refused() {
         let root = tempfile::tempdir().unwrap();
-        ServerIdentity::kept_in(root.path()).unwrap();
+        ServerIdentity::kept_in(&root.path().join(".sockit/tls")).unwrap();
         let key = root.path().join(".sockit/tls/key.pem");
         fs::set_permissions(&key, fs::Permissions::from_mode(0o644)).unwrap();
-        let err = ServerIdentity::kept_in(root.path()).unwrap_err();
+        let err = ServerIdentity::kept_in(&root.path().join(".sockit/tls")).unwrap_err();
         assert!(matches!(err, IdentityError::KeyExposed(_)), "{err}");
+    }
+
+    #[test]
+    fn a_link_where_the_kept_directory_should_be_is_refused() {
+        let root = tempfile::tempdir().unwrap();
+        let elsewhere = root.path().join("elsewhere");
+        fs::create_dir(&elsewhere).unwrap();
+        std::os::unix::fs::symlink(&elsewhere, root.path().join("tls")).unwrap();
+        let err = ServerIdentity::kept_in(&root.path().join("tls")).unwrap_err();
+        assert!(matches!(err, IdentityError::KeyExposed(_)), "{err}");
+        assert_eq!(fs::read_dir(&elsewhere).unwrap().count(), 0);
     }
 
     #[test]
     fn half_an_identity_is_not_replaced() {
         let root = tempfile::tempdir().unwrap();
-        ServerIdentity::kept_in(root.path()).unwrap();
+        ServerIdentity::kept_in(&root.path().join(".sockit/tls")).unwrap();
         fs::remove_file(root.path().join(".sockit/tls/cert.pem")).unwrap();
-        let err = ServerIdentity::kept_in(root.path()).unwrap_err();
+        let err = ServerIdentity::kept_in(&root.path().join(".sockit/tls")).unwrap_err();
         assert!(matches!(err, IdentityError::Incomplete { .. }), "{err}");
     }
 }

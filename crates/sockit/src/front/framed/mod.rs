@@ -100,22 +100,16 @@ impl Framed {
         }
     }
 
-    /// Turns away a connection over any stream: `busy`, then a graceful close.
-    pub(crate) async fn refuse_busy_on<S: AsyncRead + AsyncWrite + Unpin>(&self, stream: S) {
+    /// Answers a connection over any stream with one error reply, then closes gracefully.
+    pub(crate) async fn refuse_with<S: AsyncRead + AsyncWrite + Unpin>(
+        &self,
+        stream: S,
+        code: ErrorCode,
+        message: &str,
+    ) {
         let mut conn = Connection::new(stream, self.limits, self.deadlines);
-        let busy = ErrorReply::new(ErrorCode::Busy, "too many connections from your address");
-        error_reply(conn.write_buf(), None, &busy);
+        error_reply(conn.write_buf(), None, &ErrorReply::new(code, message));
         conn.close().await;
-    }
-
-    /// The frame limits, for another front end that answers on this protocol.
-    pub(crate) fn limits(&self) -> Limits {
-        self.limits
-    }
-
-    /// The connection deadlines, likewise.
-    pub(crate) fn deadlines(&self) -> Deadlines {
-        self.deadlines
     }
 }
 
@@ -127,7 +121,8 @@ impl TcpService for Framed {
     }
 
     async fn refuse_busy(self: Arc<Self>, stream: TcpStream) {
-        self.refuse_busy_on(stream).await;
+        let message = "too many connections from your address";
+        self.refuse_with(stream, ErrorCode::Busy, message).await;
     }
 }
 
