@@ -36,14 +36,14 @@ pub const PARTIAL_TTL: Duration = Duration::from_secs(24 * 60 * 60);
 /// Most partial uploads held at once, over all addresses (`--max-partials`).
 pub const MAX_PARTIALS: usize = 4096;
 /// Most partial uploads held at once that one IP address began (`--max-partials-per-source`).
-pub const MAX_PARTIALS_PER_SOURCE: usize = 256;
+pub const MAX_PARTIALS_PER_SOURCE: usize = 32;
 
 /// Most uploads, downloads and renames streaming at once (`--max-transfers`). Each holds two
 /// threads of the runtime's blocking pool (512 by default) while it streams; the cap keeps the
 /// rest of the pool free for `stat`, `list` and commits.
 pub const MAX_TRANSFERS: usize = 128;
 /// Most of those streaming slots one IP address holds or waits for (`--max-transfers-per-source`).
-pub const MAX_TRANSFERS_PER_SOURCE: usize = 32;
+pub const MAX_TRANSFERS_PER_SOURCE: usize = 16;
 /// Longest a request waits for a streaming slot or for memory before it is answered `busy`
 /// (`--queue-timeout`).
 pub const QUEUE_TIMEOUT: Duration = Duration::from_secs(10);
@@ -56,7 +56,7 @@ pub const TRANSFER_RATE_WINDOW: Duration = Duration::from_secs(30);
 /// (`--memory-budget`).
 pub const MEMORY_BUDGET: u64 = 256 * 1024 * 1024;
 /// Most of that memory one IP address holds or waits for (`--memory-budget-per-source`).
-pub const MEMORY_BUDGET_PER_SOURCE: u64 = 64 * 1024 * 1024;
+pub const MEMORY_BUDGET_PER_SOURCE: u64 = 32 * 1024 * 1024;
 
 /// Longest a remote command may run (`--exec-timeout`).
 pub const EXEC_TIMEOUT: Duration = Duration::from_secs(3600);

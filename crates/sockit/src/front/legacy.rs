@@ -196,13 +196,13 @@ fn legacy_failure(message: &str) -> Vec<u8> {
 
 /// One frame: `{"data_size":N,"total_size":N,…}` and the body.
 fn legacy_reply(body: &[u8], reply: &LegacyExecReply) -> Vec<u8> {
-    let mut frame = BytesMut::new();
+    let mut frame = BytesMut::with_capacity(256 + body.len());
     HeaderWriter::new(&mut frame)
         .fields(reply)
         .finish(body.len() as u64)
         .expect("a legacy reply header always encodes");
     frame.extend_from_slice(body);
-    frame.to_vec()
+    Vec::from(frame)
 }
 
 impl TcpService for LegacyExec {
