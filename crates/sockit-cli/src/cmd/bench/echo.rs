@@ -9,7 +9,7 @@ use sockit::proto::message::Request;
 use sockit::ClientError;
 
 use super::stats::{Report, Tally};
-use super::{measure, payload, Budget, Load, WorkerEnd};
+use super::{measure, Budget, Load, Payloads, WorkerEnd};
 use crate::cmd::{CmdError, Conn, ConnectArgs, ServerArg};
 
 /// Requests when neither `-n` nor `--duration` is given.
@@ -67,6 +67,7 @@ pub(crate) async fn run(args: &Args) -> Result<(Report, usize), CmdError> {
             budget: budget.clone(),
             pipeline: args.pipeline,
             size: args.data_size as usize,
+            payloads: Payloads::new(args.data_size as usize),
         };
         workers.push(worker.run(client));
     }
@@ -79,13 +80,13 @@ struct Worker {
     budget: std::sync::Arc<Budget>,
     pipeline: u64,
     size: usize,
+    payloads: Payloads,
 }
 
 impl Worker {
     async fn run(self, mut client: Conn) -> WorkerEnd {
         let mut tally = Tally::default();
         let mut body = Vec::with_capacity(self.size);
-        let mut expected = Vec::with_capacity(self.size);
         let mut sent: Vec<(u64, Instant)> = Vec::with_capacity(self.pipeline as usize);
         loop {
             let batch = self.budget.claim(self.pipeline);
@@ -96,7 +97,7 @@ impl Worker {
             sent.clear();
             let mut broken = false;
             for seq in batch {
-                payload(seq, self.size, &mut body);
+                self.payloads.fill(seq, &mut body);
                 sent.push((seq, Instant::now()));
                 if let Err(err) = client.queue(&Request::Echo, &body).await {
                     tally.failed(count, &err);
@@ -105,9 +106,7 @@ impl Worker {
                 }
             }
             if !broken {
-                broken = self
-                    .read_replies(&mut client, &sent, &mut expected, &mut tally)
-                    .await;
+                broken = self.read_replies(&mut client, &sent, &mut tally).await;
             }
             if broken {
                 match self.target.connect().await {
@@ -124,14 +123,12 @@ impl Worker {
         &self,
         client: &mut Conn,
         sent: &[(u64, Instant)],
-        expected: &mut Vec<u8>,
         tally: &mut Tally,
     ) -> bool {
         for (answered, &(seq, queued)) in sent.iter().enumerate() {
             match client.read_reply().await {
                 Ok(reply) => {
-                    payload(seq, self.size, expected);
-                    if reply.body == expected[..] {
+                    if self.payloads.matches(seq, &reply.body) {
                         tally.verified(self.size as u64, queued.elapsed());
                     } else {
                         tally.failed(1, &"an echo reply differs from its request");

@@ -19,6 +19,7 @@ mod udp;
 
 use std::ops::Range;
 use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::OnceLock;
 use std::time::{Duration, Instant};
 
 use super::out::{outln, statusln};
@@ -107,8 +108,10 @@ pub(crate) struct Budget {
     total: Option<u64>,
     /// Requests claimed so far.
     claimed: AtomicU64,
-    /// When no more may be claimed.
-    deadline: Instant,
+    /// How long the run may last.
+    limit: Duration,
+    /// When no more may be claimed: set by the first claim, as the load starts.
+    deadline: OnceLock<Instant>,
 }
 
 impl Budget {
@@ -117,7 +120,8 @@ impl Budget {
         Budget {
             total: Some(total),
             claimed: AtomicU64::new(0),
-            deadline: Instant::now() + MAX_DURATION,
+            limit: MAX_DURATION,
+            deadline: OnceLock::new(),
         }
     }
 
@@ -126,14 +130,16 @@ impl Budget {
         Budget {
             total: None,
             claimed: AtomicU64::new(0),
-            deadline: Instant::now() + duration.min(MAX_DURATION),
+            limit: duration.min(MAX_DURATION),
+            deadline: OnceLock::new(),
         }
     }
 
     /// Claims up to `want` requests to make now, numbered from 0 over the whole run: an
     /// empty range once the run is over.
     pub(crate) fn claim(&self, want: u64) -> Range<u64> {
-        if Instant::now() >= self.deadline {
+        let now = Instant::now();
+        if now >= *self.deadline.get_or_init(|| now + self.limit) {
             return 0..0;
         }
         let Some(total) = self.total else {
@@ -248,20 +254,60 @@ where
     ))
 }
 
-/// A payload of `len` bytes unique to request `seq`: its number in decimal digits (the last
-/// digits when `len` is short), then lower-case letters.
-pub(crate) fn payload(seq: u64, len: usize, out: &mut Vec<u8>) {
-    out.clear();
-    let digits = format!("{seq:020}");
-    let digits = digits.as_bytes();
-    let shown = digits.len().min(len);
-    out.extend_from_slice(&digits[digits.len() - shown..]);
-    out.extend((shown..len).map(|i| b'a' + (i % 26) as u8));
+/// The payloads of a run: `len` bytes unique to each request `seq`, its number in decimal
+/// digits (the last digits when `len` is short), then lower-case letters. Made and checked
+/// with a copy and a comparison, as this runs once a request.
+#[derive(Debug, Clone)]
+pub(crate) struct Payloads {
+    template: Vec<u8>,
+}
+
+/// Digits of the largest request number.
+const SEQ_DIGITS: usize = 20;
+
+impl Payloads {
+    pub(crate) fn new(len: usize) -> Payloads {
+        let mut template: Vec<u8> = (0..len).map(|i| b'a' + (i % 26) as u8).collect();
+        let shown = len.min(SEQ_DIGITS);
+        template[..shown].fill(b'0');
+        Payloads { template }
+    }
+
+    /// The payload of request `seq`, into `out`.
+    pub(crate) fn fill(&self, seq: u64, out: &mut Vec<u8>) {
+        out.clear();
+        out.extend_from_slice(&self.template);
+        let shown = self.shown();
+        out[..shown].copy_from_slice(&digits(seq)[SEQ_DIGITS - shown..]);
+    }
+
+    /// Whether `body` is exactly the payload of request `seq`.
+    pub(crate) fn matches(&self, seq: u64, body: &[u8]) -> bool {
+        let shown = self.shown();
+        body.len() == self.template.len()
+            && body[shown..] == self.template[shown..]
+            && body[..shown] == digits(seq)[SEQ_DIGITS - shown..]
+    }
+
+    fn shown(&self) -> usize {
+        self.template.len().min(SEQ_DIGITS)
+    }
+}
+
+/// `seq` in decimal, zero-padded to [`SEQ_DIGITS`].
+fn digits(seq: u64) -> [u8; SEQ_DIGITS] {
+    let mut digits = [b'0'; SEQ_DIGITS];
+    let mut rest = seq;
+    for digit in digits.iter_mut().rev() {
+        *digit = b'0' + (rest % 10) as u8;
+        rest /= 10;
+    }
+    digits
 }
 
 #[cfg(test)]
 mod tests {
-    use super::{payload, Budget};
+    use super::{Budget, Payloads};
 
     #[test]
     fn a_counted_budget_grants_exactly_its_total() {
@@ -273,17 +319,27 @@ mod tests {
     }
 
     #[test]
-    fn payloads_differ_per_request() {
+    fn payloads_differ_per_request_and_are_checked_whole() {
+        let payloads = Payloads::new(32);
         let (mut one, mut two) = (Vec::new(), Vec::new());
-        payload(7, 32, &mut one);
-        payload(8, 32, &mut two);
+        payloads.fill(7, &mut one);
+        payloads.fill(8, &mut two);
         assert_eq!(one.len(), 32);
         assert_ne!(one, two);
         assert_eq!(&one[..20], b"00000000000000000007");
         assert_eq!(&one[20..23], b"uvw");
-        payload(123, 2, &mut one);
+        assert!(payloads.matches(7, &one) && payloads.matches(8, &two));
+        assert!(!payloads.matches(8, &one), "another request's payload");
+        assert!(!payloads.matches(7, &one[..31]), "one byte short");
+        let mut wrong = one.clone();
+        wrong[31] ^= 0x20;
+        assert!(!payloads.matches(7, &wrong), "one byte changed");
+        let short = Payloads::new(2);
+        short.fill(123, &mut one);
         assert_eq!(one, b"23");
-        payload(5, 0, &mut one);
+        Payloads::new(0).fill(5, &mut one);
         assert!(one.is_empty());
+        Payloads::new(20).fill(u64::MAX, &mut one);
+        assert_eq!(one, u64::MAX.to_string().as_bytes());
     }
 }

@@ -10,7 +10,7 @@ use std::time::Instant;
 use tokio::net::UdpSocket;
 
 use super::stats::{Report, Tally};
-use super::{measure, payload, Budget, Load, WorkerEnd};
+use super::{measure, Budget, Load, Payloads, WorkerEnd};
 use crate::cmd::CmdError;
 
 /// Round trips when neither `-n` nor `--duration` is given.
@@ -51,6 +51,7 @@ pub(crate) async fn run(args: &Args) -> Result<(Report, usize), CmdError> {
             socket,
             budget: budget.clone(),
             size: args.data_size as usize,
+            payloads: Payloads::new(args.data_size as usize),
             timeout: args.load.reply_timeout,
         };
         workers.push(worker.run());
@@ -63,29 +64,31 @@ struct Worker {
     socket: UdpSocket,
     budget: Arc<Budget>,
     size: usize,
+    payloads: Payloads,
     timeout: std::time::Duration,
 }
 
 impl Worker {
     async fn run(self) -> WorkerEnd {
         let mut tally = Tally::default();
-        let mut sent = Vec::with_capacity(self.size);
+        let mut request = Vec::with_capacity(self.size);
+        let mut expected = Vec::with_capacity(self.size);
         let mut reply = vec![0; self.size + 1];
         loop {
             let batch = self.budget.claim(1);
             if batch.is_empty() {
                 return WorkerEnd::done(tally);
             }
-            payload(batch.start, self.size, &mut sent);
-            sent.make_ascii_uppercase(); // what comes back; digits and upper case stay
-            let mut request = sent.clone();
-            request.make_ascii_lowercase();
+            self.payloads.fill(batch.start, &mut request);
+            expected.clear();
+            expected.extend_from_slice(&request);
+            expected.make_ascii_uppercase(); // what comes back
             let started = Instant::now();
             if let Err(err) = self.socket.send(&request).await {
                 tally.failed(1, &err);
                 continue;
             }
-            match self.await_reply(&sent, &mut reply, started).await {
+            match self.await_reply(&expected, &mut reply, started).await {
                 Ok(()) => tally.verified(self.size as u64, started.elapsed()),
                 Err(why) => tally.failed(1, &why),
             }
