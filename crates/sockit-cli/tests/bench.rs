@@ -298,6 +298,46 @@ fn conns_holds_idle_connections_while_it_measures_pings() {
     assert_eq!(json["held_after"], 40);
 }
 
+#[test]
+fn conns_reports_how_many_idle_connections_the_server_accepted() {
+    // The measuring connection takes one of the ten an address may hold.
+    let serve = Serve::start(&["--max-conns-per-source", "10"]);
+    let json = bench_json(
+        &["conns", "--server", &serve.tcp(), "-c", "20", "-n", "10"],
+        &[],
+    );
+    assert_eq!(counts(&json), (10, 0, 0), "{json}");
+    assert_eq!(
+        (json["asked"].as_u64(), json["held"].as_u64()),
+        (Some(20), Some(9)),
+        "{json}"
+    );
+    assert_eq!(json["held_after"], 9, "{json}");
+}
+
+#[test]
+fn echo_over_tls_counts_exactly() {
+    let serve = Serve::start(&["--tls"]);
+    let addr = serve.addr("tls").to_string();
+    let json = bench_json(
+        &[
+            "echo",
+            "--server",
+            &addr,
+            "--fingerprint",
+            serve.fingerprint(),
+            "-n",
+            "300",
+            "-c",
+            "2",
+            "-P",
+            "7",
+        ],
+        &[],
+    );
+    assert_eq!(counts(&json), (300, 0, 300 * 32), "{json}");
+}
+
 /// Names in the store's directory (files the store keeps for itself start with a dot).
 fn stored(root: &Path) -> Vec<String> {
     let mut names: Vec<String> = std::fs::read_dir(root)
