@@ -87,6 +87,24 @@ fn echo_makes_exactly_n_verified_requests_over_several_connections() {
         &[],
     );
     assert_eq!(counts(&json), (7, 0, 7000), "{json}");
+    // 16 MiB asked in flight: sent in windows, so that neither end blocks on its writes.
+    let json = bench_json(
+        &[
+            "echo",
+            "--server",
+            &serve.tcp(),
+            "-n",
+            "300",
+            "-P",
+            "256",
+            "-d",
+            "65536",
+            "--reply-timeout",
+            "3",
+        ],
+        &[],
+    );
+    assert_eq!(counts(&json), (300, 0, 300 * 65536), "{json}");
 }
 
 #[test]

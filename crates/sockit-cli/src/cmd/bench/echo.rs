@@ -3,6 +3,7 @@
 //! only when its body is exactly the payload of its own request; its latency runs from the
 //! moment the request was queued.
 
+use std::collections::VecDeque;
 use std::time::Instant;
 
 use sockit::proto::message::Request;
@@ -14,12 +15,16 @@ use crate::cmd::{CmdError, Conn, ConnectArgs, ServerArg};
 
 /// Requests when neither `-n` nor `--duration` is given.
 const DEFAULT_REQUESTS: u64 = 100_000;
+/// Payload bytes a connection has in flight at most: more, and both ends could block writing
+/// while neither reads (the sockets' buffers are of this order).
+const WINDOW: usize = 256 * 1024;
 
 #[derive(Debug, clap::Args)]
 pub(crate) struct Args {
     #[command(flatten)]
     pub(super) load: Load,
-    /// Requests each connection sends before it reads their replies.
+    /// Requests each connection sends before it reads their replies (fewer at a time when
+    /// they would have over 256 KiB of payload in flight).
     #[arg(short = 'P', long, value_name = "PIPELINE", default_value_t = 1,
           value_parser = clap::value_parser!(u64).range(1..=65536))]
     pipeline: u64,
@@ -87,28 +92,18 @@ impl Worker {
     async fn run(self, mut client: Conn) -> WorkerEnd {
         let mut tally = Tally::default();
         let mut body = Vec::with_capacity(self.size);
-        let mut sent: Vec<(u64, Instant)> = Vec::with_capacity(self.pipeline as usize);
+        let mut in_flight = VecDeque::with_capacity(self.pipeline as usize);
         loop {
             let batch = self.budget.claim(self.pipeline);
             if batch.is_empty() {
                 return WorkerEnd::done(tally);
             }
-            let count = batch.end - batch.start;
-            sent.clear();
-            let mut broken = false;
-            for seq in batch {
-                self.payloads.fill(seq, &mut body);
-                sent.push((seq, Instant::now()));
-                if let Err(err) = client.queue(&Request::Echo, &body).await {
-                    tally.failed(count, &err);
-                    broken = true;
-                    break;
-                }
-            }
-            if !broken {
-                broken = self.read_replies(&mut client, &sent, &mut tally).await;
-            }
-            if broken {
+            let outcome = self
+                .send_batch(&mut client, batch, &mut body, &mut in_flight, &mut tally)
+                .await;
+            if let Err(unanswered) = outcome {
+                tally.failed(unanswered.count, &unanswered.why);
+                in_flight.clear();
                 match self.target.connect().await {
                     Ok(fresh) => client = fresh,
                     Err(err) => return WorkerEnd::lost(tally, err),
@@ -117,32 +112,74 @@ impl Worker {
         }
     }
 
-    /// Reads one reply per request of `sent`, in order, and counts each. Whether the
-    /// connection broke; every request still unanswered then is one error.
-    async fn read_replies(
+    /// Sends the requests of `batch` and reads all their replies, counting each. Replies are
+    /// read early whenever [`WINDOW`] bytes of payload are in flight, so that neither end
+    /// waits on the other's writes. When the connection breaks, the requests of the batch not
+    /// answered yet.
+    async fn send_batch(
         &self,
         client: &mut Conn,
-        sent: &[(u64, Instant)],
+        batch: std::ops::Range<u64>,
+        body: &mut Vec<u8>,
+        in_flight: &mut VecDeque<(u64, Instant)>,
         tally: &mut Tally,
-    ) -> bool {
-        for (answered, &(seq, queued)) in sent.iter().enumerate() {
-            match client.read_reply().await {
-                Ok(reply) => {
-                    if self.payloads.matches(seq, &reply.body) {
-                        tally.verified(self.size as u64, queued.elapsed());
-                    } else {
-                        tally.failed(1, &"an echo reply differs from its request");
-                    }
-                }
-                // An error reply leaves the connection in step: the next reply is the next
-                // request's.
-                Err(err @ ClientError::Remote { .. }) => tally.failed(1, &err),
-                Err(err) => {
-                    tally.failed((sent.len() - answered) as u64, &err);
-                    return true;
-                }
+    ) -> Result<(), Unanswered> {
+        let window = (WINDOW / self.size.max(1)).max(1);
+        let end = batch.end;
+        for seq in batch {
+            if in_flight.len() >= window {
+                self.read_reply(client, in_flight, tally)
+                    .await
+                    .map_err(|why| Unanswered::new(in_flight.len() as u64 + end - seq, why))?;
+            }
+            self.payloads.fill(seq, body);
+            in_flight.push_back((seq, Instant::now()));
+            if let Err(err) = client.queue(&Request::Echo, body).await {
+                return Err(Unanswered::new(in_flight.len() as u64 + end - seq - 1, err));
             }
         }
-        false
+        while !in_flight.is_empty() {
+            self.read_reply(client, in_flight, tally)
+                .await
+                .map_err(|why| Unanswered::new(in_flight.len() as u64, why))?;
+        }
+        Ok(())
+    }
+
+    /// Reads the reply to the oldest request in flight and counts it; the error when the
+    /// connection broke (the request stays in flight, unanswered).
+    async fn read_reply(
+        &self,
+        client: &mut Conn,
+        in_flight: &mut VecDeque<(u64, Instant)>,
+        tally: &mut Tally,
+    ) -> Result<(), ClientError> {
+        let reply = client.read_reply().await;
+        let (seq, queued) = match reply {
+            // An error reply leaves the connection in step: the next reply is the next
+            // request's.
+            Ok(_) | Err(ClientError::Remote { .. }) => in_flight.pop_front().expect("in flight"),
+            Err(err) => return Err(err),
+        };
+        match reply {
+            Ok(reply) if self.payloads.matches(seq, &reply.body) => {
+                tally.verified(self.size as u64, queued.elapsed());
+            }
+            Ok(_) => tally.failed(1, &"an echo reply differs from its request"),
+            Err(err) => tally.failed(1, &err),
+        }
+        Ok(())
+    }
+}
+
+/// Requests lost with their connection, and why.
+struct Unanswered {
+    count: u64,
+    why: ClientError,
+}
+
+impl Unanswered {
+    fn new(count: u64, why: ClientError) -> Unanswered {
+        Unanswered { count, why }
     }
 }
