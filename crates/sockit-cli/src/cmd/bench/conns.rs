@@ -35,7 +35,7 @@ pub(crate) async fn run(args: &Args) -> Result<(Report, usize), CmdError> {
     let idle = args.load.connections_or(DEFAULT_IDLE);
     raise_open_files(u64::from(idle) + SPARE_FILES);
     let endpoint = args.connect.endpoint(&args.server.server)?;
-    let reply_timeout = args.load.reply_timeout;
+    let reply_timeout = args.load.reply_timeout();
     let connect = move || {
         let endpoint = endpoint.clone();
         async move { Conn::connect_with_reply_timeout(endpoint, reply_timeout).await }

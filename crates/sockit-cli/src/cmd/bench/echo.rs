@@ -62,7 +62,7 @@ pub(crate) async fn run(args: &Args) -> Result<(Report, usize), CmdError> {
         let target = Target {
             server: args.server.server.clone(),
             endpoint: args.connect.endpoint(&args.server.server)?,
-            reply_timeout: args.load.reply_timeout,
+            reply_timeout: args.load.reply_timeout(),
         };
         // Every connection is made before the clock starts.
         let client =

@@ -40,7 +40,7 @@ pub(crate) async fn run(args: &Args) -> Result<(Report, usize), CmdError> {
             client,
             cmd.clone(),
             budget.clone(),
-            args.load.reply_timeout,
+            args.load.reply_timeout(),
         ));
     }
     measure("exec", workers).await

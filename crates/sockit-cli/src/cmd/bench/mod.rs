@@ -30,6 +30,9 @@ use stats::{Report, Tally};
 /// The longest any run may last, whatever `-n` or `--duration` say.
 pub(crate) const MAX_DURATION: Duration = sockit::defaults::BENCH_MAX_DURATION;
 
+/// How long a reply may take by default (`--reply-timeout`).
+const REPLY_TIMEOUT: Duration = Duration::from_secs(5);
+
 /// The workloads.
 #[derive(Debug, clap::Subcommand)]
 pub(crate) enum Bench {
@@ -63,9 +66,10 @@ pub(crate) struct Load {
     #[arg(long, value_name = "SECS", value_parser = parse_duration)]
     duration: Option<Duration>,
     /// Seconds a reply may take before its request counts as an error (and, over TCP, the
-    /// connection is made again).
-    #[arg(long, value_name = "SECS", default_value = "5", value_parser = parse_seconds)]
-    reply_timeout: Duration,
+    /// connection is made again; `exec`: the command's limit; `put` and `get` wait for 60 s of
+    /// silence, as the other commands do) [default: 5; udp: 1].
+    #[arg(long, value_name = "SECS", value_parser = parse_seconds)]
+    reply_timeout: Option<Duration>,
     /// Print only the result, as one JSON object on standard output: requests (verified
     /// replies), errors, bytes, seconds, rate (requests / seconds), p50_ms, p99_ms, max_ms,
     /// cpu_us_per_request (the client's CPU time over the requests made).
@@ -89,6 +93,11 @@ impl Load {
     /// Connections asked for, else `default`.
     fn connections_or(&self, default: u32) -> u32 {
         self.connections.unwrap_or(default)
+    }
+
+    /// How long a reply may take: `--reply-timeout`, else [`REPLY_TIMEOUT`].
+    fn reply_timeout(&self) -> Duration {
+        self.reply_timeout.unwrap_or(REPLY_TIMEOUT)
     }
 
     /// The run's budget: `-n` (else `default_requests`) or `--duration`.

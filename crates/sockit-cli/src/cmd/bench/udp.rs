@@ -15,6 +15,8 @@ use crate::cmd::CmdError;
 
 /// Round trips when neither `-n` nor `--duration` is given.
 const DEFAULT_REQUESTS: u64 = 1000;
+/// How long a reply may take, unless `--reply-timeout` says: a datagram lost is lost.
+const REPLY_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(1);
 /// The largest datagram payload over IPv4.
 const MAX_DATAGRAM: u64 = 65_507;
 
@@ -52,7 +54,7 @@ pub(crate) async fn run(args: &Args) -> Result<(Report, usize), CmdError> {
             budget: budget.clone(),
             size: args.data_size as usize,
             payloads: Payloads::new(args.data_size as usize),
-            timeout: args.load.reply_timeout,
+            timeout: args.load.reply_timeout.unwrap_or(REPLY_TIMEOUT),
         };
         workers.push(worker.run());
     }
