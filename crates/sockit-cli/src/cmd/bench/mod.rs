@@ -30,6 +30,9 @@ use stats::{Report, Tally};
 /// The longest any run may last, whatever `-n` or `--duration` say.
 pub(crate) const MAX_DURATION: Duration = sockit::defaults::BENCH_MAX_DURATION;
 
+/// The most connections `-c` may ask for.
+const MAX_CONNECTIONS: u32 = 100_000;
+
 /// How long a reply may take by default (`--reply-timeout`).
 const REPLY_TIMEOUT: Duration = Duration::from_secs(5);
 
@@ -54,9 +57,9 @@ pub(crate) enum Bench {
 /// How much load and for how long: the options every workload shares.
 #[derive(Debug, clap::Args)]
 pub(crate) struct Load {
-    /// Concurrent connections (for `conns`: idle connections held).
+    /// Concurrent connections (for `conns`: idle connections held), at most 100000.
     #[arg(short = 'c', long = "connections", value_name = "CONNS",
-          value_parser = clap::value_parser!(u32).range(1..))]
+          value_parser = clap::value_parser!(u32).range(1..=i64::from(MAX_CONNECTIONS)))]
     connections: Option<u32>,
     /// Requests in all, over every connection (the default depends on the workload).
     #[arg(short = 'n', long = "requests", value_name = "TOTAL", conflicts_with = "duration",
