@@ -440,3 +440,48 @@ fn exec_counts_only_runs_that_exit_with_status_0() {
     assert_eq!(counts(&run(&["--", "false"])), (0, 4, 0));
     assert_eq!(counts(&run(&["--", "sh", "-c", "exit 0"])), (4, 0, 0));
 }
+
+#[test]
+fn the_summary_for_people_and_the_bounds_of_a_run() {
+    let serve = Serve::start(&[]);
+    let output = Command::new(SOCKIT)
+        .args([
+            "bench",
+            "echo",
+            "--server",
+            &serve.tcp(),
+            "-n",
+            "5",
+            "-d",
+            "10",
+        ])
+        .output()
+        .unwrap();
+    assert!(output.status.success(), "{output:?}");
+    let stdout = String::from_utf8(output.stdout).unwrap();
+    let lines: Vec<&str> = stdout.lines().collect();
+    assert_eq!(lines.len(), 3, "{stdout}");
+    assert!(
+        lines[0].starts_with("echo: 5 requests, 0 errors in "),
+        "{stdout}"
+    );
+    assert!(lines[1].starts_with("latency: p50 "), "{stdout}");
+    assert!(
+        lines[2].starts_with("50 payload bytes verified, client CPU "),
+        "{stdout}"
+    );
+    // A count or a duration, not both; no run longer than 600 s.
+    for bad in [
+        &["-n", "5", "--duration", "1"][..],
+        &["--duration", "601"],
+        &["--duration", "0"],
+        &["-n", "0"],
+    ] {
+        let output = Command::new(SOCKIT)
+            .args(["bench", "echo", "--server", &serve.tcp()])
+            .args(bad)
+            .output()
+            .unwrap();
+        assert_eq!(output.status.code(), Some(2), "{bad:?}: {output:?}");
+    }
+}
