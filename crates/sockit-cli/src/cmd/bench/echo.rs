@@ -57,6 +57,7 @@ impl Target {
 pub(crate) async fn run(args: &Args) -> Result<(Report, usize), CmdError> {
     let budget = std::sync::Arc::new(args.load.budget(DEFAULT_REQUESTS));
     let connections = args.load.connections_or(1);
+    let payloads = std::sync::Arc::new(Payloads::new(args.data_size as usize));
     let mut workers = Vec::with_capacity(connections as usize);
     for _ in 0..connections {
         let target = Target {
@@ -72,7 +73,7 @@ pub(crate) async fn run(args: &Args) -> Result<(Report, usize), CmdError> {
             budget: budget.clone(),
             pipeline: args.pipeline,
             size: args.data_size as usize,
-            payloads: Payloads::new(args.data_size as usize),
+            payloads: payloads.clone(),
         };
         workers.push(worker.run(client));
     }
@@ -85,7 +86,8 @@ struct Worker {
     budget: std::sync::Arc<Budget>,
     pipeline: u64,
     size: usize,
-    payloads: Payloads,
+    /// Shared by every connection: one template of `size` bytes.
+    payloads: std::sync::Arc<Payloads>,
 }
 
 impl Worker {
