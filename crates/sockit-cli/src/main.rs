@@ -50,6 +50,10 @@ enum Command {
     Shell(cmd::shell::Args),
     /// Join the UDP chat room: standard input lines go out, room lines come in.
     Chat(cmd::chat::Args),
+    /// Load a server as redis-benchmark does: a rate, latency percentiles and errors, counting
+    /// only verified replies.
+    #[command(subcommand)]
+    Bench(cmd::bench::Bench),
     /// Edit the users file of `sockit serve --users`.
     #[command(subcommand)]
     User(cmd::user::User),
@@ -143,6 +147,7 @@ impl Command {
             }
             Command::Shell(args) => remote(cmd::shell::run(args).await),
             Command::Chat(args) => done(cmd::chat::run(args).await),
+            Command::Bench(bench) => done(cmd::bench::run(bench).await),
             Command::User(user) => done(cmd::user::run(user)),
             Command::Keygen(args) => done(cmd::keygen::run(args)),
             Command::Demo(demo) => done(cmd::demo::run(demo).await),

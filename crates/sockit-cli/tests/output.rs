@@ -456,7 +456,9 @@ fn exec_json_ends_standard_error_with_the_status() {
 }
 
 /// The subcommands every generated document must name.
-const SUBCOMMANDS: [&str; 8] = ["serve", "ping", "echo", "put", "get", "ls", "exec", "chat"];
+const SUBCOMMANDS: [&str; 9] = [
+    "serve", "ping", "echo", "put", "get", "ls", "exec", "chat", "bench",
+];
 
 #[test]
 fn completions_name_every_subcommand() {

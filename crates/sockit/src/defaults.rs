@@ -102,3 +102,6 @@ pub const UDP_ECHO_SOURCE_RATE: u64 = 64 * 1024;
 pub const UDP_ECHO_RATE: u64 = 1024 * 1024;
 /// Most source addresses the UDP echo meters at once (`--udp-echo-max-sources`).
 pub const UDP_ECHO_MAX_SOURCES: usize = 4096;
+
+/// The longest a `sockit bench` run may last, whatever its `-n` or `--duration`.
+pub const BENCH_MAX_DURATION: Duration = Duration::from_secs(600);

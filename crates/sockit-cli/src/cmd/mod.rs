@@ -1,5 +1,6 @@
 //! One module per subcommand, plus what they share: the `--server` option and error exits.
 
+pub(crate) mod bench;
 pub(crate) mod chat;
 pub(crate) mod connect;
 pub(crate) mod demo;
