@@ -17,6 +17,7 @@
 //! been written: the wait for the next frame reads its first bytes into a small array of its
 //! own ([`IDLE_READ`]) and only then takes a read buffer.
 
+use std::future::Future;
 use std::io;
 use std::time::Duration;
 
@@ -716,14 +717,17 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Connection<S> {
     }
 
     /// The same as [`read_more`](Connection::read_more) with nothing buffered, holding no
-    /// buffer while it waits: the buffers are given back, the first bytes land in an array of
-    /// this future's own, and only then move into a read buffer, sized for them (or for a
-    /// stream of requests, when they fill the array).
+    /// buffer while it waits: unless bytes are already waiting, the buffers are given back,
+    /// the first bytes land in an array of this future's own, and only then move into a read
+    /// buffer, sized for them (or for a stream of requests, when they fill the array).
     async fn read_idle(
         &mut self,
         deadline: Option<Instant>,
         stoppable: bool,
     ) -> Result<Read, ConnError> {
+        if let Some(read) = self.read_waiting(stoppable).await {
+            return self.settle(Bounded::Read(read));
+        }
         self.release_buffers();
         let mut first = [0u8; IDLE_READ];
         let read = self.stream.read(&mut first);
@@ -743,6 +747,23 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Connection<S> {
             self.rbuf.extend_from_slice(&first[..n]);
         }
         self.settle(outcome)
+    }
+
+    /// Bytes already waiting, read without waiting into the read buffer when it has room for
+    /// a stream of them (the next requests of a client that pipelines): `None` when none are
+    /// waiting, no such buffer is held, or the stop signal has fired.
+    async fn read_waiting(&mut self, stoppable: bool) -> Option<io::Result<usize>> {
+        let stopped = stoppable && self.stop.as_ref().is_some_and(|stop| stop.is_cancelled());
+        if stopped || self.rbuf.capacity() - self.rbuf.len() < MIN_READ_SPACE {
+            return None;
+        }
+        let mut read = std::pin::pin!(self.stream.read_buf(&mut self.rbuf));
+        // One poll: a read not ready loses no byte when dropped.
+        std::future::poll_fn(|cx| match Future::poll(read.as_mut(), cx) {
+            Poll::Ready(read) => Poll::Ready(Some(read)),
+            Poll::Pending => Poll::Ready(None),
+        })
+        .await
     }
 
     /// What a bounded read came to, with its bytes counted toward the pace.
