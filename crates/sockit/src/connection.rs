@@ -11,7 +11,13 @@
 //! Writing is batched. Replies are appended to a write buffer and go out when the connection
 //! is about to wait for input, or when the buffer passes a high-water mark. A client that
 //! pipelines many requests therefore gets many replies per `write` system call, in order.
+//!
+//! An idle connection holds no buffer. Both buffers are allocated when bytes arrive or a reply
+//! is queued, and given back once everything read has been handled and everything queued has
+//! been written: the wait for the next frame reads its first bytes into a small array of its
+//! own ([`IDLE_READ`]) and only then takes a read buffer.
 
+use std::future::Future;
 use std::io;
 use std::time::Duration;
 
@@ -29,6 +35,12 @@ use crate::transfer::BodySource;
 
 /// Smallest free space the read buffer gets before a read.
 const READ_RESERVE: usize = 64 * 1024;
+/// The most the first read after an idle wait takes, into an array of the waiting future's own:
+/// a whole small request, or the start of a pipelined stream (which then gets
+/// [`READ_RESERVE`] at once).
+const IDLE_READ: usize = 512;
+/// The write buffer's first allocation; it grows by doubling from there.
+const WRITE_START: usize = 4 * 1024;
 /// Read buffer size while a long body streams in.
 const BULK_READ: usize = 1024 * 1024;
 /// Below this much free space, the read buffer is grown (or reclaimed) before a read.
@@ -44,6 +56,9 @@ const EXCHANGE_READ: usize = 16 * 1024;
 const CLOSE_LINGER: Duration = Duration::from_secs(2);
 /// How much a graceful close reads and discards at most.
 const CLOSE_DRAIN_MAX: usize = 1024 * 1024;
+/// The buffer a graceful close drains into, allocated then (an array would make every
+/// connection's future this much larger for its whole life).
+const CLOSE_SCRATCH: usize = 8 * 1024;
 
 /// The time limits a connection enforces on its peer. `None` means no limit.
 #[derive(Debug, Clone, Copy, Default)]
@@ -221,8 +236,8 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Connection<S> {
     pub fn new(stream: S, limits: Limits, deadlines: Deadlines) -> Connection<S> {
         Connection {
             stream,
-            rbuf: BytesMut::with_capacity(READ_RESERVE),
-            wbuf: BytesMut::with_capacity(WRITE_HIGH_WATER),
+            rbuf: BytesMut::new(),
+            wbuf: BytesMut::new(),
             decoder: Decoder::new(limits),
             deadlines,
             opened: Instant::now(),
@@ -338,7 +353,11 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Connection<S> {
                 (self.header_deadline(started), false)
             };
             let deadline = paced(deadline, &mut self.pace);
-            let read = self.read_more(deadline, stoppable).await?;
+            let read = if between_frames {
+                self.read_idle(deadline, stoppable).await?
+            } else {
+                self.read_more(deadline, stoppable).await?
+            };
             match read {
                 Read::Stopped => return Ok(None),
                 Read::Cut => return Err(ConnError::ShuttingDown),
@@ -464,10 +483,17 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Connection<S> {
         while self.rbuf.len() < wanted {
             self.fill_body(false).await?;
         }
-        Ok(self
+        let body = self
             .decoder
             .take_whole_body(&mut self.rbuf)
-            .expect("the whole body is buffered"))
+            .expect("the whole body is buffered");
+        if wanted > READ_RESERVE {
+            // The body's allocation must go when the body goes: a read buffer that took it
+            // back would hold a large body's memory past the budget that paid for it. What
+            // follows the body (pipelined requests) moves to a buffer of its own.
+            self.rbuf = BytesMut::from(&self.rbuf[..]);
+        }
+        Ok(body)
     }
 
     /// Reads and discards the rest of the current body, through the read buffer as it is (so
@@ -553,7 +579,27 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Connection<S> {
 
     /// The write buffer, for encoding a frame header with [`sockit_proto::HeaderWriter`].
     pub fn write_buf(&mut self) -> &mut BytesMut {
+        if self.wbuf.capacity() == 0 {
+            self.wbuf.reserve(WRITE_START);
+        }
         &mut self.wbuf
+    }
+
+    /// Gives back both buffers once they hold nothing: between frames, with every reply
+    /// written, a connection holds no buffer.
+    fn release_buffers(&mut self) {
+        if self.rbuf.is_empty() {
+            self.rbuf = BytesMut::new();
+        }
+        if self.wbuf.is_empty() {
+            self.wbuf = BytesMut::new();
+        }
+    }
+
+    /// Whether the connection holds a read or a write buffer.
+    #[cfg(test)]
+    fn holds_buffers(&self) -> bool {
+        self.rbuf.capacity() > 0 || self.wbuf.capacity() > 0
     }
 
     /// Queues a body after a header already in the write buffer.
@@ -624,7 +670,7 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Connection<S> {
         let _ = self.stream.shutdown().await;
         let deadline = Instant::now() + CLOSE_LINGER;
         let mut drained = 0;
-        let mut scratch = [0u8; 8192];
+        let mut scratch = vec![0u8; CLOSE_SCRATCH];
         while drained < CLOSE_DRAIN_MAX {
             match timeout_at(deadline, self.stream.read(&mut scratch)).await {
                 Ok(Ok(n)) if n > 0 => drained += n,
@@ -666,37 +712,81 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Connection<S> {
         if self.rbuf.capacity() - self.rbuf.len() < MIN_READ_SPACE {
             self.rbuf.reserve(READ_RESERVE);
         }
-        let stop = self.stop.clone();
-        let grace = self.grace;
-        let cut_at = &mut self.cut_at;
         let read = self.stream.read_buf(&mut self.rbuf);
-        let read = async {
-            match &stop {
-                Some(stop) if stoppable => tokio::select! {
-                    biased;
-                    () = stop.cancelled() => Err(Read::Stopped),
-                    read = read => Ok(read),
-                },
-                _ => within_grace(stop.as_ref(), grace, cut_at, read)
-                    .await
-                    .ok_or(Read::Cut),
-            }
-        };
-        let outcome = match deadline {
-            None => read.await,
-            Some(deadline) => match timeout_at(deadline, read).await {
-                Ok(outcome) => outcome,
-                Err(_) => return Err(self.timeout_error()),
-            },
-        };
+        let grace = self.grace;
+        let outcome = bounded_read(
+            self.stop.as_ref(),
+            grace,
+            &mut self.cut_at,
+            deadline,
+            stoppable,
+            read,
+        )
+        .await;
+        self.settle(outcome)
+    }
+
+    /// The same as [`read_more`](Connection::read_more) with nothing buffered, holding no
+    /// buffer while it waits: unless bytes are already waiting, the buffers are given back,
+    /// the first bytes land in an array of this future's own, and only then move into a read
+    /// buffer, sized for them (or for a stream of requests, when they fill the array).
+    async fn read_idle(
+        &mut self,
+        deadline: Option<Instant>,
+        stoppable: bool,
+    ) -> Result<Read, ConnError> {
+        if let Some(read) = self.read_waiting(stoppable).await {
+            return self.settle(Bounded::Read(read));
+        }
+        self.release_buffers();
+        let mut first = [0u8; IDLE_READ];
+        let read = self.stream.read(&mut first);
+        let grace = self.grace;
+        let outcome = bounded_read(
+            self.stop.as_ref(),
+            grace,
+            &mut self.cut_at,
+            deadline,
+            stoppable,
+            read,
+        )
+        .await;
+        if let Bounded::Read(Ok(n)) = outcome {
+            self.rbuf
+                .reserve(if n == IDLE_READ { READ_RESERVE } else { n });
+            self.rbuf.extend_from_slice(&first[..n]);
+        }
+        self.settle(outcome)
+    }
+
+    /// Bytes already waiting, read without waiting into the read buffer when it has room for
+    /// a stream of them (the next requests of a client that pipelines): `None` when none are
+    /// waiting, no such buffer is held, or the stop signal has fired.
+    async fn read_waiting(&mut self, stoppable: bool) -> Option<io::Result<usize>> {
+        let stopped = stoppable && self.stop.as_ref().is_some_and(|stop| stop.is_cancelled());
+        if stopped || self.rbuf.capacity() - self.rbuf.len() < MIN_READ_SPACE {
+            return None;
+        }
+        let mut read = std::pin::pin!(self.stream.read_buf(&mut self.rbuf));
+        // One poll: a read not ready loses no byte when dropped.
+        std::future::poll_fn(|cx| match Future::poll(read.as_mut(), cx) {
+            Poll::Ready(read) => Poll::Ready(Some(read)),
+            Poll::Pending => Poll::Ready(None),
+        })
+        .await
+    }
+
+    /// What a bounded read came to, with its bytes counted toward the pace.
+    fn settle(&mut self, outcome: Bounded) -> Result<Read, ConnError> {
         match outcome {
-            Err(ended) => Ok(ended),
-            Ok(Ok(0)) => Ok(Read::Eof),
-            Ok(Ok(n)) => {
+            Bounded::TimedOut => Err(self.timeout_error()),
+            Bounded::Ended(ended) => Ok(ended),
+            Bounded::Read(Ok(0)) => Ok(Read::Eof),
+            Bounded::Read(Ok(n)) => {
                 count_moved(&mut self.pace, n);
                 Ok(Read::Bytes)
             }
-            Ok(Err(err)) => Err(err.into()),
+            Bounded::Read(Err(err)) => Err(err.into()),
         }
     }
 
@@ -789,6 +879,46 @@ enum Read {
     Stopped,
     /// The grace after the stop signal ended in the middle of a request.
     Cut,
+}
+
+/// How a read run by [`bounded_read`] ended.
+enum Bounded {
+    /// The read itself finished: a byte count or a socket error.
+    Read(io::Result<usize>),
+    /// The stop signal or the end of the grace ended it first.
+    Ended(Read),
+    /// The deadline passed first.
+    TimedOut,
+}
+
+/// Runs `read` until `deadline`; when `stoppable`, it also ends when `stop` fires, and
+/// otherwise when `grace` has passed since `stop` fired (see [`within_grace`]).
+async fn bounded_read(
+    stop: Option<&CancellationToken>,
+    grace: Option<Duration>,
+    cut_at: &mut Option<Instant>,
+    deadline: Option<Instant>,
+    stoppable: bool,
+    read: impl std::future::Future<Output = io::Result<usize>>,
+) -> Bounded {
+    let read = async {
+        match stop {
+            Some(stop) if stoppable => tokio::select! {
+                biased;
+                () = stop.cancelled() => Bounded::Ended(Read::Stopped),
+                read = read => Bounded::Read(read),
+            },
+            _ => within_grace(stop, grace, cut_at, read)
+                .await
+                .map_or(Bounded::Ended(Read::Cut), Bounded::Read),
+        }
+    };
+    match deadline {
+        None => read.await,
+        Some(deadline) => timeout_at(deadline, read)
+            .await
+            .unwrap_or(Bounded::TimedOut),
+    }
 }
 
 /// Runs `read`, a read inside a request, to its end; `None` once `grace` has passed since
@@ -1284,6 +1414,73 @@ mod tests {
         assert_eq!(
             replies(&sent[..n]),
             [(json!({"ok": true, "id": 1}), vec![])]
+        );
+    }
+
+    #[tokio::test]
+    async fn a_large_body_read_whole_takes_its_memory_with_it() {
+        let (mut peer, mut conn) = pair(deadlines(10_000, 60_000));
+        let body = vec![7u8; 4 * READ_RESERVE];
+        let mut requests = frame(&format!(r#"{{"op":"echo","size":{}}}"#, body.len()), &body);
+        requests.extend(frame(r#"{"op":"ping","id":2}"#, b""));
+        let writer = tokio::spawn(async move {
+            peer.write_all(&requests).await.unwrap();
+            peer
+        });
+        expect_header(&mut conn, "echo").await;
+        let read = conn.read_body().await.unwrap();
+        assert!(read[..] == body[..], "the body came back whole");
+        drop(read);
+        // The read buffer shares none of the body's allocation: growing it again after the body
+        // is gone cannot take the body's memory back.
+        conn.rbuf.reserve(READ_RESERVE);
+        assert!(
+            conn.rbuf.capacity() < 2 * READ_RESERVE,
+            "read buffer holds {} bytes",
+            conn.rbuf.capacity()
+        );
+        expect_header(&mut conn, "ping").await;
+        drop(writer.await.unwrap());
+    }
+
+    #[tokio::test]
+    async fn between_requests_a_connection_holds_no_buffer() {
+        let (mut peer, mut conn) = pair(deadlines(10_000, 60_000));
+        assert!(!conn.holds_buffers(), "none before the first byte");
+        assert!(now_or_never(conn.read_header()).is_none());
+        assert!(
+            !conn.holds_buffers(),
+            "none while waiting for the first request"
+        );
+
+        // Two requests in one write, the second longer than the first read takes at once.
+        let pad = "p".repeat(2 * IDLE_READ);
+        let mut requests = frame(r#"{"op":"ping","id":1}"#, b"");
+        requests.extend(frame(
+            &format!(r#"{{"op":"ping","id":2,"pad":"{pad}"}}"#),
+            b"",
+        ));
+        peer.write_all(&requests).await.unwrap();
+        for _ in 0..2 {
+            let ping = expect_header(&mut conn, "ping").await;
+            sockit_proto::message::ok_reply(conn.write_buf(), ping.id())
+                .finish(0)
+                .unwrap();
+            assert!(conn.holds_buffers(), "a reply is queued");
+        }
+        assert!(now_or_never(conn.read_header()).is_none());
+        assert!(!conn.holds_buffers(), "none once both replies are written");
+        // Both replies went out before the wait began.
+        let mut sent = vec![0u8; 4 * IDLE_READ];
+        let n = now_or_never(peer.read(&mut sent))
+            .expect("the replies were sent")
+            .unwrap();
+        assert_eq!(
+            replies(&sent[..n]),
+            [
+                (json!({"ok": true, "id": 1}), vec![]),
+                (json!({"ok": true, "id": 2}), vec![])
+            ]
         );
     }
 

@@ -17,11 +17,12 @@ pub const ROOT: &str = "./sockit-data";
 
 /// Most TCP connections open at once, over all listeners (`--max-conns`).
 ///
-/// An idle framed connection costs the server about 19 KiB (measured: 2,000 idle connections,
-/// each having sent one `ping`, added 37 MiB of resident memory), so 8,192 of them about
-/// 150 MiB. `Server::bind` raises the open-files limit to match, within the hard limit.
-pub const MAX_CONNS: usize = 8192;
-/// Most TCP connections open at once from one IP address (`--max-conns-per-source`): 64
+/// An idle framed connection holds no buffer and costs the server about 3.4 KiB (measured by
+/// `bench/idle_conns.py`: 10,000 idle connections, each having sent one `ping`, added 33 MiB
+/// of resident memory), so 16,384 of them about 55 MiB. `Server::bind` raises the open-files
+/// limit to match, within the hard limit.
+pub const MAX_CONNS: usize = 16_384;
+/// Most TCP connections open at once from one IP address (`--max-conns-per-source`): 128
 /// addresses at this limit fill [`MAX_CONNS`].
 pub const MAX_CONNS_PER_SOURCE: usize = 128;
 /// Time a frame header may take once begun, and a new connection to send one
