@@ -184,7 +184,7 @@ impl PartFile {
             self.record = Some(record);
         }
         let hasher = hash_prefix(&mut file, offset)?;
-        let writeback = Writeback::start(&file)?;
+        let writeback = Writeback::start(&file, offset)?;
         Ok((
             PartSink {
                 file,
@@ -376,8 +376,8 @@ impl BodySink for PartSink {
                 self.file.seek(SeekFrom::Start(self.position))?;
             }
             self.file.write_all(&rest[..data_len])?;
-            self.writeback.wrote(data_len);
             self.position += data_len as u64;
+            self.writeback.wrote_to(self.position);
             rest = &rest[data_len..];
         }
         Ok(())

@@ -323,7 +323,7 @@ impl Store {
             store: Arc::clone(self),
             name,
             partial,
-            writeback: Writeback::start(&file)?,
+            writeback: Writeback::start(&file, offset)?,
             file,
             offset,
             received: 0,
@@ -352,7 +352,7 @@ impl Store {
     ) -> Result<Upload, StoreError> {
         self.refuse_taken(&name, overwrite)?;
         let (partial, file, claim) = self.create_stream_partial(&name, source)?;
-        let writeback = match Writeback::start(&file) {
+        let writeback = match Writeback::start(&file, 0) {
             Ok(writeback) => writeback,
             Err(err) => {
                 let _ = self.partial_dir.remove(&partial);
@@ -744,8 +744,8 @@ impl Upload {
             "upload chunk past the declared length"
         );
         self.file.write_all(chunk)?;
-        self.writeback.wrote(chunk.len());
         self.received += chunk.len() as u64;
+        self.writeback.wrote_to(self.offset + self.received);
         Ok(())
     }
 
