@@ -17,17 +17,16 @@ connects to 127.0.0.x only; every wait is bounded in time; the server and the te
 any exit.
 """
 import argparse
-import atexit
 import os
 import resource
-import shutil
-import signal
 import socket
 import struct
 import subprocess
 import sys
 import tempfile
 import time
+
+from loopback import Leftovers
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 SOCKIT = os.path.join(ROOT, "target", "release", "sockit")
@@ -36,29 +35,8 @@ BATCH = 500
 PING = struct.pack("<i", len(b'{"op":"ping"}')) + b'{"op":"ping"}'
 PONG = struct.pack("<i", len(b'{"ok":true}')) + b'{"ok":true}'
 
-STARTED = []
-TEMP_PATHS = []
-OPEN = []
-
-
-def cleanup():
-    """Closes the connections, stops the server, removes the temp dir; safe to call twice."""
-    while OPEN:
-        OPEN.pop().close()
-    while STARTED:
-        proc = STARTED.pop()
-        if proc.poll() is None:
-            proc.terminate()
-            try:
-                proc.wait(timeout=15)
-            except subprocess.TimeoutExpired:
-                proc.kill()
-    while TEMP_PATHS:
-        shutil.rmtree(TEMP_PATHS.pop(), ignore_errors=True)
-
-
-def on_signal(signum, _frame):
-    sys.exit(128 + signum)
+# Everything started or made here, undone on every exit.
+LEFTOVERS = Leftovers()
 
 
 def raise_nofile(wanted):
@@ -75,7 +53,7 @@ def serve(root, max_conns):
     cmd = [SOCKIT, "-q", "serve", "--listen", "127.0.0.1:0", "--udp", "off", "--root", root,
            "--max-conns", str(max_conns), "--max-conns-per-source", str(max_conns)]
     proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, text=True)
-    STARTED.append(proc)
+    LEFTOVERS.processes.append(proc)
     line = proc.stdout.readline().split()
     if len(line) < 3 or line[0] != "listening":
         sys.exit(f"unexpected first line from the server: {line}")
@@ -114,7 +92,7 @@ def open_idle(port, count, sources):
         batch = []
         for i in range(start, min(start + BATCH, count)):
             sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
-            OPEN.append(sock)
+            LEFTOVERS.sockets.append(sock)
             sock.settimeout(TIMEOUT)
             sock.bind((f"127.0.0.{1 + i % sources}", 0))
             sock.connect(("127.0.0.1", port))
@@ -144,15 +122,13 @@ def main():
     nofile = raise_nofile(2 * args.conns + 100)
     if nofile < args.conns + 100:
         sys.exit(f"the open-files limit ({nofile}) is too low for {args.conns} connections")
-    atexit.register(cleanup)
-    signal.signal(signal.SIGTERM, on_signal)
 
     work = tempfile.mkdtemp(prefix="sockit-bench-idle-")
-    TEMP_PATHS.append(work)
+    LEFTOVERS.dirs.append(work)
     proc, _host, port = serve(os.path.join(work, "store"), args.conns + 100)
     # One connection served first, so that the runtime's first allocations are in `before`.
     probe = socket.create_connection(("127.0.0.1", port), timeout=TIMEOUT)
-    OPEN.append(probe)
+    LEFTOVERS.sockets.append(probe)
     ping(probe)
     time.sleep(0.5)
     before = rss_kib(proc.pid)
@@ -177,7 +153,7 @@ def main():
     print(f"per idle connection: {per_conn:.2f} KiB")
     print(f"{args.pings} pings meanwhile: p50 {percentile(rtts, 0.5):.3f} ms, "
           f"p99 {percentile(rtts, 0.99):.3f} ms, max {rtts[-1]:.3f} ms")
-    cleanup()
+    LEFTOVERS.cleanup()
 
 
 if __name__ == "__main__":

@@ -1,10 +1,41 @@
-"""Helpers the benchmarks share: free loopback ports, and a throwaway sshd on 127.0.0.1."""
+"""Helpers the benchmarks share: free loopback ports, a throwaway sshd on 127.0.0.1, and the
+cleanup of what a benchmark started."""
+import atexit
 import getpass
 import os
 import shutil
+import signal
 import socket
 import subprocess
+import sys
 import time
+
+
+class Leftovers:
+    """What a benchmark started and made (processes, temp dirs, open sockets), undone on every
+    exit: a normal end, an error, Ctrl-C or SIGTERM."""
+
+    def __init__(self):
+        self.processes = []
+        self.dirs = []
+        self.sockets = []
+        atexit.register(self.cleanup)
+        signal.signal(signal.SIGTERM, lambda signum, _frame: sys.exit(128 + signum))
+
+    def cleanup(self):
+        """Closes the sockets, stops the processes, removes the dirs; safe to call twice."""
+        while self.sockets:
+            self.sockets.pop().close()
+        while self.processes:
+            proc = self.processes.pop()
+            if proc.poll() is None:
+                proc.terminate()
+                try:
+                    proc.wait(timeout=15)
+                except subprocess.TimeoutExpired:
+                    proc.kill()
+        while self.dirs:
+            shutil.rmtree(self.dirs.pop(), ignore_errors=True)
 
 
 def free_port():

@@ -17,42 +17,23 @@ Needs a release build: cargo build --release --bins --examples. Everything liste
 127.0.0.1 only; every run is bounded in time; the servers and the temp dir go on any exit.
 """
 import argparse
-import atexit
 import json
 import os
-import shutil
-import signal
 import statistics
 import subprocess
 import sys
 import tempfile
 import time
 
+from loopback import Leftovers
+
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 SOCKIT = os.path.join(ROOT, "target", "release", "sockit")
 ECHO_LOAD = os.path.join(ROOT, "target", "release", "examples", "echo_load")
 RUN_TIMEOUT = 600
 
-STARTED = []
-TEMP_PATHS = []
-
-
-def cleanup():
-    """Stops the servers and removes the temp dir; safe to call twice."""
-    while STARTED:
-        proc = STARTED.pop()
-        if proc.poll() is None:
-            proc.terminate()
-            try:
-                proc.wait(timeout=15)
-            except subprocess.TimeoutExpired:
-                proc.kill()
-    while TEMP_PATHS:
-        shutil.rmtree(TEMP_PATHS.pop(), ignore_errors=True)
-
-
-def on_signal(signum, _frame):
-    sys.exit(128 + signum)
+# Everything started or made here, undone on every exit.
+LEFTOVERS = Leftovers()
 
 
 def run(cmd, **kwargs):
@@ -70,7 +51,7 @@ def serve(root, users, tls):
     if tls:
         cmd.append("--tls")
     proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, text=True)
-    STARTED.append(proc)
+    LEFTOVERS.processes.append(proc)
     addr = proc.stdout.readline().split()[2]
     fingerprint = proc.stdout.readline().split()[1] if tls else None
     return addr, fingerprint
@@ -94,11 +75,9 @@ def main():
             sys.exit(f"{path} is missing: {how}")
     if not os.path.isdir("/dev/shm"):
         sys.exit("/dev/shm (tmpfs) is needed to keep the stores in RAM")
-    atexit.register(cleanup)
-    signal.signal(signal.SIGTERM, on_signal)
 
     work = tempfile.mkdtemp(prefix="sockit-bench-tls-", dir="/dev/shm")
-    TEMP_PATHS.append(work)
+    LEFTOVERS.dirs.append(work)
     identity = os.path.join(work, "id")
     users = os.path.join(work, "users.toml")
     run([SOCKIT, "-q", "keygen", "--identity", identity])
