@@ -139,7 +139,17 @@ impl<'a> HeaderWriter<'a> {
         if !std::mem::take(&mut self.empty) {
             self.dst.put_u8(b',');
         }
-        serde_json::to_writer((&mut *self.dst).writer(), key).expect("a str always serialises");
+        if key
+            .bytes()
+            .all(|b| (0x20..0x7f).contains(&b) && b != b'"' && b != b'\\')
+        {
+            // Nothing to escape, as in every key of ours.
+            self.dst.put_u8(b'"');
+            self.dst.put_slice(key.as_bytes());
+            self.dst.put_u8(b'"');
+        } else {
+            serde_json::to_writer((&mut *self.dst).writer(), key).expect("a str always serialises");
+        }
         self.dst.put_u8(b':');
     }
 }
@@ -193,6 +203,21 @@ mod tests {
         writer.fields(&3u8);
         assert!(writer.finish(0).is_err(), "a number has no fields");
         assert!(buf.is_empty());
+    }
+
+    #[test]
+    fn keys_are_escaped_only_when_they_need_it() {
+        let mut buf = BytesMut::new();
+        HeaderWriter::new(&mut buf)
+            .field("plain key", &1)
+            .field("quote\"back\\slash", &2)
+            .field("tab\tand é", &3)
+            .finish(0)
+            .unwrap();
+        assert_eq!(
+            std::str::from_utf8(&buf[4..]).unwrap(),
+            r#"{"plain key":1,"quote\"back\\slash":2,"tab\tand é":3}"#
+        );
     }
 
     #[test]

@@ -1,4 +1,7 @@
 //! A frame's JSON header: validated once, envelope fields located without copying.
+//!
+//! The headers nearly every client sends are read by a one-pass scanner ([`crate::plain`]);
+//! the rest by `serde_json`, with the same results.
 
 use std::borrow::Cow;
 use std::fmt;
@@ -8,6 +11,7 @@ use bytes::Bytes;
 use serde::Deserialize;
 use serde_json::value::RawValue;
 
+use crate::plain::Plain;
 use crate::{EnvelopeError, FrameError, Limits, MAX_ID_LEN};
 
 /// The decoded header of one frame.
@@ -15,17 +19,19 @@ use crate::{EnvelopeError, FrameError, Limits, MAX_ID_LEN};
 /// It keeps the header's JSON text and the facts every frame needs: the body length (from
 /// `size`, else `file_size`, `total_size`, `data_size`), the `op` and the `id`. Operations read
 /// their own fields with [`Header::parse`] into a typed struct.
-#[derive(Clone, PartialEq, Eq)]
+#[derive(Clone)]
 pub struct Header {
     json: Bytes,
     body_len: u64,
     op: Option<OpText>,
     id: Option<Range<usize>>,
     envelope_error: Option<EnvelopeError>,
+    /// A reply's `ok`, when the fast path saw it plainly.
+    ok: Option<bool>,
 }
 
 /// Where the `op` string lives: inside the header text, or unescaped on its own.
-#[derive(Clone, PartialEq, Eq)]
+#[derive(Clone)]
 enum OpText {
     Slice(Range<usize>),
     Owned(Box<str>),
@@ -56,6 +62,40 @@ impl Header {
     /// [`FrameError`] when the text is not UTF-8, not JSON, not an object, nested too deeply,
     /// has a size key that is not a non-negative integer, or declares a body over the limit.
     pub fn parse_json(json: Bytes, limits: &Limits) -> Result<Header, FrameError> {
+        // A plain header is a flat object: its depth, 1, is within any limit.
+        match crate::plain::scan(&json) {
+            Some(plain) => Header::from_plain(json, plain, limits),
+            None => Header::parse_json_general(json, limits),
+        }
+    }
+
+    /// A header the fast path read whole.
+    fn from_plain(json: Bytes, plain: Plain, limits: &Limits) -> Result<Header, FrameError> {
+        if plain.body_len > limits.max_body_len() {
+            return Err(FrameError::BodyTooLarge {
+                len: plain.body_len,
+                max: limits.max_body_len(),
+            });
+        }
+        Ok(Header {
+            json,
+            body_len: plain.body_len,
+            op: plain.op.map(OpText::Slice),
+            id: plain.id,
+            envelope_error: None,
+            ok: plain.ok,
+        })
+    }
+
+    /// [`Header::parse_json`] without its fast path for plain headers: the general parser,
+    /// which any header may take. Public only so that the fuzz targets can hold the two paths
+    /// to the same answers.
+    ///
+    /// # Errors
+    ///
+    /// As [`Header::parse_json`].
+    #[doc(hidden)]
+    pub fn parse_json_general(json: Bytes, limits: &Limits) -> Result<Header, FrameError> {
         let text = std::str::from_utf8(&json).map_err(|_| FrameError::HeaderNotUtf8)?;
         if !text.trim_start().starts_with('{') {
             return Err(match serde_json::from_str::<serde::de::IgnoredAny>(text) {
@@ -107,6 +147,7 @@ impl Header {
             id,
             envelope_error,
             json,
+            ok: None,
         })
     }
 
@@ -136,6 +177,13 @@ impl Header {
         self.id.clone().map(|range| self.text(range))
     }
 
+    /// A reply's `ok` when the header states it plainly (a flat header with one `ok` that is
+    /// `true` or `false`, as every sockit server writes it); `None` when it must be read with
+    /// [`Header::parse`], which then gives the same answer or says why there is none.
+    pub fn plain_ok(&self) -> Option<bool> {
+        self.ok
+    }
+
     /// The header's JSON text.
     pub fn json(&self) -> &[u8] {
         &self.json
@@ -154,6 +202,19 @@ impl Header {
         std::str::from_utf8(&self.json[range]).expect("header was validated as UTF-8")
     }
 }
+
+/// Two headers are equal when they have the same text and read the same (wherever each keeps
+/// its `op`).
+impl PartialEq for Header {
+    fn eq(&self, other: &Header) -> bool {
+        self.json == other.json
+            && self.body_len == other.body_len
+            && self.op() == other.op()
+            && self.id() == other.id()
+    }
+}
+
+impl Eq for Header {}
 
 impl fmt::Debug for Header {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {

@@ -44,6 +44,7 @@ mod error;
 mod header;
 mod limits;
 pub mod message;
+mod plain;
 
 pub use code::ErrorCode;
 pub use decode::{Decoder, Event};

@@ -790,7 +790,7 @@ impl<'a> ErrorReply<'a> {
 /// came); the caller adds the reply's fields and finishes it with the body length.
 pub fn ok_reply<'a>(dst: &'a mut BytesMut, id: Option<&str>) -> HeaderWriter<'a> {
     let mut header = HeaderWriter::new(dst);
-    header.field("ok", &true);
+    header.raw_field("ok", "true");
     if let Some(id) = id {
         header.raw_field("id", id);
     }
