@@ -333,7 +333,9 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Connection<S> {
             0,
             "read_header called before the previous body was consumed"
         );
-        let mut header_started = (!self.rbuf.is_empty()).then(Instant::now);
+        // When a header began to arrive: taken once part of one is buffered and the rest is
+        // not (a header that arrives whole needs no clock).
+        let mut header_started = None;
         loop {
             if let Some(event) = self.decoder.decode(&mut self.rbuf)? {
                 let Event::Header(header) = event else {
@@ -341,6 +343,9 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Connection<S> {
                 };
                 self.headers_read += 1;
                 return Ok(Some(header));
+            }
+            if !self.rbuf.is_empty() {
+                header_started.get_or_insert_with(Instant::now);
             }
             self.flush().await?;
             let between_frames = stoppable && self.rbuf.is_empty();
@@ -363,9 +368,7 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Connection<S> {
                 Read::Cut => return Err(ConnError::ShuttingDown),
                 Read::Eof if self.rbuf.is_empty() => return Ok(None),
                 Read::Eof => return Err(ConnError::Truncated(FramePart::Header)),
-                Read::Bytes => {
-                    header_started.get_or_insert_with(Instant::now);
-                }
+                Read::Bytes => {}
             }
         }
     }
@@ -473,15 +476,9 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Connection<S> {
     ///
     /// The idle deadline, a stream ending mid-body, or a socket error.
     pub async fn read_body(&mut self) -> Result<Bytes, ConnError> {
-        let remaining = self.decoder.body_remaining();
-        if remaining == 0 {
+        let wanted = self.buffer_body().await?;
+        if wanted == 0 {
             return Ok(Bytes::new());
-        }
-        let wanted = usize::try_from(remaining).expect("caller checked the body against a limit");
-        // Room for the whole body at once: growing by doubling could take twice as much.
-        self.rbuf.reserve(wanted.saturating_sub(self.rbuf.len()));
-        while self.rbuf.len() < wanted {
-            self.fill_body(false).await?;
         }
         let body = self
             .decoder
@@ -494,6 +491,54 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Connection<S> {
             self.rbuf = BytesMut::from(&self.rbuf[..]);
         }
         Ok(body)
+    }
+
+    /// Reads the current body whole, at most [`COPY_BODY_MAX`] bytes, and queues it as it is
+    /// after the header the caller just queued: an echo, with one copy and no allocation.
+    ///
+    /// # Errors
+    ///
+    /// As [`read_body`](Connection::read_body).
+    ///
+    /// # Panics
+    ///
+    /// If the body is longer than [`COPY_BODY_MAX`].
+    pub async fn queue_body_back(&mut self) -> Result<(), ConnError> {
+        let len = self.buffer_body().await?;
+        assert!(
+            len <= COPY_BODY_MAX,
+            "a body queued back fits the write buffer"
+        );
+        self.wbuf.extend_from_slice(&self.rbuf[..len]);
+        self.rbuf.advance(len);
+        self.decoder.consume_body(len as u64);
+        Ok(())
+    }
+
+    /// Reads the current body whole and appends it to `out`. The caller checked the body
+    /// against a limit.
+    ///
+    /// # Errors
+    ///
+    /// As [`read_body`](Connection::read_body).
+    pub async fn read_body_into_vec(&mut self, out: &mut Vec<u8>) -> Result<(), ConnError> {
+        let len = self.buffer_body().await?;
+        out.extend_from_slice(&self.rbuf[..len]);
+        self.rbuf.advance(len);
+        self.decoder.consume_body(len as u64);
+        Ok(())
+    }
+
+    /// Reads until the rest of the current body is in the read buffer; returns its length.
+    async fn buffer_body(&mut self) -> Result<usize, ConnError> {
+        let remaining = self.decoder.body_remaining();
+        let wanted = usize::try_from(remaining).expect("caller checked the body against a limit");
+        // Room for the whole body at once: growing by doubling could take twice as much.
+        self.rbuf.reserve(wanted.saturating_sub(self.rbuf.len()));
+        while self.rbuf.len() < wanted {
+            self.fill_body(false).await?;
+        }
+        Ok(wanted)
     }
 
     /// Reads and discards the rest of the current body, through the read buffer as it is (so

@@ -546,12 +546,36 @@ impl<C: Connect> Client<C> {
         Ok(Reply { header, body })
     }
 
+    /// Reads the next reply into `body` (cleared first), for a caller that reads many small
+    /// replies and would rather reuse one buffer than allocate for each: a reply body over
+    /// [`Limits::max_buffered_body`](sockit_proto::Limits::max_buffered_body) is refused as
+    /// in [`read_reply`](Client::read_reply).
+    ///
+    /// # Errors
+    ///
+    /// As [`read_reply`](Client::read_reply).
+    pub async fn read_reply_into(&mut self, body: &mut Vec<u8>) -> Result<Header, ClientError> {
+        let header = self.read_reply_header().await?;
+        if header.body_len() > self.conn.limits().max_buffered_body() {
+            return Err(ClientError::BadReply(format!(
+                "reply body of {} bytes is over the limit",
+                header.body_len()
+            )));
+        }
+        body.clear();
+        self.conn.read_body_into_vec(body).await?;
+        Ok(header)
+    }
+
     /// Reads the next reply's header, leaving its body to be read; an error reply (whose body
     /// is always empty) becomes [`ClientError::Remote`].
     async fn read_reply_header(&mut self) -> Result<Header, ClientError> {
         let header = self.conn.read_header().await?.ok_or(ClientError::Closed)?;
-        let status: ReplyStatus = parse_header(&header)?;
-        if !status.ok {
+        let ok = match header.plain_ok() {
+            Some(ok) => ok,
+            None => parse_header::<ReplyStatus>(&header)?.ok,
+        };
+        if !ok {
             let err = remote_error(&header)?;
             self.conn.skip_body().await?;
             return Err(err);

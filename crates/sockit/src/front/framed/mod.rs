@@ -223,7 +223,11 @@ async fn echo<S: AsyncRead + AsyncWrite + Unpin>(
         return refuse(conn, header, &OpError::new(ErrorCode::TooLarge, message)).await;
     }
     if header.body_len() <= COPY_BODY_MAX as u64 {
-        return echo_body(conn, header).await;
+        ok_reply(conn.write_buf(), header.id())
+            .finish(header.body_len())
+            .expect("an echo reply always encodes");
+        conn.queue_body_back().await?;
+        return Ok(Flow::Continue);
     }
     // Boxed, like the other long operations, so that a small echo's future stays small.
     Box::pin(echo_in_budget(conn, header, core, peer)).await
@@ -247,7 +251,7 @@ async fn echo_in_budget<S: AsyncRead + AsyncWrite + Unpin>(
     echoed
 }
 
-/// Reads an `echo` body whole and queues it back.
+/// Reads a large `echo` body whole and writes it back.
 async fn echo_body<S: AsyncRead + AsyncWrite + Unpin>(
     conn: &mut Connection<S>,
     header: &Header,
