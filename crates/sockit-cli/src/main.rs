@@ -82,7 +82,16 @@ fn main() -> ExitCode {
     };
     cmd::out::set_quiet(cli.quiet);
     init_logging(default_log);
-    let runtime = match tokio::runtime::Runtime::new() {
+    // The server spreads its connections over a worker per core. A client does one thing at
+    // a time, like redis-benchmark, which `bench` is compared with: one thread, no thread
+    // started that it does not need (blocking work, such as hashing a file, still goes to
+    // threads of its own).
+    let mut runtime = if serve {
+        tokio::runtime::Builder::new_multi_thread()
+    } else {
+        tokio::runtime::Builder::new_current_thread()
+    };
+    let runtime = match runtime.enable_all().build() {
         Ok(runtime) => runtime,
         Err(err) => return cmd::fail(&format!("cannot start the runtime: {err}")),
     };

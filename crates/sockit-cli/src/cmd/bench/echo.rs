@@ -94,6 +94,7 @@ impl Worker {
     async fn run(self, mut client: Conn) -> WorkerEnd {
         let mut tally = Tally::default();
         let mut body = Vec::with_capacity(self.size);
+        let mut reply_body = Vec::with_capacity(self.size);
         let mut in_flight = VecDeque::with_capacity(self.pipeline as usize);
         loop {
             let batch = self.budget.claim(self.pipeline);
@@ -101,7 +102,14 @@ impl Worker {
                 return WorkerEnd::done(tally);
             }
             let outcome = self
-                .send_batch(&mut client, batch, &mut body, &mut in_flight, &mut tally)
+                .send_batch(
+                    &mut client,
+                    batch,
+                    &mut body,
+                    &mut reply_body,
+                    &mut in_flight,
+                    &mut tally,
+                )
                 .await;
             if let Err(unanswered) = outcome {
                 tally.failed(unanswered.count, &unanswered.why);
@@ -123,25 +131,30 @@ impl Worker {
         client: &mut Conn,
         batch: std::ops::Range<u64>,
         body: &mut Vec<u8>,
+        reply_body: &mut Vec<u8>,
         in_flight: &mut VecDeque<(u64, Instant)>,
         tally: &mut Tally,
     ) -> Result<(), Unanswered> {
         let window = (WINDOW / self.size.max(1)).max(1);
         let end = batch.end;
+        // The requests of a batch are queued together, in one go: one clock reading for all
+        // of them, and another whenever replies had to be read in between.
+        let mut queued = Instant::now();
         for seq in batch {
             if in_flight.len() >= window {
-                self.read_reply(client, in_flight, tally)
+                self.read_reply(client, reply_body, in_flight, tally)
                     .await
                     .map_err(|why| Unanswered::new(in_flight.len() as u64 + end - seq, why))?;
+                queued = Instant::now();
             }
             self.payloads.fill(seq, body);
-            in_flight.push_back((seq, Instant::now()));
+            in_flight.push_back((seq, queued));
             if let Err(err) = client.queue(&Request::Echo, body).await {
                 return Err(Unanswered::new(in_flight.len() as u64 + end - seq - 1, err));
             }
         }
         while !in_flight.is_empty() {
-            self.read_reply(client, in_flight, tally)
+            self.read_reply(client, reply_body, in_flight, tally)
                 .await
                 .map_err(|why| Unanswered::new(in_flight.len() as u64, why))?;
         }
@@ -153,10 +166,11 @@ impl Worker {
     async fn read_reply(
         &self,
         client: &mut Conn,
+        reply_body: &mut Vec<u8>,
         in_flight: &mut VecDeque<(u64, Instant)>,
         tally: &mut Tally,
     ) -> Result<(), ClientError> {
-        let reply = client.read_reply().await;
+        let reply = client.read_reply_into(reply_body).await;
         let (seq, queued) = match reply {
             // An error reply leaves the connection in step: the next reply is the next
             // request's.
@@ -164,7 +178,7 @@ impl Worker {
             Err(err) => return Err(err),
         };
         match reply {
-            Ok(reply) if self.payloads.matches(seq, &reply.body) => {
+            Ok(_) if self.payloads.matches(seq, reply_body) => {
                 tally.verified(self.size as u64, queued.elapsed());
             }
             Ok(_) => tally.failed(1, &"an echo reply differs from its request"),
