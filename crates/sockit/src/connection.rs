@@ -36,9 +36,10 @@ use crate::transfer::BodySource;
 /// Smallest free space the read buffer gets before a read.
 const READ_RESERVE: usize = 64 * 1024;
 /// The most the first read after an idle wait takes, into an array of the waiting future's own:
-/// a whole small request, or the start of a pipelined stream (which then gets
-/// [`READ_RESERVE`] at once).
-const IDLE_READ: usize = 512;
+/// a whole small request, or a batch of them (16 pipelined echoes of 32 bytes, in one
+/// `recv` rather than two), or the start of a longer stream (which then gets [`READ_RESERVE`]
+/// at once). Every connection's future holds it, idle or not.
+const IDLE_READ: usize = 1536;
 /// The write buffer's first allocation; it grows by doubling from there.
 const WRITE_START: usize = 4 * 1024;
 /// Read buffer size while a long body streams in.
