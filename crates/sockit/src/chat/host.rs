@@ -25,6 +25,8 @@ pub struct RoomHost<L> {
     rules: Rooms,
     link: L,
     link_open: bool,
+    /// The [`Rooms::presence_version`] last told to the link.
+    presence_told: Option<u64>,
     console: Option<Console>,
     /// Made on the first [`next`](RoomHost::next), inside the runtime that drives the clock.
     expiry: Option<Interval>,
@@ -40,13 +42,18 @@ impl<L: RoomLink> RoomHost<L> {
             rules,
             link,
             link_open: true,
+            presence_told: None,
             console,
             expiry: None,
         }
     }
 
-    /// The rules, for the lines members send.
+    /// The rules, for the lines members send; they know who is in the rooms elsewhere as the
+    /// link last heard.
     pub fn rules(&mut self) -> &mut Rooms {
+        if let Some(others) = self.link.others() {
+            self.rules.set_others(others);
+        }
         &mut self.rules
     }
 
@@ -61,6 +68,9 @@ impl<L: RoomLink> RoomHost<L> {
             expiry
         });
         loop {
+            if let Some(others) = self.link.others() {
+                self.rules.set_others(others);
+            }
             tokio::select! {
                 _ = expiry.tick() => return self.rules.expire(now()),
                 typed = next_typed(&mut self.console) => return self.rules.operator(&typed),
@@ -75,11 +85,17 @@ impl<L: RoomLink> RoomHost<L> {
         }
     }
 
-    /// Publishes the lines `fx` shares with other servers and shows its traffic on the
-    /// operator's console. What is left is the front end's to deliver.
+    /// Publishes the lines `fx` shares with other servers (and who is here, when that changed)
+    /// and shows its traffic on the operator's console. What is left is the front end's to
+    /// deliver.
     pub fn share(&mut self, fx: &mut Effects) {
         for said in fx.shared.drain(..) {
             self.link.publish(said);
+        }
+        let version = self.rules.presence_version();
+        if self.presence_told != Some(version) {
+            self.presence_told = Some(version);
+            self.link.present(self.rules.presence());
         }
         if let Some(console) = &mut self.console {
             for line in fx.console.drain(..) {
