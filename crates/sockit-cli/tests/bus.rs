@@ -85,6 +85,16 @@ impl Redis {
             && &reply == b"+PONG\r\n"
     }
 
+    /// Sends it `signal` (`STOP`, `CONT`).
+    fn signal(&self, signal: &str) {
+        let pid = self.child.as_ref().expect("running").id().to_string();
+        let status = Command::new("kill")
+            .args([&format!("-{signal}"), &pid])
+            .status()
+            .unwrap();
+        assert!(status.success());
+    }
+
     /// Kills it with SIGKILL.
     fn kill(&mut self) {
         if let Some(mut child) = self.child.take() {
@@ -310,6 +320,43 @@ fn redis_killed_and_restarted_local_delivery_goes_on_and_the_bus_comes_back() {
     assert_eq!(bob.drain(), ["<alice> after redis came back\n"]);
     bob.send("hello again");
     assert_eq!(alice.drain(), ["<bob> hello again\n"]);
+}
+
+#[test]
+fn a_stopped_redis_holds_up_nothing_and_the_bus_comes_back_when_it_goes_on() {
+    let Some(redis) = Redis::start() else { return };
+    let a = serve_on(&redis, &["--bus-timeout", "0.5"]);
+    let b = serve_on(&redis, &["--bus-timeout", "0.5"]);
+    let alice = Member::join(&a, "alice");
+    let dave = Member::join(&a, "dave");
+    let bob = Member::join(&b, "bob");
+    bob.who_until("* lobby: alice, bob, dave\n", Duration::from_secs(10));
+    for member in [&alice, &dave, &bob] {
+        member.drain();
+    }
+
+    redis.signal("STOP"); // slow as can be: connected, never answering
+    let started = Instant::now();
+    for i in 0..50 {
+        alice.send(&format!("line {i}"));
+    }
+    let heard = dave.drain();
+    assert_eq!(heard.len(), 50, "{heard:?}");
+    assert_eq!(heard[49], "<alice> line 49\n");
+    assert!(
+        started.elapsed() < Duration::from_secs(4),
+        "local delivery waited on redis: {:?}",
+        started.elapsed()
+    );
+
+    redis.signal("CONT");
+    for member in [&alice, &dave, &bob] {
+        member.drain();
+    }
+    bob.who_until("* lobby: alice, bob, dave\n", Duration::from_secs(20));
+    bob.drain();
+    alice.send("redis goes on");
+    assert_eq!(bob.drain(), ["<alice> redis goes on\n"]);
 }
 
 #[test]
