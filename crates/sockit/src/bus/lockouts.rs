@@ -9,8 +9,8 @@
 //! Redis's own clock decides, so the servers' clocks need not agree.
 //!
 //! When Redis cannot be reached within the timeout, the caller counts on its server alone; the
-//! outage is logged once, and so is the return. Connecting again is tried at most once a
-//! second, so logins during an outage do not each wait for a connection to fail.
+//! outage is logged once, and so is the return. After a failure, connecting again is tried at
+//! most once a second, so logins during an outage do not each wait for a connection to fail.
 
 use std::net::IpAddr;
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -165,7 +165,11 @@ impl SharedLockouts {
                 }
             }
             Err(err) => {
-                self.conn.lock().await.open = None;
+                if !matches!(err, BusError::Waiting) {
+                    let mut conn = self.conn.lock().await;
+                    conn.open = None;
+                    conn.retry_at = Some(Instant::now() + RECONNECT_AFTER);
+                }
                 if !self.down.swap(true, Ordering::Relaxed) {
                     tracing::warn!(
                         error = %err,
