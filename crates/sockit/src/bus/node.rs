@@ -3,10 +3,11 @@
 //!
 //! The room task never waits on Redis. [`BusLink::publish`] puts a line in a bounded queue
 //! (dropping and counting it when the queue is full), and [`BusLink::receive`] takes lines the
-//! node task put in another bounded queue. The node task holds two connections: a pub/sub one
-//! that only listens, read as fast as lines arrive (a line the room cannot take at once is
-//! dropped and counted, so nothing piles up), and a command connection that publishes queued
-//! lines in batches, one round trip each, and keeps the presence.
+//! node task put in another bounded queue. The node task holds one RESP3 connection, subscribed
+//! to the chat channel: what the channel brings is handled as it arrives, in the connection's own
+//! task, and handed straight to the room (a line the room cannot take at once is dropped and
+//! counted, so nothing piles up anywhere); the node task publishes queued lines on the same
+//! connection in batches, one round trip each, and keeps the presence.
 //!
 //! Presence: the node keeps its members' list under its own key with an expiry of the presence
 //! TTL, rewrites it (and publishes it) whenever it changes, and refreshes it every third of
@@ -25,10 +26,9 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, PoisonError};
 use std::time::{Duration, Instant};
 
-use futures_util::StreamExt;
 use redis::aio::MultiplexedConnection;
-use redis::AsyncConnectionConfig;
-use tokio::sync::{mpsc, watch};
+use redis::{AsyncConnectionConfig, Msg, ProtocolVersion, PushInfo, PushKind};
+use tokio::sync::{mpsc, watch, Notify};
 use tokio_util::sync::CancellationToken;
 
 use super::wire::{presence_key, Message, CHANNEL, NODES};
@@ -96,19 +96,27 @@ pub(super) fn start(
         others: others_rx,
         dropped: Arc::clone(&dropped),
     };
+    // Pushes (the channel's messages) come on the command connection only with RESP3.
+    let info = client.get_connection_info().clone();
+    let resp3 = info
+        .redis_settings()
+        .clone()
+        .set_protocol(ProtocolVersion::RESP3);
+    let client = redis::Client::open(info.set_redis_settings(resp3))
+        .expect("the address of a client already made");
     let node = Node {
         id: node_id(),
         client,
         settings,
         out: out_rx,
         here: here_rx,
-        heard: Heard {
+        heard: Arc::new(Heard {
             incoming: in_tx,
             others: others_tx,
             remote: Mutex::default(),
             dropped: Arc::clone(&dropped),
             refused: AtomicU64::new(0),
-        },
+        }),
         dropped,
         conn: None,
     };
@@ -129,14 +137,14 @@ struct Node {
     settings: BusSettings,
     out: mpsc::Receiver<RoomLine>,
     here: watch::Receiver<Vec<Presence>>,
-    heard: Heard,
+    heard: Arc<Heard>,
     /// Lines dropped on the way out or in, over the node's life.
     dropped: Arc<AtomicU64>,
     /// The command connection of the session under way, for the last words on stop.
     conn: Option<MultiplexedConnection>,
 }
 
-/// What the listening half of a session updates.
+/// What the channel's messages update, from the connection's task.
 struct Heard {
     incoming: mpsc::Sender<RoomLine>,
     others: watch::Sender<Arc<Roster>>,
@@ -203,9 +211,27 @@ impl Node {
         outage: &mut Option<(Instant, u64)>,
     ) -> BusError {
         let timeout = self.settings.timeout;
+        // Fresh for each connection, so that the end of an old one cannot end this one.
+        let closed = Arc::new(Notify::new());
+        let on_push = {
+            let (closed, heard, id) = (
+                Arc::clone(&closed),
+                Arc::clone(&self.heard),
+                self.id.clone(),
+            );
+            move |push: PushInfo| -> Result<(), std::convert::Infallible> {
+                if push.kind == PushKind::Disconnection {
+                    closed.notify_one();
+                } else if let Some(msg) = Msg::from_push_info(push) {
+                    heard.message(&id, msg.get_payload_bytes());
+                }
+                Ok(())
+            }
+        };
         let config = AsyncConnectionConfig::new()
             .set_connection_timeout(Some(timeout))
-            .set_response_timeout(Some(timeout));
+            .set_response_timeout(Some(timeout))
+            .set_push_sender(on_push);
         let mut conn = match self
             .client
             .get_multiplexed_async_connection_with_config(&config)
@@ -214,17 +240,9 @@ impl Node {
             Ok(conn) => conn,
             Err(err) => return err.into(),
         };
-        let pubsub = within(timeout, async {
-            let mut pubsub = self.client.get_async_pubsub().await?;
-            pubsub.subscribe(CHANNEL).await?;
-            Ok(pubsub)
-        })
-        .await;
-        let pubsub = match pubsub {
-            Ok(pubsub) => pubsub,
-            Err(err) => return err,
-        };
-        let (_sink, mut stream) = pubsub.split();
+        if let Err(err) = within(timeout, async { Ok(conn.subscribe(CHANNEL).await?) }).await {
+            return err;
+        }
         *connected = true;
         if let Some((since, dropped_before)) = outage.take() {
             tracing::info!(
@@ -234,25 +252,16 @@ impl Node {
             );
         }
         self.conn = Some(conn.clone());
-
-        let heard = &self.heard;
-        let id = self.id.as_str();
-        let listening = async move {
-            while let Some(msg) = stream.next().await {
-                heard.message(id, msg.get_payload_bytes());
-            }
-            BusError::Closed
-        };
         let talking = talk(
-            id,
+            &self.id,
             &mut conn,
             &mut self.out,
             &mut self.here,
-            heard,
+            &self.heard,
             self.settings,
         );
         tokio::select! {
-            err = listening => err,
+            () = closed.notified() => BusError::Closed,
             err = talking => err,
         }
     }
