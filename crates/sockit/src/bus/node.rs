@@ -14,6 +14,9 @@
 //! the TTL; as often it reads every other node's key. A node that dies stops refreshing, its
 //! key expires, and the next read drops its members: within the TTL plus a third of it.
 //!
+//! Lines dropped while connected (the room or the bus behind) are logged at most once every
+//! third of the TTL, with their count.
+//!
 //! Faults: any error or a call slower than the timeout ends the session. The outage is logged
 //! once, the other servers' members are forgotten (they cannot be reached), lines queued
 //! meanwhile are dropped and counted, and the node reconnects with a backoff from 100 ms up to
@@ -300,6 +303,7 @@ async fn talk(
     let mut refresh = tokio::time::interval(settings.presence_ttl / 3);
     refresh.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     let mut batch = Vec::with_capacity(BATCH);
+    let mut dropped_before = heard.dropped.load(Ordering::Relaxed);
     loop {
         let done = tokio::select! {
             n = out.recv_many(&mut batch, BATCH) => {
@@ -325,6 +329,14 @@ async fn talk(
                 within(timeout, write_presence(conn, id, members, settings.presence_ttl)).await
             }
             _ = refresh.tick() => {
+                let dropped = heard.dropped.load(Ordering::Relaxed);
+                if dropped > dropped_before {
+                    tracing::warn!(
+                        dropped = dropped - dropped_before,
+                        "chat bus: lines dropped since the last look; the room or the bus is behind"
+                    );
+                    dropped_before = dropped;
+                }
                 let members = here.borrow_and_update().clone();
                 let synced = async {
                     write_presence(conn, id, members, settings.presence_ttl).await?;
