@@ -97,6 +97,18 @@ pub const CHAT_UNCONFIRMED_BYTES: usize = 64 * 1024;
 /// (`--chat-unconfirmed-rate`).
 pub const CHAT_UNCONFIRMED_RATE: usize = 256 * 1024;
 
+/// How long Redis keeps a server's chat presence on the bus unless the server refreshes it
+/// (`--bus-presence-ttl`). The server refreshes it every third of this, and reads the others'
+/// as often, so the members of a server that dies leave `/who` everywhere within this plus a
+/// third of it: 20 s with 15 s.
+pub const BUS_PRESENCE_TTL: Duration = Duration::from_secs(15);
+/// Chat lines waiting to go out on the bus, and lines from the bus waiting for the room; past
+/// it, lines are dropped and counted (`--bus-backlog`).
+pub const BUS_BACKLOG: usize = 1024;
+/// The longest a call to Redis may take before the bus counts Redis as down; a login then
+/// counts its lockouts on this server alone (`--bus-timeout`).
+pub const BUS_TIMEOUT: Duration = Duration::from_secs(2);
+
 /// Bytes a second one source address may draw from the UDP echo (`--udp-echo-source-rate`).
 pub const UDP_ECHO_SOURCE_RATE: u64 = 64 * 1024;
 /// Bytes a second all sources together may draw from the UDP echo (`--udp-echo-rate`).

@@ -12,6 +12,8 @@
 //! - [`command`]: remote commands in their own process group, with caps and deadlines.
 //! - [`chat`]: the chat room with no sockets: its rules, members known by id, the operator's
 //!   console and the link to other servers.
+//! - [`bus`]: several servers as one through Redis (`--bus`): shared chat rooms and login
+//!   lockouts.
 //! - `front`: the front ends that only translate between a socket and the rules: the framed
 //!   protocol, the chat room over UDP, and the tutorials' raw services (upper-case echo over
 //!   TCP and UDP, raw remote commands).
@@ -20,6 +22,7 @@
 //! - [`client`]: the client side used by the `sockit` commands.
 
 pub mod auth;
+pub mod bus;
 pub mod chat;
 pub mod client;
 pub mod command;

@@ -8,6 +8,7 @@ use std::str::FromStr;
 use std::time::Duration;
 
 use sockit::auth::penalty::PenaltyPolicy;
+use sockit::bus::{BusConfig, BusSettings};
 use sockit::chat::room::RoomConfig;
 use sockit::config::{
     ExecConfig, ListenerSpec, LoginConfig, MemoryConfig, ServiceKind, TlsIdentity, TransferConfig,
@@ -163,6 +164,20 @@ pub(crate) struct Args {
     /// Most of the memory budget one IP address holds or waits for at once.
     #[arg(long, value_name = "BYTES", default_value_t = defaults::MEMORY_BUDGET_PER_SOURCE)]
     memory_budget_per_source: u64,
+    /// Share chat rooms and login lockouts with every server on this Redis:
+    /// redis://HOST:PORT[/DB].
+    #[arg(long, value_name = "URL")]
+    bus: Option<String>,
+    /// Seconds Redis keeps this server's chat members unless refreshed (every third of it);
+    /// a dead server's members leave `/who` everywhere within this and a third.
+    #[arg(long, value_name = "SECS", default_value_t = Seconds(defaults::BUS_PRESENCE_TTL))]
+    bus_presence_ttl: Seconds,
+    /// Chat lines queued each way between the room and the bus; more are dropped and counted.
+    #[arg(long, value_name = "N", default_value_t = defaults::BUS_BACKLOG)]
+    bus_backlog: usize,
+    /// Seconds a call to Redis may take before the bus counts it as down.
+    #[arg(long, value_name = "SECS", default_value_t = Seconds(defaults::BUS_TIMEOUT))]
+    bus_timeout: Seconds,
 }
 
 pub(crate) async fn run(args: Args) -> CmdResult {
@@ -246,6 +261,14 @@ pub(crate) async fn run(args: Args) -> CmdResult {
             rate: args.udp_echo_rate,
             max_sources: args.udp_echo_max_sources,
         },
+        bus: args.bus.map(|url| BusConfig {
+            url,
+            settings: BusSettings {
+                presence_ttl: args.bus_presence_ttl.0,
+                backlog: args.bus_backlog,
+                timeout: args.bus_timeout.0,
+            },
+        }),
     };
     let chat_enabled = args.udp.0.is_some();
     let mut server = Server::bind(config).await?;

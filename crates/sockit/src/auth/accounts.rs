@@ -13,6 +13,10 @@
 //! The users file is re-read when its modification time or length changes, so `sockit user`
 //! edits take effect without a restart; a file that no longer parses leaves the last good one
 //! in force, with a warning.
+//!
+//! Penalties are counted here, and with a bus (`--bus`) in Redis too
+//! ([`SharedLockouts`]), which then decides, so lockouts hold on every server. When Redis
+//! cannot be reached the count here decides (the bus logs that once): never no count at all.
 
 use std::collections::HashMap;
 use std::net::IpAddr;
@@ -26,6 +30,7 @@ use super::keys::{self, PublicKey, CHALLENGE_LEN};
 use super::password::PasswordChecker;
 use super::penalty::{Penalties, PenaltyPolicy};
 use super::users::{hash_password, UsersError, UsersFile, MAX_PASSWORD};
+use crate::bus::SharedLockouts;
 
 /// Most penalty records kept per table (sources, user names).
 const PENALTY_CAPACITY: usize = 65_536;
@@ -56,8 +61,10 @@ pub(crate) struct Accounts {
     dummy_hash: String,
     dummy_key: VerifyingKey,
     passwords: PasswordChecker,
+    policy: PenaltyPolicy,
     sources: Mutex<Penalties<IpAddr>>,
     user_names: Mutex<Penalties<String>>,
+    shared: Option<SharedLockouts>,
 }
 
 impl Accounts {
@@ -75,9 +82,16 @@ impl Accounts {
             // Only its cost matters: a proof is never accepted for it.
             dummy_key: SigningKey::from_bytes(&[0x5a; 32]).verifying_key(),
             passwords: PasswordChecker::new(cores),
+            policy: penalties,
             sources: Mutex::new(Penalties::new(penalties, PENALTY_CAPACITY)),
             user_names: Mutex::new(Penalties::new(penalties, PENALTY_CAPACITY)),
+            shared: None,
         })
+    }
+
+    /// Counts penalties in `shared` too, which then decides.
+    pub(crate) fn share_lockouts(&mut self, shared: SharedLockouts) {
+        self.shared = Some(shared);
     }
 
     /// How many accounts there are now.
@@ -110,11 +124,35 @@ impl Accounts {
     ///
     /// The failure counts before the proof is checked, so logins sent in parallel are checked
     /// no more often than the allowance; [`Accounts::succeeded`] gives it back.
-    pub(crate) fn reserve_failure(
+    ///
+    /// With shared lockouts, Redis decides and the failure is counted here too; when Redis
+    /// cannot be reached, this server decides alone.
+    pub(crate) async fn reserve_failure(
         &self,
         source: IpAddr,
         user: Option<&str>,
     ) -> Result<(), Duration> {
+        if let Some(shared) = &self.shared {
+            if let Ok(decided) = shared.reserve(&self.policy, source, user).await {
+                decided?;
+                self.count_failure_here(source, user);
+                return Ok(());
+            }
+        }
+        self.reserve_failure_here(source, user)
+    }
+
+    /// Counts a failure for `source` (and `user`) on this server, locked out or not.
+    fn count_failure_here(&self, source: IpAddr, user: Option<&str>) {
+        let now = Instant::now();
+        lock(&self.sources).fail(&source, now);
+        if let Some(user) = user {
+            lock(&self.user_names).fail(user, now);
+        }
+    }
+
+    /// [`Accounts::reserve_failure`], decided on this server alone.
+    fn reserve_failure_here(&self, source: IpAddr, user: Option<&str>) -> Result<(), Duration> {
         let now = Instant::now();
         let mut sources = lock(&self.sources);
         let mut user_names = lock(&self.user_names);
@@ -137,10 +175,14 @@ impl Accounts {
 
     /// A login whose failure was reserved succeeded: the source gets its failure back, and the
     /// user name's failures are forgotten.
-    pub(crate) fn succeeded(&self, source: IpAddr, user: Option<&str>) {
+    pub(crate) async fn succeeded(&self, source: IpAddr, user: Option<&str>) {
         lock(&self.sources).give_back(&source);
         if let Some(user) = user {
             lock(&self.user_names).succeed(user);
+        }
+        if let Some(shared) = &self.shared {
+            // An error is logged by the bus; the count here is given back already.
+            let _ = shared.succeeded(&self.policy, source, user).await;
         }
     }
 

@@ -25,6 +25,8 @@ pub struct RoomHost<L> {
     rules: Rooms,
     link: L,
     link_open: bool,
+    /// The [`Rooms::presence_version`] last told to the link.
+    presence_told: Option<u64>,
     console: Option<Console>,
     /// Made on the first [`next`](RoomHost::next), inside the runtime that drives the clock.
     expiry: Option<Interval>,
@@ -40,13 +42,18 @@ impl<L: RoomLink> RoomHost<L> {
             rules,
             link,
             link_open: true,
+            presence_told: None,
             console,
             expiry: None,
         }
     }
 
-    /// The rules, for the lines members send.
+    /// The rules, for the lines members send; they know who is in the rooms elsewhere as the
+    /// link last heard.
     pub fn rules(&mut self) -> &mut Rooms {
+        if let Some(others) = self.link.others() {
+            self.rules.set_others(others);
+        }
         &mut self.rules
     }
 
@@ -61,6 +68,9 @@ impl<L: RoomLink> RoomHost<L> {
             expiry
         });
         loop {
+            if let Some(others) = self.link.others() {
+                self.rules.set_others(others);
+            }
             tokio::select! {
                 _ = expiry.tick() => return self.rules.expire(now()),
                 typed = next_typed(&mut self.console) => return self.rules.operator(&typed),
@@ -75,11 +85,17 @@ impl<L: RoomLink> RoomHost<L> {
         }
     }
 
-    /// Publishes the lines `fx` shares with other servers and shows its traffic on the
-    /// operator's console. What is left is the front end's to deliver.
+    /// Publishes the lines `fx` shares with other servers (and who is here, when that changed)
+    /// and shows its traffic on the operator's console. What is left is the front end's to
+    /// deliver.
     pub fn share(&mut self, fx: &mut Effects) {
         for said in fx.shared.drain(..) {
             self.link.publish(said);
+        }
+        let version = self.rules.presence_version();
+        if self.presence_told != Some(version) {
+            self.presence_told = Some(version);
+            self.link.present(self.rules.presence());
         }
         if let Some(console) = &mut self.console {
             for line in fx.console.drain(..) {
@@ -103,8 +119,9 @@ async fn next_typed(console: &mut Option<Console>) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::chat::link::{LocalLink, RoomLine};
+    use crate::chat::link::{LocalLink, Presence, RoomLine, Roster};
     use crate::chat::room::MemberId;
+    use std::sync::Arc;
     use tokio::sync::mpsc::{unbounded_channel, UnboundedReceiver, UnboundedSender};
 
     /// A link whose other servers are the test.
@@ -166,6 +183,54 @@ mod tests {
             (fx.out[0].to, &*fx.out[0].line),
             (alice, "<bob> hi alice\n")
         );
+    }
+
+    /// A link that records who is here and says who is elsewhere.
+    #[derive(Default)]
+    struct PresenceLink {
+        told: Vec<Vec<Presence>>,
+        others: Option<Arc<Roster>>,
+    }
+
+    impl RoomLink for PresenceLink {
+        fn publish(&mut self, _said: RoomLine) {}
+
+        async fn receive(&mut self) -> Option<RoomLine> {
+            std::future::pending().await
+        }
+
+        fn present(&mut self, here: Vec<Presence>) {
+            self.told.push(here);
+        }
+
+        fn others(&mut self) -> Option<Arc<Roster>> {
+            self.others.take()
+        }
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn who_is_here_goes_out_when_it_changes_and_who_is_elsewhere_comes_in() {
+        let mut host = RoomHost::new(RoomConfig::default(), PresenceLink::default(), None);
+        let alice = host.rules().new_member_id();
+        let mut fx = host.rules().arrive(alice, "alice".into(), b"hi", now());
+        host.share(&mut fx);
+        let mut fx = host.rules().receive(alice, b"just talking", now());
+        host.share(&mut fx);
+        let mut fx = host.rules().receive(alice, b"/nick al", now());
+        host.share(&mut fx);
+        let lobby = |name: &str| Presence {
+            room: "lobby".into(),
+            name: name.into(),
+        };
+        assert_eq!(
+            host.link.told,
+            [vec![lobby("alice")], vec![lobby("al")]],
+            "told on joining and renaming, not for a line"
+        );
+
+        host.link.others = Some(Arc::new(Roster::new([lobby("bob")])));
+        let fx = host.rules().receive(alice, b"/who", now());
+        assert_eq!(&*fx.out[0].line, "* lobby: al, bob\n");
     }
 
     #[tokio::test(start_paused = true)]

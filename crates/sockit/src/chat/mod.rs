@@ -21,7 +21,7 @@ pub mod room;
 
 pub use console::{Console, CONSOLE_BACKLOG};
 pub use host::RoomHost;
-pub use link::{LocalLink, RoomLine, RoomLink};
+pub use link::{LocalLink, Presence, RoomLine, RoomLink, Roster};
 pub use member::MemberId;
 pub(crate) use member::MemberMap;
 

@@ -4,7 +4,9 @@
 //! own peers to them. [`Rooms::arrive`] takes a newcomer's first line and [`Rooms::receive`] a
 //! member's next; each returns the [`Effects`]: the lines to deliver, the lines to share with
 //! other servers, what the operator's console shows, and the members the room has let go.
-//! [`Rooms::remote`] delivers a line said on another server. So the rules are tested exactly, and
+//! [`Rooms::remote`] delivers a line said on another server, and [`Rooms::set_others`] tells the
+//! rules who is in the rooms elsewhere (for `/who`, and so that `/nick` keeps names unique across
+//! servers); [`Rooms::presence`] is who is here, for the other servers. So the rules are tested exactly, and
 //! whoever feeds them one line at a time and delivers the result before the next never sends a
 //! line twice, and relays each sender's lines in the order they arrived.
 //!
@@ -24,7 +26,7 @@
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use super::link::RoomLine;
+use super::link::{Presence, RoomLine, Roster};
 pub use super::member::MemberId;
 use super::member::{MemberIds, MemberMap};
 use crate::defaults;
@@ -125,6 +127,10 @@ pub struct Rooms {
     members: MemberMap<Member>,
     ids: MemberIds,
     joins: Bucket,
+    /// Who is in the rooms on other servers.
+    others: Arc<Roster>,
+    /// Counts changes of who is here, and where, under which name.
+    presence_version: u64,
     /// Lines relayed to the operator's console, when there is one.
     pub echo_to_console: bool,
 }
@@ -151,8 +157,31 @@ impl Rooms {
             members: MemberMap::default(),
             ids: MemberIds::default(),
             joins: Bucket::full(config.join_rate * 10.0, now),
+            others: Arc::default(),
+            presence_version: 0,
             echo_to_console: false,
         }
+    }
+
+    /// Who is in the rooms on other servers, from now on.
+    pub fn set_others(&mut self, others: Arc<Roster>) {
+        self.others = others;
+    }
+
+    /// Every member here: its room and name, for the other servers.
+    pub fn presence(&self) -> Vec<Presence> {
+        self.members
+            .values()
+            .map(|member| Presence {
+                room: Arc::clone(&member.room),
+                name: member.name.clone(),
+            })
+            .collect()
+    }
+
+    /// A number that changes whenever [`presence`](Rooms::presence) does.
+    pub fn presence_version(&self) -> u64 {
+        self.presence_version
     }
 
     /// How many members there are.
@@ -206,6 +235,7 @@ impl Rooms {
         let mut fx = Effects::default();
         for id in gone {
             if let Some(member) = self.members.remove(&id) {
+                self.presence_version += 1;
                 self.tell_room(
                     &member.room,
                     None,
@@ -320,6 +350,7 @@ impl Rooms {
         };
         let notice = format!("* {} joined", member.name);
         self.members.insert(from, member);
+        self.presence_version += 1;
         self.tell_room(&room, Some(from), &notice, fx);
         true
     }
@@ -335,6 +366,7 @@ impl Rooms {
                     .values()
                     .filter(|m| &m.room == room)
                     .map(|m| m.name.as_str())
+                    .chain(self.others.in_room(room).iter().map(String::as_str))
                     .collect();
                 names.sort_unstable();
                 let line = format!("* {room}: {}", names.join(", "));
@@ -342,6 +374,7 @@ impl Rooms {
             }
             "leave" => {
                 let member = self.members.remove(&from).expect("a member");
+                self.presence_version += 1;
                 self.tell_room(&member.room, None, &format!("* {} left", member.name), fx);
                 reply(fx, from, "* bye");
                 fx.gone.push(from);
@@ -365,6 +398,7 @@ impl Rooms {
             return;
         }
         let taken = name.eq_ignore_ascii_case(OPERATOR)
+            || self.others.has_name(&name)
             || self
                 .members
                 .iter()
@@ -375,6 +409,7 @@ impl Rooms {
         }
         let member = self.members.get_mut(&from).expect("a member");
         let old = std::mem::replace(&mut member.name, name.clone());
+        self.presence_version += 1;
         let room = Arc::clone(&member.room);
         self.tell_room(&room, Some(from), &format!("* {old} is now {name}"), fx);
         reply(fx, from, &format!("* you are now {name}"));
@@ -393,9 +428,11 @@ impl Rooms {
         let new: Arc<str> = wanted.into();
         let old = std::mem::replace(&mut member.room, Arc::clone(&new));
         let name = member.name.clone();
+        self.presence_version += 1;
         self.tell_room(&old, Some(from), &format!("* {name} left"), fx);
         self.tell_room(&new, Some(from), &format!("* {name} joined"), fx);
-        let count = self.members.values().filter(|m| m.room == new).count();
+        let count = self.members.values().filter(|m| m.room == new).count()
+            + self.others.in_room(&new).len();
         reply(fx, from, &format!("* you are in {wanted} ({count} here)"));
     }
 
@@ -769,6 +806,41 @@ mod tests {
         assert_eq!(lines_to(&fx, member(2)), ["<carol> hi [31mthere\n"]);
         assert!(lines_to(&fx, member(1)).is_empty(), "another room");
         assert!(fx.shared.is_empty());
+    }
+
+    #[test]
+    fn members_elsewhere_are_listed_and_their_names_are_taken() {
+        let mut room = Room::new(RoomConfig::default());
+        room.say(1, "/nick alice");
+        let version = room.rooms.presence_version();
+        room.rooms.set_others(Arc::new(Roster::new([
+            Presence {
+                room: "lobby".into(),
+                name: "Bob".into(),
+            },
+            Presence {
+                room: "kitchen".into(),
+                name: "carol".into(),
+            },
+        ])));
+        let fx = room.say(1, "/who");
+        assert_eq!(lines_to(&fx, member(1)), ["* lobby: Bob, alice\n"]);
+        let fx = room.say(1, "/nick bob");
+        assert_eq!(lines_to(&fx, member(1)), ["! the name bob is taken\n"]);
+        assert_eq!(room.rooms.presence_version(), version, "no change");
+        let fx = room.say(1, "/join kitchen");
+        assert_eq!(
+            lines_to(&fx, member(1)),
+            ["* you are in kitchen (2 here)\n"]
+        );
+        assert_ne!(room.rooms.presence_version(), version);
+        assert_eq!(
+            room.rooms.presence(),
+            [Presence {
+                room: "kitchen".into(),
+                name: "alice".into()
+            }]
+        );
     }
 
     #[test]

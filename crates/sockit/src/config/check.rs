@@ -178,9 +178,42 @@ impl ServerConfig {
         if let (Some(_), Some(second)) = (rooms.next(), rooms.next()) {
             return Err(ConfigError::SecondChatRoom(second.addr));
         }
+        self.check_bus()
+    }
+}
+
+impl ServerConfig {
+    /// The bus's times fit the clock, its presence is refreshed at least every millisecond
+    /// and its queues hold a line.
+    fn check_bus(&self) -> Result<(), ConfigError> {
+        let Some(bus) = &self.bus else {
+            return Ok(());
+        };
+        for (setting, value) in [
+            (
+                "bus.presence_ttl (--bus-presence-ttl)",
+                bus.settings.presence_ttl,
+            ),
+            ("bus.timeout (--bus-timeout)", bus.settings.timeout),
+        ] {
+            if value > MAX_TIME {
+                return Err(ConfigError::TimeTooLong { setting, value });
+            }
+            if value < MIN_BUS_TIME {
+                let value = value.as_secs_f64();
+                return Err(ConfigError::NotPositive { setting, value });
+            }
+        }
+        if bus.settings.backlog == 0 {
+            let (setting, value) = ("bus.backlog (--bus-backlog)", 0.0);
+            return Err(ConfigError::NotPositive { setting, value });
+        }
         Ok(())
     }
 }
+
+/// The shortest presence TTL or bus timeout: a third of it must still be a time.
+const MIN_BUS_TIME: Duration = Duration::from_millis(3);
 
 impl ServerConfig {
     /// One source's share of the memory budget holds the largest body in memory, and the

@@ -15,6 +15,7 @@ use std::time::Duration;
 use sockit_proto::Limits;
 
 use crate::auth::penalty::PenaltyPolicy;
+use crate::bus::BusConfig;
 use crate::chat::room::RoomConfig;
 use crate::defaults;
 
@@ -65,6 +66,9 @@ pub struct ServerConfig {
     pub udp_echo: UdpEchoConfig,
     /// The certificate and key of the TLS listeners.
     pub tls: TlsIdentity,
+    /// The Redis bus shared with other servers (`--bus`): chat rooms and login lockouts. None:
+    /// this server alone.
+    pub bus: Option<BusConfig>,
 }
 
 /// Where the TLS listeners' certificate and key come from.
@@ -109,6 +113,7 @@ impl Default for ServerConfig {
             transfers: TransferConfig::default(),
             memory: MemoryConfig::default(),
             udp_echo: UdpEchoConfig::default(),
+            bus: None,
         }
     }
 }

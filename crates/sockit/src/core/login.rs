@@ -79,7 +79,7 @@ pub(crate) async fn login(
 
     // The failure counts before the proof is checked, so guesses sent in parallel get no more
     // checks than the allowance; a success gives it back.
-    if let Err(wait) = accounts.reserve_failure(session.peer, penalised_user) {
+    if let Err(wait) = accounts.reserve_failure(session.peer, penalised_user).await {
         tracing::info!(user, peer = %session.peer, "login refused: locked out after failures");
         let ends_session = count_failure(core, session);
         let message = format!(
@@ -112,7 +112,7 @@ pub(crate) async fn login(
         ),
     };
     if verified {
-        accounts.succeeded(session.peer, penalised_user);
+        accounts.succeeded(session.peer, penalised_user).await;
         tracing::info!(user, method, peer = %session.peer, "logged in");
         session.user = Some(user.to_owned());
         session.failures = 0;

@@ -28,6 +28,7 @@ use tokio_util::task::TaskTracker;
 
 use crate::auth::accounts::Accounts;
 use crate::auth::users::UsersError;
+use crate::bus::{Bus, BusUrlError};
 use crate::chat::{Console, LocalLink, RoomHost};
 use crate::config::{ConfigError, ServerConfig, TlsIdentity};
 pub use crate::config::{ListenerSpec, ServiceKind};
@@ -75,6 +76,10 @@ pub enum StartError {
     /// The TLS certificate and key cannot be used.
     #[error("TLS: {0}")]
     Tls(#[from] IdentityError),
+    /// The bus's URL cannot be used (Redis being down is no error: the server starts and
+    /// connects when it can).
+    #[error(transparent)]
+    Bus(#[from] BusUrlError),
 }
 
 /// A server with its listeners bound, ready to [`run`](Server::run).
@@ -83,6 +88,7 @@ pub struct Server {
     config: Arc<ServerConfig>,
     store: Arc<Store>,
     accounts: Option<Arc<Accounts>>,
+    bus: Option<Bus>,
     console: Option<Console>,
     listeners: Vec<Bound>,
     /// The TLS listeners' configuration and certificate fingerprint, when there are any.
@@ -119,8 +125,15 @@ impl Server {
         {
             return Err(StartError::LegacyExecNotLoopback(spec.addr));
         }
+        let bus = config.bus.as_ref().map(Bus::new).transpose()?;
         let accounts = match &config.users {
-            Some(path) => Some(Arc::new(Accounts::open(path, config.login.penalties)?)),
+            Some(path) => {
+                let mut accounts = Accounts::open(path, config.login.penalties)?;
+                if let Some(bus) = &bus {
+                    accounts.share_lockouts(bus.lockouts());
+                }
+                Some(Arc::new(accounts))
+            }
             None => None,
         };
         let listeners = config
@@ -149,6 +162,7 @@ impl Server {
         Ok(Server {
             store,
             accounts,
+            bus,
             console: None,
             config: Arc::new(config),
             listeners,
@@ -216,10 +230,18 @@ impl Server {
                     let service = TlsFramed::new(framed, tls_config, config.header_timeout);
                     spawn_accept(&tasks, tcp, Arc::new(service), &limiter, &stop);
                 }
-                Bound::Chat(udp) => {
-                    let host = RoomHost::new(config.chat, LocalLink, console.take());
-                    tasks.spawn(udp_chat::serve(udp, host, config.chat, stop.clone()));
-                }
+                Bound::Chat(udp) => match &self.bus {
+                    Some(bus) => {
+                        let (link, node) = bus.link(stop.clone());
+                        tasks.spawn(node);
+                        let host = RoomHost::new(config.chat, link, console.take());
+                        tasks.spawn(udp_chat::serve(udp, host, config.chat, stop.clone()));
+                    }
+                    None => {
+                        let host = RoomHost::new(config.chat, LocalLink, console.take());
+                        tasks.spawn(udp_chat::serve(udp, host, config.chat, stop.clone()));
+                    }
+                },
                 Bound::LegacyEcho(tcp) => {
                     let service = legacy::LegacyEcho::new(config.idle_timeout);
                     spawn_accept(&tasks, tcp, Arc::new(service), &limiter, &stop);
