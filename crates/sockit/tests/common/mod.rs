@@ -43,9 +43,13 @@ impl TestServer {
     }
 
     pub async fn start_with(configure: impl FnOnce(&mut ServerConfig)) -> TestServer {
+        // The store is a folder of a private temp dir, so that a test can check that nothing
+        // appeared beside it without seeing what other programs do in the system's temp dir.
         let root = tempfile::tempdir().expect("temp dir");
+        let store = root.path().join("store");
+        std::fs::create_dir(&store).expect("store dir");
         let mut config = ServerConfig::loopback();
-        config.root = root.path().to_path_buf();
+        config.root = store;
         configure(&mut config);
         let root_path = config.root.clone();
         let server = Server::bind(config).await.expect("bind");
