@@ -97,6 +97,12 @@ pub const CHAT_UNCONFIRMED_BYTES: usize = 64 * 1024;
 /// (`--chat-unconfirmed-rate`).
 pub const CHAT_UNCONFIRMED_RATE: usize = 256 * 1024;
 
+/// How long a browser's login session lasts (`--http-session-ttl`).
+pub const HTTP_SESSION_TTL: Duration = Duration::from_secs(12 * 60 * 60);
+/// Most browser login sessions alive at once; a login past it ends the oldest
+/// (`--http-max-sessions`).
+pub const HTTP_MAX_SESSIONS: usize = 4096;
+
 /// Bytes a second one source address may draw from the UDP echo (`--udp-echo-source-rate`).
 pub const UDP_ECHO_SOURCE_RATE: u64 = 64 * 1024;
 /// Bytes a second all sources together may draw from the UDP echo (`--udp-echo-rate`).

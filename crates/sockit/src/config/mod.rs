@@ -65,6 +65,8 @@ pub struct ServerConfig {
     pub udp_echo: UdpEchoConfig,
     /// The certificate and key of the TLS listeners.
     pub tls: TlsIdentity,
+    /// The browser front end's sessions.
+    pub http: HttpConfig,
 }
 
 /// Where the TLS listeners' certificate and key come from.
@@ -109,6 +111,7 @@ impl Default for ServerConfig {
             transfers: TransferConfig::default(),
             memory: MemoryConfig::default(),
             udp_echo: UdpEchoConfig::default(),
+            http: HttpConfig::default(),
         }
     }
 }
@@ -221,6 +224,24 @@ impl Default for MemoryConfig {
             budget: defaults::MEMORY_BUDGET,
             per_source: defaults::MEMORY_BUDGET_PER_SOURCE,
             wait: defaults::QUEUE_TIMEOUT,
+        }
+    }
+}
+
+/// The browser front end's login sessions (`--http`).
+#[derive(Debug, Clone, Copy)]
+pub struct HttpConfig {
+    /// How long a session (and its cookie) lasts after the login.
+    pub session_ttl: Duration,
+    /// Most sessions alive at once; a login past it ends the oldest.
+    pub max_sessions: usize,
+}
+
+impl Default for HttpConfig {
+    fn default() -> Self {
+        HttpConfig {
+            session_ttl: defaults::HTTP_SESSION_TTL,
+            max_sessions: defaults::HTTP_MAX_SESSIONS,
         }
     }
 }
