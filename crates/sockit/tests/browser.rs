@@ -116,15 +116,19 @@ impl Udp {
     }
 
     async fn send(&self, line: &str) {
-        self.socket.send_to(line.as_bytes(), self.server).await.unwrap();
+        self.socket
+            .send_to(line.as_bytes(), self.server)
+            .await
+            .unwrap();
     }
 
     async fn recv(&self) -> Option<String> {
         let mut buf = vec![0u8; 70_000];
-        let (len, _) = tokio::time::timeout(Duration::from_secs(20), self.socket.recv_from(&mut buf))
-            .await
-            .ok()?
-            .unwrap();
+        let (len, _) =
+            tokio::time::timeout(Duration::from_secs(20), self.socket.recv_from(&mut buf))
+                .await
+                .ok()?
+                .unwrap();
         Some(String::from_utf8(buf[..len].to_vec()).unwrap())
     }
 
@@ -192,7 +196,11 @@ async fn the_page_logs_in_uploads_lists_downloads_and_chats_with_udp_members() {
     // Log in through the form.
     browser.goto(&format!("{base}/")).await.unwrap();
     wait_css(&browser, "#login-form").await;
-    wait_true(&browser, "return !document.getElementById('login-panel').hidden;").await;
+    wait_true(
+        &browser,
+        "return !document.getElementById('login-panel').hidden;",
+    )
+    .await;
     let user = browser.find(Locator::Id("login-user")).await.unwrap();
     user.send_keys("alice").await.unwrap();
     let password = browser.find(Locator::Id("login-password")).await.unwrap();
@@ -204,14 +212,21 @@ async fn the_page_logs_in_uploads_lists_downloads_and_chats_with_udp_members() {
         .click()
         .await
         .unwrap();
-    wait_true(&browser, "return !document.getElementById('workspace').hidden;").await;
+    wait_true(
+        &browser,
+        "return !document.getElementById('workspace').hidden;",
+    )
+    .await;
 
     // Upload through the file input; the file is listed, stored whole, and downloads the same.
     let data: Vec<u8> = (0..700_000u32).map(|i| (i * 31 % 251) as u8).collect();
     let local = dir.path().join("from the browser.bin");
     std::fs::write(&local, &data).unwrap();
     let picker = browser.find(Locator::Id("picker")).await.unwrap();
-    picker.send_keys(&local.display().to_string()).await.unwrap();
+    picker
+        .send_keys(&local.display().to_string())
+        .await
+        .unwrap();
     let row = wait_css(&browser, "tr[data-name='from the browser.bin']").await;
     let link = row.find(Locator::Css("a")).await.unwrap();
     assert_eq!(
@@ -258,7 +273,11 @@ async fn the_page_logs_in_uploads_lists_downloads_and_chats_with_udp_members() {
         .click()
         .await
         .unwrap();
-    wait_true(&browser, "return !document.getElementById('chat-line').disabled;").await;
+    wait_true(
+        &browser,
+        "return !document.getElementById('chat-line').disabled;",
+    )
+    .await;
     let line = browser.find(Locator::Id("chat-line")).await.unwrap();
     line.send_keys("hello from chromium").await.unwrap();
     browser
@@ -283,7 +302,7 @@ async fn the_page_logs_in_uploads_lists_downloads_and_chats_with_udp_members() {
         &format!(
             "return [...document.querySelectorAll('#chat-who li')].map((li) => li.textContent).join(',') === {:?};",
             {
-                let mut names = vec![udp_name.clone(), "webby".to_owned()];
+                let mut names = [udp_name.clone(), "webby".to_owned()];
                 names.sort();
                 names.join(",")
             }
