@@ -108,3 +108,40 @@ async fn connections_past_an_address_share_are_closed_at_once() {
     drop(held);
     server.shutdown().await;
 }
+
+#[tokio::test]
+async fn a_download_taken_slower_than_the_transfer_pace_is_cut_and_gives_its_slot_back() {
+    let server = TestServer::start_with(|config| {
+        config.add_listener(ServiceKind::Http, "127.0.0.1:0".parse().unwrap());
+        config.transfers.min_rate = 1024 * 1024;
+        config.transfers.rate_window = Duration::from_secs(1);
+        config.transfers.max_per_source = 1;
+        config.transfers.wait = Duration::from_millis(300);
+    })
+    .await;
+    let addr = server.addr(ServiceKind::Http);
+    std::fs::write(server.root().join("big.bin"), vec![7u8; 64 * 1024 * 1024]).unwrap();
+    std::fs::write(server.root().join("small.txt"), b"small").unwrap();
+    let small = || async move {
+        let request = b"GET /files/small.txt HTTP/1.1\r\nHost: t\r\nConnection: close\r\n\r\n";
+        let mut stream = TcpStream::connect(addr).await.unwrap();
+        stream.write_all(request).await.unwrap();
+        until_closed(&mut stream).await.0
+    };
+    // A client that asks for the big file and reads none of it holds the address's one slot...
+    let mut stalled = TcpStream::connect(addr).await.unwrap();
+    stalled
+        .write_all(b"GET /files/big.bin HTTP/1.1\r\nHost: t\r\n\r\n")
+        .await
+        .unwrap();
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    let busy = small().await;
+    assert!(busy.starts_with("HTTP/1.1 503"), "{busy:.200}");
+    // ...until, a window or two later, it is cut for falling behind the pace.
+    tokio::time::sleep(Duration::from_secs(3)).await;
+    let served = small().await;
+    assert!(served.starts_with("HTTP/1.1 200"), "{served:.200}");
+    assert!(served.ends_with("small"), "{served:.200}");
+    drop(stalled);
+    server.shutdown().await;
+}

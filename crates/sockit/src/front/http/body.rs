@@ -41,6 +41,14 @@ struct Pace {
 }
 
 impl Pace {
+    fn new(rule: MinRate) -> Pace {
+        Pace {
+            rule,
+            since: Instant::now(),
+            moved: 0,
+        }
+    }
+
     fn per_window(&self) -> u64 {
         (self.rule.bytes_per_sec as f64 * self.rule.window.as_secs_f64()).ceil() as u64
     }
@@ -80,11 +88,7 @@ impl RequestBody {
             left: length,
             ended: false,
             idle,
-            pace: pace.map(|rule| Pace {
-                rule,
-                since: Instant::now(),
-                moved: 0,
-            }),
+            pace: pace.map(Pace::new),
         }
     }
 

@@ -21,6 +21,7 @@ use sockit_proto::message::{GetRequest, ListRequest, PutReply, PutRequest};
 use sockit_proto::ErrorCode;
 
 use super::body::RequestBody;
+use super::guard::Sending;
 use super::routes::{error_response, WebState};
 use super::ConnInfo;
 use crate::core::files::{self, Download};
@@ -151,7 +152,8 @@ pub(super) async fn download(
         Ok(reader) => reader,
         Err(err) => return error_response(&OpError::new(ErrorCode::Internal, err)),
     };
-    let mut response = Response::new(file_body(reader, download));
+    let sending = conn.activity.sending();
+    let mut response = Response::new(file_body(reader, download, sending));
     *response.status_mut() = status;
     let headers = response.headers_mut();
     headers.insert(
@@ -175,19 +177,21 @@ pub(super) async fn download(
 }
 
 /// The body of a download: the chunks `reader` reads, holding `download` (its streaming slot)
-/// until the last is sent or the client goes.
-fn file_body(reader: FileReader, download: Download) -> Body {
-    let chunks = futures_util::stream::unfold(Some((reader, download)), |state| async move {
-        let (mut reader, download) = state?;
-        match reader.next().await? {
-            Ok(chunk) => {
-                let bytes = Bytes::copy_from_slice(chunk.data());
-                reader.recycle(chunk);
-                Some((Ok(bytes), Some((reader, download))))
+/// until the last is sent or the client goes. While it lasts, `sending` holds the connection to
+/// the transfer pace (see [`guard`](super::guard)).
+fn file_body(reader: FileReader, download: Download, sending: Sending) -> Body {
+    let chunks =
+        futures_util::stream::unfold(Some((reader, download, sending)), |state| async move {
+            let (mut reader, download, sending) = state?;
+            match reader.next().await? {
+                Ok(chunk) => {
+                    let bytes = Bytes::copy_from_slice(chunk.data());
+                    reader.recycle(chunk);
+                    Some((Ok(bytes), Some((reader, download, sending))))
+                }
+                Err(err) => Some((Err(err), None)),
             }
-            Err(err) => Some((Err(err), None)),
-        }
-    });
+        });
     Body::from_stream(chunks)
 }
 

@@ -46,6 +46,7 @@ use tower::ServiceExt;
 use super::chat_hub::ChatHub;
 use super::TcpService;
 use crate::config::ServerConfig;
+use crate::connection::MinRate;
 use crate::core::Core;
 use guard::{Activity, Guarded};
 
@@ -58,6 +59,8 @@ pub(crate) struct ConnInfo {
     pub(crate) peer: SocketAddr,
     /// Fires when the server shuts down.
     pub(crate) stop: CancellationToken,
+    /// When bytes last moved on the connection, and how many it wrote.
+    pub(crate) activity: Activity,
     /// Work that outlives the request on this connection (an upgraded WebSocket): the
     /// connection, and its place under the connection limits, last until it is done.
     pub(crate) upgraded: TaskTracker,
@@ -82,6 +85,8 @@ pub(crate) struct HttpFront {
     tls: Option<TlsAcceptor>,
     header_timeout: Duration,
     idle_timeout: Duration,
+    /// The pace a download must keep.
+    pace: Option<MinRate>,
 }
 
 impl HttpFront {
@@ -100,6 +105,7 @@ impl HttpFront {
             hub,
         });
         HttpFront {
+            pace: web.core.min_rate,
             router: routes::router(web),
             tls: tls.map(|config| {
                 let mut config = (*config).clone();
@@ -142,6 +148,9 @@ impl HttpFront {
             () = idle.expired(self.idle_timeout) => {
                 tracing::debug!("http connection idle; closed");
             }
+            () = idle.too_slow(self.pace) => {
+                tracing::debug!("http download slower than the transfer pace; cut");
+            }
             () = stop.cancelled() => {
                 conn.as_mut().graceful_shutdown();
                 tokio::select! {
@@ -158,13 +167,14 @@ impl HttpFront {
 impl TcpService for HttpFront {
     async fn serve(self: Arc<Self>, stream: TcpStream, peer: SocketAddr, stop: CancellationToken) {
         let _ = stream.set_nodelay(true);
+        let stream = Guarded::new(stream);
+        let idle = stream.activity();
         let info = ConnInfo {
             peer,
             stop,
+            activity: idle.clone(),
             upgraded: TaskTracker::new(),
         };
-        let stream = Guarded::new(stream);
-        let idle = stream.activity();
         match &self.tls {
             None => self.serve_http(stream, idle, info).await,
             Some(acceptor) => {
