@@ -317,7 +317,8 @@ fn warn_of_clear_passwords(config: &ServerConfig) {
         return;
     }
     for spec in &config.listeners {
-        if spec.service == ServiceKind::Framed && !spec.addr.ip().is_loopback() {
+        let clear = matches!(spec.service, ServiceKind::Framed | ServiceKind::Http);
+        if clear && !spec.addr.ip().is_loopback() {
             tracing::warn!(
                 "WARNING: accounts are served without TLS on {}, which is not a loopback address: \
                  passwords, files and command output cross the network in the clear. Use --tls.",

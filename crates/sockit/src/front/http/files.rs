@@ -24,7 +24,7 @@ use super::body::RequestBody;
 use super::guard::Sending;
 use super::routes::{error_response, WebState};
 use super::ConnInfo;
-use crate::core::files::{self, Download};
+use crate::core::files::{self, Download, ListBody};
 use crate::core::OpError;
 use crate::transfer::{BodyPipeline, FileReader};
 
@@ -55,12 +55,26 @@ pub(super) async fn list(
                     (header::CACHE_CONTROL, "no-store"),
                     (header::HeaderName::from_static("sockit-more"), more),
                 ],
-                body.json,
+                page_body(body),
             )
                 .into_response()
         }
         Err(err) => error_response(&err),
     }
+}
+
+/// A listing's body, holding its share of the memory budget until it has been handed to the
+/// connection.
+fn page_body(page: ListBody) -> Body {
+    let json = futures_util::stream::unfold(Some(page), |page| async move {
+        let mut page = page?;
+        if page.json.is_empty() {
+            return None; // sent: the memory goes back with the page
+        }
+        let json = Bytes::from(std::mem::take(&mut page.json));
+        Some((Ok::<_, std::io::Error>(json), Some(page)))
+    });
+    Body::from_stream(json)
 }
 
 /// A byte range asked for, resolved against the file's length: the first byte and how many.
