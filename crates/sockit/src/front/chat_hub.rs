@@ -38,6 +38,8 @@ pub(crate) enum Event {
     },
     /// One line from the peer.
     Line { key: u64, data: Vec<u8> },
+    /// The peer is still there (it answered a ping), though it said nothing.
+    Alive { key: u64 },
     /// The peer went away.
     Close { key: u64 },
 }
@@ -80,6 +82,14 @@ impl HubMember {
     pub(crate) async fn say(&self, data: Vec<u8>) -> bool {
         let key = self.key;
         self.events.send(Event::Line { key, data }).await.is_ok()
+    }
+}
+
+impl HubMember {
+    /// Tells the room the peer is still there, so that a member who only listens is not
+    /// dropped as silent; never waits (a room too busy to hear it now will hear the next).
+    pub(crate) fn alive(&self) {
+        let _ = self.events.try_send(Event::Alive { key: self.key });
     }
 }
 
@@ -176,6 +186,12 @@ impl HubMembers {
                 };
                 Some(fx)
             }
+            Event::Alive { key } => {
+                if let Some(id) = self.peers.get(&key).and_then(|peer| peer.id) {
+                    rooms.touch(id, now());
+                }
+                None
+            }
             Event::Close { key } => {
                 let peer = self.peers.remove(&key)?;
                 let id = peer.id.filter(|id| rooms.is_member(*id))?;
@@ -220,5 +236,67 @@ pub(crate) async fn serve_alone<L: RoomLink>(
         };
         host.share(&mut fx);
         members.deliver(&fx);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::time::Duration;
+
+    use super::*;
+    use crate::chat::room::RoomConfig;
+
+    /// Applies every event waiting in the hub.
+    fn apply_waiting(members: &mut HubMembers, rooms: &mut Rooms) -> Vec<Effects> {
+        let mut all = Vec::new();
+        while let Ok(event) = members.events.try_recv() {
+            let fx = members.apply(rooms, event);
+            members.deliver(&fx);
+            all.push(fx);
+        }
+        all
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_member_who_only_listens_stays_while_alive_and_leaves_when_gone() {
+        let config = RoomConfig {
+            idle: Duration::from_secs(5),
+            ..RoomConfig::default()
+        };
+        let mut rooms = Rooms::new(config, now());
+        let (hub, mut members) = hub();
+        let mut talker = hub.connect("talker".into()).await.unwrap();
+        let mut listener = hub.connect("listener".into()).await.unwrap();
+        assert!(listener.say(b"hi".to_vec()).await);
+        assert!(talker.say(b"hello".to_vec()).await);
+        apply_waiting(&mut members, &mut rooms);
+        assert_eq!(
+            listener.lines.try_recv().unwrap().as_ref(),
+            "* talker joined\n"
+        );
+        assert_eq!(
+            listener.lines.try_recv().unwrap().as_ref(),
+            "<talker> hello\n"
+        );
+
+        // The listener only answers pings; the talker keeps talking.
+        for _ in 0..4 {
+            tokio::time::advance(Duration::from_secs(2)).await;
+            listener.alive();
+            assert!(talker.say(b"still here".to_vec()).await);
+            apply_waiting(&mut members, &mut rooms);
+            let fx = rooms.expire(now());
+            assert!(fx.gone.is_empty(), "{fx:?}");
+        }
+        assert_eq!(rooms.len(), 2);
+
+        drop(listener);
+        apply_waiting(&mut members, &mut rooms);
+        assert_eq!(rooms.len(), 1);
+        let mut heard = Vec::new();
+        while let Ok(line) = talker.lines.try_recv() {
+            heard.push(line.to_string());
+        }
+        assert_eq!(heard.last().map(String::as_str), Some("* listener left\n"));
     }
 }

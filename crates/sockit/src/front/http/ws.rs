@@ -72,6 +72,7 @@ async fn relay(mut socket: WebSocket, mut member: HubMember, conn: ConnInfo, idl
                     Some(Ok(Message::Binary(data))) => data.to_vec(),
                     Some(Ok(Message::Ping(_) | Message::Pong(_))) => {
                         heard = Instant::now();
+                        member.alive();
                         continue;
                     }
                     Some(Ok(Message::Close(_))) | Some(Err(_)) | None => return,
