@@ -85,6 +85,7 @@ def main():
     leftovers = Leftovers()
     work = tempfile.mkdtemp(prefix="sockit-bench-http-")
     leftovers.dirs.append(work)
+    os.chmod(work, 0o755)  # nginx's workers read as another user when started by root
     store = args.store or os.path.join(work, "store")
     os.makedirs(store, exist_ok=True)
     if args.store:

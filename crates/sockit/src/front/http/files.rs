@@ -197,12 +197,8 @@ fn file_body(reader: FileReader, download: Download, sending: Sending) -> Body {
     let chunks =
         futures_util::stream::unfold(Some((reader, download, sending)), |state| async move {
             let (mut reader, download, sending) = state?;
-            match reader.next().await? {
-                Ok(chunk) => {
-                    let bytes = Bytes::copy_from_slice(chunk.data());
-                    reader.recycle(chunk);
-                    Some((Ok(bytes), Some((reader, download, sending))))
-                }
+            match reader.next_bytes().await? {
+                Ok(bytes) => Some((Ok(bytes), Some((reader, download, sending)))),
                 Err(err) => Some((Err(err), None)),
             }
         });
