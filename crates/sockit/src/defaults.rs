@@ -108,6 +108,11 @@ pub const BUS_BACKLOG: usize = 1024;
 /// The longest a call to Redis may take before the bus counts Redis as down; a login then
 /// counts its lockouts on this server alone (`--bus-timeout`).
 pub const BUS_TIMEOUT: Duration = Duration::from_secs(2);
+/// How long a browser's login session lasts (`--http-session-ttl`).
+pub const HTTP_SESSION_TTL: Duration = Duration::from_secs(12 * 60 * 60);
+/// Most browser login sessions alive at once; a login past it ends the oldest
+/// (`--http-max-sessions`).
+pub const HTTP_MAX_SESSIONS: usize = 4096;
 
 /// Bytes a second one source address may draw from the UDP echo (`--udp-echo-source-rate`).
 pub const UDP_ECHO_SOURCE_RATE: u64 = 64 * 1024;

@@ -44,6 +44,26 @@ pub(crate) struct FileReader {
     done: oneshot::Receiver<io::Result<Option<blake3::Hash>>>,
 }
 
+/// A chunk's buffer lent out as [`bytes::Bytes`], going back to its reader when dropped.
+struct Lent {
+    buf: Vec<u8>,
+    len: usize,
+    recycle: std_mpsc::Sender<Vec<u8>>,
+}
+
+impl AsRef<[u8]> for Lent {
+    fn as_ref(&self) -> &[u8] {
+        &self.buf[..self.len]
+    }
+}
+
+impl Drop for Lent {
+    fn drop(&mut self) {
+        // A reader that has ended no longer takes buffers: this one is then simply freed.
+        let _ = self.recycle.send(std::mem::take(&mut self.buf));
+    }
+}
+
 /// What a [`FileReader`] reads.
 #[derive(Clone, Copy)]
 enum Span {
@@ -162,6 +182,22 @@ impl FileReader {
     /// Gives a chunk's buffer back to be filled again.
     pub(crate) fn recycle(&self, chunk: Chunk) {
         let _ = self.recycle.send(chunk.buf);
+    }
+
+    /// The next chunk as [`Bytes`](bytes::Bytes) that share its buffer, without a copy; the
+    /// buffer comes back to be filled again when the last of them is dropped (once the bytes
+    /// are written to a socket, for an HTTP body).
+    pub(crate) async fn next_bytes(&mut self) -> Option<io::Result<bytes::Bytes>> {
+        let chunk = match self.next().await? {
+            Ok(chunk) => chunk,
+            Err(err) => return Some(Err(err)),
+        };
+        let lent = Lent {
+            len: chunk.len,
+            buf: chunk.buf,
+            recycle: self.recycle.clone(),
+        };
+        Some(Ok(bytes::Bytes::from_owner(lent)))
     }
 
     /// Waits for the reader to end; the hash, if one was asked for.

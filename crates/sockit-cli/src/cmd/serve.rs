@@ -11,8 +11,8 @@ use sockit::auth::penalty::PenaltyPolicy;
 use sockit::bus::{BusConfig, BusSettings};
 use sockit::chat::room::RoomConfig;
 use sockit::config::{
-    ExecConfig, ListenerSpec, LoginConfig, MemoryConfig, ServiceKind, TlsIdentity, TransferConfig,
-    UdpEchoConfig,
+    ExecConfig, HttpConfig, ListenerSpec, LoginConfig, MemoryConfig, ServiceKind, TlsIdentity,
+    TransferConfig, UdpEchoConfig,
 };
 use sockit::defaults;
 use sockit::{Server, ServerConfig};
@@ -38,6 +38,16 @@ pub(crate) struct Args {
     /// Raw TCP remote commands for the tutorials' clients: no login, so loopback only.
     #[arg(long, value_name = "ADDR", value_parser = parse_addr)]
     legacy_exec: Option<SocketAddr>,
+    /// The browser front end: the page, the HTTP API and the chat WebSocket (HTTPS with
+    /// --tls, `listening https ADDR`).
+    #[arg(long, value_name = "ADDR", value_parser = parse_addr)]
+    http: Option<SocketAddr>,
+    /// Seconds a browser's login session (and its cookie) lasts.
+    #[arg(long, value_name = "SECS", default_value_t = Seconds(defaults::HTTP_SESSION_TTL))]
+    http_session_ttl: Seconds,
+    /// Most browser login sessions alive at once; a login past it ends the oldest.
+    #[arg(long, value_name = "N", default_value_t = defaults::HTTP_MAX_SESSIONS)]
+    http_max_sessions: usize,
     /// TLS 1.3 on the framed listener (`listening tls ADDR`, then `fingerprint sha256:HEX`).
     /// Without --tls-cert and --tls-key, a self-signed certificate is made on first start and
     /// kept in the store (<root>/.sockit/tls/).
@@ -190,9 +200,9 @@ pub(crate) async fn run(args: Args) -> CmdResult {
         (Some(cert), Some(key)) => Some(TlsIdentity::Files { cert, key }),
         _ => args.tls.then_some(TlsIdentity::Kept),
     };
-    let framed = match tls {
-        Some(_) => ServiceKind::FramedTls,
-        None => ServiceKind::Framed,
+    let (framed, http) = match tls {
+        Some(_) => (ServiceKind::FramedTls, ServiceKind::Https),
+        None => (ServiceKind::Framed, ServiceKind::Http),
     };
     // In the order of the `listening` lines.
     let listeners = [
@@ -201,6 +211,7 @@ pub(crate) async fn run(args: Args) -> CmdResult {
         args.legacy_exec.map(|addr| (ServiceKind::LegacyExec, addr)),
         args.udp.0.map(|addr| (ServiceKind::Chat, addr)),
         args.udp_echo.map(|addr| (ServiceKind::UdpEcho, addr)),
+        args.http.map(|addr| (http, addr)),
     ];
     let config = ServerConfig {
         listeners: listeners
@@ -269,8 +280,12 @@ pub(crate) async fn run(args: Args) -> CmdResult {
                 timeout: args.bus_timeout.0,
             },
         }),
+        http: HttpConfig {
+            session_ttl: args.http_session_ttl.0,
+            max_sessions: args.http_max_sessions,
+        },
     };
-    let chat_enabled = args.udp.0.is_some();
+    let chat_enabled = args.udp.0.is_some() || args.http.is_some();
     let mut server = Server::bind(config).await?;
     if chat_enabled && owns_the_terminal() {
         let traffic = server.operator_console(operator_lines());

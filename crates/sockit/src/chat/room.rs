@@ -248,6 +248,15 @@ impl Rooms {
         fx
     }
 
+    /// Notes that member `id` is still there though it said nothing: for a front end whose
+    /// peers show that they are alive another way (a WebSocket's pongs), so that a member who
+    /// only listens is not dropped as silent.
+    pub fn touch(&mut self, id: MemberId, now: Instant) {
+        if let Some(member) = self.members.get_mut(&id) {
+            member.last_seen = now;
+        }
+    }
+
     /// A line typed by the server's operator: to every member, as `<server> text`.
     pub fn operator(&mut self, text: &str) -> Effects {
         let mut fx = Effects::default();

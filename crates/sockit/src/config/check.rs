@@ -92,6 +92,10 @@ impl ServerConfig {
             ),
             ("memory.wait (--queue-timeout)", self.memory.wait),
             (
+                "http.session_ttl (--http-session-ttl)",
+                self.http.session_ttl,
+            ),
+            (
                 "login.penalties.max (--login-backoff-max)",
                 self.login.penalties.max,
             ),

@@ -19,6 +19,11 @@ pub enum ServiceKind {
     LegacyExec,
     /// UDP upper-case echo (`udp-echo`).
     UdpEcho,
+    /// The browser front end and its HTTP API (`http`).
+    Http,
+    /// The browser front end over TLS (`https`), with the server's
+    /// [`TlsIdentity`](crate::config::TlsIdentity).
+    Https,
 }
 
 impl ServiceKind {
@@ -31,6 +36,8 @@ impl ServiceKind {
             ServiceKind::LegacyEcho => "legacy-echo",
             ServiceKind::LegacyExec => "legacy-exec",
             ServiceKind::UdpEcho => "udp-echo",
+            ServiceKind::Http => "http",
+            ServiceKind::Https => "https",
         }
     }
 }

@@ -69,6 +69,8 @@ pub struct ServerConfig {
     /// The Redis bus shared with other servers (`--bus`): chat rooms and login lockouts. None:
     /// this server alone.
     pub bus: Option<BusConfig>,
+    /// The browser front end's sessions.
+    pub http: HttpConfig,
 }
 
 /// Where the TLS listeners' certificate and key come from.
@@ -114,6 +116,7 @@ impl Default for ServerConfig {
             memory: MemoryConfig::default(),
             udp_echo: UdpEchoConfig::default(),
             bus: None,
+            http: HttpConfig::default(),
         }
     }
 }
@@ -226,6 +229,24 @@ impl Default for MemoryConfig {
             budget: defaults::MEMORY_BUDGET,
             per_source: defaults::MEMORY_BUDGET_PER_SOURCE,
             wait: defaults::QUEUE_TIMEOUT,
+        }
+    }
+}
+
+/// The browser front end's login sessions (`--http`).
+#[derive(Debug, Clone, Copy)]
+pub struct HttpConfig {
+    /// How long a session (and its cookie) lasts after the login.
+    pub session_ttl: Duration,
+    /// Most sessions alive at once; a login past it ends the oldest.
+    pub max_sessions: usize,
+}
+
+impl Default for HttpConfig {
+    fn default() -> Self {
+        HttpConfig {
+            session_ttl: defaults::HTTP_SESSION_TTL,
+            max_sessions: defaults::HTTP_MAX_SESSIONS,
         }
     }
 }

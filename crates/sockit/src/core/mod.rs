@@ -36,8 +36,9 @@ use crate::connection::MinRate;
 use crate::store::{NameError, Store, StoreError};
 use pool::{FairPool, PoolPermit, Refusal};
 
-/// What the operations share across connections.
-#[derive(Debug)]
+/// What the operations share across connections (cloned, it is the same: every field is shared
+/// or a setting).
+#[derive(Debug, Clone)]
 pub(crate) struct Core {
     pub(crate) store: Arc<Store>,
     /// The accounts, when the server has a users file.

@@ -10,11 +10,17 @@
 //! - [`legacy`]: the tutorials' raw TCP services, upper-case echo and remote commands.
 //! - [`udp_chat`]: the chat room over UDP: addresses to members, datagrams to lines.
 //! - [`udp_echo`]: UDP upper-case echo.
+//! - [`http`]: the browser front end: the page, the file store over HTTP, logins, and the chat
+//!   rooms over a WebSocket.
+//! - [`chat_hub`]: chat members reached through streams (WebSockets) rather than addresses, for
+//!   the room task.
 //!
 //! A TCP front end implements [`TcpService`] and is driven by the server's accept loop, which
 //! owns the connection limits and shutdown.
 
+pub(crate) mod chat_hub;
 pub(crate) mod framed;
+pub(crate) mod http;
 pub(crate) mod legacy;
 pub(crate) mod tls;
 pub(crate) mod udp_chat;

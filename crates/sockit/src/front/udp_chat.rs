@@ -34,13 +34,15 @@ use crate::chat::line::{parse_line, Line};
 use crate::chat::room::{Effects, MemberId, Outgoing, RoomConfig, Rooms, MAX_LINE};
 use crate::chat::MemberMap;
 use crate::chat::{now, RoomHost, RoomLink};
+use crate::front::chat_hub::HubMembers;
 
 /// Serves the rooms of `host` on `socket` until `stop`, keeping the reflection rule with the
-/// budgets of `config`.
+/// budgets of `config`. The members of `hub` (browsers' WebSockets) share the rooms.
 pub(crate) async fn serve<L: RoomLink>(
     socket: UdpSocket,
     mut host: RoomHost<L>,
     config: RoomConfig,
+    mut hub: HubMembers,
     stop: CancellationToken,
 ) {
     let key = match ConfirmKey::random() {
@@ -65,8 +67,10 @@ pub(crate) async fn serve<L: RoomLink>(
                 }
             },
             fx = host.next() => fx,
+            event = hub.next() => hub.apply(host.rules(), event),
         };
         host.share(&mut fx);
+        hub.deliver(&fx);
         deliver(&socket, &mut addresses, &fx).await;
     }
 }

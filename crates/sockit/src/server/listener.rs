@@ -23,6 +23,8 @@ pub(super) enum Bound {
     LegacyExec(TcpListener),
     /// UDP upper-case echo.
     UdpEcho(UdpSocket),
+    /// The browser front end, plain or (`tls`) HTTPS.
+    Http { tcp: TcpListener, tls: bool },
 }
 
 impl Bound {
@@ -35,6 +37,8 @@ impl Bound {
             ServiceKind::LegacyEcho => bind_tcp(spec.addr).map(Bound::LegacyEcho),
             ServiceKind::LegacyExec => bind_tcp(spec.addr).map(Bound::LegacyExec),
             ServiceKind::UdpEcho => bind_udp(spec.addr).map(Bound::UdpEcho),
+            ServiceKind::Http => bind_tcp(spec.addr).map(|tcp| Bound::Http { tcp, tls: false }),
+            ServiceKind::Https => bind_tcp(spec.addr).map(|tcp| Bound::Http { tcp, tls: true }),
         };
         bound.map_err(|source| StartError::Bind {
             service: spec.service,
@@ -52,6 +56,8 @@ impl Bound {
             Bound::LegacyEcho(_) => ServiceKind::LegacyEcho,
             Bound::LegacyExec(_) => ServiceKind::LegacyExec,
             Bound::UdpEcho(_) => ServiceKind::UdpEcho,
+            Bound::Http { tls: false, .. } => ServiceKind::Http,
+            Bound::Http { tls: true, .. } => ServiceKind::Https,
         }
     }
 
@@ -61,7 +67,8 @@ impl Bound {
             Bound::Framed(tcp)
             | Bound::FramedTls(tcp)
             | Bound::LegacyEcho(tcp)
-            | Bound::LegacyExec(tcp) => tcp.local_addr(),
+            | Bound::LegacyExec(tcp)
+            | Bound::Http { tcp, .. } => tcp.local_addr(),
             Bound::Chat(udp) | Bound::UdpEcho(udp) => udp.local_addr(),
         }
     }

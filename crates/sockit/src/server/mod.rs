@@ -33,7 +33,9 @@ use crate::chat::{Console, LocalLink, RoomHost};
 use crate::config::{ConfigError, ServerConfig, TlsIdentity};
 pub use crate::config::{ListenerSpec, ServiceKind};
 use crate::core::Core;
+use crate::front::chat_hub;
 use crate::front::framed::Framed;
+use crate::front::http::HttpFront;
 use crate::front::tls::TlsFramed;
 use crate::front::{legacy, udp_chat, udp_echo, TcpService};
 use crate::store::{PartialLimits, Store, BOOKKEEPING_DIR};
@@ -150,10 +152,12 @@ impl Server {
             path: config.root.clone(),
             source,
         })?;
-        let tls = if listeners
-            .iter()
-            .any(|listener| listener.service() == ServiceKind::FramedTls)
-        {
+        let tls = if listeners.iter().any(|listener| {
+            matches!(
+                listener.service(),
+                ServiceKind::FramedTls | ServiceKind::Https
+            )
+        }) {
             let identity = server_identity(&config)?;
             Some((identity.server_config()?, identity.fingerprint()))
         } else {
@@ -216,7 +220,13 @@ impl Server {
             None => tracing::info!("no users file: files open to all, exec disabled"),
         }
         warn_of_clear_passwords(&config);
+        let http_core = core.clone();
         let framed = Arc::new(Framed::new(&config, core));
+        // The rooms' members reached through streams (browsers), shared with the UDP room.
+        let (hub, mut hub_members) = {
+            let (hub, members) = chat_hub::hub();
+            (hub, Some(members))
+        };
         tasks.spawn(sweep_partials(Arc::clone(&self.store), stop.clone()));
         let mut console = self.console;
         for listener in self.listeners {
@@ -230,18 +240,25 @@ impl Server {
                     let service = TlsFramed::new(framed, tls_config, config.header_timeout);
                     spawn_accept(&tasks, tcp, Arc::new(service), &limiter, &stop);
                 }
-                Bound::Chat(udp) => match &self.bus {
-                    Some(bus) => {
-                        let (link, node) = bus.link(stop.clone());
-                        tasks.spawn(node);
-                        let host = RoomHost::new(config.chat, link, console.take());
-                        tasks.spawn(udp_chat::serve(udp, host, config.chat, stop.clone()));
+                Bound::Chat(udp) => {
+                    let members = hub_members.take().unwrap_or_else(|| chat_hub::hub().1);
+                    match &self.bus {
+                        Some(bus) => {
+                            let (link, node) = bus.link(stop.clone());
+                            tasks.spawn(node);
+                            let host = RoomHost::new(config.chat, link, console.take());
+                            let room =
+                                udp_chat::serve(udp, host, config.chat, members, stop.clone());
+                            tasks.spawn(room);
+                        }
+                        None => {
+                            let host = RoomHost::new(config.chat, LocalLink, console.take());
+                            let room =
+                                udp_chat::serve(udp, host, config.chat, members, stop.clone());
+                            tasks.spawn(room);
+                        }
                     }
-                    None => {
-                        let host = RoomHost::new(config.chat, LocalLink, console.take());
-                        tasks.spawn(udp_chat::serve(udp, host, config.chat, stop.clone()));
-                    }
-                },
+                }
                 Bound::LegacyEcho(tcp) => {
                     let service = legacy::LegacyEcho::new(config.idle_timeout);
                     spawn_accept(&tasks, tcp, Arc::new(service), &limiter, &stop);
@@ -256,6 +273,37 @@ impl Server {
                 }
                 Bound::UdpEcho(udp) => {
                     tasks.spawn(udp_echo::serve(udp, config.udp_echo, stop.clone()));
+                }
+                Bound::Http { tcp, tls } => {
+                    let tls_config = if tls {
+                        self.tls.clone().map(|(config, _)| config)
+                    } else {
+                        None
+                    };
+                    let service =
+                        HttpFront::new(&config, http_core.clone(), tls_config, hub.clone());
+                    spawn_accept(&tasks, tcp, Arc::new(service), &limiter, &stop);
+                }
+            }
+        }
+        // Browsers chat even without a UDP room: the rooms then have no socket of their own.
+        if let Some(members) = hub_members {
+            if config
+                .listeners
+                .iter()
+                .any(|spec| matches!(spec.service, ServiceKind::Http | ServiceKind::Https))
+            {
+                match &self.bus {
+                    Some(bus) => {
+                        let (link, node) = bus.link(stop.clone());
+                        tasks.spawn(node);
+                        let host = RoomHost::new(config.chat, link, console.take());
+                        tasks.spawn(chat_hub::serve_alone(host, members, stop.clone()));
+                    }
+                    None => {
+                        let host = RoomHost::new(config.chat, LocalLink, console.take());
+                        tasks.spawn(chat_hub::serve_alone(host, members, stop.clone()));
+                    }
                 }
             }
         }
@@ -301,7 +349,8 @@ fn warn_of_clear_passwords(config: &ServerConfig) {
         return;
     }
     for spec in &config.listeners {
-        if spec.service == ServiceKind::Framed && !spec.addr.ip().is_loopback() {
+        let clear = matches!(spec.service, ServiceKind::Framed | ServiceKind::Http);
+        if clear && !spec.addr.ip().is_loopback() {
             tracing::warn!(
                 "WARNING: accounts are served without TLS on {}, which is not a loopback address: \
                  passwords, files and command output cross the network in the clear. Use --tls.",

@@ -1,0 +1,242 @@
+//! The chat WebSocket at `/chat` over real sockets: a browser's member shares the rooms with UDP
+//! members (lines both ways), and the chat's limits hold for it too (the line length, the rate).
+
+mod common;
+
+use std::net::SocketAddr;
+use std::time::Duration;
+
+use common::TestServer;
+use futures_util::{SinkExt, StreamExt};
+use sockit::chat::room::RoomConfig;
+use sockit::server::ServiceKind;
+use tokio::net::{TcpStream, UdpSocket};
+use tokio_tungstenite::tungstenite::Message;
+use tokio_tungstenite::{MaybeTlsStream, WebSocketStream};
+
+type Ws = WebSocketStream<MaybeTlsStream<TcpStream>>;
+
+async fn server(chat: RoomConfig) -> TestServer {
+    TestServer::start_with(|config| {
+        config.add_listener(ServiceKind::Chat, "127.0.0.1:0".parse().unwrap());
+        config.add_listener(ServiceKind::Http, "127.0.0.1:0".parse().unwrap());
+        config.chat = chat;
+    })
+    .await
+}
+
+async fn websocket(server: &TestServer) -> (Ws, SocketAddr) {
+    let url = format!("ws://{}/chat", server.addr(ServiceKind::Http));
+    let (ws, _) = tokio_tungstenite::connect_async(url).await.unwrap();
+    let local = match ws.get_ref() {
+        MaybeTlsStream::Plain(tcp) => tcp.local_addr().unwrap(),
+        _ => unreachable!("plain"),
+    };
+    (ws, local)
+}
+
+async fn ws_say(ws: &mut Ws, line: &str) {
+    ws.send(Message::text(line)).await.unwrap();
+}
+
+/// The next text line on the WebSocket, within 5 s.
+async fn ws_line(ws: &mut Ws) -> Option<String> {
+    loop {
+        let message = tokio::time::timeout(Duration::from_secs(5), ws.next())
+            .await
+            .ok()??
+            .ok()?;
+        if let Message::Text(text) = message {
+            return Some(text.to_string());
+        }
+    }
+}
+
+/// A raw UDP member, proven (`/confirm`) so that no budget applies to it.
+struct Udp {
+    socket: UdpSocket,
+    server: SocketAddr,
+}
+
+impl Udp {
+    async fn join(server: &TestServer) -> Udp {
+        let udp = Udp {
+            socket: UdpSocket::bind("127.0.0.1:0").await.unwrap(),
+            server: server.addr(ServiceKind::Chat),
+        };
+        udp.send(&format!("/confirm{}", " ".repeat(120))).await;
+        let token = loop {
+            let line = udp.recv().await.expect("the ask");
+            if let Some((_, rest)) = line.split_once("/confirm ") {
+                let end = rest.find(|c: char| !c.is_ascii_alphanumeric()).unwrap();
+                break rest[..end].to_owned();
+            }
+        };
+        udp.send(&format!("/confirm {token}")).await;
+        while udp.recv().await.expect("confirmed") != "* confirmed\n" {}
+        udp
+    }
+
+    fn name(&self) -> String {
+        self.socket.local_addr().unwrap().to_string()
+    }
+
+    async fn send(&self, line: &str) {
+        self.socket
+            .send_to(line.as_bytes(), self.server)
+            .await
+            .unwrap();
+    }
+
+    async fn recv(&self) -> Option<String> {
+        self.recv_within(Duration::from_secs(5)).await
+    }
+
+    async fn recv_within(&self, wait: Duration) -> Option<String> {
+        let mut buf = vec![0u8; 70_000];
+        let (len, _) = tokio::time::timeout(wait, self.socket.recv_from(&mut buf))
+            .await
+            .ok()?
+            .unwrap();
+        Some(String::from_utf8(buf[..len].to_vec()).unwrap())
+    }
+}
+
+#[tokio::test]
+async fn a_line_from_the_websocket_reaches_a_udp_member_and_back() {
+    let server = server(RoomConfig::default()).await;
+    let udp = Udp::join(&server).await;
+    let (mut ws, web_addr) = websocket(&server).await;
+    let web = web_addr.to_string();
+
+    ws_say(&mut ws, "hello from the browser").await;
+    assert_eq!(udp.recv().await.unwrap(), format!("* {web} joined\n"));
+    assert_eq!(
+        udp.recv().await.unwrap(),
+        format!("<{web}> hello from the browser\n")
+    );
+
+    udp.send("hello from udp").await;
+    assert_eq!(
+        ws_line(&mut ws).await.unwrap(),
+        format!("<{}> hello from udp\n", udp.name())
+    );
+
+    ws_say(&mut ws, "/nick webby").await;
+    assert_eq!(ws_line(&mut ws).await.unwrap(), "* you are now webby\n");
+    assert_eq!(udp.recv().await.unwrap(), format!("* {web} is now webby\n"));
+    ws_say(&mut ws, "/who").await;
+    let who = ws_line(&mut ws).await.unwrap();
+    assert!(who.starts_with("* lobby: "), "{who}");
+    assert!(who.contains("webby") && who.contains(&udp.name()), "{who}");
+
+    drop(ws);
+    assert_eq!(udp.recv().await.unwrap(), "* webby left\n");
+    server.shutdown().await;
+}
+
+#[tokio::test]
+async fn oversize_and_too_fast_lines_are_refused_as_in_the_udp_room() {
+    let server = server(RoomConfig {
+        rate: 5.0,
+        burst: 10.0,
+        ..RoomConfig::default()
+    })
+    .await;
+    let udp = Udp::join(&server).await;
+    let (mut ws, _) = websocket(&server).await;
+    ws_say(&mut ws, "hi").await;
+    assert!(udp.recv().await.unwrap().ends_with(" joined\n"));
+    assert!(udp.recv().await.unwrap().ends_with("> hi\n"));
+
+    ws_say(&mut ws, &"x".repeat(5000)).await;
+    assert_eq!(
+        ws_line(&mut ws).await.unwrap(),
+        "! message too long (limit 4096 bytes)\n"
+    );
+
+    for n in 0..40 {
+        ws_say(&mut ws, &format!("flood {n}")).await;
+    }
+    let mut relayed = 0;
+    while let Some(line) = udp.recv_within(Duration::from_millis(500)).await {
+        assert!(line.contains("> flood "), "{line}");
+        relayed += 1;
+    }
+    assert!(
+        (9..=14).contains(&relayed),
+        "{relayed} of 40 lines relayed with a burst of 10 (the oversize one took a token)"
+    );
+    let mut warned = false;
+    while let Some(line) = ws_line_within(&mut ws, Duration::from_millis(500)).await {
+        warned |= line == "! slow down: lines are being dropped\n";
+    }
+    assert!(warned, "the sender is told its lines are dropped");
+
+    // A message over the WebSocket limit closes the socket.
+    ws_say(&mut ws, &"y".repeat(100 * 1024)).await;
+    let closed = tokio::time::timeout(Duration::from_secs(5), async {
+        loop {
+            match ws.next().await {
+                None | Some(Err(_)) | Some(Ok(Message::Close(_))) => return,
+                Some(Ok(_)) => {}
+            }
+        }
+    })
+    .await;
+    assert!(closed.is_ok(), "the socket closes");
+    server.shutdown().await;
+}
+
+async fn ws_line_within(ws: &mut Ws, wait: Duration) -> Option<String> {
+    loop {
+        let message = tokio::time::timeout(wait, ws.next()).await.ok()??.ok()?;
+        if let Message::Text(text) = message {
+            return Some(text.to_string());
+        }
+    }
+}
+
+#[tokio::test]
+async fn browsers_chat_with_each_other_without_a_udp_room() {
+    let server = TestServer::start_with(|config| {
+        config.add_listener(ServiceKind::Http, "127.0.0.1:0".parse().unwrap());
+    })
+    .await;
+    let (mut alice, _) = websocket(&server).await;
+    let (mut bob, bob_addr) = websocket(&server).await;
+    ws_say(&mut alice, "/nick alice").await;
+    assert_eq!(ws_line(&mut alice).await.unwrap(), "* you are now alice\n");
+    ws_say(&mut bob, "hello alice").await;
+    assert_eq!(
+        ws_line(&mut alice).await.unwrap(),
+        format!("* {bob_addr} joined\n")
+    );
+    assert_eq!(
+        ws_line(&mut alice).await.unwrap(),
+        format!("<{bob_addr}> hello alice\n")
+    );
+    server.shutdown().await;
+}
+
+#[tokio::test]
+async fn a_cross_site_websocket_is_refused() {
+    let server = server(RoomConfig::default()).await;
+    let addr = server.addr(ServiceKind::Http);
+    let mut request =
+        tokio_tungstenite::tungstenite::client::IntoClientRequest::into_client_request(format!(
+            "ws://{addr}/chat"
+        ))
+        .unwrap();
+    request
+        .headers_mut()
+        .insert("Origin", "http://evil.example".parse().unwrap());
+    let refused = tokio_tungstenite::connect_async(request).await;
+    match refused {
+        Err(tokio_tungstenite::tungstenite::Error::Http(response)) => {
+            assert_eq!(response.status(), 403);
+        }
+        other => panic!("expected 403, got {other:?}"),
+    }
+    server.shutdown().await;
+}
