@@ -10,6 +10,8 @@
 //! - [`legacy`]: the tutorials' raw TCP services, upper-case echo and remote commands.
 //! - [`udp_chat`]: the chat room over UDP: addresses to members, datagrams to lines.
 //! - [`udp_echo`]: UDP upper-case echo.
+//! - [`udp_batch`]: what both UDP front ends receive and send with: many datagrams a system
+//!   call.
 //!
 //! A TCP front end implements [`TcpService`] and is driven by the server's accept loop, which
 //! owns the connection limits and shutdown.
@@ -17,6 +19,7 @@
 pub(crate) mod framed;
 pub(crate) mod legacy;
 pub(crate) mod tls;
+pub(crate) mod udp_batch;
 pub(crate) mod udp_chat;
 pub(crate) mod udp_echo;
 

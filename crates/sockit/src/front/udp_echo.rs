@@ -15,6 +15,7 @@ use std::time::{Duration, Instant};
 use tokio::net::UdpSocket;
 use tokio_util::sync::CancellationToken;
 
+use super::udp_batch::{send_all, Inbox, RECV_BATCH};
 use crate::config::UdpEchoConfig;
 
 /// The receive buffer's size: the largest length a UDP header can declare, so that no datagram
@@ -33,36 +34,49 @@ pub(crate) const BURST: Duration = Duration::from_millis(250);
 /// WS-Discovery, mDNS, CoAP, Ubiquiti discovery, memcached, DVR discovery.
 const REFLECTOR_PORTS: [u16; 9] = [1434, 1900, 3283, 3702, 5353, 5683, 10001, 11211, 37810];
 
-/// Echoes datagrams until `stop`, upper-casing each in place, within `limits`.
+/// Echoes datagrams until `stop`, upper-casing each in place, within `limits`. Every
+/// datagram waiting is taken in one call and the answers go out in one (see
+/// [`udp_batch`](super::udp_batch)); each is admitted or refused by the guard in the order
+/// received, exactly as one at a time.
 pub(crate) async fn serve(socket: UdpSocket, limits: UdpEchoConfig, stop: CancellationToken) {
     let Ok(local) = socket.local_addr() else {
         tracing::warn!("udp-echo: the socket has no local address; not serving");
         return;
     };
     let mut guard = Guard::new(local, limits, Instant::now());
-    let mut buf = vec![0u8; RECEIVE_BUFFER];
+    let mut inbox = Inbox::new(RECV_BATCH, RECEIVE_BUFFER);
     loop {
         let received = tokio::select! {
             () = stop.cancelled() => return,
-            received = socket.recv_from(&mut buf) => received,
+            received = inbox.recv(&socket) => received,
         };
-        let (len, from) = match received {
-            Ok(received) => received,
+        if let Err(err) = received {
             // An ICMP error from an earlier send, or a transient shortage: keep serving.
-            Err(err) => {
-                tracing::debug!(%err, "udp receive failed");
-                continue;
-            }
-        };
-        if !guard.admit(from, len, Instant::now()) {
-            tracing::trace!(%from, len, "udp-echo: not answered");
+            tracing::debug!(%err, "udp receive failed");
             continue;
         }
-        buf[..len].make_ascii_uppercase();
-        if let Err(err) = socket.send_to(&buf[..len], from).await {
-            tracing::debug!(%err, to = %from, "udp send failed");
-        }
+        let replies = answers(&mut guard, &mut inbox, Instant::now());
+        send_all(&socket, &replies).await;
     }
+}
+
+/// The answers to the datagrams in `inbox`, upper-cased in place: those the guard admits, in
+/// the order received.
+fn answers<'a>(
+    guard: &mut Guard,
+    inbox: &'a mut Inbox,
+    now: Instant,
+) -> Vec<(SocketAddr, &'a mut [u8])> {
+    let mut replies = Vec::with_capacity(inbox.len());
+    for (from, data) in inbox.datagrams_mut() {
+        if !guard.admit(from, data.len(), now) {
+            tracing::trace!(%from, len = data.len(), "udp-echo: not answered");
+            continue;
+        }
+        data.make_ascii_uppercase();
+        replies.push((from, data));
+    }
+    replies
 }
 
 /// Whether a datagram from `from` must go unanswered by the echo bound to `local`, whatever

@@ -1,0 +1,449 @@
+//! UDP in batches: many datagrams for one system call, both ways, for the UDP front ends.
+//!
+//! An [`Inbox`] takes every datagram waiting on a socket, up to its number of slots, with one
+//! `recvmmsg`; [`send_all`] hands a list of datagrams, each to its own address, to `sendmmsg`
+//! [`SEND_BATCH`] at a time. So one wake-up of a service serves many datagrams, and a chat
+//! line's copies to every member leave in one call. A batch changes nothing but the number of
+//! system calls: the datagrams are the same, each is received once and sent once, in order.
+//!
+//! The system calls are nix's safe wrappers (the workspace forbids `unsafe`). quinn-udp, the
+//! model for batched UDP on tokio, sends one destination per call (with GSO) and sets the
+//! socket up for QUIC (no fragmentation, GRO merging datagrams into one buffer), which would
+//! change what these services do; here a batch goes to many addresses and the socket stays as
+//! it was bound.
+//!
+//! Sending goes through [`Outbox`], so that what a socket may do to a batch — send only part
+//! of it, have no room for now, refuse one datagram — can be made to happen in tests.
+
+use std::future::Future;
+use std::io::{self, IoSlice, IoSliceMut};
+use std::net::SocketAddr;
+use std::os::fd::AsRawFd;
+use std::sync::Arc;
+
+use nix::sys::socket::{recvmmsg, sendmmsg, MsgFlags, MultiHeaders, SockaddrStorage};
+use tokio::io::Interest;
+use tokio::net::UdpSocket;
+
+/// Datagrams an [`Inbox`] takes in one call, at most, unless made with another number.
+pub(crate) const RECV_BATCH: usize = 32;
+
+/// Datagrams handed to one `sendmmsg`, at most; a longer list takes several calls.
+pub(crate) const SEND_BATCH: usize = 64;
+
+/// What one `recvmmsg` brought: the datagrams, each in its own slot, with their senders.
+#[derive(Debug)]
+pub(crate) struct Inbox {
+    /// `slots` slots of `slot_len` bytes, one after the other.
+    buf: Vec<u8>,
+    slot_len: usize,
+    /// Per datagram received by the last call, in the order received: its sender and length.
+    got: Vec<(SocketAddr, usize)>,
+}
+
+impl Inbox {
+    /// An inbox for up to `slots` datagrams a call (at least one), each of up to `slot_len`
+    /// bytes (a longer one is cut to `slot_len`, as `recv_from` would cut it).
+    pub(crate) fn new(slots: usize, slot_len: usize) -> Inbox {
+        let slots = slots.max(1);
+        Inbox {
+            buf: vec![0; slots * slot_len],
+            slot_len,
+            got: Vec::with_capacity(slots),
+        }
+    }
+
+    /// Waits until a datagram is there, then takes all that are waiting, up to the number of
+    /// slots, in one system call; how many it took. What an earlier call took is gone.
+    ///
+    /// Cancel-safe: the datagrams are taken in the same poll that completes it.
+    ///
+    /// # Errors
+    /// What the system says, such as an ICMP error reported for an earlier send: the inbox is
+    /// then empty and the socket may be used again.
+    pub(crate) async fn recv(&mut self, socket: &UdpSocket) -> io::Result<usize> {
+        self.got.clear();
+        loop {
+            socket.readable().await?;
+            match socket.try_io(Interest::READABLE, || self.recv_now(socket)) {
+                Err(err) if err.kind() == io::ErrorKind::WouldBlock => continue,
+                done => return done,
+            }
+        }
+    }
+
+    /// One `recvmmsg` into every slot, without waiting.
+    fn recv_now(&mut self, socket: &UdpSocket) -> io::Result<usize> {
+        let Inbox { buf, slot_len, got } = self;
+        got.clear();
+        let mut slices: Vec<[IoSliceMut<'_>; 1]> = buf
+            .chunks_exact_mut(*slot_len)
+            .map(|slot| [IoSliceMut::new(slot)])
+            .collect();
+        let mut headers = MultiHeaders::<SockaddrStorage>::preallocate(slices.len(), None);
+        let received = recvmmsg(
+            socket.as_raw_fd(),
+            &mut headers,
+            slices.iter_mut(),
+            MsgFlags::MSG_DONTWAIT,
+            None,
+        )
+        .map_err(io::Error::from)?;
+        for message in received {
+            // A UDP datagram always has a sender; one without is skipped.
+            if let Some(from) = message.address.as_ref().and_then(socket_addr) {
+                got.push((from, message.bytes.min(*slot_len)));
+            }
+        }
+        Ok(got.len())
+    }
+
+    /// How many datagrams the last call took.
+    pub(crate) fn len(&self) -> usize {
+        self.got.len()
+    }
+
+    /// The datagrams the last call took, in the order they arrived, with their senders.
+    pub(crate) fn datagrams(&self) -> impl Iterator<Item = (SocketAddr, &[u8])> + '_ {
+        self.got
+            .iter()
+            .zip(self.buf.chunks_exact(self.slot_len))
+            .map(|(&(from, len), slot)| (from, &slot[..len]))
+    }
+
+    /// The same, each datagram's bytes open to change in place (to answer with them).
+    pub(crate) fn datagrams_mut(&mut self) -> impl Iterator<Item = (SocketAddr, &mut [u8])> + '_ {
+        self.got
+            .iter()
+            .zip(self.buf.chunks_exact_mut(self.slot_len))
+            .map(|(&(from, len), slot)| (from, &mut slot[..len]))
+    }
+}
+
+/// A socket address as the system spells it, as a [`SocketAddr`]; `None` for other families.
+fn socket_addr(storage: &SockaddrStorage) -> Option<SocketAddr> {
+    if let Some(v4) = storage.as_sockaddr_in() {
+        return Some(SocketAddr::V4((*v4).into()));
+    }
+    storage
+        .as_sockaddr_in6()
+        .map(|v6| SocketAddr::V6((*v6).into()))
+}
+
+/// The bytes of a datagram to send.
+pub(crate) trait Payload {
+    /// The datagram.
+    fn bytes(&self) -> &[u8];
+}
+
+impl Payload for &[u8] {
+    fn bytes(&self) -> &[u8] {
+        self
+    }
+}
+
+impl Payload for &mut [u8] {
+    fn bytes(&self) -> &[u8] {
+        self
+    }
+}
+
+impl Payload for Arc<str> {
+    fn bytes(&self) -> &[u8] {
+        self.as_bytes()
+    }
+}
+
+impl Payload for Vec<u8> {
+    fn bytes(&self) -> &[u8] {
+        self
+    }
+}
+
+/// Where [`send_all`] sends: a socket, or in tests a stand-in that does what a socket may.
+pub(crate) trait Outbox {
+    /// Sends the first datagrams of `datagrams` (not empty) in order without waiting, each to
+    /// its address: how many went, at least one.
+    ///
+    /// # Errors
+    /// Why the first could not go: [`io::ErrorKind::WouldBlock`] when there is no room for it
+    /// now, anything else when it never will.
+    fn try_send<P: Payload>(&self, datagrams: &[(SocketAddr, P)]) -> io::Result<usize>;
+
+    /// Waits until there may be room to send.
+    fn writable(&self) -> impl Future<Output = io::Result<()>> + Send;
+}
+
+impl Outbox for UdpSocket {
+    /// Up to [`SEND_BATCH`] datagrams in one `sendmmsg`.
+    fn try_send<P: Payload>(&self, datagrams: &[(SocketAddr, P)]) -> io::Result<usize> {
+        let datagrams = &datagrams[..datagrams.len().min(SEND_BATCH)];
+        self.try_io(Interest::WRITABLE, || {
+            let slices: Vec<[IoSlice<'_>; 1]> = datagrams
+                .iter()
+                .map(|(_, payload)| [IoSlice::new(payload.bytes())])
+                .collect();
+            let addrs: Vec<Option<SockaddrStorage>> = datagrams
+                .iter()
+                .map(|(to, _)| Some(SockaddrStorage::from(*to)))
+                .collect();
+            let mut headers = MultiHeaders::<SockaddrStorage>::preallocate(slices.len(), None);
+            let sent = sendmmsg(
+                self.as_raw_fd(),
+                &mut headers,
+                &slices,
+                &addrs,
+                [],
+                MsgFlags::MSG_DONTWAIT,
+            )
+            .map_err(io::Error::from)?;
+            Ok(sent.count())
+        })
+    }
+
+    fn writable(&self) -> impl Future<Output = io::Result<()>> + Send {
+        UdpSocket::writable(self)
+    }
+}
+
+/// What became of a list of datagrams handed to [`send_all`].
+#[derive(Debug, Default, Clone, Copy, PartialEq, Eq)]
+pub(crate) struct Sent {
+    /// Datagrams the system took.
+    pub(crate) sent: usize,
+    /// Datagrams it refused (each logged), left out.
+    pub(crate) failed: usize,
+}
+
+/// Sends every datagram of `datagrams` in order, each once: after a call that sent only some,
+/// the next resumes from the first not sent; when the socket has no room, it waits; a datagram
+/// the system refuses is logged and left out, and the rest go on. So a batch is the same
+/// datagrams as one `send_to` each, in the same order.
+pub(crate) async fn send_all<O: Outbox, P: Payload>(
+    out: &O,
+    datagrams: &[(SocketAddr, P)],
+) -> Sent {
+    let mut done = Sent::default();
+    let mut rest = datagrams;
+    while !rest.is_empty() {
+        match out.try_send(rest) {
+            Ok(sent) => {
+                // At least one, by the contract; never stay in place if a stand-in says 0.
+                let sent = sent.clamp(1, rest.len());
+                done.sent += sent;
+                rest = &rest[sent..];
+            }
+            Err(err) if err.kind() == io::ErrorKind::WouldBlock => {
+                if let Err(err) = out.writable().await {
+                    tracing::debug!(%err, "udp socket not writable; the batch's rest is dropped");
+                    done.failed += rest.len();
+                    return done;
+                }
+            }
+            Err(err) => {
+                tracing::debug!(%err, to = %rest[0].0, "udp send failed");
+                done.failed += 1;
+                rest = &rest[1..];
+            }
+        }
+    }
+    done
+}
+
+#[cfg(test)]
+mod tests {
+    use std::cell::{Cell, RefCell};
+    use std::time::Duration;
+
+    use super::*;
+
+    /// A stand-in socket: each call sends at most `per_call`, every `block_every`-th call has
+    /// no room, and datagrams whose bytes are `refused` fail.
+    struct Flaky {
+        per_call: usize,
+        block_every: usize,
+        refused: &'static [u8],
+        calls: Cell<usize>,
+        waits: Cell<usize>,
+        wire: RefCell<Vec<(SocketAddr, Vec<u8>)>>,
+    }
+
+    impl Flaky {
+        fn new(per_call: usize, block_every: usize, refused: &'static [u8]) -> Flaky {
+            Flaky {
+                per_call,
+                block_every,
+                refused,
+                calls: Cell::new(0),
+                waits: Cell::new(0),
+                wire: RefCell::new(Vec::new()),
+            }
+        }
+    }
+
+    impl Outbox for Flaky {
+        fn try_send<P: Payload>(&self, datagrams: &[(SocketAddr, P)]) -> io::Result<usize> {
+            assert!(!datagrams.is_empty(), "never called with nothing to send");
+            let call = self.calls.get() + 1;
+            self.calls.set(call);
+            if call.is_multiple_of(self.block_every) {
+                return Err(io::ErrorKind::WouldBlock.into());
+            }
+            let mut sent = 0;
+            for (to, payload) in datagrams.iter().take(self.per_call) {
+                if payload.bytes() == self.refused {
+                    if sent == 0 {
+                        return Err(io::Error::from_raw_os_error(libc::EMSGSIZE));
+                    }
+                    break; // as sendmmsg: the count so far, the error on the next call
+                }
+                self.wire.borrow_mut().push((*to, payload.bytes().to_vec()));
+                sent += 1;
+            }
+            Ok(sent)
+        }
+
+        fn writable(&self) -> impl Future<Output = io::Result<()>> + Send {
+            self.waits.set(self.waits.get() + 1);
+            std::future::ready(Ok(()))
+        }
+    }
+
+    fn addr(port: u16) -> SocketAddr {
+        SocketAddr::from(([127, 0, 0, 1], port))
+    }
+
+    fn numbered(count: usize) -> Vec<(SocketAddr, Vec<u8>)> {
+        (0..count)
+            .map(|n| (addr(1000 + (n % 3) as u16), format!("d{n}").into_bytes()))
+            .collect()
+    }
+
+    #[tokio::test]
+    async fn a_partial_send_resumes_from_the_first_datagram_not_sent() {
+        let datagrams = numbered(20);
+        let out = Flaky::new(3, usize::MAX, b"");
+        let done = send_all(&out, &datagrams).await;
+        assert_eq!(
+            done,
+            Sent {
+                sent: 20,
+                failed: 0
+            }
+        );
+        assert_eq!(*out.wire.borrow(), datagrams, "each once, in order");
+        assert_eq!(out.calls.get(), 7, "3 a call");
+    }
+
+    #[tokio::test]
+    async fn no_room_waits_and_sends_the_same_datagrams_again() {
+        let datagrams = numbered(10);
+        let out = Flaky::new(4, 2, b"");
+        let done = send_all(&out, &datagrams).await;
+        assert_eq!(
+            done,
+            Sent {
+                sent: 10,
+                failed: 0
+            }
+        );
+        assert_eq!(*out.wire.borrow(), datagrams);
+        assert_eq!(out.waits.get(), 2, "every other call had no room");
+    }
+
+    #[tokio::test]
+    async fn a_refused_datagram_is_left_out_and_the_rest_go_on_in_order() {
+        let mut datagrams = numbered(9);
+        datagrams[4].1 = b"too big".to_vec();
+        let out = Flaky::new(3, usize::MAX, b"too big");
+        let done = send_all(&out, &datagrams).await;
+        assert_eq!(done, Sent { sent: 8, failed: 1 });
+        let mut expected = datagrams.clone();
+        expected.remove(4);
+        assert_eq!(*out.wire.borrow(), expected);
+        // The batch may end in the refused one too.
+        let out = Flaky::new(8, usize::MAX, b"too big");
+        let done = send_all(&out, &datagrams[..5]).await;
+        assert_eq!(done, Sent { sent: 4, failed: 1 });
+        assert_eq!(*out.wire.borrow(), datagrams[..4]);
+    }
+
+    async fn loopback() -> UdpSocket {
+        UdpSocket::bind("127.0.0.1:0").await.unwrap()
+    }
+
+    #[tokio::test]
+    async fn an_inbox_takes_every_waiting_datagram_in_one_call_in_order_per_sender() {
+        let server = loopback().await;
+        let to = server.local_addr().unwrap();
+        let (a, b) = (loopback().await, loopback().await);
+        for n in 0..5 {
+            a.send_to(format!("a{n}").as_bytes(), to).await.unwrap();
+            b.send_to(format!("b{n}").as_bytes(), to).await.unwrap();
+        }
+        // Loopback queues them at once; let the last one land.
+        tokio::time::sleep(Duration::from_millis(20)).await;
+        let mut inbox = Inbox::new(RECV_BATCH, 16);
+        assert_eq!(inbox.recv(&server).await.unwrap(), 10, "one call");
+        let got: Vec<(SocketAddr, String)> = inbox
+            .datagrams()
+            .map(|(from, data)| (from, String::from_utf8(data.to_vec()).unwrap()))
+            .collect();
+        let (a, b) = (a.local_addr().unwrap(), b.local_addr().unwrap());
+        let expected: Vec<(SocketAddr, String)> = (0..5)
+            .flat_map(|n| [(a, format!("a{n}")), (b, format!("b{n}"))])
+            .collect();
+        assert_eq!(got, expected);
+    }
+
+    #[tokio::test]
+    async fn an_inbox_takes_no_more_than_its_slots_and_leaves_the_rest_waiting() {
+        let server = loopback().await;
+        let to = server.local_addr().unwrap();
+        let client = loopback().await;
+        for n in 0..7u8 {
+            client.send_to(&[n; 3], to).await.unwrap();
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+        let mut inbox = Inbox::new(4, 2);
+        let mut got = Vec::new();
+        while got.len() < 7 {
+            let took = inbox.recv(&server).await.unwrap();
+            assert!(took <= 4);
+            got.extend(inbox.datagrams().map(|(_, data)| data.to_vec()));
+        }
+        let expected: Vec<Vec<u8>> = (0..7u8).map(|n| vec![n; 2]).collect();
+        assert_eq!(got, expected, "each once, cut to its slot like recv_from");
+    }
+
+    #[tokio::test]
+    async fn a_socket_sends_a_batch_to_many_addresses_and_a_long_one_in_several_calls() {
+        let server = loopback().await;
+        let members = [loopback().await, loopback().await, loopback().await];
+        let mut datagrams = Vec::new();
+        for n in 0..SEND_BATCH + 10 {
+            let to = members[n % 3].local_addr().unwrap();
+            datagrams.push((to, format!("line {n}").into_bytes()));
+        }
+        let done = send_all(&server, &datagrams).await;
+        assert_eq!(
+            done,
+            Sent {
+                sent: SEND_BATCH + 10,
+                failed: 0
+            }
+        );
+        let from = server.local_addr().unwrap();
+        for (i, member) in members.iter().enumerate() {
+            let mut buf = [0u8; 64];
+            for n in (i..SEND_BATCH + 10).step_by(3) {
+                let (len, sender) = member.recv_from(&mut buf).await.unwrap();
+                assert_eq!(
+                    (sender, &buf[..len]),
+                    (from, format!("line {n}").as_bytes())
+                );
+            }
+            assert!(member.try_recv_from(&mut buf).is_err(), "nothing twice");
+        }
+    }
+}
