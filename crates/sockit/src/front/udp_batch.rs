@@ -18,7 +18,7 @@
 use std::future::Future;
 use std::io::{self, IoSlice, IoSliceMut};
 use std::net::SocketAddr;
-use std::os::fd::AsRawFd;
+use std::os::fd::{AsRawFd, RawFd};
 use std::sync::Arc;
 
 use nix::sys::socket::{recvmmsg, sendmmsg, MsgFlags, MultiHeaders, SockaddrStorage};
@@ -56,6 +56,10 @@ impl Inbox {
     /// Waits until a datagram is there, then takes all that are waiting, up to the number of
     /// slots, in one system call; how many it took. What an earlier call took is gone.
     ///
+    /// A call that finds fewer datagrams than slots has emptied the socket, so the socket's
+    /// readiness is cleared with it: the next call waits for the next datagram at once, without
+    /// a call that finds nothing first.
+    ///
     /// Cancel-safe: the datagrams are taken in the same poll that completes it.
     ///
     /// # Errors
@@ -63,17 +67,44 @@ impl Inbox {
     /// then empty and the socket may be used again.
     pub(crate) async fn recv(&mut self, socket: &UdpSocket) -> io::Result<usize> {
         self.got.clear();
+        let slots = self.slots();
         loop {
             socket.readable().await?;
-            match socket.try_io(Interest::READABLE, || self.recv_now(socket)) {
-                Err(err) if err.kind() == io::ErrorKind::WouldBlock => continue,
+            let taken = socket.try_io(Interest::READABLE, || {
+                let taken = self.recv_now(socket.as_raw_fd(), MsgFlags::MSG_DONTWAIT)?;
+                if taken < slots {
+                    // Emptied: "would block" clears the readiness; what was taken stays here.
+                    return Err(io::ErrorKind::WouldBlock.into());
+                }
+                Ok(taken)
+            });
+            match taken {
+                Err(err) if err.kind() == io::ErrorKind::WouldBlock => {
+                    if !self.got.is_empty() {
+                        return Ok(self.got.len());
+                    }
+                }
                 done => return done,
             }
         }
     }
 
-    /// One `recvmmsg` into every slot, without waiting.
-    fn recv_now(&mut self, socket: &UdpSocket) -> io::Result<usize> {
+    /// The same on a blocking socket: waits for the first datagram as long as the socket's
+    /// read timeout allows (then [`io::ErrorKind::WouldBlock`] or
+    /// [`io::ErrorKind::TimedOut`]), and takes the others that are waiting with it.
+    ///
+    /// # Errors
+    /// As [`recv`](Inbox::recv), and the timeout.
+    pub(crate) fn recv_blocking(&mut self, socket: &std::net::UdpSocket) -> io::Result<usize> {
+        self.recv_now(socket.as_raw_fd(), MsgFlags::MSG_WAITFORONE)
+    }
+
+    fn slots(&self) -> usize {
+        self.buf.len() / self.slot_len.max(1)
+    }
+
+    /// One `recvmmsg` into every slot, with `flags`.
+    fn recv_now(&mut self, fd: RawFd, flags: MsgFlags) -> io::Result<usize> {
         let Inbox { buf, slot_len, got } = self;
         got.clear();
         let mut slices: Vec<[IoSliceMut<'_>; 1]> = buf
@@ -81,14 +112,8 @@ impl Inbox {
             .map(|slot| [IoSliceMut::new(slot)])
             .collect();
         let mut headers = MultiHeaders::<SockaddrStorage>::preallocate(slices.len(), None);
-        let received = recvmmsg(
-            socket.as_raw_fd(),
-            &mut headers,
-            slices.iter_mut(),
-            MsgFlags::MSG_DONTWAIT,
-            None,
-        )
-        .map_err(io::Error::from)?;
+        let received =
+            recvmmsg(fd, &mut headers, slices.iter_mut(), flags, None).map_err(io::Error::from)?;
         for message in received {
             // A UDP datagram always has a sender; one without is skipped.
             if let Some(from) = message.address.as_ref().and_then(socket_addr) {
@@ -160,49 +185,63 @@ impl Payload for Vec<u8> {
     }
 }
 
-/// Where [`send_all`] sends: a socket, or in tests a stand-in that does what a socket may.
+/// Where [`send_all`] and [`send_all_blocking`] send: a socket, or in tests a stand-in that
+/// does what a socket may.
 pub(crate) trait Outbox {
-    /// Sends the first datagrams of `datagrams` (not empty) in order without waiting, each to
-    /// its address: how many went, at least one.
+    /// Sends the first datagrams of `datagrams` (not empty) in order, each to its address: how
+    /// many went, at least one.
     ///
     /// # Errors
     /// Why the first could not go: [`io::ErrorKind::WouldBlock`] when there is no room for it
     /// now, anything else when it never will.
     fn try_send<P: Payload>(&self, datagrams: &[(SocketAddr, P)]) -> io::Result<usize>;
+}
 
+/// An [`Outbox`] that can wait for room.
+pub(crate) trait AsyncOutbox: Outbox {
     /// Waits until there may be room to send.
     fn writable(&self) -> impl Future<Output = io::Result<()>> + Send;
 }
 
+/// Up to [`SEND_BATCH`] of `datagrams` in one `sendmmsg` on `fd`, with `flags`.
+fn sendmmsg_on<P: Payload>(
+    fd: RawFd,
+    datagrams: &[(SocketAddr, P)],
+    flags: MsgFlags,
+) -> io::Result<usize> {
+    let datagrams = &datagrams[..datagrams.len().min(SEND_BATCH)];
+    let slices: Vec<[IoSlice<'_>; 1]> = datagrams
+        .iter()
+        .map(|(_, payload)| [IoSlice::new(payload.bytes())])
+        .collect();
+    let addrs: Vec<Option<SockaddrStorage>> = datagrams
+        .iter()
+        .map(|(to, _)| Some(SockaddrStorage::from(*to)))
+        .collect();
+    let mut headers = MultiHeaders::<SockaddrStorage>::preallocate(slices.len(), None);
+    let sent = sendmmsg(fd, &mut headers, &slices, &addrs, [], flags).map_err(io::Error::from)?;
+    Ok(sent.count())
+}
+
 impl Outbox for UdpSocket {
-    /// Up to [`SEND_BATCH`] datagrams in one `sendmmsg`.
+    /// Up to [`SEND_BATCH`] datagrams in one `sendmmsg`, without waiting.
     fn try_send<P: Payload>(&self, datagrams: &[(SocketAddr, P)]) -> io::Result<usize> {
-        let datagrams = &datagrams[..datagrams.len().min(SEND_BATCH)];
         self.try_io(Interest::WRITABLE, || {
-            let slices: Vec<[IoSlice<'_>; 1]> = datagrams
-                .iter()
-                .map(|(_, payload)| [IoSlice::new(payload.bytes())])
-                .collect();
-            let addrs: Vec<Option<SockaddrStorage>> = datagrams
-                .iter()
-                .map(|(to, _)| Some(SockaddrStorage::from(*to)))
-                .collect();
-            let mut headers = MultiHeaders::<SockaddrStorage>::preallocate(slices.len(), None);
-            let sent = sendmmsg(
-                self.as_raw_fd(),
-                &mut headers,
-                &slices,
-                &addrs,
-                [],
-                MsgFlags::MSG_DONTWAIT,
-            )
-            .map_err(io::Error::from)?;
-            Ok(sent.count())
+            sendmmsg_on(self.as_raw_fd(), datagrams, MsgFlags::MSG_DONTWAIT)
         })
     }
+}
 
+impl AsyncOutbox for UdpSocket {
     fn writable(&self) -> impl Future<Output = io::Result<()>> + Send {
         UdpSocket::writable(self)
+    }
+}
+
+impl Outbox for std::net::UdpSocket {
+    /// Up to [`SEND_BATCH`] datagrams in one `sendmmsg`, waiting for room as the socket does.
+    fn try_send<P: Payload>(&self, datagrams: &[(SocketAddr, P)]) -> io::Result<usize> {
+        sendmmsg_on(self.as_raw_fd(), datagrams, MsgFlags::empty())
     }
 }
 
@@ -219,35 +258,64 @@ pub(crate) struct Sent {
 /// the next resumes from the first not sent; when the socket has no room, it waits; a datagram
 /// the system refuses is logged and left out, and the rest go on. So a batch is the same
 /// datagrams as one `send_to` each, in the same order.
-pub(crate) async fn send_all<O: Outbox, P: Payload>(
+pub(crate) async fn send_all<O: AsyncOutbox, P: Payload>(
     out: &O,
     datagrams: &[(SocketAddr, P)],
 ) -> Sent {
     let mut done = Sent::default();
     let mut rest = datagrams;
-    while !rest.is_empty() {
-        match out.try_send(rest) {
-            Ok(sent) => {
-                // At least one, by the contract; never stay in place if a stand-in says 0.
-                let sent = sent.clamp(1, rest.len());
-                done.sent += sent;
-                rest = &rest[sent..];
-            }
-            Err(err) if err.kind() == io::ErrorKind::WouldBlock => {
-                if let Err(err) = out.writable().await {
-                    tracing::debug!(%err, "udp socket not writable; the batch's rest is dropped");
-                    done.failed += rest.len();
-                    return done;
-                }
-            }
-            Err(err) => {
-                tracing::debug!(%err, to = %rest[0].0, "udp send failed");
-                done.failed += 1;
-                rest = &rest[1..];
-            }
+    while !send_now(out, &mut rest, &mut done) {
+        if let Err(err) = out.writable().await {
+            tracing::debug!(%err, "udp socket not writable; the batch's rest is dropped");
+            done.failed += rest.len();
+            break;
         }
     }
     done
+}
+
+/// [`send_all`] on a blocking socket, which waits for room itself: should it give up (a send
+/// timeout), the rest of the batch is dropped.
+pub(crate) fn send_all_blocking<O: Outbox, P: Payload>(
+    out: &O,
+    datagrams: &[(SocketAddr, P)],
+) -> Sent {
+    let mut done = Sent::default();
+    let mut rest = datagrams;
+    if !send_now(out, &mut rest, &mut done) {
+        tracing::debug!("udp socket has no room; the batch's rest is dropped");
+        done.failed += rest.len();
+    }
+    done
+}
+
+/// Sends from the front of `rest` until it is empty (`true`) or the socket has no room
+/// (`false`), counting in `done`.
+fn send_now<O: Outbox, P: Payload>(
+    out: &O,
+    rest: &mut &[(SocketAddr, P)],
+    done: &mut Sent,
+) -> bool {
+    loop {
+        let current = *rest;
+        let Some(((to, _), _)) = current.split_first() else {
+            return true;
+        };
+        match out.try_send(current) {
+            Ok(sent) => {
+                // At least one, by the contract; never stay in place if a stand-in says 0.
+                let sent = sent.clamp(1, current.len());
+                done.sent += sent;
+                *rest = &current[sent..];
+            }
+            Err(err) if err.kind() == io::ErrorKind::WouldBlock => return false,
+            Err(err) => {
+                tracing::debug!(%err, %to, "udp send failed");
+                done.failed += 1;
+                *rest = &current[1..];
+            }
+        }
+    }
 }
 
 #[cfg(test)]
@@ -302,7 +370,9 @@ mod tests {
             }
             Ok(sent)
         }
+    }
 
+    impl AsyncOutbox for Flaky {
         fn writable(&self) -> impl Future<Output = io::Result<()>> + Send {
             self.waits.set(self.waits.get() + 1);
             std::future::ready(Ok(()))
@@ -414,6 +484,67 @@ mod tests {
         }
         let expected: Vec<Vec<u8>> = (0..7u8).map(|n| vec![n; 2]).collect();
         assert_eq!(got, expected, "each once, cut to its slot like recv_from");
+    }
+
+    #[tokio::test]
+    async fn a_datagram_after_a_short_batch_still_wakes_the_inbox() {
+        let server = loopback().await;
+        let to = server.local_addr().unwrap();
+        let client = loopback().await;
+        let mut inbox = Inbox::new(RECV_BATCH, 16);
+        for n in 0..3u8 {
+            client.send_to(&[n], to).await.unwrap();
+            let took = tokio::time::timeout(Duration::from_secs(5), inbox.recv(&server))
+                .await
+                .expect("woken for the datagram")
+                .unwrap();
+            assert_eq!(took, 1);
+            let got: Vec<&[u8]> = inbox.datagrams().map(|(_, data)| data).collect();
+            assert_eq!(got, [&[n][..]]);
+        }
+    }
+
+    #[test]
+    fn a_blocking_socket_takes_a_batch_and_sends_one_and_times_out_when_idle() {
+        let server = std::net::UdpSocket::bind("127.0.0.1:0").unwrap();
+        server
+            .set_read_timeout(Some(Duration::from_millis(50)))
+            .unwrap();
+        let to = server.local_addr().unwrap();
+        let client = std::net::UdpSocket::bind("127.0.0.1:0").unwrap();
+        for n in 0..5u8 {
+            client.send_to(&[b'a' + n], to).unwrap();
+        }
+        std::thread::sleep(Duration::from_millis(20));
+        let mut inbox = Inbox::new(RECV_BATCH, 16);
+        assert_eq!(inbox.recv_blocking(&server).unwrap(), 5);
+        let replies: Vec<(SocketAddr, &[u8])> = inbox.datagrams().collect();
+        assert_eq!(
+            send_all_blocking(&server, &replies),
+            Sent { sent: 5, failed: 0 }
+        );
+        let mut buf = [0u8; 16];
+        for n in 0..5u8 {
+            let (len, from) = client.recv_from(&mut buf).unwrap();
+            assert_eq!((from, &buf[..len]), (to, &[b'a' + n][..]));
+        }
+        let idle = inbox.recv_blocking(&server).unwrap_err();
+        assert!(
+            matches!(
+                idle.kind(),
+                io::ErrorKind::WouldBlock | io::ErrorKind::TimedOut
+            ),
+            "{idle}"
+        );
+    }
+
+    #[test]
+    fn a_blocking_send_that_gives_up_drops_the_rest_of_the_batch() {
+        let datagrams = numbered(10);
+        let out = Flaky::new(4, 2, b"");
+        let done = send_all_blocking(&out, &datagrams);
+        assert_eq!(done, Sent { sent: 4, failed: 6 });
+        assert_eq!(*out.wire.borrow(), datagrams[..4]);
     }
 
     #[tokio::test]
