@@ -82,7 +82,7 @@ fn main() -> ExitCode {
     };
     cmd::out::set_quiet(cli.quiet);
     init_logging(default_log);
-    let runtime = match tokio::runtime::Runtime::new() {
+    let runtime = match cli.command.runtime() {
         Ok(runtime) => runtime,
         Err(err) => return cmd::fail(&format!("cannot start the runtime: {err}")),
     };
@@ -103,6 +103,18 @@ fn main() -> ExitCode {
 }
 
 impl Command {
+    /// The runtime the command runs on. `exec` waits on one connection and ends: one thread
+    /// does, with no worker threads to start and join around a command that may take a
+    /// millisecond. The others get a worker per core (the server and `bench` use them).
+    fn runtime(&self) -> std::io::Result<tokio::runtime::Runtime> {
+        match self {
+            Command::Exec(_) => tokio::runtime::Builder::new_current_thread()
+                .enable_all()
+                .build(),
+            _ => tokio::runtime::Runtime::new(),
+        }
+    }
+
     /// Runs the command: its exit status, or why it failed with the status to end with.
     async fn run(self) -> Result<ExitCode, (cmd::CmdError, ExitCode)> {
         let done = |result: cmd::CmdResult| {
