@@ -21,7 +21,9 @@ use std::net::SocketAddr;
 use std::os::fd::{AsRawFd, RawFd};
 use std::sync::Arc;
 
-use nix::sys::socket::{recvmmsg, sendmmsg, MsgFlags, MultiHeaders, SockaddrStorage};
+use nix::sys::socket::{
+    recvmmsg, sendmmsg, sendmsg, ControlMessage, MsgFlags, MultiHeaders, SockaddrStorage,
+};
 use tokio::io::Interest;
 use tokio::net::UdpSocket;
 
@@ -289,6 +291,118 @@ pub(crate) fn send_all_blocking<O: Outbox, P: Payload>(
     done
 }
 
+/// Datagrams one GSO send may carry at most (the kernel's limit, `UDP_MAX_SEGMENTS`).
+const GSO_MAX_SEGMENTS: usize = 64;
+
+/// Bytes one GSO send may carry at most: one UDP datagram's payload over IPv4.
+const GSO_MAX_BYTES: usize = 65_507;
+
+/// The longest datagram sent by GSO: within any path's MTU, so that the kernel never refuses
+/// a run for its segment size (longer ones go datagram by datagram).
+const GSO_MAX_SEGMENT: usize = 1200;
+
+/// Whether to hand runs of datagrams to the kernel as one UDP GSO send: on until the system
+/// says it cannot, then off for good.
+#[derive(Debug)]
+pub(crate) struct Gso {
+    enabled: bool,
+}
+
+impl Gso {
+    /// GSO tried first.
+    pub(crate) fn new() -> Gso {
+        Gso { enabled: true }
+    }
+}
+
+/// The runs of `datagrams` that one GSO send can carry, in order: consecutive datagrams to
+/// the same address, all of the same length (the last may be shorter, as GSO allows), within
+/// [`GSO_MAX_SEGMENTS`], [`GSO_MAX_BYTES`] and [`GSO_MAX_SEGMENT`]. Every datagram is in
+/// exactly one run.
+pub(crate) fn gso_runs<P: Payload>(datagrams: &[(SocketAddr, P)]) -> Vec<std::ops::Range<usize>> {
+    let mut runs = Vec::new();
+    let mut start = 0;
+    while start < datagrams.len() {
+        let (to, first) = (&datagrams[start].0, datagrams[start].1.bytes().len());
+        let mut end = start + 1;
+        let mut bytes = first;
+        while end < datagrams.len()
+            && end - start < GSO_MAX_SEGMENTS
+            && datagrams[end].0 == *to
+            && (1..=GSO_MAX_SEGMENT).contains(&first)
+            && datagrams[end - 1].1.bytes().len() == first
+            && datagrams[end].1.bytes().len() <= first
+            && !datagrams[end].1.bytes().is_empty()
+            && bytes + datagrams[end].1.bytes().len() <= GSO_MAX_BYTES
+        {
+            bytes += datagrams[end].1.bytes().len();
+            end += 1;
+        }
+        runs.push(start..end);
+        start = end;
+    }
+    runs
+}
+
+/// [`send_all_blocking`], with each run of datagrams to one address (see [`gso_runs`]) handed
+/// to the kernel as one UDP GSO send, which cuts it into the same datagrams. A run the kernel
+/// does not take that way goes datagram by datagram, as [`send_all_blocking`] sends; when the
+/// system cannot do GSO at all, `gso` is turned off.
+pub(crate) fn send_all_gso_blocking<P: Payload>(
+    socket: &std::net::UdpSocket,
+    datagrams: &[(SocketAddr, P)],
+    gso: &mut Gso,
+) -> Sent {
+    if !gso.enabled {
+        return send_all_blocking(socket, datagrams);
+    }
+    let mut done = Sent::default();
+    for run in gso_runs(datagrams) {
+        let run = &datagrams[run];
+        if run.len() > 1 && gso.enabled {
+            match send_gso(socket, run) {
+                Ok(()) => {
+                    done.sent += run.len();
+                    continue;
+                }
+                Err(err) => {
+                    if matches!(
+                        err.raw_os_error(),
+                        Some(libc::EIO | libc::EINVAL | libc::ENOPROTOOPT | libc::EOPNOTSUPP)
+                    ) {
+                        tracing::debug!(%err, "udp: no GSO here; datagram by datagram from now on");
+                        gso.enabled = false;
+                    }
+                }
+            }
+        }
+        let sent = send_all_blocking(socket, run);
+        done.sent += sent.sent;
+        done.failed += sent.failed;
+    }
+    done
+}
+
+/// One run (not empty) as one `sendmsg` with `UDP_SEGMENT` set to its first datagram's length.
+fn send_gso<P: Payload>(socket: &std::net::UdpSocket, run: &[(SocketAddr, P)]) -> io::Result<()> {
+    let segment = u16::try_from(run[0].1.bytes().len())
+        .map_err(|_| io::Error::from(io::ErrorKind::InvalidInput))?;
+    let slices: Vec<IoSlice<'_>> = run
+        .iter()
+        .map(|(_, payload)| IoSlice::new(payload.bytes()))
+        .collect();
+    let to = SockaddrStorage::from(run[0].0);
+    sendmsg(
+        socket.as_raw_fd(),
+        &slices,
+        &[ControlMessage::UdpGsoSegments(&segment)],
+        MsgFlags::empty(),
+        Some(&to),
+    )
+    .map_err(io::Error::from)?;
+    Ok(())
+}
+
 /// Sends from the front of `rest` until it is empty (`true`) or the socket has no room
 /// (`false`), counting in `done`.
 fn send_now<O: Outbox, P: Payload>(
@@ -545,6 +659,84 @@ mod tests {
         let done = send_all_blocking(&out, &datagrams);
         assert_eq!(done, Sent { sent: 4, failed: 6 });
         assert_eq!(*out.wire.borrow(), datagrams[..4]);
+    }
+
+    #[test]
+    fn gso_runs_are_same_address_same_length_and_cover_every_datagram_once() {
+        let d = |port: u16, len: usize| (addr(port), vec![b'x'; len]);
+        let datagrams = [
+            d(1, 32),
+            d(1, 32),
+            d(1, 10), // shorter last: same run
+            d(1, 32), // a new run: the one before was shorter
+            d(2, 32), // another address
+            d(2, 40), // longer: a new run
+            d(2, 40),
+        ];
+        assert_eq!(gso_runs(&datagrams), [0..3, 3..4, 4..5, 5..7]);
+        let many: Vec<_> = (0..150).map(|_| d(1, 8)).collect();
+        assert_eq!(
+            gso_runs(&many),
+            [0..64, 64..128, 128..150],
+            "64 segments at most"
+        );
+        let full: Vec<_> = (0..60).map(|_| d(1, 1200)).collect();
+        assert_eq!(
+            gso_runs(&full),
+            [0..54, 54..60],
+            "one datagram's bytes at most"
+        );
+        let big: Vec<_> = (0..2).map(|_| d(1, 1201)).collect();
+        assert_eq!(
+            gso_runs(&big),
+            [0..1, 1..2],
+            "longer than a segment may be: alone"
+        );
+        let empty: Vec<_> = (0..3).map(|_| d(1, 0)).collect();
+        assert_eq!(gso_runs(&empty), [0..1, 1..2, 2..3], "empty ones alone");
+    }
+
+    #[test]
+    fn a_gso_batch_arrives_as_the_same_datagrams_each_once_in_order() {
+        let server = std::net::UdpSocket::bind("127.0.0.1:0").unwrap();
+        let from = server.local_addr().unwrap();
+        let members = [
+            std::net::UdpSocket::bind("127.0.0.1:0").unwrap(),
+            std::net::UdpSocket::bind("127.0.0.1:0").unwrap(),
+        ];
+        for member in &members {
+            member
+                .set_read_timeout(Some(Duration::from_secs(5)))
+                .unwrap();
+        }
+        let to: Vec<SocketAddr> = members.iter().map(|m| m.local_addr().unwrap()).collect();
+        let mut datagrams = Vec::new();
+        for n in 0..40 {
+            datagrams.push((to[0], format!("first {n:03}").into_bytes()));
+        }
+        datagrams.push((to[0], b"end".to_vec()));
+        for n in 0..5 {
+            datagrams.push((to[1], format!("second {n:03}").into_bytes()));
+        }
+        let mut gso = Gso::new();
+        let done = send_all_gso_blocking(&server, &datagrams, &mut gso);
+        assert_eq!(
+            done,
+            Sent {
+                sent: 46,
+                failed: 0
+            }
+        );
+        let mut buf = [0u8; 64];
+        for (to, data) in &datagrams {
+            let member = &members[usize::from(*to == members[1].local_addr().unwrap())];
+            let (len, sender) = member.recv_from(&mut buf).unwrap();
+            assert_eq!((sender, &buf[..len]), (from, data.as_slice()));
+        }
+        for member in &members {
+            member.set_nonblocking(true).unwrap();
+            assert!(member.recv_from(&mut buf).is_err(), "nothing twice");
+        }
     }
 
     #[tokio::test]

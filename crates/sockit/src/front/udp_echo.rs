@@ -16,7 +16,7 @@ use std::time::{Duration, Instant};
 use tokio::net::UdpSocket;
 use tokio_util::sync::CancellationToken;
 
-use super::udp_batch::{send_all_blocking, Inbox, RECV_BATCH};
+use super::udp_batch::{send_all_gso_blocking, Gso, Inbox, RECV_BATCH};
 use crate::config::UdpEchoConfig;
 
 /// The receive buffer's size: the largest length a UDP header can declare, so that no datagram
@@ -42,10 +42,10 @@ const STOP_CHECK: Duration = Duration::from_millis(100);
 ///
 /// The echo is one thread of the blocking pool that waits in the receive call itself, as a
 /// plain `recvfrom`/`sendto` loop does, so a datagram costs no wake-up of the runtime: every
-/// datagram waiting is taken in one call and the answers go out in one (see
-/// [`udp_batch`](super::udp_batch)); each is admitted or refused by the guard in the order
-/// received, exactly as one at a time. The thread ends within [`STOP_CHECK`] of `stop`, or of
-/// this future being dropped.
+/// datagram waiting is taken in one call and the answers go out together, those to one
+/// address as one UDP GSO send where the system has it (see [`udp_batch`](super::udp_batch)).
+/// Each is admitted or refused by the guard in the order received, exactly as one at a time.
+/// The thread ends within [`STOP_CHECK`] of `stop`, or of this future being dropped.
 pub(crate) async fn serve(socket: UdpSocket, limits: UdpEchoConfig, stop: CancellationToken) {
     let Ok(local) = socket.local_addr() else {
         tracing::warn!("udp-echo: the socket has no local address; not serving");
@@ -83,6 +83,7 @@ fn echo_loop(
 ) {
     let mut guard = Guard::new(local, limits, Instant::now());
     let mut inbox = Inbox::new(RECV_BATCH, RECEIVE_BUFFER);
+    let mut gso = Gso::new();
     while !stop.is_cancelled() {
         match inbox.recv_blocking(socket) {
             Ok(_) => {}
@@ -102,7 +103,7 @@ fn echo_loop(
             }
         }
         let replies = answers(&mut guard, &mut inbox, Instant::now());
-        send_all_blocking(socket, &replies);
+        send_all_gso_blocking(socket, &replies, &mut gso);
     }
 }
 
