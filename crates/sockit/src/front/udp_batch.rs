@@ -91,14 +91,20 @@ impl Inbox {
         }
     }
 
-    /// The same on a blocking socket: waits for the first datagram as long as the socket's
-    /// read timeout allows (then [`io::ErrorKind::WouldBlock`] or
-    /// [`io::ErrorKind::TimedOut`]), and takes the others that are waiting with it.
+    /// The same on a blocking socket, into the first `most` slots alone (at least one): waits
+    /// for the first datagram as long as the socket's read timeout allows (then
+    /// [`io::ErrorKind::WouldBlock`] or [`io::ErrorKind::TimedOut`]), and takes the others that
+    /// are waiting with it. A caller whose batches have been single datagrams asks for one, so
+    /// that the call ends with it instead of first looking for a second ([`Appetite`]).
     ///
     /// # Errors
     /// As [`recv`](Inbox::recv), and the timeout.
-    pub(crate) fn recv_blocking(&mut self, socket: &std::net::UdpSocket) -> io::Result<usize> {
-        self.recv_now(socket.as_raw_fd(), MsgFlags::MSG_WAITFORONE)
+    pub(crate) fn recv_blocking_up_to(
+        &mut self,
+        socket: &std::net::UdpSocket,
+        most: usize,
+    ) -> io::Result<usize> {
+        self.recv_into(socket.as_raw_fd(), MsgFlags::MSG_WAITFORONE, most.max(1))
     }
 
     fn slots(&self) -> usize {
@@ -107,10 +113,16 @@ impl Inbox {
 
     /// One `recvmmsg` into every slot, with `flags`.
     fn recv_now(&mut self, fd: RawFd, flags: MsgFlags) -> io::Result<usize> {
+        self.recv_into(fd, flags, usize::MAX)
+    }
+
+    /// One `recvmmsg` into the first `most` slots, with `flags`.
+    fn recv_into(&mut self, fd: RawFd, flags: MsgFlags, most: usize) -> io::Result<usize> {
         let Inbox { buf, slot_len, got } = self;
         got.clear();
         let mut slices: Vec<[IoSliceMut<'_>; 1]> = buf
             .chunks_exact_mut(*slot_len)
+            .take(most)
             .map(|slot| [IoSliceMut::new(slot)])
             .collect();
         let mut headers = MultiHeaders::<SockaddrStorage>::preallocate(slices.len(), None);
@@ -289,6 +301,51 @@ pub(crate) fn send_all_blocking<O: Outbox, P: Payload>(
         done.failed += rest.len();
     }
     done
+}
+
+/// How many datagrams a blocking receiver asks for: as many as came last time when that was
+/// fewer than asked, twice as many when it was all it asked for. From one, it asks for more only
+/// after [`APPETITE_PROBE`] calls in a row each brought one: a receiver answered one datagram
+/// at a time then pays for looking further only once in a while.
+#[derive(Debug)]
+pub(crate) struct Appetite {
+    want: usize,
+    most: usize,
+    full: u32,
+}
+
+/// Calls in a row that each brought the one datagram asked for, before asking for two.
+const APPETITE_PROBE: u32 = 8;
+
+impl Appetite {
+    /// Asking for `most` at first.
+    pub(crate) fn new(most: usize) -> Appetite {
+        let most = most.max(1);
+        Appetite {
+            want: most,
+            most,
+            full: 0,
+        }
+    }
+
+    /// How many to ask for now.
+    pub(crate) fn want(&self) -> usize {
+        self.want
+    }
+
+    /// The last call brought `took`.
+    pub(crate) fn took(&mut self, took: usize) {
+        if took < self.want {
+            self.full = 0;
+            self.want = took.max(1);
+            return;
+        }
+        self.full += 1;
+        if self.want > 1 || self.full >= APPETITE_PROBE {
+            self.full = 0;
+            self.want = (self.want * 2).min(self.most);
+        }
+    }
 }
 
 /// Datagrams one GSO send may carry at most (the kernel's limit, `UDP_MAX_SEGMENTS`).
@@ -631,7 +688,7 @@ mod tests {
         }
         std::thread::sleep(Duration::from_millis(20));
         let mut inbox = Inbox::new(RECV_BATCH, 16);
-        assert_eq!(inbox.recv_blocking(&server).unwrap(), 5);
+        assert_eq!(inbox.recv_blocking_up_to(&server, usize::MAX).unwrap(), 5);
         let replies: Vec<(SocketAddr, &[u8])> = inbox.datagrams().collect();
         assert_eq!(
             send_all_blocking(&server, &replies),
@@ -642,7 +699,7 @@ mod tests {
             let (len, from) = client.recv_from(&mut buf).unwrap();
             assert_eq!((from, &buf[..len]), (to, &[b'a' + n][..]));
         }
-        let idle = inbox.recv_blocking(&server).unwrap_err();
+        let idle = inbox.recv_blocking_up_to(&server, usize::MAX).unwrap_err();
         assert!(
             matches!(
                 idle.kind(),
@@ -659,6 +716,28 @@ mod tests {
         let done = send_all_blocking(&out, &datagrams);
         assert_eq!(done, Sent { sent: 4, failed: 6 });
         assert_eq!(*out.wire.borrow(), datagrams[..4]);
+    }
+
+    #[test]
+    fn appetite_shrinks_to_what_comes_and_grows_when_full() {
+        let mut appetite = Appetite::new(32);
+        appetite.took(1);
+        assert_eq!(appetite.want(), 1, "one at a time: ask for one");
+        for _ in 0..APPETITE_PROBE - 1 {
+            appetite.took(1);
+            assert_eq!(appetite.want(), 1);
+        }
+        appetite.took(1);
+        assert_eq!(appetite.want(), 2, "a look further once in a while");
+        appetite.took(2);
+        appetite.took(4);
+        appetite.took(8);
+        appetite.took(16);
+        assert_eq!(appetite.want(), 32);
+        appetite.took(32);
+        assert_eq!(appetite.want(), 32, "never more than the slots");
+        appetite.took(5);
+        assert_eq!(appetite.want(), 5);
     }
 
     #[test]

@@ -16,7 +16,7 @@ use std::time::{Duration, Instant};
 use tokio::net::UdpSocket;
 use tokio_util::sync::CancellationToken;
 
-use super::udp_batch::{send_all_gso_blocking, Gso, Inbox, RECV_BATCH};
+use super::udp_batch::{send_all_gso_blocking, Appetite, Gso, Inbox, RECV_BATCH};
 use crate::config::UdpEchoConfig;
 
 /// The receive buffer's size: the largest length a UDP header can declare, so that no datagram
@@ -84,9 +84,10 @@ fn echo_loop(
     let mut guard = Guard::new(local, limits, Instant::now());
     let mut inbox = Inbox::new(RECV_BATCH, RECEIVE_BUFFER);
     let mut gso = Gso::new();
+    let mut appetite = Appetite::new(RECV_BATCH);
     while !stop.is_cancelled() {
-        match inbox.recv_blocking(socket) {
-            Ok(_) => {}
+        match inbox.recv_blocking_up_to(socket, appetite.want()) {
+            Ok(took) => appetite.took(took),
             // Nothing came within STOP_CHECK: look at `stop` again.
             Err(err)
                 if matches!(
