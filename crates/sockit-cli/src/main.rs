@@ -82,16 +82,7 @@ fn main() -> ExitCode {
     };
     cmd::out::set_quiet(cli.quiet);
     init_logging(default_log);
-    // The server spreads its connections over a worker per core. A client does one thing at
-    // a time, like redis-benchmark, which `bench` is compared with: one thread, no thread
-    // started that it does not need (blocking work, such as hashing a file, still goes to
-    // threads of its own).
-    let mut runtime = if serve {
-        tokio::runtime::Builder::new_multi_thread()
-    } else {
-        tokio::runtime::Builder::new_current_thread()
-    };
-    let runtime = match runtime.enable_all().build() {
+    let runtime = match cli.command.runtime() {
         Ok(runtime) => runtime,
         Err(err) => return cmd::fail(&format!("cannot start the runtime: {err}")),
     };
@@ -112,6 +103,20 @@ fn main() -> ExitCode {
 }
 
 impl Command {
+    /// The runtime the command runs on. The server spreads its connections over a worker per
+    /// core. A client does one thing at a time, like redis-benchmark, which `bench` is compared
+    /// with: one thread, and no worker threads to start and join around a command that may
+    /// take a millisecond (`exec`). Blocking work, such as hashing a file, still goes to
+    /// threads of its own.
+    fn runtime(&self) -> std::io::Result<tokio::runtime::Runtime> {
+        match self {
+            Command::Serve(_) => tokio::runtime::Runtime::new(),
+            _ => tokio::runtime::Builder::new_current_thread()
+                .enable_all()
+                .build(),
+        }
+    }
+
     /// Runs the command: its exit status, or why it failed with the status to end with.
     async fn run(self) -> Result<ExitCode, (cmd::CmdError, ExitCode)> {
         let done = |result: cmd::CmdResult| {

@@ -303,6 +303,88 @@ fn udp_counts_dropped_and_wrong_replies_as_errors() {
     assert_eq!(counts(&json), (14, 6, 14 * 32), "{json}");
 }
 
+/// A UDP echo that upper-cases, but answers only once it holds `batch` datagrams, and then
+/// answers them last first: only a client with `batch` in flight gets every reply.
+fn batching_udp_echo(batch: usize) -> String {
+    let socket = UdpSocket::bind("127.0.0.1:0").unwrap();
+    socket
+        .set_read_timeout(Some(Duration::from_secs(10)))
+        .unwrap();
+    let addr = socket.local_addr().unwrap().to_string();
+    std::thread::spawn(move || {
+        let mut held = Vec::new();
+        let mut buf = [0; 2048];
+        while let Ok((len, from)) = socket.recv_from(&mut buf) {
+            held.push((buf[..len].to_ascii_uppercase(), from));
+            if held.len() == batch {
+                for (reply, to) in held.drain(..).rev() {
+                    let _ = socket.send_to(&reply, to);
+                }
+            }
+        }
+    });
+    addr
+}
+
+#[test]
+fn udp_keeps_its_window_in_flight_and_counts_replies_in_any_order() {
+    let addr = batching_udp_echo(8);
+    let json = bench_json(
+        &["udp", "--server", &addr, "-n", "32", "--window", "8"],
+        &[],
+    );
+    assert_eq!(counts(&json), (32, 0, 32 * 32), "{json}");
+    // With fewer in flight, the server never answers.
+    let addr = batching_udp_echo(8);
+    let json = bench_json(
+        &[
+            "udp",
+            "--server",
+            &addr,
+            "-n",
+            "7",
+            "--window",
+            "7",
+            "--reply-timeout",
+            "0.2",
+        ],
+        &[],
+    );
+    assert_eq!(counts(&json), (0, 7, 0), "{json}");
+}
+
+#[test]
+fn udp_with_a_window_counts_dropped_and_wrong_replies_once_each() {
+    let addr = broken_udp_echo();
+    // Of 20: 5, 10, 15 and 20 dropped, 7 and 14 wrong, whatever the window.
+    let json = bench_json(
+        &[
+            "udp",
+            "--server",
+            &addr,
+            "-n",
+            "20",
+            "--window",
+            "4",
+            "--reply-timeout",
+            "0.2",
+        ],
+        &[],
+    );
+    assert_eq!(counts(&json), (14, 6, 14 * 32), "{json}");
+}
+
+#[test]
+fn udp_with_a_window_against_sockit_counts_every_round_trip() {
+    let serve = Serve::start(&["--udp-echo", "127.0.0.1:0"]);
+    let addr = serve.addr("udp-echo").to_string();
+    let json = bench_json(
+        &["udp", "--server", &addr, "-n", "200", "--window", "32"],
+        &[],
+    );
+    assert_eq!(counts(&json), (200, 0, 200 * 32), "{json}");
+}
+
 #[test]
 fn conns_holds_idle_connections_while_it_measures_pings() {
     let serve = Serve::start(&[]);

@@ -7,12 +7,22 @@
 //! Joins LISTENERS (default 10) listeners and one sender to the room at ROOM_ADDR (loopback
 //! only), each proving its address (`/confirm`) so that the room's budget for unproven
 //! addresses does not cap what it receives, sends RATE lines per second for SECONDS, and prints
-//! one line of JSON: lines sent, deliveries expected and received, and deliveries per second.
+//! one line of JSON: lines sent, deliveries expected and received, deliveries per second, and
+//! the latency of the deliveries (p50, p99, max, in milliseconds: from just before the line was
+//! sent to when a listener read it; each line carries the moment it was sent), and the part of
+//! it until the line was in the listener's socket (`to_listener_*`, from the kernel's receive
+//! timestamp): the way through the room, without the listener's own delay. At the end every
+//! member leaves, so that a later run finds the room as this one did (members of an earlier
+//! run left behind would take a copy of every line, each answered by an ICMP error).
 
 use std::net::SocketAddr;
+use std::os::fd::AsRawFd;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
-use std::time::{Duration, Instant};
+use std::time::{Duration, Instant, SystemTime};
+
+use nix::sys::socket::{recvmsg, setsockopt, sockopt, ControlMessageOwned, MsgFlags};
+use tokio::io::Interest;
 
 use sockit::chat::confirm::{asked_token, CONFIRMED};
 use tokio::net::UdpSocket;
@@ -23,6 +33,7 @@ fn listener_socket() -> UdpSocket {
     let socket = socket2::Socket::new(socket2::Domain::IPV4, socket2::Type::DGRAM, None).unwrap();
     let _ = socket.set_recv_buffer_size(4 * 1024 * 1024);
     socket.set_nonblocking(true).unwrap();
+    setsockopt(&socket, sockopt::ReceiveTimestampns, &true).unwrap();
     let any: SocketAddr = "127.0.0.1:0".parse().unwrap();
     socket.bind(&any.into()).unwrap();
     UdpSocket::from_std(socket.into()).unwrap()
@@ -98,15 +109,28 @@ async fn main() {
             let received = Arc::clone(&received);
             tokio::spawn(async move {
                 let mut buf = [0u8; 4096];
+                let mut latencies = Vec::new();
                 while socket.try_recv(&mut buf).is_ok() {} // the join notices
                 loop {
-                    match tokio::time::timeout(Duration::from_millis(500), socket.recv(&mut buf))
-                        .await
+                    let ready =
+                        tokio::time::timeout(Duration::from_millis(500), socket.readable()).await;
+                    if !matches!(ready, Ok(Ok(()))) {
+                        // Leave, so that a later run's room is not larger by this one.
+                        let _ = socket.send(b"/leave").await;
+                        return latencies;
+                    }
+                    // Everything waiting, for one wake-up; only the sender's lines count.
+                    while let Ok((len, queued)) =
+                        socket.try_io(Interest::READABLE, || recv_stamped(&socket, &mut buf))
                     {
-                        Ok(Ok(_)) => {
+                        let read = since_epoch();
+                        if let Some(sent) = sent_at(&buf[..len]) {
                             received.fetch_add(1, Ordering::Relaxed);
+                            latencies.push(Stages {
+                                total: read.saturating_sub(sent),
+                                to_listener: queued.unwrap_or(read).saturating_sub(sent),
+                            });
                         }
-                        _ => return,
                     }
                 }
             })
@@ -120,20 +144,83 @@ async fn main() {
         // Send what is due by now, then sleep a millisecond.
         let due = ((started.elapsed().as_secs_f64() * rate as f64) as u64).min(total);
         while sent < due {
-            sender.send(format!("m{sent}").as_bytes()).await.unwrap();
+            let line = format!("m{sent} {}", since_epoch().as_nanos());
+            sender.send(line.as_bytes()).await.unwrap();
             sent += 1;
         }
         tokio::time::sleep(Duration::from_millis(1)).await;
     }
     let sending = started.elapsed().as_secs_f64();
+    let mut latencies = Vec::new();
     for task in counting {
-        task.await.unwrap();
+        latencies.extend(task.await.unwrap());
     }
+    sender.send(b"/leave").await.unwrap();
+    let total = quantiles(latencies.iter().map(|stages| stages.total).collect());
+    let to_listener = quantiles(latencies.iter().map(|stages| stages.to_listener).collect());
     let received = received.load(Ordering::Relaxed);
     let expected = sent * listeners as u64;
     println!(
-        "{{\"sent\":{sent},\"expected\":{expected},\"received\":{received},\"lost\":{},\"deliveries_per_second\":{:.0}}}",
-        expected - received,
-        received as f64 / sending
+        "{{\"sent\":{sent},\"expected\":{expected},\"received\":{received},\"lost\":{},\"deliveries_per_second\":{:.0},\"p50_ms\":{:.3},\"p99_ms\":{:.3},\"max_ms\":{:.3},\"to_listener_p50_ms\":{:.3},\"to_listener_p99_ms\":{:.3}}}",
+        expected.saturating_sub(received),
+        received as f64 / sending,
+        total[0],
+        total[1],
+        total[2],
+        to_listener[0],
+        to_listener[1],
     );
+}
+
+/// How long one delivery took: in all, from just before the sender sent the line to when a
+/// listener read it; and the part until it was in the listener's socket (the kernel's receive
+/// timestamp): the way through the room. The rest is the listener's own delay.
+#[derive(Debug, Clone, Copy)]
+struct Stages {
+    total: Duration,
+    to_listener: Duration,
+}
+
+/// p50, p99 and max of `latencies`, in milliseconds.
+fn quantiles(mut latencies: Vec<Duration>) -> [f64; 3] {
+    latencies.sort_unstable();
+    let at = |q: f64| {
+        latencies
+            .get(((latencies.len() as f64 * q) as usize).min(latencies.len().saturating_sub(1)))
+            .map_or(0.0, |latency| latency.as_secs_f64() * 1000.0)
+    };
+    [at(0.5), at(0.99), at(1.0)]
+}
+
+/// The wall clock, which the kernel's receive timestamps also use.
+fn since_epoch() -> Duration {
+    SystemTime::now()
+        .duration_since(SystemTime::UNIX_EPOCH)
+        .unwrap_or_default()
+}
+
+/// One datagram and the kernel's time of its arrival in the socket, without waiting.
+fn recv_stamped(socket: &UdpSocket, buf: &mut [u8]) -> std::io::Result<(usize, Option<Duration>)> {
+    let mut cmsgs = nix::cmsg_space!(nix::sys::time::TimeSpec);
+    let mut iov = [std::io::IoSliceMut::new(buf)];
+    let msg = recvmsg::<()>(
+        socket.as_raw_fd(),
+        &mut iov,
+        Some(&mut cmsgs),
+        MsgFlags::MSG_DONTWAIT,
+    )?;
+    let mut stamp = None;
+    for cmsg in msg.cmsgs()? {
+        if let ControlMessageOwned::ScmTimestampns(ts) = cmsg {
+            stamp = Some(Duration::new(ts.tv_sec() as u64, ts.tv_nsec() as u32));
+        }
+    }
+    Ok((msg.bytes, stamp))
+}
+
+/// When a relayed line (`<sender> mSEQ NANOS`) was sent, as time since the epoch.
+fn sent_at(datagram: &[u8]) -> Option<Duration> {
+    let line = std::str::from_utf8(datagram).ok()?;
+    let nanos = line.trim_end().rsplit(' ').next()?.parse().ok()?;
+    Some(Duration::from_nanos(nanos))
 }

@@ -445,3 +445,63 @@ async fn all_unproven_addresses_together_get_256_kib_a_second_at_most() {
         "{heard} bytes in {span:.2} s: the window moves on"
     );
 }
+
+#[tokio::test]
+async fn a_burst_from_several_members_reaches_each_other_member_once_in_order_per_sender() {
+    // Each member may send 30 lines, and earns hardly any more during the test.
+    let server = room(RoomConfig {
+        rate: 0.01,
+        burst: 30.0,
+        ..RoomConfig::default()
+    })
+    .await;
+    let (listener, a, b) = (
+        Client::new(&server).await,
+        Client::new(&server).await,
+        Client::new(&server).await,
+    );
+    for (client, name) in [(&listener, "listener"), (&a, "a"), (&b, "b")] {
+        client.confirm().await; // two lines of each one's 30
+        client.say(&format!("/nick {name}")).await; // and two more
+    }
+    listener.drain().await;
+    a.drain().await;
+    b.drain().await;
+    // Sent back to back, so that the room finds many waiting at once: a within its rate,
+    // b past it half way, and the burst ends in a datagram that is not UTF-8.
+    for n in 0..20 {
+        a.send(format!("a{n:02}")).await;
+        b.send(format!("b{n:02}")).await;
+        b.send(format!("b{n:02}+")).await;
+    }
+    a.send(b"\xff\xfe\xfd\xfc\xfb\xfa\xf9\xf8\xf7\xf6\xf5\xf4")
+        .await;
+    let heard = listener.drain().await;
+    let from = |who: &str| -> Vec<String> {
+        heard
+            .iter()
+            .filter(|line| line.starts_with(&format!("<{who}> ")))
+            .cloned()
+            .collect()
+    };
+    let a_lines: Vec<String> = (0..20).map(|n| format!("<a> a{n:02}\n")).collect();
+    assert_eq!(from("a"), a_lines, "every line of a, once, in order");
+    let b_lines: Vec<String> = (0..13)
+        .flat_map(|n| [format!("<b> b{n:02}\n"), format!("<b> b{n:02}+\n")])
+        .take(26)
+        .collect();
+    assert_eq!(
+        from("b"),
+        b_lines,
+        "b's first 26, once, in order, then none"
+    );
+    assert_eq!(heard.len(), 20 + 26, "nothing else: {heard:?}");
+    let told_a = a.drain().await;
+    assert!(told_a.contains(&"! not UTF-8\n".to_owned()), "{told_a:?}");
+    let told_b = b.drain().await;
+    let slow_downs = told_b
+        .iter()
+        .filter(|l| l.starts_with("! slow down"))
+        .count();
+    assert_eq!(slow_downs, 1, "{told_b:?}");
+}

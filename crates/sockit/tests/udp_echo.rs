@@ -88,3 +88,60 @@ async fn a_datagram_from_the_echos_own_port_is_not_answered() {
         b"STILL SERVING"
     );
 }
+
+/// Every datagram that arrived on `socket` until it has been quiet for a moment.
+async fn all_replies(socket: &UdpSocket) -> Vec<Vec<u8>> {
+    let mut replies = Vec::new();
+    while let Some((data, _)) = recv_within(socket, Duration::from_millis(300)).await {
+        replies.push(data);
+    }
+    replies
+}
+
+#[tokio::test]
+async fn a_burst_is_answered_once_in_order_and_a_source_over_its_rate_is_cut_mid_burst() {
+    // A source's bucket holds a quarter second of its rate: ten datagrams of at most 64 bytes.
+    let server = TestServer::start_with(|config| {
+        config.add_listener(ServiceKind::UdpEcho, "127.0.0.1:0".parse().unwrap());
+        config.udp_echo.source_rate = 64 * 40;
+    })
+    .await;
+    let echo = server.addr(ServiceKind::UdpEcho);
+    let greedy = UdpSocket::bind("127.0.0.1:0").await.unwrap();
+    let Ok(modest) = UdpSocket::bind("127.0.0.2:0").await else {
+        common::skip("no 127.0.0.2 for a second source address");
+        return;
+    };
+    // Sent back to back, so that the echo finds many waiting at once.
+    for n in 0..30 {
+        greedy
+            .send_to(format!("greedy {n:02}").as_bytes(), echo)
+            .await
+            .unwrap();
+        if n % 3 == 0 {
+            modest
+                .send_to(format!("modest {n:02}").as_bytes(), echo)
+                .await
+                .unwrap();
+        }
+    }
+    let greedy_heard = all_replies(&greedy).await;
+    let expected: Vec<Vec<u8>> = (0..greedy_heard.len())
+        .map(|n| format!("GREEDY {n:02}").into_bytes())
+        .collect();
+    assert_eq!(
+        greedy_heard, expected,
+        "the first ones, each once, in order"
+    );
+    assert!(
+        (10..=11).contains(&greedy_heard.len()),
+        "{} answered: a burst and no more",
+        greedy_heard.len()
+    );
+    let modest_heard = all_replies(&modest).await;
+    let expected: Vec<Vec<u8>> = (0..30)
+        .step_by(3)
+        .map(|n| format!("MODEST {n:02}").into_bytes())
+        .collect();
+    assert_eq!(modest_heard, expected, "another source is not held back");
+}

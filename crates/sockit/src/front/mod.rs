@@ -14,6 +14,8 @@
 //!   rooms over a WebSocket.
 //! - [`chat_hub`]: chat members reached through streams (WebSockets) rather than addresses, for
 //!   the room task.
+//! - [`udp_batch`]: what both UDP front ends receive and send with: many datagrams a system
+//!   call.
 //!
 //! A TCP front end implements [`TcpService`] and is driven by the server's accept loop, which
 //! owns the connection limits and shutdown.
@@ -23,6 +25,7 @@ pub(crate) mod framed;
 pub(crate) mod http;
 pub(crate) mod legacy;
 pub(crate) mod tls;
+pub(crate) mod udp_batch;
 pub(crate) mod udp_chat;
 pub(crate) mod udp_echo;
 

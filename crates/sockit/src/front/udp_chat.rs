@@ -29,6 +29,7 @@ use std::time::{Duration, Instant};
 use tokio::net::UdpSocket;
 use tokio_util::sync::CancellationToken;
 
+use super::udp_batch::{send_all, Inbox, RECV_BATCH};
 use crate::chat::confirm::{ask_line, ConfirmKey, CONFIRMED};
 use crate::chat::line::{parse_line, Line};
 use crate::chat::room::{Effects, MemberId, Outgoing, RoomConfig, Rooms, MAX_LINE};
@@ -53,38 +54,36 @@ pub(crate) async fn serve<L: RoomLink>(
         }
     };
     let mut addresses = Addresses::new(key, &config, now());
-    // One byte more than the limit, so that an oversize datagram is seen as one.
-    let mut buf = vec![0u8; MAX_LINE + 1];
+    // One byte more than the limit in each slot, so that an oversize datagram is seen as one.
+    let mut inbox = Inbox::new(RECV_BATCH, MAX_LINE + 1);
+    // The datagrams to send for one batch, in the order the room said them.
+    let mut sends = Vec::new();
     loop {
-        let mut fx = tokio::select! {
+        tokio::select! {
             () = stop.cancelled() => return,
-            received = socket.recv_from(&mut buf) => match received {
-                Ok((len, from)) => addresses.datagram(host.rules(), from, &buf[..len], now()),
+            received = inbox.recv(&socket) => match received {
+                Ok(_) => addresses.batch(&mut host, &mut hub, inbox.datagrams(), &mut sends),
                 // An ICMP error from an earlier send, or a transient shortage: keep serving.
                 Err(err) => {
                     tracing::debug!(%err, "udp receive failed");
                     continue;
                 }
             },
-            fx = host.next() => fx,
-            event = hub.next() => hub.apply(host.rules(), event),
+            mut fx = host.next() => {
+                addresses.settle(&mut host, &mut hub, &mut fx, now(), &mut sends);
+            }
+            event = hub.next() => {
+                let mut fx = hub.apply(host.rules(), event);
+                addresses.settle(&mut host, &mut hub, &mut fx, now(), &mut sends);
+            }
         };
-        host.share(&mut fx);
-        hub.deliver(&fx);
-        deliver(&socket, &mut addresses, &fx).await;
+        send_all(&socket, &sends).await;
+        sends.clear();
     }
 }
 
-/// Sends each line the reflection rule allows to its member's address, then forgets the members
-/// the room let go.
-async fn deliver(socket: &UdpSocket, addresses: &mut Addresses, fx: &Effects) {
-    for (to, line) in addresses.route(fx, now()) {
-        if let Err(err) = socket.send_to(line.as_bytes(), to).await {
-            tracing::debug!(%err, %to, "udp send failed");
-        }
-    }
-    addresses.forget(&fx.gone);
-}
+/// The datagrams to send, each to its address.
+type Sends = Vec<(SocketAddr, Arc<str>)>;
 
 /// Whether an address has proven that it receives what the room sends it.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -130,6 +129,38 @@ impl Addresses {
             answering: None,
             first: None,
         }
+    }
+
+    /// Hands each datagram of a batch to the rules in the order received, and adds what
+    /// results for each to `sends`: the same as one datagram at a time.
+    fn batch<'a, L: RoomLink>(
+        &mut self,
+        host: &mut RoomHost<L>,
+        hub: &mut HubMembers,
+        datagrams: impl Iterator<Item = (SocketAddr, &'a [u8])>,
+        sends: &mut Sends,
+    ) {
+        for (from, data) in datagrams {
+            let now = now();
+            let mut fx = self.datagram(host.rules(), from, data, now);
+            self.settle(host, hub, &mut fx, now, sends);
+        }
+    }
+
+    /// Shares `fx` through the host, hands the browsers' lines to the hub, adds the lines the
+    /// reflection rule allows to `sends`, then forgets the members the room let go.
+    fn settle<L: RoomLink>(
+        &mut self,
+        host: &mut RoomHost<L>,
+        hub: &mut HubMembers,
+        fx: &mut Effects,
+        now: Instant,
+        sends: &mut Sends,
+    ) {
+        host.share(fx);
+        hub.deliver(fx);
+        self.route(fx, now, sends);
+        self.forget(&fx.gone);
     }
 
     /// Hands one datagram from `from` to the rules, and answers a `/confirm` in it. An address
@@ -198,31 +229,24 @@ impl Addresses {
         }
     }
 
-    /// The datagrams to send for `fx`, as the reflection rule allows: every line to a proven
-    /// address; to an unproven one, the ask line first, then what fits its budgets. The member
-    /// just answered is asked even when nothing else is sent to it.
-    fn route(&mut self, fx: &Effects, now: Instant) -> Vec<(SocketAddr, Arc<str>)> {
-        let mut sends = Vec::with_capacity(fx.out.len());
+    /// Adds the datagrams to send for `fx` to `sends`, as the reflection rule allows: every
+    /// line to a proven address; to an unproven one, the ask line first, then what fits its
+    /// budgets. The member just answered is asked even when nothing else is sent to it.
+    fn route(&mut self, fx: &Effects, now: Instant, sends: &mut Sends) {
+        sends.reserve(fx.out.len());
         for out in &fx.out {
-            self.admit(out.to, &out.line, now, &mut sends);
+            self.admit(out.to, &out.line, now, sends);
         }
         if let Some(id) = self.answering.take() {
             if !fx.gone.contains(&id) {
-                self.ask_if_due(id, now, &mut sends);
+                self.ask_if_due(id, now, sends);
             }
         }
         self.first = None;
-        sends
     }
 
     /// Adds `line` for member `to` to `sends` if the rule allows, after the ask line if due.
-    fn admit(
-        &mut self,
-        to: MemberId,
-        line: &Arc<str>,
-        now: Instant,
-        sends: &mut Vec<(SocketAddr, Arc<str>)>,
-    ) {
+    fn admit(&mut self, to: MemberId, line: &Arc<str>, now: Instant, sends: &mut Sends) {
         let Some(peer) = self.peers.get(&to) else {
             return;
         };
@@ -237,7 +261,7 @@ impl Addresses {
     }
 
     /// Adds the ask line for member `id` to `sends`, if it has not been sent and fits.
-    fn ask_if_due(&mut self, id: MemberId, now: Instant, sends: &mut Vec<(SocketAddr, Arc<str>)>) {
+    fn ask_if_due(&mut self, id: MemberId, now: Instant, sends: &mut Sends) {
         let Some(peer) = self.peers.get(&id) else {
             return;
         };
@@ -405,14 +429,13 @@ mod tests {
             let fx = self
                 .addresses
                 .datagram(&mut self.rooms, addr(from), data, self.now);
-            let sent = self
-                .addresses
-                .route(&fx, self.now)
+            let mut sends = Vec::new();
+            self.addresses.route(&fx, self.now, &mut sends);
+            self.addresses.forget(&fx.gone);
+            sends
                 .into_iter()
                 .map(|(to, line)| (to, line.to_string()))
-                .collect();
-            self.addresses.forget(&fx.gone);
-            sent
+                .collect()
         }
 
         fn say(&mut self, from: u16, line: &str) -> Vec<(SocketAddr, String)> {
@@ -625,6 +648,68 @@ mod tests {
             );
         }
         assert!(sends.len() >= 25, "{} sends in three seconds", sends.len());
+    }
+
+    #[tokio::test]
+    async fn a_batch_is_answered_as_its_datagrams_one_at_a_time() {
+        use crate::chat::LocalLink;
+        // Each member may send five lines, and earns no more during the test.
+        let config = RoomConfig {
+            rate: 1e-9,
+            burst: 5.0,
+            ..RoomConfig::default()
+        };
+        let mut host = RoomHost::new(config, LocalLink, None);
+        let mut hub = crate::front::chat_hub::hub().1;
+        let mut addresses = Addresses::new(ConfirmKey::random().unwrap(), &config, now());
+        let mut sends = Vec::new();
+        let (a, b) = (addr(1), addr(2));
+        for (from, data) in [(a, "/nick a".to_owned()), (b, "/nick b".to_owned())] {
+            addresses.batch(
+                &mut host,
+                &mut hub,
+                [(from, data.as_bytes())].into_iter(),
+                &mut sends,
+            );
+        }
+        for from in [a, b] {
+            let token = addresses.key.token(&peer_bytes(from));
+            let line = format!("/confirm {token}");
+            addresses.batch(
+                &mut host,
+                &mut hub,
+                [(from, line.as_bytes())].into_iter(),
+                &mut sends,
+            );
+        }
+        sends.clear();
+        // Two lines each are spent; a has three left, b three.
+        let batch: [(SocketAddr, &[u8]); 9] = [
+            (a, b"a1"),
+            (b, b"b1"),
+            (a, b"a2"),
+            (a, b"a3"),
+            (a, b"a4"), // refused by a's rate: warned once
+            (b, b"b2"),
+            (a, b"a5"), // refused, silently this time
+            (b, b"b3"),
+            (b, b"\xff\xfe\xfd\xfc\xfb\xfa\xf9\xf8\xf7\xf6\xf5\xf4"), // malformed, last
+        ];
+        addresses.batch(&mut host, &mut hub, batch.into_iter(), &mut sends);
+        let sent: Vec<(SocketAddr, &str)> = sends.iter().map(|(to, line)| (*to, &**line)).collect();
+        assert_eq!(
+            sent,
+            [
+                (b, "<a> a1\n"),
+                (a, "<b> b1\n"),
+                (b, "<a> a2\n"),
+                (b, "<a> a3\n"),
+                (a, "! slow down: lines are being dropped\n"),
+                (a, "<b> b2\n"),
+                (a, "<b> b3\n"),
+                (b, "! not UTF-8\n"),
+            ]
+        );
     }
 
     #[test]

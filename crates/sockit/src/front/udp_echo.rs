@@ -9,12 +9,14 @@
 //! soon as either bucket is empty, so one forged datagram costs a bounded number of replies.
 
 use std::collections::HashMap;
+use std::io;
 use std::net::{IpAddr, SocketAddr};
 use std::time::{Duration, Instant};
 
 use tokio::net::UdpSocket;
 use tokio_util::sync::CancellationToken;
 
+use super::udp_batch::{send_all_gso_blocking, Appetite, Gso, Inbox, RECV_BATCH};
 use crate::config::UdpEchoConfig;
 
 /// The receive buffer's size: the largest length a UDP header can declare, so that no datagram
@@ -33,36 +35,96 @@ pub(crate) const BURST: Duration = Duration::from_millis(250);
 /// WS-Discovery, mDNS, CoAP, Ubiquiti discovery, memcached, DVR discovery.
 const REFLECTOR_PORTS: [u16; 9] = [1434, 1900, 3283, 3702, 5353, 5683, 10001, 11211, 37810];
 
+/// How often the echo's thread looks whether it should stop, while no datagram comes.
+const STOP_CHECK: Duration = Duration::from_millis(100);
+
 /// Echoes datagrams until `stop`, upper-casing each in place, within `limits`.
+///
+/// The echo is one thread of the blocking pool that waits in the receive call itself, as a
+/// plain `recvfrom`/`sendto` loop does, so a datagram costs no wake-up of the runtime: every
+/// datagram waiting is taken in one call and the answers go out together, those to one
+/// address as one UDP GSO send where the system has it (see [`udp_batch`](super::udp_batch)).
+/// Each is admitted or refused by the guard in the order received, exactly as one at a time.
+/// The thread ends within [`STOP_CHECK`] of `stop`, or of this future being dropped.
 pub(crate) async fn serve(socket: UdpSocket, limits: UdpEchoConfig, stop: CancellationToken) {
     let Ok(local) = socket.local_addr() else {
         tracing::warn!("udp-echo: the socket has no local address; not serving");
         return;
     };
+    let socket = match blocking(socket) {
+        Ok(socket) => socket,
+        Err(err) => {
+            tracing::warn!(%err, "udp-echo: cannot make the socket blocking; not serving");
+            return;
+        }
+    };
+    let thread_stop = stop.child_token();
+    let _stop_thread = thread_stop.clone().drop_guard();
+    let echo = tokio::task::spawn_blocking(move || echo_loop(&socket, local, limits, &thread_stop));
+    if let Err(err) = echo.await {
+        tracing::warn!(%err, "udp-echo: the echo's thread failed");
+    }
+}
+
+/// `socket` as a blocking socket that gives up waiting after [`STOP_CHECK`].
+fn blocking(socket: UdpSocket) -> io::Result<std::net::UdpSocket> {
+    let socket = socket.into_std()?;
+    socket.set_nonblocking(false)?;
+    socket.set_read_timeout(Some(STOP_CHECK))?;
+    Ok(socket)
+}
+
+/// The echo itself, on a blocking socket, until `stop`.
+fn echo_loop(
+    socket: &std::net::UdpSocket,
+    local: SocketAddr,
+    limits: UdpEchoConfig,
+    stop: &CancellationToken,
+) {
     let mut guard = Guard::new(local, limits, Instant::now());
-    let mut buf = vec![0u8; RECEIVE_BUFFER];
-    loop {
-        let received = tokio::select! {
-            () = stop.cancelled() => return,
-            received = socket.recv_from(&mut buf) => received,
-        };
-        let (len, from) = match received {
-            Ok(received) => received,
+    let mut inbox = Inbox::new(RECV_BATCH, RECEIVE_BUFFER);
+    let mut gso = Gso::new();
+    let mut appetite = Appetite::new(RECV_BATCH);
+    while !stop.is_cancelled() {
+        match inbox.recv_blocking_up_to(socket, appetite.want()) {
+            Ok(took) => appetite.took(took),
+            // Nothing came within STOP_CHECK: look at `stop` again.
+            Err(err)
+                if matches!(
+                    err.kind(),
+                    io::ErrorKind::WouldBlock | io::ErrorKind::TimedOut
+                ) =>
+            {
+                continue
+            }
             // An ICMP error from an earlier send, or a transient shortage: keep serving.
             Err(err) => {
                 tracing::debug!(%err, "udp receive failed");
                 continue;
             }
-        };
-        if !guard.admit(from, len, Instant::now()) {
-            tracing::trace!(%from, len, "udp-echo: not answered");
+        }
+        let replies = answers(&mut guard, &mut inbox, Instant::now());
+        send_all_gso_blocking(socket, &replies, &mut gso);
+    }
+}
+
+/// The answers to the datagrams in `inbox`, upper-cased in place: those the guard admits, in
+/// the order received.
+fn answers<'a>(
+    guard: &mut Guard,
+    inbox: &'a mut Inbox,
+    now: Instant,
+) -> Vec<(SocketAddr, &'a mut [u8])> {
+    let mut replies = Vec::with_capacity(inbox.len());
+    for (from, data) in inbox.datagrams_mut() {
+        if !guard.admit(from, data.len(), now) {
+            tracing::trace!(%from, len = data.len(), "udp-echo: not answered");
             continue;
         }
-        buf[..len].make_ascii_uppercase();
-        if let Err(err) = socket.send_to(&buf[..len], from).await {
-            tracing::debug!(%err, to = %from, "udp send failed");
-        }
+        data.make_ascii_uppercase();
+        replies.push((from, data));
     }
+    replies
 }
 
 /// Whether a datagram from `from` must go unanswered by the echo bound to `local`, whatever
