@@ -494,26 +494,24 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Connection<S> {
         Ok(body)
     }
 
-    /// Reads the current body whole, at most [`COPY_BODY_MAX`] bytes, and queues it as it is
-    /// after the header the caller just queued: an echo, with one copy and no allocation.
-    ///
-    /// # Errors
-    ///
-    /// As [`read_body`](Connection::read_body).
+    /// Queues the current body, which [`buffer_body`](Connection::buffer_body) read whole, as
+    /// it is after the header the caller just queued: an echo, with one copy and no
+    /// allocation. (The body is read before its reply's header is queued, so that a stream
+    /// that ends mid-body never leaves a reply header without its body.)
     ///
     /// # Panics
     ///
-    /// If the body is longer than [`COPY_BODY_MAX`].
-    pub async fn queue_body_back(&mut self) -> Result<(), ConnError> {
-        let len = self.buffer_body().await?;
+    /// If the body is longer than [`COPY_BODY_MAX`] or not all buffered.
+    pub fn queue_body_back(&mut self) {
+        let len = usize::try_from(self.decoder.body_remaining()).unwrap_or(usize::MAX);
         assert!(
             len <= COPY_BODY_MAX,
             "a body queued back fits the write buffer"
         );
+        assert!(self.rbuf.len() >= len, "the body was buffered whole first");
         self.wbuf.extend_from_slice(&self.rbuf[..len]);
         self.rbuf.advance(len);
         self.decoder.consume_body(len as u64);
-        Ok(())
     }
 
     /// Reads the current body whole and appends it to `out`. The caller checked the body
@@ -531,7 +529,12 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Connection<S> {
     }
 
     /// Reads until the rest of the current body is in the read buffer; returns its length.
-    async fn buffer_body(&mut self) -> Result<usize, ConnError> {
+    /// The caller checked the body against a limit.
+    ///
+    /// # Errors
+    ///
+    /// As [`read_body`](Connection::read_body).
+    pub async fn buffer_body(&mut self) -> Result<usize, ConnError> {
         let remaining = self.decoder.body_remaining();
         let wanted = usize::try_from(remaining).expect("caller checked the body against a limit");
         // Room for the whole body at once: growing by doubling could take twice as much.

@@ -223,10 +223,11 @@ async fn echo<S: AsyncRead + AsyncWrite + Unpin>(
         return refuse(conn, header, &OpError::new(ErrorCode::TooLarge, message)).await;
     }
     if header.body_len() <= COPY_BODY_MAX as u64 {
+        let len = conn.buffer_body().await?;
         ok_reply(conn.write_buf(), header.id())
-            .finish(header.body_len())
+            .finish(len as u64)
             .expect("an echo reply always encodes");
-        conn.queue_body_back().await?;
+        conn.queue_body_back();
         return Ok(Flow::Continue);
     }
     // Boxed, like the other long operations, so that a small echo's future stays small.
