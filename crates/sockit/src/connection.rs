@@ -84,7 +84,7 @@ pub struct MinRate {
 
 impl MinRate {
     /// The bytes that must move in one window.
-    fn per_window(self) -> u64 {
+    pub(crate) fn per_window(self) -> u64 {
         let bytes = self.bytes_per_sec as f64 * self.window.as_secs_f64();
         // A float this large saturates on the way back, as it should.
         bytes.ceil() as u64
@@ -102,16 +102,18 @@ impl std::fmt::Display for MinRate {
     }
 }
 
-/// A transfer's pace as it goes: the window under way and the bytes moved in it.
+/// A transfer's pace as it goes: the window under way and the bytes moved in it. The
+/// connection keeps one for a framed transfer, and an HTTP request body another.
 #[derive(Debug, Clone, Copy)]
-struct Pace {
-    rule: MinRate,
+pub(crate) struct Pace {
+    pub(crate) rule: MinRate,
     since: Instant,
     moved: u64,
 }
 
 impl Pace {
-    fn new(rule: MinRate) -> Pace {
+    /// A pace to `rule`, its first window starting now.
+    pub(crate) fn new(rule: MinRate) -> Pace {
         Pace {
             rule,
             since: Instant::now(),
@@ -121,12 +123,17 @@ impl Pace {
 
     /// When the window under way ends. A window whose bytes have all moved gives way to a new
     /// one from now.
-    fn deadline(&mut self) -> Instant {
+    pub(crate) fn deadline(&mut self) -> Instant {
         if self.moved >= self.rule.per_window() {
             self.since = Instant::now();
             self.moved = 0;
         }
         self.since + self.rule.window
+    }
+
+    /// Counts `n` bytes moved in the window under way.
+    pub(crate) fn count(&mut self, n: usize) {
+        self.moved = self.moved.saturating_add(n as u64);
     }
 
     /// Whether a window ended before its bytes moved.
@@ -138,7 +145,7 @@ impl Pace {
 /// Counts `n` bytes moved toward the pace, if one is kept.
 fn count_moved(pace: &mut Option<Pace>, n: usize) {
     if let Some(pace) = pace {
-        pace.moved = pace.moved.saturating_add(n as u64);
+        pace.count(n);
     }
 }
 

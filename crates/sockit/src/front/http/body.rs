@@ -12,7 +12,7 @@ use bytes::{Buf, Bytes};
 use http_body_util::BodyExt;
 use tokio::time::Instant;
 
-use crate::connection::MinRate;
+use crate::connection::{MinRate, Pace};
 use crate::transfer::BodySource;
 
 /// Why a request body could not be read to its end.
@@ -30,37 +30,6 @@ pub(crate) enum BodyError {
     /// More bytes came than the request said.
     #[error("the request body is longer than it said")]
     TooLong,
-}
-
-/// The pace a body is held to: each window must bring its share of bytes.
-#[derive(Debug, Clone, Copy)]
-struct Pace {
-    rule: MinRate,
-    since: Instant,
-    moved: u64,
-}
-
-impl Pace {
-    fn new(rule: MinRate) -> Pace {
-        Pace {
-            rule,
-            since: Instant::now(),
-            moved: 0,
-        }
-    }
-
-    fn per_window(&self) -> u64 {
-        (self.rule.bytes_per_sec as f64 * self.rule.window.as_secs_f64()).ceil() as u64
-    }
-
-    /// When the window under way ends, starting a new one when this one's bytes have come.
-    fn deadline(&mut self) -> Instant {
-        if self.moved >= self.per_window() {
-            self.since = Instant::now();
-            self.moved = 0;
-        }
-        self.since + self.rule.window
-    }
 }
 
 /// An HTTP request body being read into an upload.
@@ -119,7 +88,7 @@ impl RequestBody {
                     if let Ok(data) = frame.into_data() {
                         if !data.is_empty() {
                             if let Some(pace) = &mut self.pace {
-                                pace.moved += data.len() as u64;
+                                pace.count(data.len());
                             }
                             return Ok(data);
                         }

@@ -58,7 +58,7 @@ impl Activity {
         let Some(pace) = pace else {
             return std::future::pending().await;
         };
-        let per_window = (pace.bytes_per_sec as f64 * pace.window.as_secs_f64()).ceil() as u64;
+        let per_window = pace.per_window();
         let mut window = tokio::time::interval(pace.window);
         window.reset();
         let mut start = None;
