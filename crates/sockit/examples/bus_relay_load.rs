@@ -17,8 +17,12 @@ use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use sockit::chat::confirm::{asked_token, CONFIRMED};
 use tokio::net::UdpSocket;
+
+#[path = "support/confirm.rs"]
+mod confirm;
+
+use confirm::confirm;
 
 /// A socket with a receive buffer as large as the server's, so that it is not the one that
 /// drops datagrams.
@@ -29,33 +33,6 @@ fn member_socket() -> UdpSocket {
     let any: SocketAddr = "127.0.0.1:0".parse().unwrap();
     socket.bind(&any.into()).unwrap();
     UdpSocket::from_std(socket.into()).unwrap()
-}
-
-/// Proves to the room that `socket` receives: a first datagram long enough for the ask, then
-/// its token back.
-async fn confirm(socket: &UdpSocket) {
-    socket
-        .send(format!("{:<128}", "/confirm").as_bytes())
-        .await
-        .unwrap();
-    let mut buf = [0u8; 4096];
-    let token = loop {
-        let len = socket.recv(&mut buf).await.unwrap();
-        let line = String::from_utf8_lossy(&buf[..len]);
-        if let Some(token) = asked_token(&line) {
-            break token.to_owned();
-        }
-    };
-    socket
-        .send(format!("/confirm {token}").as_bytes())
-        .await
-        .unwrap();
-    loop {
-        let len = socket.recv(&mut buf).await.unwrap();
-        if buf[..len].starts_with(CONFIRMED.as_bytes()) {
-            return;
-        }
-    }
 }
 
 /// What one member heard of the sender's lines.

@@ -24,8 +24,12 @@ use std::time::{Duration, Instant, SystemTime};
 use nix::sys::socket::{recvmsg, setsockopt, sockopt, ControlMessageOwned, MsgFlags};
 use tokio::io::Interest;
 
-use sockit::chat::confirm::{asked_token, CONFIRMED};
 use tokio::net::UdpSocket;
+
+#[path = "support/confirm.rs"]
+mod confirm;
+
+use confirm::confirm;
 
 /// A listener with a receive buffer as large as the server's, so that it is not the one that
 /// drops datagrams.
@@ -37,33 +41,6 @@ fn listener_socket() -> UdpSocket {
     let any: SocketAddr = "127.0.0.1:0".parse().unwrap();
     socket.bind(&any.into()).unwrap();
     UdpSocket::from_std(socket.into()).unwrap()
-}
-
-/// Proves to the room that `socket` receives, so that the budget of unproven addresses does
-/// not cap what it is sent: a first datagram long enough for the ask, then its token back.
-async fn confirm(socket: &UdpSocket) {
-    socket
-        .send(format!("{:<128}", "/confirm").as_bytes())
-        .await
-        .unwrap();
-    let mut buf = [0u8; 4096];
-    let token = loop {
-        let len = socket.recv(&mut buf).await.unwrap();
-        let line = String::from_utf8_lossy(&buf[..len]);
-        if let Some(token) = asked_token(&line) {
-            break token.to_owned();
-        }
-    };
-    socket
-        .send(format!("/confirm {token}").as_bytes())
-        .await
-        .unwrap();
-    loop {
-        let len = socket.recv(&mut buf).await.unwrap();
-        if buf[..len].starts_with(CONFIRMED.as_bytes()) {
-            return;
-        }
-    }
 }
 
 #[tokio::main]
