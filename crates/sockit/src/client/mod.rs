@@ -536,12 +536,7 @@ impl<C: Connect> Client<C> {
     /// reply breaks the protocol.
     pub async fn read_reply(&mut self) -> Result<Reply, ClientError> {
         let header = self.read_reply_header().await?;
-        if header.body_len() > self.conn.limits().max_buffered_body() {
-            return Err(ClientError::BadReply(format!(
-                "reply body of {} bytes is over the limit",
-                header.body_len()
-            )));
-        }
+        self.check_reply_body(&header)?;
         let body = self.conn.read_body().await?;
         Ok(Reply { header, body })
     }
@@ -556,15 +551,21 @@ impl<C: Connect> Client<C> {
     /// As [`read_reply`](Client::read_reply).
     pub async fn read_reply_into(&mut self, body: &mut Vec<u8>) -> Result<Header, ClientError> {
         let header = self.read_reply_header().await?;
+        self.check_reply_body(&header)?;
+        body.clear();
+        self.conn.read_body_into_vec(body).await?;
+        Ok(header)
+    }
+
+    /// Refuses a reply whose body is too long to read whole.
+    fn check_reply_body(&self, header: &Header) -> Result<(), ClientError> {
         if header.body_len() > self.conn.limits().max_buffered_body() {
             return Err(ClientError::BadReply(format!(
                 "reply body of {} bytes is over the limit",
                 header.body_len()
             )));
         }
-        body.clear();
-        self.conn.read_body_into_vec(body).await?;
-        Ok(header)
+        Ok(())
     }
 
     /// Reads the next reply's header, leaving its body to be read; an error reply (whose body
