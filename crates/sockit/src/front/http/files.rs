@@ -23,6 +23,7 @@ use sockit_proto::ErrorCode;
 use super::body::RequestBody;
 use super::guard::Sending;
 use super::routes::{error_response, WebState};
+use super::zero_copy::{FileSpan, ZeroCopy};
 use super::ConnInfo;
 use crate::core::files::{self, Download, ListBody};
 use crate::core::OpError;
@@ -128,9 +129,12 @@ fn requested_span(headers: &HeaderMap, length: u64) -> Option<Result<Span, ()>> 
 }
 
 /// `GET /files/<name>`: the stored file, `206` with the span of a `Range`, `404` if absent.
+/// Asked through [`zero_copy`](super::zero_copy), the opened file is left in its slot, to be
+/// sent with `sendfile`, and the body is empty.
 pub(super) async fn download(
     State(web): WebState,
     Extension(conn): Extension<ConnInfo>,
+    zero_copy: Option<Extension<ZeroCopy>>,
     Path(name): Path<String>,
     headers: HeaderMap,
 ) -> Response {
@@ -162,12 +166,23 @@ pub(super) async fn download(
                 .into_response()
         }
     };
-    let reader = match FileReader::start(&download.file, span.start, span.len, false) {
-        Ok(reader) => reader,
-        Err(err) => return error_response(&OpError::new(ErrorCode::Internal, err)),
-    };
     let sending = conn.activity.sending();
-    let mut response = Response::new(file_body(reader, download, sending));
+    let body = match zero_copy {
+        Some(Extension(zero_copy)) => {
+            zero_copy.fill(FileSpan {
+                download,
+                start: span.start,
+                len: span.len,
+                _sending: sending,
+            });
+            Body::empty()
+        }
+        None => match FileReader::start(&download.file, span.start, span.len, false) {
+            Ok(reader) => file_body(reader, download, sending),
+            Err(err) => return error_response(&OpError::new(ErrorCode::Internal, err)),
+        },
+    };
+    let mut response = Response::new(body);
     *response.status_mut() = status;
     let headers = response.headers_mut();
     headers.insert(

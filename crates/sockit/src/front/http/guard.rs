@@ -73,6 +73,14 @@ impl Activity {
         }
     }
 
+    /// Notes that `bytes` were written.
+    pub(super) fn wrote(&self, bytes: usize) {
+        if bytes > 0 {
+            self.touch();
+            self.written.fetch_add(bytes as u64, Ordering::Relaxed);
+        }
+    }
+
     fn touch(&self) {
         let millis = u64::try_from(self.opened.elapsed().as_millis()).unwrap_or(u64::MAX);
         self.last.store(millis, Ordering::Relaxed);
@@ -111,13 +119,10 @@ impl<S> Guarded<S> {
         self.activity.clone()
     }
 
-    fn wrote(&self, bytes: usize) {
-        if bytes > 0 {
-            self.activity.touch();
-            self.activity
-                .written
-                .fetch_add(bytes as u64, Ordering::Relaxed);
-        }
+    /// The stream itself, for what bypasses this wrapper (`sendfile`, which notes what it
+    /// wrote with [`Activity::wrote`]).
+    pub(super) fn get_ref(&self) -> &S {
+        &self.inner
     }
 }
 
@@ -144,7 +149,7 @@ impl<S: AsyncWrite + Unpin> AsyncWrite for Guarded<S> {
     ) -> Poll<io::Result<usize>> {
         let polled = Pin::new(&mut self.inner).poll_write(cx, data);
         if let Poll::Ready(Ok(written)) = polled {
-            self.wrote(written);
+            self.activity.wrote(written);
         }
         polled
     }
@@ -156,7 +161,7 @@ impl<S: AsyncWrite + Unpin> AsyncWrite for Guarded<S> {
     ) -> Poll<io::Result<usize>> {
         let polled = Pin::new(&mut self.inner).poll_write_vectored(cx, bufs);
         if let Poll::Ready(Ok(written)) = polled {
-            self.wrote(written);
+            self.activity.wrote(written);
         }
         polled
     }

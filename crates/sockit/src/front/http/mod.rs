@@ -19,6 +19,8 @@
 //! - [`session`]: `POST /api/login`, the session cookies.
 //! - [`ws`]: the chat WebSocket at `/chat`.
 //! - [`assets`]: the page, compiled into the binary.
+//! - [`zero_copy`]: on a plain connection, downloads sent by `sendfile` until the first request
+//!   that is not one; hyper serves the rest.
 
 mod assets;
 mod body;
@@ -28,6 +30,7 @@ mod routes;
 mod session;
 mod tus;
 mod ws;
+mod zero_copy;
 
 use std::net::SocketAddr;
 use std::sync::Arc;
@@ -49,6 +52,7 @@ use crate::config::ServerConfig;
 use crate::connection::MinRate;
 use crate::core::Core;
 use guard::{Activity, Guarded};
+use zero_copy::{Prefixed, Served};
 
 /// Largest request head (request line and headers) a connection may send: larger gets `431`.
 pub(crate) const MAX_HEAD: usize = 64 * 1024;
@@ -176,7 +180,13 @@ impl TcpService for HttpFront {
             upgraded: TaskTracker::new(),
         };
         match &self.tls {
-            None => self.serve_http(stream, idle, info).await,
+            None => {
+                let mut stream = stream;
+                if let Served::Handoff(read) = self.serve_downloads(&mut stream, &info).await {
+                    self.serve_http(Prefixed::new(read, stream), idle, info)
+                        .await;
+                }
+            }
             Some(acceptor) => {
                 let handshake = acceptor.accept(stream);
                 match tokio::time::timeout(self.header_timeout, handshake).await {
