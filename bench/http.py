@@ -14,6 +14,8 @@ ratios the issue asks for (sockit/nginx download >= 0.9, curl -T/sockit put uplo
 
 Before the rounds, each server sends the file once, untimed: the page cache then holds it for
 both, and sockit has hashed it (a download's ETag is the file's BLAKE3, kept once computed).
+Before each upload, untimed, `sync -f` on the store's file system settles what the round before
+left (removed uploads, dirty pages), so that both uploads start from the same state.
 
 Needs: a release build (cargo build --release), curl, nginx (/usr/sbin/nginx, nginx-light).
 Checks free disk space first (the source, the served copy and the uploads: about 3x the size,
@@ -65,6 +67,12 @@ def timed(cmd):
     start = time.perf_counter()
     subprocess.run(cmd, check=True, timeout=RUN_TIMEOUT, stdout=subprocess.DEVNULL)
     return time.perf_counter() - start
+
+
+def settle(store):
+    """Lets the store's file system finish what the last round left (the removed uploads'
+    extents, dirty pages of others), untimed, so that each upload starts from the same state."""
+    subprocess.run(["sync", "-f", store], check=True, timeout=RUN_TIMEOUT)
 
 
 def download(port, name):
@@ -132,6 +140,7 @@ def main():
             ("sockit put", [SOCKIT, "put", src, "--as", "up-put.bin", "--server", f"127.0.0.1:{framed}", "-q"], "up-put.bin"),
         ][:: 1 if round_ % 2 == 0 else -1]
         for tool, cmd, name in uploads:
+            settle(store)
             times[tool].append(timed(cmd))
             stored = os.path.join(store, name)
             assert os.path.getsize(stored) == size, f"{tool}: wrong size"
