@@ -20,6 +20,7 @@
 //! - [`config`] and [`defaults`]: what `sockit serve` can be told, and its defaults, each
 //!   written once.
 //! - [`client`]: the client side used by the `sockit` commands.
+//! - [`source`]: who the per-address limits count as one client (an IPv6 address's /64).
 
 pub mod auth;
 pub mod bus;
@@ -32,6 +33,7 @@ mod core;
 pub mod defaults;
 mod front;
 pub mod server;
+pub mod source;
 pub mod store;
 pub mod tls;
 mod transfer;

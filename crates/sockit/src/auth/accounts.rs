@@ -31,6 +31,7 @@ use super::password::PasswordChecker;
 use super::penalty::{Penalties, PenaltyPolicy};
 use super::users::{hash_password, UsersError, UsersFile, MAX_PASSWORD};
 use crate::bus::SharedLockouts;
+use crate::source::Source;
 
 /// Most penalty records kept per table (sources, user names).
 const PENALTY_CAPACITY: usize = 65_536;
@@ -62,7 +63,7 @@ pub(crate) struct Accounts {
     dummy_key: VerifyingKey,
     passwords: PasswordChecker,
     policy: PenaltyPolicy,
-    sources: Mutex<Penalties<IpAddr>>,
+    sources: Mutex<Penalties<Source>>,
     user_names: Mutex<Penalties<String>>,
     shared: Option<SharedLockouts>,
 }
@@ -132,6 +133,7 @@ impl Accounts {
         source: IpAddr,
         user: Option<&str>,
     ) -> Result<(), Duration> {
+        let source = Source::of(source);
         if let Some(shared) = &self.shared {
             if let Ok(decided) = shared.reserve(&self.policy, source, user).await {
                 decided?;
@@ -143,7 +145,7 @@ impl Accounts {
     }
 
     /// Counts a failure for `source` (and `user`) on this server, locked out or not.
-    fn count_failure_here(&self, source: IpAddr, user: Option<&str>) {
+    fn count_failure_here(&self, source: Source, user: Option<&str>) {
         let now = Instant::now();
         lock(&self.sources).fail(&source, now);
         if let Some(user) = user {
@@ -152,7 +154,7 @@ impl Accounts {
     }
 
     /// [`Accounts::reserve_failure`], decided on this server alone.
-    fn reserve_failure_here(&self, source: IpAddr, user: Option<&str>) -> Result<(), Duration> {
+    fn reserve_failure_here(&self, source: Source, user: Option<&str>) -> Result<(), Duration> {
         let now = Instant::now();
         let mut sources = lock(&self.sources);
         let mut user_names = lock(&self.user_names);
@@ -176,6 +178,7 @@ impl Accounts {
     /// A login whose failure was reserved succeeded: the source gets its failure back, and the
     /// user name's failures are forgotten.
     pub(crate) async fn succeeded(&self, source: IpAddr, user: Option<&str>) {
+        let source = Source::of(source);
         lock(&self.sources).give_back(&source);
         if let Some(user) = user {
             lock(&self.user_names).succeed(user);
@@ -342,5 +345,25 @@ mod tests {
             &challenge,
             &alice.sign_login(&challenge, "bob")
         ));
+    }
+
+    #[tokio::test]
+    async fn the_addresses_of_one_ipv6_slash_64_share_one_lockout() {
+        let dir = tempfile::tempdir().unwrap();
+        let accounts = accounts(dir.path(), &Identity::generate().unwrap());
+        let ip = |text: String| text.parse::<IpAddr>().unwrap();
+        let mut allowed = 0;
+        while accounts
+            .reserve_failure(ip(format!("2001:db8::{:x}", allowed + 1)), None)
+            .await
+            .is_ok()
+        {
+            allowed += 1;
+            assert!(allowed < 100, "never locked out");
+        }
+        let free = PenaltyPolicy::default().free_failures;
+        assert_eq!(allowed, free + 1, "as many as one address gets");
+        let elsewhere = accounts.reserve_failure(ip("2001:db8:0:1::1".into()), None);
+        assert_eq!(elsewhere.await, Ok(()), "another /64 is not locked out");
     }
 }

@@ -12,7 +12,6 @@
 //! outage is logged once, and so is the return. After a failure, connecting again is tried at
 //! most once a second, so logins during an outage do not each wait for a connection to fail.
 
-use std::net::IpAddr;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Duration, Instant};
 
@@ -21,6 +20,7 @@ use redis::{AsyncConnectionConfig, Script};
 
 use super::{BusError, BusSettings};
 use crate::auth::penalty::PenaltyPolicy;
+use crate::source::Source;
 
 /// How long after a failed connection the next is tried.
 const RECONNECT_AFTER: Duration = Duration::from_secs(1);
@@ -92,7 +92,8 @@ impl SharedLockouts {
     }
 
     /// Reserves a failure for a login from `source` (and for `user`, when given) under
-    /// `policy`: `Ok(Err(wait))` while either is locked out, and then nothing is counted.
+    /// `policy`: `Ok(Err(wait))` while either is locked out, and then nothing is counted. An
+    /// IPv6 `source` counts as its /64 ([`Source`]).
     ///
     /// # Errors
     ///
@@ -100,7 +101,7 @@ impl SharedLockouts {
     pub async fn reserve(
         &self,
         policy: &PenaltyPolicy,
-        source: IpAddr,
+        source: impl Into<Source>,
         user: Option<&str>,
     ) -> Result<Result<(), Duration>, BusError> {
         let mut invocation = self.reserve.prepare_invoke();
@@ -131,7 +132,7 @@ impl SharedLockouts {
     pub async fn succeeded(
         &self,
         policy: &PenaltyPolicy,
-        source: IpAddr,
+        source: impl Into<Source>,
         user: Option<&str>,
     ) -> Result<(), BusError> {
         let mut invocation = self.give_back.prepare_invoke();
@@ -212,7 +213,8 @@ impl SharedLockouts {
     }
 }
 
-fn source_key(source: IpAddr) -> String {
+fn source_key(source: impl Into<Source>) -> String {
+    let source = source.into();
     format!("sockit:lockout:source:{source}")
 }
 

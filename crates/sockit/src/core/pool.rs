@@ -1,4 +1,5 @@
-//! A pool of units shared fairly between source addresses, with a bounded wait: the streaming
+//! A pool of units shared fairly between source addresses (an IPv6 address's /64, see
+//! [`Source`]), with a bounded wait: the streaming
 //! slots of `put`, `get` and `rename` (one unit each) and the server's memory budget (one unit
 //! per KiB held by a body in memory) are each one [`FairPool`].
 //!
@@ -16,12 +17,14 @@ use std::time::Duration;
 use tokio::sync::{OwnedSemaphorePermit, Semaphore};
 use tokio::time::{timeout_at, Instant};
 
+use crate::source::Source;
+
 /// Units shared by every source, each source up to its share.
 #[derive(Debug)]
 pub(crate) struct FairPool {
     total: Arc<Semaphore>,
     /// One semaphore of `share` units per source that holds or waits for units.
-    per_source: Mutex<HashMap<IpAddr, Arc<Semaphore>>>,
+    per_source: Mutex<HashMap<Source, Arc<Semaphore>>>,
     share: usize,
     wait: Duration,
 }
@@ -39,7 +42,7 @@ pub(crate) enum Refusal {
 #[derive(Debug)]
 pub(crate) struct PoolPermit {
     pool: Arc<FairPool>,
-    ip: IpAddr,
+    source: Source,
     /// Dropped before the source's entry is tidied away.
     held: Option<(OwnedSemaphorePermit, OwnedSemaphorePermit)>,
 }
@@ -72,7 +75,8 @@ impl FairPool {
             return Err(Refusal::Never);
         }
         let deadline = Instant::now() + self.wait;
-        let source = self.source(ip);
+        let key = Source::of(ip);
+        let source = self.source(key);
         let taken = async {
             let own = source.acquire_many_owned(units).await.ok()?;
             let total = Arc::clone(&self.total)
@@ -84,7 +88,7 @@ impl FairPool {
         let held = timeout_at(deadline, taken).await.ok().flatten();
         let permit = PoolPermit {
             pool: Arc::clone(self),
-            ip,
+            source: key,
             held,
         };
         if permit.held.is_some() {
@@ -106,29 +110,29 @@ impl FairPool {
         self.share
     }
 
-    /// The semaphore of `ip`'s share, made when the source has none.
-    fn source(&self, ip: IpAddr) -> Arc<Semaphore> {
+    /// The semaphore of `source`'s share, made when it has none.
+    fn source(&self, source: Source) -> Arc<Semaphore> {
         let mut sources = self.sources();
         let share = self.share;
         Arc::clone(
             sources
-                .entry(ip)
+                .entry(source)
                 .or_insert_with(|| Arc::new(Semaphore::new(share))),
         )
     }
 
-    /// Forgets `ip`'s share once no one holds or waits for it.
-    fn tidy(&self, ip: IpAddr) {
+    /// Forgets `source`'s share once no one holds or waits for it.
+    fn tidy(&self, source: Source) {
         let mut sources = self.sources();
         if sources
-            .get(&ip)
+            .get(&source)
             .is_some_and(|share| Arc::strong_count(share) == 1)
         {
-            sources.remove(&ip);
+            sources.remove(&source);
         }
     }
 
-    fn sources(&self) -> std::sync::MutexGuard<'_, HashMap<IpAddr, Arc<Semaphore>>> {
+    fn sources(&self) -> std::sync::MutexGuard<'_, HashMap<Source, Arc<Semaphore>>> {
         self.per_source
             .lock()
             .unwrap_or_else(PoisonError::into_inner)
@@ -162,7 +166,7 @@ impl PoolPermit {
 impl Drop for PoolPermit {
     fn drop(&mut self) {
         drop(self.held.take());
-        self.pool.tidy(self.ip);
+        self.pool.tidy(self.source);
     }
 }
 
@@ -189,6 +193,21 @@ mod tests {
         let _b2 = pool.take(ip(2), 1).await.unwrap();
         assert_eq!(pool.available(), 0);
         assert!(pool.take(ip(3), 1).await.is_err(), "the pool is empty");
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn the_addresses_of_one_ipv6_slash_64_share_one_share() {
+        let pool = FairPool::new(4, 1, Duration::from_secs(1));
+        let ip = |text: &str| text.parse::<IpAddr>().unwrap();
+        let held = pool.take(ip("2001:db8:0:1::1"), 1).await.unwrap();
+        assert!(pool.take(ip("2001:db8:0:1::2"), 1).await.is_err());
+        let _other = pool.take(ip("2001:db8:0:2::1"), 1).await.unwrap();
+        drop(held);
+        assert_eq!(
+            pool.sources_known(),
+            1,
+            "the /64's entry is forgotten with its units"
+        );
     }
 
     #[tokio::test(start_paused = true)]

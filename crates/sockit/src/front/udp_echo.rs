@@ -18,6 +18,7 @@ use tokio_util::sync::CancellationToken;
 
 use super::udp_batch::{send_all_gso_blocking, Appetite, Gso, Inbox, RECV_BATCH};
 use crate::config::UdpEchoConfig;
+use crate::source::Source;
 
 /// The receive buffer's size: the largest length a UDP header can declare, so that no datagram
 /// (IPv6 allows payloads up to 65,527 bytes) is truncated before it is echoed.
@@ -199,8 +200,9 @@ pub(crate) struct Guard {
     local: SocketAddr,
     limits: UdpEchoConfig,
     total: Bucket,
-    /// By IP address alone: forged source ports must not buy a victim more buckets.
-    sources: HashMap<IpAddr, Bucket>,
+    /// By address alone (an IPv6 address by its /64): forged source ports or addresses of one
+    /// network must not buy a victim more buckets.
+    sources: HashMap<Source, Bucket>,
     /// When the table of sources was last swept of full buckets.
     swept: Instant,
 }
@@ -223,7 +225,7 @@ impl Guard {
         }
         let cost = (len as u64).max(MIN_COST);
         let rate = self.limits.source_rate;
-        let ip = from.ip();
+        let ip = Source::of(from.ip());
         if !self.sources.contains_key(&ip) && !self.has_room_for_a_source(now) {
             return false;
         }
@@ -328,6 +330,14 @@ mod tests {
             !guard.admit(addr("127.0.0.1:40001"), 10, now),
             "another port of the same address shares its bucket"
         );
+        let v6 = addr("[2001:db8::1]:40000");
+        let answered = (0..1000).take_while(|_| guard.admit(v6, 10, now)).count();
+        assert_eq!(answered, 250);
+        assert!(
+            !guard.admit(addr("[2001:db8::ffff:2]:40000"), 10, now),
+            "another address of the same IPv6 /64 shares its bucket"
+        );
+        assert!(guard.admit(addr("[2001:db8:0:1::1]:40000"), 10, now));
         assert!(
             guard.admit(addr("127.0.0.2:40000"), 10, now),
             "another address has its own bucket"

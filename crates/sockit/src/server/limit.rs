@@ -1,4 +1,5 @@
-//! Connection limits: a total over all TCP listeners, and a share per source address.
+//! Connection limits: a total over all TCP listeners, and a share per source address (an
+//! IPv6 address's /64, see [`Source`]).
 
 use std::collections::HashMap;
 use std::net::IpAddr;
@@ -6,13 +7,15 @@ use std::sync::{Arc, Mutex, PoisonError};
 
 use tokio::sync::{OwnedSemaphorePermit, Semaphore};
 
+use crate::source::Source;
+
 /// Counts open connections, in total and per source IP.
 ///
 /// Touched once when a connection is accepted and once when it ends; never per request.
 #[derive(Debug)]
 pub(crate) struct ConnLimiter {
     slots: Arc<Semaphore>,
-    per_source: Mutex<HashMap<IpAddr, usize>>,
+    per_source: Mutex<HashMap<Source, usize>>,
     max_per_source: usize,
 }
 
@@ -26,7 +29,7 @@ pub(crate) struct ConnPermit {
 #[derive(Debug)]
 struct SourceGuard {
     limiter: Arc<ConnLimiter>,
-    ip: IpAddr,
+    source: Source,
 }
 
 impl ConnLimiter {
@@ -58,7 +61,8 @@ impl ConnLimiter {
             .per_source
             .lock()
             .unwrap_or_else(PoisonError::into_inner);
-        let count = counts.entry(ip).or_insert(0);
+        let source = Source::of(ip);
+        let count = counts.entry(source).or_insert(0);
         if *count >= self.max_per_source {
             return Err(slot);
         }
@@ -67,7 +71,7 @@ impl ConnLimiter {
             _slot: slot,
             _source: Some(SourceGuard {
                 limiter: Arc::clone(self),
-                ip,
+                source,
             }),
         })
     }
@@ -80,10 +84,10 @@ impl Drop for SourceGuard {
             .per_source
             .lock()
             .unwrap_or_else(PoisonError::into_inner);
-        if let Some(count) = counts.get_mut(&self.ip) {
+        if let Some(count) = counts.get_mut(&self.source) {
             *count -= 1;
             if *count == 0 {
-                counts.remove(&self.ip);
+                counts.remove(&self.source);
             }
         }
     }
@@ -104,6 +108,23 @@ mod tests {
         let _other = limiter.admit(limiter.slot().await, b).unwrap();
         drop(first);
         assert!(limiter.admit(limiter.slot().await, a).is_ok());
+    }
+
+    #[tokio::test]
+    async fn the_addresses_of_one_ipv6_slash_64_share_one_share() {
+        let limiter = ConnLimiter::new(10, 2);
+        let ip = |text: &str| text.parse::<IpAddr>().unwrap();
+        let _first = limiter
+            .admit(limiter.slot().await, ip("2001:db8:0:1::1"))
+            .unwrap();
+        let _second = limiter
+            .admit(limiter.slot().await, ip("2001:db8:0:1::2"))
+            .unwrap();
+        let third = limiter.admit(limiter.slot().await, ip("2001:db8:0:1:ffff::3"));
+        assert!(third.is_err(), "the same /64");
+        let _next = limiter
+            .admit(limiter.slot().await, ip("2001:db8:0:2::1"))
+            .unwrap();
     }
 
     #[tokio::test]

@@ -15,6 +15,7 @@ use std::time::Duration;
 
 use super::{Store, StoreError};
 use crate::defaults;
+use crate::source::Source;
 
 /// How many partial uploads a store keeps, and for how long.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -55,9 +56,9 @@ pub(super) struct Partials {
     active: HashSet<String>,
     /// Every partial file held, with the address that began it (`None`: it was on the disk
     /// when the store opened).
-    owners: HashMap<String, Option<IpAddr>>,
+    owners: HashMap<String, Option<Source>>,
     /// How many of `owners` each address began.
-    per_source: HashMap<IpAddr, usize>,
+    per_source: HashMap<Source, usize>,
 }
 
 impl Partials {
@@ -81,7 +82,10 @@ impl Partials {
 
     /// How many of the partials held `source` began.
     pub(super) fn held_by(&self, source: IpAddr) -> usize {
-        self.per_source.get(&source).copied().unwrap_or(0)
+        self.per_source
+            .get(&Source::of(source))
+            .copied()
+            .unwrap_or(0)
     }
 
     /// Counts `partial` as held, begun by `source`, unless it already is; refuses when that
@@ -101,6 +105,7 @@ impl Partials {
         if self.held() >= limits.max_total {
             return Err(PartialCap::Total(limits.max_total));
         }
+        let source = Source::of(source);
         self.owners.insert(partial.to_owned(), Some(source));
         *self.per_source.entry(source).or_default() += 1;
         Ok(())
@@ -204,5 +209,19 @@ mod tests {
         assert_eq!(partials.admit("a3", a, &limits), Ok(()));
         assert_eq!(partials.admit("b1", b, &limits), Ok(()));
         assert_eq!(partials.admit("b2", b, &limits), Err(PartialCap::Total(3)));
+    }
+
+    #[test]
+    fn the_addresses_of_one_ipv6_slash_64_share_one_cap() {
+        let ip = |text: &str| text.parse::<IpAddr>().unwrap();
+        let limits = limits(1, 10);
+        let mut partials = Partials::default();
+        assert_eq!(partials.admit("a", ip("2001:db8::1"), &limits), Ok(()));
+        assert_eq!(
+            partials.admit("b", ip("2001:db8::2"), &limits),
+            Err(PartialCap::PerSource(1))
+        );
+        assert_eq!(partials.admit("c", ip("2001:db8:0:1::1"), &limits), Ok(()));
+        assert_eq!(partials.held_by(ip("2001:db8::ffff")), 1);
     }
 }
