@@ -45,8 +45,8 @@ pub const MAX_PARTIALS_PER_SOURCE: usize = 32;
 pub const MAX_TRANSFERS: usize = 128;
 /// Most of those streaming slots one IP address holds or waits for (`--max-transfers-per-source`).
 pub const MAX_TRANSFERS_PER_SOURCE: usize = 16;
-/// Longest a request waits for a streaming slot or for memory before it is answered `busy`
-/// (`--queue-timeout`).
+/// Longest a request waits for a streaming slot, for memory, or for a password check's turn
+/// before it is answered `busy` (`--queue-timeout`).
 pub const QUEUE_TIMEOUT: Duration = Duration::from_secs(10);
 /// Slowest pace a transfer's body may keep, in bytes a second averaged over each
 /// [`TRANSFER_RATE_WINDOW`]; slower, it is cut (`--transfer-min-rate`, 0 for no minimum).

@@ -1,7 +1,8 @@
 //! Limits that hold under attack: the streaming slots are shared fairly between addresses, a
 //! request waits for a slot or for memory a bounded time and is then answered `busy` with
 //! `retry_after`, a transfer slower than the minimum pace is cut (in either direction) and its
-//! slot freed, and bodies held in memory count against the memory budget.
+//! slot freed, bodies held in memory count against the memory budget, and password checks
+//! run one at a time per address, waiting a bounded time.
 //!
 //! Every client connects to the server on 127.0.0.1; a second source address is 127.0.0.2,
 //! which is loopback too.
@@ -11,8 +12,9 @@ mod common;
 use std::net::{Ipv4Addr, SocketAddr};
 use std::time::{Duration, Instant};
 
-use common::{frame, send_and_read, TestServer};
+use common::{frame, read_reply, send_and_read, TestServer};
 use serde_json::{json, Value};
+use sockit::auth::users::{hash_password, Account, UsersFile};
 use sockit::ServerConfig;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::tcp::OwnedReadHalf;
@@ -392,4 +394,66 @@ async fn a_chunked_upload_that_stops_sending_frames_is_cut_at_the_pace() {
     let started = Instant::now();
     store(&server, "next", b"free slot").await;
     assert!(started.elapsed() < Duration::from_secs(2));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_flood_of_password_guesses_waits_its_turn_and_never_delays_another_address() {
+    let dir = tempfile::tempdir().unwrap();
+    let users = dir.path().join("users.toml");
+    let mut file = UsersFile::default();
+    let account = Account {
+        password: Some(hash_password("the right one").unwrap()),
+        keys: vec![],
+    };
+    file.users.insert("alice".into(), account);
+    file.save(&users).unwrap();
+    let server = TestServer::start_with(|config| {
+        config.users = Some(users);
+        config.login.penalties.free_failures = u32::MAX;
+        config.transfers.wait = Duration::from_secs(3);
+        config.max_conns_per_source = 400;
+    })
+    .await;
+    let login = |password: &str| {
+        let request = json!({"op": "login", "user": "alice", "password": password});
+        frame(&request.to_string(), b"")
+    };
+    // 200 guesses at once from 127.0.0.1: checked one at a time (some tens of ms each), so those
+    // still waiting after 3 s are answered busy instead of queueing.
+    let mut guesses = Vec::new();
+    for _ in 0..200 {
+        let mut stream = server.connect().await;
+        stream.write_all(&login("guess")).await.unwrap();
+        guesses.push(tokio::spawn(async move { read_reply(&mut stream).await.0 }));
+    }
+    // Meanwhile another address logs in without waiting behind the flood, which holds one
+    // check at a time (in one queue, it would wait for a hundred checks or more).
+    let started = Instant::now();
+    let mut other = connect_from(&server, OTHER_SOURCE).await;
+    let (reply, _) = send_and_read(&mut other, &login("the right one")).await;
+    assert_eq!(reply["ok"], true, "{reply}");
+    assert!(
+        started.elapsed() < Duration::from_secs(1),
+        "{:?}",
+        started.elapsed()
+    );
+
+    let (mut refused, mut busy) = (0, 0);
+    for guess in guesses {
+        let reply = guess.await.unwrap();
+        match reply["code"].as_str() {
+            Some("unauthorized") => refused += 1,
+            Some("busy") => {
+                assert!(reply["retry_after"].as_f64().unwrap() > 0.0, "{reply}");
+                busy += 1;
+            }
+            _ => panic!("{reply}"),
+        }
+    }
+    assert!(refused >= 1 && busy >= 1, "{refused} checked, {busy} busy");
+    // A busy guess counted nothing: the right password still works from the flooding address.
+    let mut stream = server.connect().await;
+    let (reply, _) = send_and_read(&mut stream, &login("the right one")).await;
+    assert_eq!(reply["ok"], true, "{reply}");
+    server.shutdown().await;
 }

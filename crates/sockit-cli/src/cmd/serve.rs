@@ -158,7 +158,8 @@ pub(crate) struct Args {
     /// Most streaming slots one IP address holds or waits for at once.
     #[arg(long, value_name = "N", default_value_t = defaults::MAX_TRANSFERS_PER_SOURCE)]
     max_transfers_per_source: usize,
-    /// Seconds a request waits for a streaming slot or for memory before it is refused as busy.
+    /// Seconds a request waits for a streaming slot or for memory, and a password login for its
+    /// turn at the check, before it is refused as busy.
     #[arg(long, value_name = "SECS", default_value_t = Seconds(defaults::QUEUE_TIMEOUT))]
     queue_timeout: Seconds,
     /// Slowest pace of a transfer, in bytes a second over each rate window; slower transfers

@@ -27,10 +27,11 @@ use std::time::{Duration, Instant, SystemTime};
 use ed25519_dalek::{SigningKey, VerifyingKey};
 
 use super::keys::{self, PublicKey, CHALLENGE_LEN};
-use super::password::PasswordChecker;
+use super::password::{CheckSlot, PasswordChecker};
 use super::penalty::{Penalties, PenaltyPolicy};
 use super::users::{hash_password, UsersError, UsersFile, MAX_PASSWORD};
 use crate::bus::SharedLockouts;
+use crate::core::pool::Refusal;
 use crate::source::Source;
 
 /// Most penalty records kept per table (sources, user names).
@@ -69,8 +70,12 @@ pub(crate) struct Accounts {
 }
 
 impl Accounts {
-    /// Loads the users file.
-    pub(crate) fn open(path: &Path, penalties: PenaltyPolicy) -> Result<Accounts, UsersError> {
+    /// Loads the users file; a password check waits at most `check_wait` for its turn.
+    pub(crate) fn open(
+        path: &Path,
+        penalties: PenaltyPolicy,
+        check_wait: Duration,
+    ) -> Result<Accounts, UsersError> {
         let stamp = stamp(path);
         let users = parse(UsersFile::load(path)?);
         // Only its cost matters: a match against it is never accepted.
@@ -82,7 +87,7 @@ impl Accounts {
             dummy_hash,
             // Only its cost matters: a proof is never accepted for it.
             dummy_key: SigningKey::from_bytes(&[0x5a; 32]).verifying_key(),
-            passwords: PasswordChecker::new(cores),
+            passwords: PasswordChecker::new(cores, check_wait),
             policy: penalties,
             sources: Mutex::new(Penalties::new(penalties, PENALTY_CAPACITY)),
             user_names: Mutex::new(Penalties::new(penalties, PENALTY_CAPACITY)),
@@ -189,8 +194,23 @@ impl Accounts {
         }
     }
 
-    /// Whether `password` is `user`'s. Takes one argon2 run whether or not the user exists.
-    pub(crate) async fn verify_password(&self, user: &str, password: &str) -> bool {
+    /// The turn of a password check for `source`, which runs one at a time.
+    ///
+    /// # Errors
+    ///
+    /// [`Refusal`] when no check could start within the wait.
+    pub(crate) async fn password_slot(&self, source: IpAddr) -> Result<CheckSlot, Refusal> {
+        self.passwords.slot(source).await
+    }
+
+    /// Whether `password` is `user`'s, checked in `slot`. Takes one argon2 run whether or not
+    /// the user exists.
+    pub(crate) async fn verify_password(
+        &self,
+        slot: CheckSlot,
+        user: &str,
+        password: &str,
+    ) -> bool {
         let users = self.users();
         let account = users.get(user);
         let stored = account.and_then(|account| account.password_hash.clone());
@@ -199,7 +219,7 @@ impl Accounts {
         let real = stored.is_some() && password.len() <= MAX_PASSWORD;
         let hash = stored.unwrap_or_else(|| self.dummy_hash.clone());
         let password = password.as_bytes()[..password.len().min(MAX_PASSWORD)].to_vec();
-        let verified = self.passwords.verify(password, hash).await;
+        let verified = self.passwords.verify(slot, password, hash).await;
         verified && real
     }
 
@@ -294,7 +314,7 @@ mod tests {
             },
         );
         file.save(&path).unwrap();
-        Accounts::open(&path, PenaltyPolicy::default()).unwrap()
+        Accounts::open(&path, PenaltyPolicy::default(), Duration::from_secs(10)).unwrap()
     }
 
     #[test]

@@ -189,7 +189,8 @@ pub struct TransferConfig {
     pub max_running: usize,
     /// Most streaming slots one IP address holds or waits for at once.
     pub max_per_source: usize,
-    /// Longest a request waits for a slot; then it is answered `busy` with `retry_after`.
+    /// Longest a request waits for a slot, and a password login for its turn at the check;
+    /// then it is answered `busy` with `retry_after`.
     pub wait: Duration,
     /// Slowest pace a body may keep, in bytes a second over each `rate_window`; a transfer
     /// slower than that is cut (an upload keeps what arrived for a resume). 0: no minimum.

@@ -77,6 +77,20 @@ pub(crate) async fn login(
     // guessed, so they only count against the source.
     let penalised_user = matches!(proof, Proof::Password(_)).then_some(user);
 
+    // A password check waits for its turn first (one at a time per source, a few at once in
+    // all, for at most the queue timeout): a login that gets none is `busy` and counts nothing.
+    let check_slot = match proof {
+        Proof::Password(_) => Some(accounts.password_slot(session.peer).await.map_err(
+            |refusal| {
+                OpError::busy(format!(
+                    "every password check is taken (waited {:?}); try again later",
+                    super::waited(refusal)
+                ))
+            },
+        )?),
+        Proof::Key { .. } => None,
+    };
+
     // The failure counts before the proof is checked, so guesses sent in parallel get no more
     // checks than the allowance; a success gives it back.
     if let Err(wait) = accounts.reserve_failure(session.peer, penalised_user).await {
@@ -95,17 +109,21 @@ pub(crate) async fn login(
         });
     }
 
-    let (method, verified, refusal) = match proof {
-        Proof::Password(password) => (
+    let (method, verified, refusal) = match (proof, check_slot) {
+        (Proof::Password(password), Some(slot)) => (
             "password",
-            accounts.verify_password(user, password).await,
+            accounts.verify_password(slot, user, password).await,
             "wrong user name or password",
         ),
-        Proof::Key {
-            key,
-            signature,
-            challenge,
-        } => (
+        (Proof::Password(_), None) => unreachable!("a password login has its check slot"),
+        (
+            Proof::Key {
+                key,
+                signature,
+                challenge,
+            },
+            _,
+        ) => (
             "key",
             accounts.verify_key(user, key, &challenge, signature),
             "key not accepted for this user name",

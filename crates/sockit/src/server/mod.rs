@@ -130,7 +130,8 @@ impl Server {
         let bus = config.bus.as_ref().map(Bus::new).transpose()?;
         let accounts = match &config.users {
             Some(path) => {
-                let mut accounts = Accounts::open(path, config.login.penalties)?;
+                let mut accounts =
+                    Accounts::open(path, config.login.penalties, config.transfers.wait)?;
                 if let Some(bus) = &bus {
                     accounts.share_lockouts(bus.lockouts());
                 }
