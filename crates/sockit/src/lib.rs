@@ -32,6 +32,7 @@ pub mod connection;
 mod core;
 pub mod defaults;
 mod front;
+mod rate;
 pub mod server;
 pub mod source;
 pub mod store;

@@ -30,6 +30,7 @@ use super::link::{Presence, RoomLine, Roster};
 pub use super::member::MemberId;
 use super::member::{MemberIds, MemberMap};
 use crate::defaults;
+use crate::rate::TokenBucket;
 
 pub use super::line::MAX_LINE;
 use super::line::{parse_line, Line};
@@ -83,40 +84,12 @@ pub struct Outgoing {
     pub line: Arc<str>,
 }
 
-/// A token bucket: `rate` tokens a second, at most `burst`.
-#[derive(Debug, Clone)]
-struct Bucket {
-    tokens: f64,
-    updated: Instant,
-}
-
-impl Bucket {
-    fn full(burst: f64, now: Instant) -> Bucket {
-        Bucket {
-            tokens: burst,
-            updated: now,
-        }
-    }
-
-    fn take(&mut self, rate: f64, burst: f64, now: Instant) -> bool {
-        let elapsed = now.saturating_duration_since(self.updated).as_secs_f64();
-        self.tokens = (self.tokens + elapsed * rate).min(burst);
-        self.updated = now;
-        if self.tokens >= 1.0 {
-            self.tokens -= 1.0;
-            true
-        } else {
-            false
-        }
-    }
-}
-
 #[derive(Debug)]
 struct Member {
     name: String,
     room: Arc<str>,
     last_seen: Instant,
-    bucket: Bucket,
+    bucket: TokenBucket,
     warned: bool,
 }
 
@@ -126,7 +99,7 @@ pub struct Rooms {
     config: RoomConfig,
     members: MemberMap<Member>,
     ids: MemberIds,
-    joins: Bucket,
+    joins: TokenBucket,
     /// Who is in the rooms on other servers.
     others: Arc<Roster>,
     /// Counts changes of who is here, and where, under which name.
@@ -156,7 +129,7 @@ impl Rooms {
             config,
             members: MemberMap::default(),
             ids: MemberIds::default(),
-            joins: Bucket::full(config.join_rate * 10.0, now),
+            joins: TokenBucket::full(config.join_rate * 10.0, now),
             others: Arc::default(),
             presence_version: 0,
             echo_to_console: false,
@@ -315,7 +288,7 @@ impl Rooms {
         }
         let (config, member) = (self.config, self.members.get_mut(&from).expect("joined"));
         member.last_seen = now;
-        if !member.bucket.take(config.rate, config.burst, now) {
+        if !member.bucket.take(1.0, config.rate, config.burst, now) {
             if !std::mem::replace(&mut member.warned, true) {
                 reply(fx, from, "! slow down: lines are being dropped");
             }
@@ -344,7 +317,7 @@ impl Rooms {
     fn join(&mut self, from: MemberId, name: String, now: Instant, fx: &mut Effects) -> bool {
         let burst = self.config.join_rate * 10.0;
         if self.members.len() >= self.config.max_members
-            || !self.joins.take(self.config.join_rate, burst, now)
+            || !self.joins.take(1.0, self.config.join_rate, burst, now)
         {
             reply(fx, from, "! room full");
             return false;
@@ -354,7 +327,7 @@ impl Rooms {
             name,
             room: Arc::clone(&room),
             last_seen: now,
-            bucket: Bucket::full(self.config.burst, now),
+            bucket: TokenBucket::full(self.config.burst, now),
             warned: false,
         };
         let notice = format!("* {} joined", member.name);

@@ -18,6 +18,7 @@ use tokio_util::sync::CancellationToken;
 
 use super::udp_batch::{send_all_gso_blocking, Appetite, Gso, Inbox, RECV_BATCH};
 use crate::config::UdpEchoConfig;
+use crate::rate::TokenBucket;
 use crate::source::Source;
 
 /// The receive buffer's size: the largest length a UDP header can declare, so that no datagram
@@ -152,41 +153,33 @@ fn is_one_host(ip: IpAddr) -> bool {
     }
 }
 
-/// A token bucket of bytes: `rate` a second, holding at most [`BURST`]'s worth.
+/// A [`TokenBucket`] of bytes: `rate` a second, holding at most [`BURST`]'s worth.
 #[derive(Debug, Clone, Copy)]
-struct Bucket {
-    tokens: f64,
-    updated: Instant,
-}
+struct Bucket(TokenBucket);
 
 impl Bucket {
     fn full(rate: u64, now: Instant) -> Bucket {
-        Bucket {
-            tokens: capacity(rate),
-            updated: now,
-        }
+        Bucket(TokenBucket::full(capacity(rate), now))
     }
 
     /// Adds what `rate` earned since the last update.
     fn refill(&mut self, rate: u64, now: Instant) {
-        let elapsed = now.saturating_duration_since(self.updated).as_secs_f64();
-        self.tokens = (self.tokens + elapsed * rate as f64).min(capacity(rate));
-        self.updated = now;
+        self.0.refill(rate as f64, capacity(rate), now);
     }
 
     /// Whether `cost` can be paid now. A full bucket pays for any one datagram, going into
     /// debt for what is over its capacity, so that a datagram larger than a burst is still
     /// answered, and the rate over time holds all the same.
     fn has(&self, cost: u64, rate: u64) -> bool {
-        self.tokens >= cost as f64 || self.is_full(rate)
+        self.0.tokens() >= cost as f64 || self.is_full(rate)
     }
 
     fn take(&mut self, cost: u64) {
-        self.tokens -= cost as f64;
+        self.0.spend(cost as f64);
     }
 
     fn is_full(&self, rate: u64) -> bool {
-        self.tokens >= capacity(rate)
+        self.0.tokens() >= capacity(rate)
     }
 }
 
