@@ -31,6 +31,7 @@
 //!
 //! The methods here block (file-system calls); async callers run them on the blocking pool.
 
+mod append;
 mod bookdir;
 mod list;
 mod name;
@@ -47,12 +48,13 @@ use std::time::{SystemTime, UNIX_EPOCH};
 use serde::{Deserialize, Serialize};
 use sockit_proto::ErrorCode;
 
-use crate::transfer::{hash_prefix, BodySink, Writeback};
+use crate::transfer::{hash_prefix, BodySink};
 
 pub use list::{ListPage, MAX_LIST_ENTRIES, MAX_LIST_PAGE_BYTES};
 pub use name::{FileName, NameError, BOOKKEEPING_DIR, MAX_NAME_LEN};
 pub use partial::{PartialCap, PartialLimits};
 
+use append::Appender;
 use bookdir::BookDir;
 use nix::fcntl::OFlag;
 use partial::{Claim, Partials};
@@ -319,12 +321,12 @@ impl Store {
         }
         file.set_len(offset)?;
         let hasher = hash_prefix(&mut file, offset)?;
+        let direct = self.open_direct(&partial, &file);
         let upload = Upload {
             store: Arc::clone(self),
             name,
             partial,
-            writeback: Writeback::start(&file, offset)?,
-            file,
+            appender: Appender::new(file, direct, offset)?,
             offset,
             received: 0,
             expected: Some(length - offset),
@@ -352,8 +354,9 @@ impl Store {
     ) -> Result<Upload, StoreError> {
         self.refuse_taken(&name, overwrite)?;
         let (partial, file, claim) = self.create_stream_partial(&name, source)?;
-        let writeback = match Writeback::start(&file, 0) {
-            Ok(writeback) => writeback,
+        let direct = self.open_direct(&partial, &file);
+        let appender = match Appender::new(file, direct, 0) {
+            Ok(appender) => appender,
             Err(err) => {
                 let _ = self.partial_dir.remove(&partial);
                 return Err(err.into());
@@ -363,8 +366,7 @@ impl Store {
             store: Arc::clone(self),
             name,
             partial,
-            writeback,
-            file,
+            appender,
             offset: 0,
             received: 0,
             expected: None,
@@ -655,6 +657,18 @@ impl Store {
         Ok(file)
     }
 
+    /// The partial `partial`, open as `file`, opened again for direct writes: `None` when the
+    /// file system refuses `O_DIRECT`, or when the name no longer leads to `file`.
+    fn open_direct(&self, partial: &str, file: &File) -> Option<File> {
+        use std::os::unix::fs::MetadataExt;
+        let direct = self
+            .partial_dir
+            .open_file(partial, OFlag::O_WRONLY | OFlag::O_DIRECT)
+            .ok()?;
+        let (a, b) = (file.metadata().ok()?, direct.metadata().ok()?);
+        (a.dev() == b.dev() && a.ino() == b.ino()).then_some(direct)
+    }
+
     /// Deletes a partial upload; a failure is logged, and the sweep of expired partials
     /// retries.
     fn remove_partial(&self, partial: &str) {
@@ -711,8 +725,8 @@ pub struct Upload {
     name: FileName,
     /// The partial file's name in the partial directory.
     partial: String,
-    file: File,
-    writeback: Writeback,
+    /// Writes the bytes to the partial file.
+    appender: Appender,
     /// Where in the file this upload began: the bytes held before it.
     offset: u64,
     received: u64,
@@ -743,9 +757,8 @@ impl Upload {
                 .is_none_or(|remaining| chunk.len() as u64 <= remaining),
             "upload chunk past the declared length"
         );
-        self.file.write_all(chunk)?;
+        self.appender.write(chunk)?;
         self.received += chunk.len() as u64;
-        self.writeback.wrote_to(self.offset + self.received);
         Ok(())
     }
 
@@ -780,7 +793,8 @@ impl Upload {
             self.discard();
             return Err(err);
         }
-        self.file.sync_all()?;
+        self.appender.flush()?;
+        self.appender.file().sync_all()?;
         let target = self.store.root.join(self.name.as_str());
         if overwrite {
             if let Err(err) = self.replace(&target) {
@@ -804,7 +818,7 @@ impl Upload {
         self.store.sync_root()?;
         // This upload's own file, as it is now under its name (the moves changed its change
         // time); by now the name may already be another upload's.
-        let meta = self.file.metadata()?;
+        let meta = self.appender.file().metadata()?;
         self.store.record_hash(&self.name, &meta, &hash);
         Ok(file_info(self.name.as_str(), &meta))
     }
@@ -842,10 +856,17 @@ impl Upload {
 
 impl Drop for Upload {
     /// Deletes a streamed upload's partial, and any partial left without data: an upload
-    /// that ends before its first byte leaves nothing behind.
+    /// that ends before its first byte leaves nothing behind. A resumable partial that stays
+    /// gets every byte received, for the resume to start after them.
     fn drop(&mut self) {
-        if !self.settled && (self.delete_on_drop || self.offset + self.received == 0) {
+        if self.settled {
+            return;
+        }
+        if self.delete_on_drop || self.offset + self.received == 0 {
             self.store.remove_partial(&self.partial);
+        } else if let Err(err) = self.appender.flush() {
+            // The partial keeps what reached it; a resume starts from its length.
+            tracing::warn!(partial = self.partial, %err, "partial upload not completed on disk");
         }
     }
 }
@@ -1092,7 +1113,9 @@ mod tests {
         assert_eq!(upload.remaining(), Some(10));
         upload.write(b"0123").unwrap();
         hasher.update(b"0123");
-        assert_eq!(store.partial_held(&file, 10), 4);
+        // Bytes may wait in the direct-write buffer until the upload ends: held is at most
+        // what was received.
+        assert!(store.partial_held(&file, 10) <= 4);
         assert!(
             store.stat(&file).unwrap().is_none(),
             "visible before it is whole"
@@ -1273,13 +1296,14 @@ mod tests {
             held[1].exists(),
             "a partial within its time-to-live was swept"
         );
-        assert_eq!(
-            store.partial_held(&name("busy"), 10),
-            4,
+        assert!(
+            store.partial_path(&name("busy"), 10).exists(),
             "an upload in progress was swept"
         );
         assert_eq!(store.partial_held(&name("young"), 10), 4);
         drop(busy);
+        assert_eq!(store.partial_held(&name("busy"), 10), 4, "kept whole");
+        set_modified(&store.partial_path(&name("busy"), 10), now - ttl * 2);
         assert_eq!(
             store.sweep_expired_partials().unwrap(),
             1,
