@@ -320,3 +320,39 @@ async fn a_websocket_that_stops_reading_loses_lines_and_holds_up_no_one() {
     );
     server.shutdown().await;
 }
+
+#[tokio::test]
+async fn a_silent_websocket_is_closed_after_the_idle_timeout_and_leaves_the_room() {
+    let server = TestServer::start_with(|config| {
+        config.add_listener(ServiceKind::Chat, "127.0.0.1:0".parse().unwrap());
+        config.add_listener(ServiceKind::Http, "127.0.0.1:0".parse().unwrap());
+        config.idle_timeout = Duration::from_secs(1);
+    })
+    .await;
+    let udp = Udp::join(&server).await;
+    let (mut ws, web_addr) = websocket(&server).await;
+    ws_say(&mut ws, "hi").await;
+    assert_eq!(udp.recv().await.unwrap(), format!("* {web_addr} joined\n"));
+    assert_eq!(udp.recv().await.unwrap(), format!("<{web_addr}> hi\n"));
+
+    // Silent from now on (it would answer pings, but they come every 30 s): closed after the
+    // idle timeout, not at the next ping.
+    let started = std::time::Instant::now();
+    let closed = tokio::time::timeout(Duration::from_secs(5), async {
+        loop {
+            match ws.next().await {
+                Some(Ok(Message::Close(_))) | None | Some(Err(_)) => return,
+                Some(Ok(_)) => {}
+            }
+        }
+    })
+    .await;
+    assert!(closed.is_ok(), "closed within 5 s");
+    let waited = started.elapsed();
+    assert!(
+        waited >= Duration::from_millis(800),
+        "closed after {waited:?}"
+    );
+    assert_eq!(udp.recv().await.unwrap(), format!("* {web_addr} left\n"));
+    server.shutdown().await;
+}
