@@ -240,3 +240,119 @@ async fn a_cross_site_websocket_is_refused() {
     }
     server.shutdown().await;
 }
+
+/// A WebSocket whose socket takes in only a few KiB before the server must wait: the server's
+/// send buffer and the socket's hold what a member that stops reading leaves unread.
+async fn websocket_with_small_window(server: &TestServer) -> Ws {
+    let addr = server.addr(ServiceKind::Http);
+    let socket = socket2::Socket::new(socket2::Domain::IPV4, socket2::Type::STREAM, None).unwrap();
+    socket.set_recv_buffer_size(4096).unwrap();
+    socket.connect(&addr.into()).unwrap();
+    socket.set_nonblocking(true).unwrap();
+    let stream = TcpStream::from_std(socket.into()).unwrap();
+    let (ws, _) =
+        tokio_tungstenite::client_async(format!("ws://{addr}/chat"), MaybeTlsStream::Plain(stream))
+            .await
+            .unwrap();
+    ws
+}
+
+#[tokio::test]
+async fn a_websocket_that_stops_reading_loses_lines_and_holds_up_no_one() {
+    let server = server(RoomConfig {
+        rate: 1e6,
+        burst: 1e6,
+        ..RoomConfig::default()
+    })
+    .await;
+    let (mut reader, _) = websocket(&server).await;
+    let mut stalled = websocket_with_small_window(&server).await;
+    let (mut sender, _) = websocket(&server).await;
+    for (ws, name) in [
+        (&mut reader, "reader"),
+        (&mut stalled, "stalled"),
+        (&mut sender, "sender"),
+    ] {
+        ws_say(ws, &format!("/nick {name}")).await;
+        while ws_line(ws).await.unwrap() != format!("* you are now {name}\n") {}
+    }
+
+    // 12 MB in bursts of 50 lines of 4,000 bytes, each burst less than a member's backlog,
+    // and each taken by the reader, all of it and in order, before the next. The member that
+    // stopped reading has far less room than that.
+    const BURSTS: usize = 60;
+    const PER_BURST: usize = 50;
+    let line = |n: usize| format!("{n:05} {}", "x".repeat(3994));
+    for burst in 0..BURSTS {
+        for n in burst * PER_BURST..(burst + 1) * PER_BURST {
+            sender.feed(Message::text(line(n))).await.unwrap();
+        }
+        sender.flush().await.unwrap();
+        for n in burst * PER_BURST..(burst + 1) * PER_BURST {
+            let heard = loop {
+                let heard = ws_line(&mut reader)
+                    .await
+                    .expect("every line reaches the reader");
+                if heard.starts_with("<sender> ") {
+                    break heard;
+                }
+            };
+            assert!(heard == format!("<sender> {}\n", line(n)), "line {n}");
+        }
+    }
+
+    // What reached the member that stopped reading: lines in order, with the ones that found
+    // its queue full missing, and it is still connected.
+    let mut heard = Vec::new();
+    while let Some(text) = ws_line_within(&mut stalled, Duration::from_millis(500)).await {
+        if let Some(rest) = text.strip_prefix("<sender> ") {
+            assert_eq!(rest.len(), 4001, "whole lines");
+            heard.push(rest[..5].parse::<usize>().unwrap());
+        }
+    }
+    assert!(!heard.is_empty());
+    assert!(heard.len() < BURSTS * PER_BURST, "{} lines", heard.len());
+    assert!(heard.windows(2).all(|pair| pair[0] < pair[1]), "in order");
+    ws_say(&mut stalled, "still here").await;
+    assert_eq!(
+        ws_line(&mut reader).await.unwrap(),
+        "<stalled> still here\n"
+    );
+    server.shutdown().await;
+}
+
+#[tokio::test]
+async fn a_silent_websocket_is_closed_after_the_idle_timeout_and_leaves_the_room() {
+    let server = TestServer::start_with(|config| {
+        config.add_listener(ServiceKind::Chat, "127.0.0.1:0".parse().unwrap());
+        config.add_listener(ServiceKind::Http, "127.0.0.1:0".parse().unwrap());
+        config.idle_timeout = Duration::from_secs(1);
+    })
+    .await;
+    let udp = Udp::join(&server).await;
+    let (mut ws, web_addr) = websocket(&server).await;
+    ws_say(&mut ws, "hi").await;
+    assert_eq!(udp.recv().await.unwrap(), format!("* {web_addr} joined\n"));
+    assert_eq!(udp.recv().await.unwrap(), format!("<{web_addr}> hi\n"));
+
+    // Silent from now on (it would answer pings, but they come every 30 s): closed after the
+    // idle timeout, not at the next ping.
+    let started = std::time::Instant::now();
+    let closed = tokio::time::timeout(Duration::from_secs(5), async {
+        loop {
+            match ws.next().await {
+                Some(Ok(Message::Close(_))) | None | Some(Err(_)) => return,
+                Some(Ok(_)) => {}
+            }
+        }
+    })
+    .await;
+    assert!(closed.is_ok(), "closed within 5 s");
+    let waited = started.elapsed();
+    assert!(
+        waited >= Duration::from_millis(800),
+        "closed after {waited:?}"
+    );
+    assert_eq!(udp.recv().await.unwrap(), format!("* {web_addr} left\n"));
+    server.shutdown().await;
+}

@@ -7,13 +7,14 @@
 //! [`HubMembers`]: it waits on [`HubMembers::next`] beside its socket and its host, applies
 //! each event to the rules like a datagram, and hands every [`Effects`] to
 //! [`HubMembers::deliver`] as well as to its own members. A member's lines out go into a
-//! bounded queue that the room never waits on: a peer that does not read loses lines, and the
-//! room goes on.
+//! queue bounded in lines and in bytes ([`MEMBER_BACKLOG`], [`MEMBER_BACKLOG_BYTES`]), as a
+//! socket's buffer is, that the room never waits on: a peer that does not read loses lines, and
+//! the room goes on.
 //!
 //! When there is no UDP room, [`serve_alone`] is the room task.
 
 use std::collections::HashMap;
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use std::sync::Arc;
 
 use tokio::sync::mpsc;
@@ -23,7 +24,12 @@ use crate::chat::room::{Effects, MemberId, Rooms};
 use crate::chat::{now, RoomHost, RoomLink};
 
 /// Lines waiting for one hub member before more are dropped.
-pub(crate) const MEMBER_BACKLOG: usize = 256;
+pub(crate) const MEMBER_BACKLOG: usize = 4096;
+/// Bytes of lines waiting for one hub member before more are dropped: what a peer that does
+/// not read can hold in memory (lines shared with other members counted for each). Enough for
+/// a quarter of a second of a busy room (20,000 short lines a second), so that a reader the
+/// machine did not run for a moment loses nothing.
+pub(crate) const MEMBER_BACKLOG_BYTES: usize = 256 * 1024;
 /// Events waiting for the room task before their senders wait.
 const EVENT_BACKLOG: usize = 1024;
 
@@ -34,7 +40,7 @@ pub(crate) enum Event {
     Open {
         key: u64,
         name: String,
-        lines: mpsc::Sender<Arc<str>>,
+        lines: LinesIn,
     },
     /// One line from the peer.
     Line { key: u64, data: Vec<u8> },
@@ -51,41 +57,114 @@ pub(crate) struct ChatHub {
     keys: Arc<AtomicU64>,
 }
 
-/// One peer's place in the room, from its connection's side. Dropped, the peer leaves.
+/// One peer's place in the room, from its connection's side: its way in and its lines out,
+/// which a connection may hand to two tasks (one reading the peer, one writing to it).
 #[derive(Debug)]
 pub(crate) struct HubMember {
+    /// The peer's lines and signs of life to the room. Dropped, the peer leaves.
+    pub(crate) voice: HubVoice,
+    /// The room's lines for this peer, each ending in `\n`.
+    pub(crate) lines: HubLines,
+}
+
+/// The room's lines on their way to one hub peer, from the peer's side.
+#[derive(Debug)]
+pub(crate) struct HubLines {
+    lines: mpsc::Receiver<Arc<str>>,
+    /// Bytes of the lines in `lines`.
+    queued: Arc<AtomicUsize>,
+}
+
+/// The same queue from the room's side.
+#[derive(Debug)]
+pub(crate) struct LinesIn {
+    lines: mpsc::Sender<Arc<str>>,
+    queued: Arc<AtomicUsize>,
+}
+
+/// A queue of lines for one peer, bounded by [`MEMBER_BACKLOG`] and [`MEMBER_BACKLOG_BYTES`].
+fn lines_queue() -> (LinesIn, HubLines) {
+    let (lines, incoming) = mpsc::channel(MEMBER_BACKLOG);
+    let queued = Arc::new(AtomicUsize::new(0));
+    let sender = LinesIn {
+        lines,
+        queued: Arc::clone(&queued),
+    };
+    (
+        sender,
+        HubLines {
+            lines: incoming,
+            queued,
+        },
+    )
+}
+
+impl LinesIn {
+    /// Queues `line` unless the queue is full, in lines or in bytes: then the line is dropped.
+    /// Never waits.
+    fn offer(&self, line: &Arc<str>) {
+        let len = line.len();
+        // Counted before it is queued, so that the peer never takes away more than was added.
+        let before = self.queued.fetch_add(len, Ordering::Relaxed);
+        if before + len > MEMBER_BACKLOG_BYTES || self.lines.try_send(Arc::clone(line)).is_err() {
+            self.queued.fetch_sub(len, Ordering::Relaxed);
+        }
+    }
+}
+
+impl HubLines {
+    /// Waits for lines, then takes those waiting, up to `limit`, onto the end of `into`; 0
+    /// when the room is gone. Cancel-safe.
+    pub(crate) async fn recv_many(&mut self, into: &mut Vec<Arc<str>>, limit: usize) -> usize {
+        let from = into.len();
+        let taken = self.lines.recv_many(into, limit).await;
+        let bytes: usize = into[from..].iter().map(|line| line.len()).sum();
+        self.queued.fetch_sub(bytes, Ordering::Relaxed);
+        taken
+    }
+
+    /// The next line if one is waiting.
+    #[cfg(test)]
+    fn try_recv(&mut self) -> Option<Arc<str>> {
+        let line = self.lines.try_recv().ok()?;
+        self.queued.fetch_sub(line.len(), Ordering::Relaxed);
+        Some(line)
+    }
+}
+
+/// A hub peer's way in to the room. Dropped, the peer leaves.
+#[derive(Debug)]
+pub(crate) struct HubVoice {
     key: u64,
     events: mpsc::Sender<Event>,
-    /// The room's lines for this peer, each ending in `\n`.
-    pub(crate) lines: mpsc::Receiver<Arc<str>>,
 }
 
 impl ChatHub {
     /// A peer named `name` (until it says `/nick`) takes part; `None` when the room is gone.
     pub(crate) async fn connect(&self, name: String) -> Option<HubMember> {
         let key = self.keys.fetch_add(1, Ordering::Relaxed);
-        let (lines, incoming) = mpsc::channel(MEMBER_BACKLOG);
+        let (lines, incoming) = lines_queue();
         self.events
             .send(Event::Open { key, name, lines })
             .await
             .ok()?;
         Some(HubMember {
-            key,
-            events: self.events.clone(),
+            voice: HubVoice {
+                key,
+                events: self.events.clone(),
+            },
             lines: incoming,
         })
     }
 }
 
-impl HubMember {
+impl HubVoice {
     /// Hands one line from the peer to the room; `false` when the room is gone.
     pub(crate) async fn say(&self, data: Vec<u8>) -> bool {
         let key = self.key;
         self.events.send(Event::Line { key, data }).await.is_ok()
     }
-}
 
-impl HubMember {
     /// Tells the room the peer is still there, so that a member who only listens is not
     /// dropped as silent; never waits (a room too busy to hear it now will hear the next).
     pub(crate) fn alive(&self) {
@@ -93,7 +172,7 @@ impl HubMember {
     }
 }
 
-impl Drop for HubMember {
+impl Drop for HubVoice {
     fn drop(&mut self) {
         let key = self.key;
         if self.events.try_send(Event::Close { key }).is_err() {
@@ -112,7 +191,7 @@ impl Drop for HubMember {
 #[derive(Debug)]
 struct Peer {
     name: String,
-    lines: mpsc::Sender<Arc<str>>,
+    lines: LinesIn,
     /// Its member id while it is a member (or is being answered as a newcomer).
     id: Option<MemberId>,
 }
@@ -210,7 +289,7 @@ impl HubMembers {
                 continue;
             };
             // A full queue: the peer is not reading; the line is dropped, never waited for.
-            let _ = peer.lines.try_send(Arc::clone(&out.line));
+            peer.lines.offer(&out.line);
         }
         for id in &fx.gone {
             if let Some(key) = self.keys.remove(id) {
@@ -267,8 +346,8 @@ mod tests {
         let (hub, mut members) = hub();
         let mut talker = hub.connect("talker".into()).await.unwrap();
         let mut listener = hub.connect("listener".into()).await.unwrap();
-        assert!(listener.say(b"hi".to_vec()).await);
-        assert!(talker.say(b"hello".to_vec()).await);
+        assert!(listener.voice.say(b"hi".to_vec()).await);
+        assert!(talker.voice.say(b"hello".to_vec()).await);
         apply_waiting(&mut members, &mut rooms);
         assert_eq!(
             listener.lines.try_recv().unwrap().as_ref(),
@@ -282,8 +361,8 @@ mod tests {
         // The listener only answers pings; the talker keeps talking.
         for _ in 0..4 {
             tokio::time::advance(Duration::from_secs(2)).await;
-            listener.alive();
-            assert!(talker.say(b"still here".to_vec()).await);
+            listener.voice.alive();
+            assert!(talker.voice.say(b"still here".to_vec()).await);
             apply_waiting(&mut members, &mut rooms);
             let fx = rooms.expire(now());
             assert!(fx.gone.is_empty(), "{fx:?}");
@@ -294,9 +373,57 @@ mod tests {
         apply_waiting(&mut members, &mut rooms);
         assert_eq!(rooms.len(), 1);
         let mut heard = Vec::new();
-        while let Ok(line) = talker.lines.try_recv() {
+        while let Some(line) = talker.lines.try_recv() {
             heard.push(line.to_string());
         }
         assert_eq!(heard.last().map(String::as_str), Some("* listener left\n"));
+    }
+
+    #[tokio::test]
+    async fn a_peer_that_does_not_read_loses_lines_past_its_backlog_of_bytes_and_no_more() {
+        let config = RoomConfig {
+            rate: 1e6,
+            burst: 1e6,
+            ..RoomConfig::default()
+        };
+        let mut rooms = Rooms::new(config, now());
+        let (hub, mut members) = hub();
+        let talker = hub.connect("talker".into()).await.unwrap();
+        let mut reader = hub.connect("reader".into()).await.unwrap();
+        assert!(reader.voice.say(b"/nick reader".to_vec()).await);
+        assert!(talker.voice.say(b"/nick talker".to_vec()).await);
+        apply_waiting(&mut members, &mut rooms);
+        let mut batch = Vec::new();
+        reader.lines.recv_many(&mut batch, MEMBER_BACKLOG).await;
+        assert_eq!(reader.lines.queued.load(Ordering::Relaxed), 0);
+
+        // 100 lines of 3,000 bytes, relayed as `<talker> N xxx…\n`: the reader takes none.
+        let said = |n: usize| format!("{n:03} {}", "x".repeat(2996));
+        let relayed_len = "<talker> ".len() + 3000 + 1;
+        for n in 0..100 {
+            assert!(talker.voice.say(said(n).into_bytes()).await);
+        }
+        apply_waiting(&mut members, &mut rooms);
+        let fits = MEMBER_BACKLOG_BYTES / relayed_len;
+        assert!(fits < 100);
+        assert_eq!(
+            reader.lines.queued.load(Ordering::Relaxed),
+            fits * relayed_len
+        );
+        batch.clear();
+        assert_eq!(reader.lines.recv_many(&mut batch, 1000).await, fits);
+        for (n, line) in batch.iter().enumerate() {
+            assert_eq!(line.as_ref(), format!("<talker> {}\n", said(n)));
+        }
+        assert_eq!(reader.lines.queued.load(Ordering::Relaxed), 0);
+
+        // Taken, the lines make room again: the next one is queued.
+        assert!(talker.voice.say(said(100).into_bytes()).await);
+        apply_waiting(&mut members, &mut rooms);
+        assert_eq!(
+            reader.lines.try_recv().unwrap().as_ref(),
+            format!("<talker> {}\n", said(100))
+        );
+        assert!(reader.lines.try_recv().is_none());
     }
 }
