@@ -311,3 +311,42 @@ async fn with_accounts_a_download_needs_the_session_cookie() {
     assert_eq!((served.status, served.body.as_slice()), (200, &b"abc"[..]));
     server.shutdown().await;
 }
+
+#[tokio::test]
+async fn a_resume_of_a_file_replaced_meanwhile_gets_the_whole_new_file() {
+    let server = web_server().await;
+    let addr = server.addr(ServiceKind::Http);
+    std::fs::write(server.root().join("doc.bin"), content(10_000)).unwrap();
+    let get = |extra: String| async move {
+        let mut stream = connect(addr).await;
+        let request = format!("GET /files/doc.bin HTTP/1.1\r\nHost: t\r\n{extra}\r\n");
+        stream
+            .get_mut()
+            .write_all(request.as_bytes())
+            .await
+            .unwrap();
+        next_answer(&mut stream).await
+    };
+    let first = get(String::new()).await;
+    let etag = first.field("etag").unwrap().to_owned();
+    let date = first.field("last-modified").unwrap().to_owned();
+    assert!(date.ends_with(" GMT"), "{date}");
+
+    // The same file: the range, by its tag or its date.
+    for validator in [&etag, &date] {
+        let part = get(format!("Range: bytes=100-\r\nIf-Range: {validator}\r\n")).await;
+        assert_eq!(part.status, 206, "{validator}");
+        assert_eq!(part.body, content(10_000)[100..]);
+    }
+
+    // Replaced (another length and content, a later date): the whole new file, not its tail.
+    tokio::time::sleep(Duration::from_millis(1100)).await;
+    let new: Vec<u8> = content(12_000).into_iter().map(|b| b ^ 0x5a).collect();
+    std::fs::write(server.root().join("doc.bin"), &new).unwrap();
+    for validator in [&etag, &date, &format!("W/{etag}")] {
+        let whole = get(format!("Range: bytes=100-\r\nIf-Range: {validator}\r\n")).await;
+        assert_eq!(whole.status, 200, "{validator}");
+        assert!(whole.body == new, "{validator}: the whole new file");
+    }
+    server.shutdown().await;
+}

@@ -9,6 +9,7 @@
 //! leaves nothing, not even a partial.
 
 use std::borrow::Cow;
+use std::time::{Duration, UNIX_EPOCH};
 
 use axum::body::Body;
 use axum::extract::{Path, Query, State};
@@ -128,6 +129,26 @@ fn requested_span(headers: &HeaderMap, length: u64) -> Option<Result<Span, ()>> 
     Some(Ok(span))
 }
 
+/// Whether a `Range` may be served: yes without `If-Range`; with one, only if it names the file
+/// as it is now, by its entity tag (compared strongly: a weak tag never matches) or by its
+/// exact modification date (RFC 9110 §13.1.5). A client resuming a download of a file that was
+/// replaced meanwhile then gets the whole new file, never its tail glued to the old file's
+/// head.
+fn range_still_applies(headers: &HeaderMap, etag: &str, last_modified: Option<&str>) -> bool {
+    let Some(if_range) = headers.get(header::IF_RANGE) else {
+        return true;
+    };
+    let Ok(if_range) = if_range.to_str() else {
+        return false;
+    };
+    let if_range = if_range.trim();
+    if if_range.starts_with('"') || if_range.starts_with("W/") {
+        if_range == etag
+    } else {
+        last_modified == Some(if_range)
+    }
+}
+
 /// `GET /files/<name>`: the stored file, `206` with the span of a `Range`, `404` if absent.
 /// Asked through [`zero_copy`](super::zero_copy), the opened file is left in its slot, to be
 /// sent with `sendfile`, and the body is empty.
@@ -149,7 +170,15 @@ pub(super) async fn download(
     };
     let length = reply.length;
     let etag = format!("\"{}\"", reply.hash);
-    let (status, span) = match requested_span(&headers, length) {
+    let last_modified = reply
+        .modified
+        .map(|secs| httpdate::fmt_http_date(UNIX_EPOCH + Duration::from_secs(secs)));
+    let range = if range_still_applies(&headers, &etag, last_modified.as_deref()) {
+        requested_span(&headers, length)
+    } else {
+        None // the file changed since the client's copy began: all of it
+    };
+    let (status, span) = match range {
         None => (
             StatusCode::OK,
             Span {
@@ -193,6 +222,9 @@ pub(super) async fn download(
     headers.insert(header::ACCEPT_RANGES, HeaderValue::from_static("bytes"));
     if let Ok(etag) = HeaderValue::from_str(&etag) {
         headers.insert(header::ETAG, etag);
+    }
+    if let Some(Ok(date)) = last_modified.map(HeaderValue::try_from) {
+        headers.insert(header::LAST_MODIFIED, date);
     }
     if status == StatusCode::PARTIAL_CONTENT {
         let last = span.start + span.len - 1;
@@ -313,6 +345,26 @@ mod tests {
         let mut headers = HeaderMap::new();
         headers.insert(header::RANGE, HeaderValue::from_str(range).unwrap());
         requested_span(&headers, length)
+    }
+
+    #[test]
+    fn if_range_keeps_the_range_only_for_the_same_file() {
+        let etag = "\"abc\"";
+        let date = "Wed, 02 Dec 2026 04:27:15 GMT";
+        let applies = |if_range: Option<&str>| {
+            let mut headers = HeaderMap::new();
+            if let Some(value) = if_range {
+                headers.insert(header::IF_RANGE, HeaderValue::from_str(value).unwrap());
+            }
+            range_still_applies(&headers, etag, Some(date))
+        };
+        assert!(applies(None));
+        assert!(applies(Some("\"abc\"")));
+        assert!(!applies(Some("\"abd\"")), "another file");
+        assert!(!applies(Some("W/\"abc\"")), "weak tags never match");
+        assert!(applies(Some(date)));
+        assert!(!applies(Some("Wed, 02 Dec 2026 04:27:16 GMT")));
+        assert!(!applies(Some("yesterday")));
     }
 
     #[test]
