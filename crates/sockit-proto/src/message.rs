@@ -827,17 +827,28 @@ fn positive_integer<'de, D: Deserializer<'de>>(deserializer: D) -> Result<Option
     let Some(raw) = Option::<&RawValue>::deserialize(deserializer)? else {
         return Ok(None);
     };
-    let text = raw.get();
+    list_limit(raw.get())
+        .map(Some)
+        .map_err(serde::de::Error::custom)
+}
+
+/// A `list` page's `limit` written as `text`: a positive integer in plain digits, where one
+/// past `u64` reads as `u64::MAX` (the server takes at most its own largest page anyway).
+///
+/// # Errors
+///
+/// The refusal's words, for anything else.
+pub fn list_limit(text: &str) -> Result<u64, String> {
     if text.is_empty() || !text.bytes().all(|b| b.is_ascii_digit()) {
-        return Err(serde::de::Error::custom(format!(
+        return Err(format!(
             "`limit` must be a positive integer, not {}",
             text.chars().take(40).collect::<String>()
-        )));
+        ));
     }
     match text.parse::<u64>() {
-        Ok(0) => Err(serde::de::Error::custom("`limit` must be at least 1")),
-        Ok(limit) => Ok(Some(limit)),
-        Err(_) => Ok(Some(u64::MAX)),
+        Ok(0) => Err("`limit` must be at least 1".to_owned()),
+        Ok(limit) => Ok(limit),
+        Err(_) => Ok(u64::MAX),
     }
 }
 

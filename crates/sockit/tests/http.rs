@@ -190,6 +190,76 @@ async fn a_taken_name_is_409_unless_overwrite_and_bad_names_are_400() {
     server.shutdown().await;
 }
 
+#[tokio::test]
+async fn bad_queries_and_bodies_get_the_framed_error_reply_and_limit_reads_as_in_list() {
+    let server = web_server().await;
+    let (base, client) = (base(&server), client());
+    for name in ["a", "b", "c"] {
+        std::fs::write(server.root().join(name), name).unwrap();
+    }
+    let list = |query: &'static str| {
+        let (client, base) = (client.clone(), base.clone());
+        async move {
+            let response = client
+                .get(format!("{base}/api/files{query}"))
+                .send()
+                .await
+                .unwrap();
+            let status = response.status();
+            (status, response.json::<Value>().await.unwrap())
+        }
+    };
+    for query in ["?limit=abc", "?limit=-1", "?limit=0", "?limit=1.5"] {
+        let (status, body) = list(query).await;
+        assert_eq!(status, StatusCode::BAD_REQUEST, "{query}");
+        assert_eq!(body["code"], "bad_request", "{query}: {body}");
+    }
+    let (status, body) = list("?limit=2").await;
+    assert_eq!(
+        (status, body.as_array().unwrap().len()),
+        (StatusCode::OK, 2)
+    );
+    let (status, body) = list("?limit=999999999999999999999").await;
+    assert_eq!(
+        (status, body.as_array().unwrap().len()),
+        (StatusCode::OK, 3),
+        "past u64: all"
+    );
+
+    let response = client
+        .put(format!("{base}/files/x?overwrite=perhaps"))
+        .body("x")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(response.status(), StatusCode::BAD_REQUEST);
+    assert_eq!(
+        response.json::<Value>().await.unwrap()["code"],
+        "bad_request"
+    );
+    assert!(!server.root().join("x").exists());
+
+    let login = |content_type: Option<&'static str>, body: &'static str| {
+        let (client, base) = (client.clone(), base.clone());
+        async move {
+            let mut request = client.post(format!("{base}/api/login")).body(body);
+            if let Some(content_type) = content_type {
+                request = request.header("content-type", content_type);
+            }
+            let response = request.send().await.unwrap();
+            let status = response.status();
+            (status, response.json::<Value>().await.unwrap())
+        }
+    };
+    let (status, body) = login(None, r#"{"user":"a","password":"b"}"#).await;
+    assert_eq!(status, StatusCode::UNSUPPORTED_MEDIA_TYPE);
+    assert_eq!(body["code"], "bad_request");
+    let (status, body) = login(Some("application/json"), "{not json").await;
+    assert_eq!(status, StatusCode::BAD_REQUEST);
+    assert_eq!(body["code"], "bad_request");
+    server.shutdown().await;
+}
+
 /// Every file under `dir`, recursively.
 fn files_under(dir: &std::path::Path) -> Vec<PathBuf> {
     let mut found = Vec::new();

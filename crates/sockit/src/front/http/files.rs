@@ -12,29 +12,31 @@ use std::borrow::Cow;
 use std::time::{Duration, UNIX_EPOCH};
 
 use axum::body::Body;
+use axum::extract::rejection::QueryRejection;
 use axum::extract::{Path, Query, State};
 use axum::http::{header, HeaderMap, HeaderValue, StatusCode};
 use axum::response::{IntoResponse, Response};
 use axum::Extension;
 use bytes::Bytes;
 use serde::Deserialize;
-use sockit_proto::message::{GetRequest, ListRequest, PutReply, PutRequest};
+use sockit_proto::message::{list_limit, GetRequest, ListRequest, PutReply, PutRequest};
 use sockit_proto::ErrorCode;
 
 use super::body::RequestBody;
 use super::guard::Sending;
-use super::routes::{error_response, WebState};
+use super::routes::{error_response, query_params, WebState};
 use super::zero_copy::{FileSpan, ZeroCopy};
 use super::ConnInfo;
 use crate::core::files::{self, Download, ListBody};
 use crate::core::OpError;
 use crate::transfer::{BodyPipeline, FileReader};
 
-/// The query of `GET /api/files`: the `list` op's `after` and `limit`.
+/// The query of `GET /api/files`: the `list` op's `after` and `limit` (read as the framed
+/// `list` reads it).
 #[derive(Debug, Deserialize)]
 pub(super) struct ListQuery {
     after: Option<String>,
-    limit: Option<u64>,
+    limit: Option<String>,
 }
 
 /// `GET /api/files`: one page of the listing, exactly the body of the `list` op (a JSON array
@@ -42,11 +44,19 @@ pub(super) struct ListQuery {
 pub(super) async fn list(
     State(web): WebState,
     Extension(conn): Extension<ConnInfo>,
-    Query(query): Query<ListQuery>,
+    query: Result<Query<ListQuery>, QueryRejection>,
 ) -> Response {
+    let query = match query_params(query) {
+        Ok(query) => query,
+        Err(refused) => return refused,
+    };
+    let limit = match query.limit.as_deref().map(list_limit).transpose() {
+        Ok(limit) => limit,
+        Err(why) => return error_response(&OpError::bad_request(why)),
+    };
     let request = ListRequest {
         after: query.after.map(Cow::Owned),
-        limit: query.limit,
+        limit,
     };
     match files::list(&web.core, conn.peer.ip(), &request).await {
         Ok((reply, body)) => {
@@ -266,10 +276,14 @@ pub(super) async fn upload(
     State(web): WebState,
     Extension(conn): Extension<ConnInfo>,
     Path(name): Path<String>,
-    Query(query): Query<PutQuery>,
+    query: Result<Query<PutQuery>, QueryRejection>,
     headers: HeaderMap,
     body: Body,
 ) -> Response {
+    let query = match query_params(query) {
+        Ok(query) => query,
+        Err(refused) => return refused,
+    };
     let length = match declared_length(&headers) {
         Ok(length) => length,
         Err(err) => return error_response(&err),

@@ -3,12 +3,13 @@
 
 use std::sync::Arc;
 
-use axum::extract::{DefaultBodyLimit, Request, State};
+use axum::extract::rejection::{JsonRejection, QueryRejection};
+use axum::extract::{DefaultBodyLimit, Query, Request, State};
 use axum::http::{header, HeaderMap, HeaderValue, Method, StatusCode};
 use axum::middleware::{self, Next};
 use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
-use axum::Router;
+use axum::{Json, Router};
 use sockit_proto::message::ErrorReply;
 use sockit_proto::ErrorCode;
 
@@ -156,6 +157,22 @@ pub(super) fn error_response(err: &OpError) -> Response {
             .insert(header::RETRY_AFTER, HeaderValue::from(seconds));
     }
     response
+}
+
+/// The parameters of a query string, or the response for a bad one: `400` with the framed
+/// error reply (`bad_request`), as every other refusal of the API.
+pub(super) fn query_params<T>(query: Result<Query<T>, QueryRejection>) -> Result<T, Response> {
+    query.map(|Query(params)| params).map_err(|rejection| {
+        error_response(&OpError::bad_request(rejection.body_text())).map_status(rejection.status())
+    })
+}
+
+/// A JSON request body, or the response for a bad one (`400`, `415` without the JSON content
+/// type, `422` for the wrong fields) with the framed error reply (`bad_request`).
+pub(super) fn json_body<T>(body: Result<Json<T>, JsonRejection>) -> Result<T, Response> {
+    body.map(|Json(body)| body).map_err(|rejection| {
+        error_response(&OpError::bad_request(rejection.body_text())).map_status(rejection.status())
+    })
 }
 
 /// A response with another status.

@@ -13,6 +13,7 @@ use std::net::IpAddr;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
+use axum::extract::rejection::JsonRejection;
 use axum::extract::{Request, State};
 use axum::http::{header, HeaderMap, HeaderValue, StatusCode};
 use axum::middleware::Next;
@@ -22,7 +23,7 @@ use serde::{Deserialize, Serialize};
 use sockit_proto::message::LoginRequest;
 use sockit_proto::ErrorCode;
 
-use super::routes::{error_response, MapStatus, WebState};
+use super::routes::{error_response, json_body, MapStatus, WebState};
 use super::{ConnInfo, Web};
 use crate::core::{login, OpError, Session};
 
@@ -171,8 +172,12 @@ pub(super) struct Whoami {
 pub(super) async fn login(
     State(web): WebState,
     Extension(conn): Extension<ConnInfo>,
-    Json(credentials): Json<Credentials>,
+    credentials: Result<Json<Credentials>, JsonRejection>,
 ) -> Response {
+    let credentials = match json_body(credentials) {
+        Ok(credentials) => credentials,
+        Err(refused) => return refused,
+    };
     match check(&web, conn.peer.ip(), &credentials).await {
         Ok(user) => match web.sessions.open(&user) {
             Ok(token) => {

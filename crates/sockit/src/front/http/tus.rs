@@ -20,6 +20,7 @@ use std::borrow::Cow;
 use std::sync::Arc;
 
 use axum::body::Body;
+use axum::extract::rejection::QueryRejection;
 use axum::extract::{Path, Query, State};
 use axum::http::{header, HeaderMap, HeaderName, HeaderValue, StatusCode};
 use axum::response::{IntoResponse, Response};
@@ -29,7 +30,7 @@ use sockit_proto::message::PutRequest;
 use sockit_proto::ErrorCode;
 
 use super::body::RequestBody;
-use super::routes::{error_response, WebState};
+use super::routes::{error_response, query_params, WebState};
 use super::ConnInfo;
 use crate::core::files;
 use crate::core::OpError;
@@ -215,9 +216,13 @@ pub(super) async fn options() -> Response {
 pub(super) async fn create(
     State(web): WebState,
     Extension(conn): Extension<ConnInfo>,
-    Query(query): Query<CreateQuery>,
+    query: Result<Query<CreateQuery>, QueryRejection>,
     headers: HeaderMap,
 ) -> Response {
+    let query = match query_params(query) {
+        Ok(query) => query,
+        Err(refused) => return refused,
+    };
     if let Some(refused) = version_refused(&headers) {
         return refused;
     }
