@@ -48,7 +48,7 @@ pub(super) async fn list(
 ) -> Response {
     let query = match query_params(query) {
         Ok(query) => query,
-        Err(refused) => return refused,
+        Err(refused) => return *refused,
     };
     let limit = match query.limit.as_deref().map(list_limit).transpose() {
         Ok(limit) => limit,
@@ -282,7 +282,7 @@ pub(super) async fn upload(
 ) -> Response {
     let query = match query_params(query) {
         Ok(query) => query,
-        Err(refused) => return refused,
+        Err(refused) => return *refused,
     };
     let length = match declared_length(&headers) {
         Ok(length) => length,

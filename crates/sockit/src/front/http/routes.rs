@@ -161,18 +161,22 @@ pub(super) fn error_response(err: &OpError) -> Response {
 
 /// The parameters of a query string, or the response for a bad one: `400` with the framed
 /// error reply (`bad_request`), as every other refusal of the API.
-pub(super) fn query_params<T>(query: Result<Query<T>, QueryRejection>) -> Result<T, Response> {
-    query.map(|Query(params)| params).map_err(|rejection| {
-        error_response(&OpError::bad_request(rejection.body_text())).map_status(rejection.status())
-    })
+pub(super) fn query_params<T>(query: Result<Query<T>, QueryRejection>) -> Result<T, Box<Response>> {
+    query
+        .map(|Query(params)| params)
+        .map_err(|rejection| refusal(rejection.body_text(), rejection.status()))
 }
 
 /// A JSON request body, or the response for a bad one (`400`, `415` without the JSON content
 /// type, `422` for the wrong fields) with the framed error reply (`bad_request`).
-pub(super) fn json_body<T>(body: Result<Json<T>, JsonRejection>) -> Result<T, Response> {
-    body.map(|Json(body)| body).map_err(|rejection| {
-        error_response(&OpError::bad_request(rejection.body_text())).map_status(rejection.status())
-    })
+pub(super) fn json_body<T>(body: Result<Json<T>, JsonRejection>) -> Result<T, Box<Response>> {
+    body.map(|Json(body)| body)
+        .map_err(|rejection| refusal(rejection.body_text(), rejection.status()))
+}
+
+/// `bad_request` with `why`, answered with `status`.
+fn refusal(why: String, status: StatusCode) -> Box<Response> {
+    Box::new(error_response(&OpError::bad_request(why)).map_status(status))
 }
 
 /// A response with another status.

@@ -176,7 +176,7 @@ pub(super) async fn login(
 ) -> Response {
     let credentials = match json_body(credentials) {
         Ok(credentials) => credentials,
-        Err(refused) => return refused,
+        Err(refused) => return *refused,
     };
     match check(&web, conn.peer.ip(), &credentials).await {
         Ok(user) => match web.sessions.open(&user) {

@@ -221,7 +221,7 @@ pub(super) async fn create(
 ) -> Response {
     let query = match query_params(query) {
         Ok(query) => query,
-        Err(refused) => return refused,
+        Err(refused) => return *refused,
     };
     if let Some(refused) = version_refused(&headers) {
         return refused;
