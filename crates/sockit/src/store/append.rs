@@ -14,7 +14,8 @@
 //!   a block;
 //! - the last bytes, less than a block, when the upload ends ([`Appender::flush`]);
 //! - everything, when the file system refuses `O_DIRECT` when the partial is opened or on its
-//!   first write (then [`Writeback`] starts write-out as the file grows).
+//!   first write (then [`Writeback`] starts write-out as the file grows), and on tmpfs, which
+//!   has no device to write to.
 //!
 //! The two handles never write the same block: the page cache holds only whole blocks of its
 //! own, which a direct write never touches, and a direct write drops any cached copy of the

@@ -658,9 +658,14 @@ impl Store {
     }
 
     /// The partial `partial`, open as `file`, opened again for direct writes: `None` when the
-    /// file system refuses `O_DIRECT`, or when the name no longer leads to `file`.
+    /// file system refuses `O_DIRECT`, or keeps files in memory anyway (tmpfs, where a direct
+    /// write is one more copy), or when the name no longer leads to `file`.
     fn open_direct(&self, partial: &str, file: &File) -> Option<File> {
+        use nix::sys::statfs::{fstatfs, TMPFS_MAGIC};
         use std::os::unix::fs::MetadataExt;
+        if fstatfs(file).ok()?.filesystem_type() == TMPFS_MAGIC {
+            return None;
+        }
         let direct = self
             .partial_dir
             .open_file(partial, OFlag::O_WRONLY | OFlag::O_DIRECT)
@@ -1100,6 +1105,33 @@ mod tests {
             "é".repeat(128),
         ] {
             assert_eq!(FileName::new(&over), Err(NameError::TooLong(256)));
+        }
+    }
+
+    #[test]
+    fn uploads_write_directly_to_a_disk_but_not_to_tmpfs() {
+        let on = |dir: &Path| {
+            let store = Store::open(dir, PartialLimits::default()).unwrap();
+            let (upload, _) = store.begin_upload(name("f"), 0, 10, false, SOURCE).unwrap();
+            upload.appender.is_direct()
+        };
+        let disk = tempfile::tempdir().unwrap();
+        if nix::sys::statfs::fstatfs(File::open(disk.path()).unwrap())
+            .unwrap()
+            .filesystem_type()
+            == nix::sys::statfs::TMPFS_MAGIC
+        {
+            eprintln!("SKIPPED the disk half: the temporary directory is on tmpfs");
+        } else {
+            assert!(
+                on(disk.path()),
+                "direct writes on {}",
+                disk.path().display()
+            );
+        }
+        match tempfile::tempdir_in("/dev/shm") {
+            Ok(shm) => assert!(!on(shm.path()), "no direct writes on tmpfs"),
+            Err(err) => eprintln!("SKIPPED the tmpfs half: no /dev/shm ({err})"),
         }
     }
 
