@@ -95,8 +95,6 @@ enum Head {
     Download(Box<Request<Body>>, usize),
     /// Not one this module answers.
     Other,
-    /// Not complete yet.
-    Partial,
 }
 
 impl HttpFront {
@@ -112,7 +110,7 @@ impl HttpFront {
             let (request, head_len) = match self.read_head(stream, info, &mut buffer).await {
                 Some(Head::Download(request, head_len)) => (request, head_len),
                 Some(Head::Other) => return Served::Handoff(buffer.freeze()),
-                Some(Head::Partial) | None => return Served::Closed,
+                None => return Served::Closed,
             };
             buffer.advance(head_len);
             let close = wants_close(request.headers());
@@ -150,9 +148,9 @@ impl HttpFront {
         let rest = async {
             loop {
                 match parse_head(buffer, info) {
-                    Head::Partial if buffer.len() < MAX_PARSED_HEAD => {}
-                    Head::Partial => return Some(Head::Other),
-                    head => return Some(head),
+                    Some(head) => return Some(head),
+                    None if buffer.len() < MAX_PARSED_HEAD => {}
+                    None => return Some(Head::Other),
                 }
                 buffer.reserve(4096);
                 if !matches!(stream.read_buf(buffer).await, Ok(1..)) {
@@ -363,23 +361,24 @@ impl<S: AsyncWrite + Unpin> AsyncWrite for Prefixed<S> {
     }
 }
 
-/// Parses the head at the start of `buffer`: a download this module answers, or not.
-fn parse_head(buffer: &[u8], info: &ConnInfo) -> Head {
+/// Parses the head at the start of `buffer`: a download this module answers, or not; `None`
+/// while the head is not complete.
+fn parse_head(buffer: &[u8], info: &ConnInfo) -> Option<Head> {
     let mut fields = [httparse::EMPTY_HEADER; MAX_FIELDS];
     let mut parsed = httparse::Request::new(&mut fields);
     let head_len = match parsed.parse(buffer) {
         Ok(httparse::Status::Complete(len)) => len,
-        Ok(httparse::Status::Partial) => return Head::Partial,
-        Err(_) => return Head::Other, // hyper answers it
+        Ok(httparse::Status::Partial) => return None,
+        Err(_) => return Some(Head::Other), // hyper answers it
     };
     let (Some("GET"), Some(path), Some(1)) = (parsed.method, parsed.path, parsed.version) else {
-        return Head::Other;
+        return Some(Head::Other);
     };
     if !path.starts_with("/files/") {
-        return Head::Other;
+        return Some(Head::Other);
     }
     let Ok(uri) = path.parse::<Uri>() else {
-        return Head::Other;
+        return Some(Head::Other);
     };
     let mut headers = HeaderMap::with_capacity(parsed.headers.len());
     for field in parsed.headers.iter() {
@@ -387,7 +386,7 @@ fn parse_head(buffer: &[u8], info: &ConnInfo) -> Head {
             HeaderName::from_bytes(field.name.as_bytes()),
             HeaderValue::from_bytes(field.value),
         ) else {
-            return Head::Other;
+            return Some(Head::Other);
         };
         headers.append(name, value);
     }
@@ -396,14 +395,14 @@ fn parse_head(buffer: &[u8], info: &ConnInfo) -> Head {
             .get(header::CONTENT_LENGTH)
             .is_some_and(|length| length.as_bytes() != b"0");
     if has_body || headers.contains_key(header::UPGRADE) || headers.contains_key(header::EXPECT) {
-        return Head::Other;
+        return Some(Head::Other);
     }
     let mut request = Request::new(Body::empty());
     *request.uri_mut() = uri;
     *request.version_mut() = Version::HTTP_11;
     *request.headers_mut() = headers;
     request.extensions_mut().insert(info.clone());
-    Head::Download(Box::new(request), head_len)
+    Some(Head::Download(Box::new(request), head_len))
 }
 
 /// Whether the request asks for the connection to close after its response.
