@@ -228,6 +228,33 @@ async fn giving_back_one_of_parallel_reservations_leaves_the_state_as_if_never_c
 }
 
 #[tokio::test]
+async fn giving_back_a_reservation_made_after_a_lockout_ran_out_keeps_the_later_ones() {
+    let Some(redis) = Redis::start() else { return };
+    let shared = redis.bus().lockouts();
+    let policy = PenaltyPolicy {
+        base: Duration::from_millis(200),
+        max: Duration::from_secs(10),
+        ..POLICY
+    };
+    let reserve = || async { shared.reserve(&policy, SOURCE, None).await.unwrap() };
+    // Three failures lock for 0.2 s; A, after it, locks for 0.4 s; B, after that, for 0.8 s.
+    for _ in 0..3 {
+        reserve().await.unwrap();
+    }
+    tokio::time::sleep(policy.base).await;
+    let a = reserve().await.unwrap();
+    tokio::time::sleep(policy.base * 2).await;
+    let b = reserve().await.unwrap();
+    // A was right: B is the fourth failure, which locks for 0.4 s from when it was counted.
+    shared.give_back(&policy, SOURCE, None, a).await.unwrap();
+    let wait = reserve().await.unwrap_err();
+    assert!(about(wait, policy.base * 2), "{wait:?}");
+    // B was right too: three failures, whose lockout ran out long ago.
+    shared.give_back(&policy, SOURCE, None, b).await.unwrap();
+    assert!(reserve().await.is_ok());
+}
+
+#[tokio::test]
 async fn redis_gone_is_an_error_in_time_never_a_hang() {
     let Some(mut redis) = Redis::start() else {
         return;
