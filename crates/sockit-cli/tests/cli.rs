@@ -1055,6 +1055,80 @@ fn put_get_and_ls_log_in_by_password_and_by_key() {
     );
 }
 
+#[test]
+fn a_key_refused_for_the_user_is_named_and_costs_a_password_login_nothing() {
+    let dir = tempfile::tempdir().unwrap();
+    let users = users_file(dir.path());
+    let users = users.to_str().unwrap();
+    let carol = ["user", "add", "carol", "--users", users, "--password-stdin"];
+    let added = run_with_stdin(&carol, &[], &format!("{PASSWORD}\n"));
+    assert!(added.status.success(), "{added:?}");
+    let identity = dir.path().join("id_ed25519");
+    let identity = identity.to_str().unwrap();
+    let made = run_with_stdin(&["keygen", "--identity", identity], &[], "");
+    assert!(made.status.success(), "{made:?}");
+    let public = format!("{identity}.pub");
+    let added = run_with_stdin(
+        &["user", "add-key", "alice", &public, "--users", users],
+        &[],
+        "",
+    );
+    assert!(added.status.success(), "{added:?}");
+    let serve = Serve::start(&["--users", users]);
+    let server = serve.addr("tcp").to_string();
+
+    // Carol has a password only; the key (alice's) is tried first and refused each time, which
+    // must not add up to a lockout of her address.
+    let ls = [
+        "ls",
+        "-u",
+        "carol",
+        "--identity",
+        identity,
+        "--server",
+        &server,
+    ];
+    for run in 0..8 {
+        let output = run_with_stdin(&ls, &[("SOCKIT_PASSWORD", PASSWORD)], "");
+        assert!(output.status.success(), "run {run}: {output:?}");
+    }
+
+    // No password to fall back on: the message names the key the server refused, and -v logs
+    // the attempt.
+    let ls = [
+        "-v",
+        "ls",
+        "-u",
+        "root",
+        "--identity",
+        identity,
+        "--server",
+        &server,
+    ];
+    let output = run_with_stdin(&ls, &[], "");
+    assert_eq!(output.status.code(), Some(1), "{output:?}");
+    let stderr = stderr(&output);
+    assert!(
+        stderr.contains(&format!("trying the key {identity}")),
+        "{stderr}"
+    );
+    assert!(
+        stderr.contains(&format!(
+            "{server} refused the key {identity} (fingerprint "
+        )),
+        "{stderr}"
+    );
+    assert!(
+        stderr.contains(") for root: it is not authorised for that user; use --user NAME"),
+        "{stderr}"
+    );
+    assert!(
+        stderr.contains("or set SOCKIT_PASSWORD to log in as root by password"),
+        "{stderr}"
+    );
+    assert!(!stderr.contains("needs a password"), "{stderr}");
+}
+
 /// `script`, which gives a shell a terminal of its own, when it is installed.
 fn script() -> Option<&'static str> {
     common::tool(

@@ -89,10 +89,11 @@ async fn free_failures_then_doubling_lockouts_up_to_the_cap_and_two_servers_agre
     let Some(redis) = Redis::start() else { return };
     let (a, b) = (redis.bus().lockouts(), redis.bus().lockouts());
     for _ in 0..3 {
-        assert_eq!(
-            a.reserve(&POLICY, SOURCE, Some("alice")).await.unwrap(),
-            Ok(())
-        );
+        assert!(a
+            .reserve(&POLICY, SOURCE, Some("alice"))
+            .await
+            .unwrap()
+            .is_ok());
     }
     // The third failure locked both the source and the name, on every server.
     let wait = b.reserve(&POLICY, SOURCE, None).await.unwrap().unwrap_err();
@@ -104,17 +105,18 @@ async fn free_failures_then_doubling_lockouts_up_to_the_cap_and_two_servers_agre
         .unwrap()
         .unwrap_err();
     assert!(about(wait, POLICY.base), "locked by name: {wait:?}");
-    assert_eq!(
-        b.reserve(&POLICY, other, Some("bob")).await.unwrap(),
-        Ok(())
-    );
+    assert!(b
+        .reserve(&POLICY, other, Some("bob"))
+        .await
+        .unwrap()
+        .is_ok());
 
     tokio::time::sleep(POLICY.base).await;
-    assert_eq!(b.reserve(&POLICY, SOURCE, None).await.unwrap(), Ok(()));
+    assert!(b.reserve(&POLICY, SOURCE, None).await.unwrap().is_ok());
     let wait = a.reserve(&POLICY, SOURCE, None).await.unwrap().unwrap_err();
     assert!(about(wait, POLICY.base * 2), "doubled: {wait:?}");
     tokio::time::sleep(POLICY.base * 2).await;
-    assert_eq!(a.reserve(&POLICY, SOURCE, None).await.unwrap(), Ok(()));
+    assert!(a.reserve(&POLICY, SOURCE, None).await.unwrap().is_ok());
     let wait = a.reserve(&POLICY, SOURCE, None).await.unwrap().unwrap_err();
     assert!(about(wait, POLICY.max), "capped: {wait:?}");
 }
@@ -123,14 +125,13 @@ async fn free_failures_then_doubling_lockouts_up_to_the_cap_and_two_servers_agre
 async fn a_success_gives_its_failure_back_and_forgets_the_name() {
     let Some(redis) = Redis::start() else { return };
     let shared = redis.bus().lockouts();
+    let mut reserved = Vec::new();
     for _ in 0..3 {
-        assert_eq!(
-            shared
-                .reserve(&POLICY, SOURCE, Some("alice"))
-                .await
-                .unwrap(),
-            Ok(())
-        );
+        let reservation = shared
+            .reserve(&POLICY, SOURCE, Some("alice"))
+            .await
+            .unwrap();
+        reserved.push(reservation.unwrap());
     }
     assert!(shared
         .reserve(&POLICY, SOURCE, None)
@@ -139,16 +140,14 @@ async fn a_success_gives_its_failure_back_and_forgets_the_name() {
         .is_err());
     // The third was the right password after all.
     shared
-        .succeeded(&POLICY, SOURCE, Some("alice"))
+        .give_back(&POLICY, SOURCE, Some("alice"), reserved[2])
         .await
         .unwrap();
-    assert_eq!(
-        shared
-            .reserve(&POLICY, SOURCE, Some("alice"))
-            .await
-            .unwrap(),
-        Ok(())
-    );
+    assert!(shared
+        .reserve(&POLICY, SOURCE, Some("alice"))
+        .await
+        .unwrap()
+        .is_ok());
     let wait = shared
         .reserve(&POLICY, SOURCE, None)
         .await
@@ -161,12 +160,107 @@ async fn a_success_gives_its_failure_back_and_forgets_the_name() {
 }
 
 #[tokio::test]
+async fn a_success_after_a_lockout_arms_no_lockout_of_its_own() {
+    let Some(redis) = Redis::start() else { return };
+    let (a, b) = (redis.bus().lockouts(), redis.bus().lockouts());
+    for _ in 0..3 {
+        assert!(a.reserve(&POLICY, SOURCE, None).await.unwrap().is_ok());
+    }
+    tokio::time::sleep(POLICY.base).await;
+    // Past the lockout, five right logins in a row: each reserves the failure that would lock
+    // for twice as long, and gives it back, leaving no lockout for the next.
+    for round in 0..5 {
+        let server = if round % 2 == 0 { &a } else { &b };
+        let reservation = server
+            .reserve(&POLICY, SOURCE, Some("alice"))
+            .await
+            .unwrap();
+        let reservation = reservation.unwrap_or_else(|wait| panic!("round {round}: {wait:?}"));
+        server
+            .give_back(&POLICY, SOURCE, Some("alice"), reservation)
+            .await
+            .unwrap();
+    }
+    // A wrong guess then is the fourth failure, as it would have been.
+    assert!(a.reserve(&POLICY, SOURCE, None).await.unwrap().is_ok());
+    let wait = b.reserve(&POLICY, SOURCE, None).await.unwrap().unwrap_err();
+    assert!(about(wait, POLICY.base * 2), "{wait:?}");
+}
+
+#[tokio::test]
+async fn giving_back_one_of_parallel_reservations_leaves_the_state_as_if_never_counted() {
+    let Some(redis) = Redis::start() else { return };
+    let shared = redis.bus().lockouts();
+    let reserve = || async {
+        shared
+            .reserve(&POLICY, SOURCE, None)
+            .await
+            .unwrap()
+            .map_err(|wait| {
+                assert!(about(wait, POLICY.base), "{wait:?}");
+            })
+    };
+    // One free failure, then two in flight at once: the second (the third failure) locks.
+    reserve().await.unwrap();
+    let first = reserve().await.unwrap();
+    tokio::time::sleep(Duration::from_millis(5)).await;
+    let second = reserve().await.unwrap();
+    assert!(reserve().await.is_err());
+    // The first was right: the second is the second failure now, free, so no lockout.
+    shared
+        .give_back(&POLICY, SOURCE, None, first)
+        .await
+        .unwrap();
+    let third = reserve()
+        .await
+        .expect("no lockout after the first is given back");
+    assert!(reserve().await.is_err(), "the third failure locks again");
+    // The second and third were right too: one failure left, so two more are free.
+    for reservation in [second, third] {
+        shared
+            .give_back(&POLICY, SOURCE, None, reservation)
+            .await
+            .unwrap();
+    }
+    reserve().await.unwrap();
+    reserve().await.unwrap();
+    assert!(reserve().await.is_err());
+}
+
+#[tokio::test]
+async fn giving_back_a_reservation_made_after_a_lockout_ran_out_keeps_the_later_ones() {
+    let Some(redis) = Redis::start() else { return };
+    let shared = redis.bus().lockouts();
+    let policy = PenaltyPolicy {
+        base: Duration::from_millis(200),
+        max: Duration::from_secs(10),
+        ..POLICY
+    };
+    let reserve = || async { shared.reserve(&policy, SOURCE, None).await.unwrap() };
+    // Three failures lock for 0.2 s; A, after it, locks for 0.4 s; B, after that, for 0.8 s.
+    for _ in 0..3 {
+        reserve().await.unwrap();
+    }
+    tokio::time::sleep(policy.base).await;
+    let a = reserve().await.unwrap();
+    tokio::time::sleep(policy.base * 2).await;
+    let b = reserve().await.unwrap();
+    // A was right: B is the fourth failure, which locks for 0.4 s from when it was counted.
+    shared.give_back(&policy, SOURCE, None, a).await.unwrap();
+    let wait = reserve().await.unwrap_err();
+    assert!(about(wait, policy.base * 2), "{wait:?}");
+    // B was right too: three failures, whose lockout ran out long ago.
+    shared.give_back(&policy, SOURCE, None, b).await.unwrap();
+    assert!(reserve().await.is_ok());
+}
+
+#[tokio::test]
 async fn redis_gone_is_an_error_in_time_never_a_hang() {
     let Some(mut redis) = Redis::start() else {
         return;
     };
     let shared = redis.bus().lockouts();
-    assert_eq!(shared.reserve(&POLICY, SOURCE, None).await.unwrap(), Ok(()));
+    assert!(shared.reserve(&POLICY, SOURCE, None).await.unwrap().is_ok());
     let _ = redis.child.kill();
     let _ = redis.child.wait();
     let started = Instant::now();

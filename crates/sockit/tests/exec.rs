@@ -386,6 +386,109 @@ async fn a_right_password_after_the_free_failures_gives_its_reserved_failure_bac
 }
 
 #[tokio::test]
+async fn a_right_password_after_a_lockout_ran_out_arms_no_lockout_for_the_next() {
+    let users = Users::new();
+    let server = users
+        .server_with(|config| {
+            config.login.penalties.base = Duration::from_millis(500);
+            config.login.penalties.max = Duration::from_secs(60);
+        })
+        .await;
+    let wrong = json!({"op": "login", "user": "alice", "password": "guess"}).to_string();
+    let right = json!({"op": "login", "user": "alice", "password": PASSWORD}).to_string();
+    // The five free failures and the sixth, which locks for 0.5 s.
+    for _ in 0..6 {
+        let mut stream = server.connect().await;
+        let (reply, _) = send_and_read(&mut stream, &frame(&wrong, b"")).await;
+        assert_eq!(reply["code"], "unauthorized", "{reply}");
+    }
+    let mut stream = server.connect().await;
+    let (reply, _) = send_and_read(&mut stream, &frame(&right, b"")).await;
+    assert_eq!(reply["code"], "rate_limited", "{reply}");
+    let wait = reply["retry_after"].as_f64().unwrap();
+    tokio::time::sleep(Duration::from_secs_f64(wait + 0.05)).await;
+    // Each right login reserves the seventh failure, which would lock for 1 s, and gives it
+    // back: the next, 0.1 s later, is not locked out by it.
+    for attempt in 0..5 {
+        let mut stream = server.connect().await;
+        let (reply, _) = send_and_read(&mut stream, &frame(&right, b"")).await;
+        assert_eq!(
+            reply,
+            json!({"ok": true, "user": "alice"}),
+            "attempt {attempt}"
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+}
+
+/// A users file with `carol`, who has a password and no key, beside [`Users`]'s alice.
+fn add_carol(users: &Users) {
+    let mut file = UsersFile::load(&users.path()).unwrap();
+    file.users.insert(
+        "carol".into(),
+        Account {
+            password: Some(hash_password(PASSWORD).unwrap()),
+            keys: vec![],
+        },
+    );
+    file.save(&users.path()).unwrap();
+}
+
+#[tokio::test]
+async fn a_key_that_is_not_the_users_tried_before_her_right_password_is_no_failure() {
+    let users = Users::new();
+    add_carol(&users);
+    let server = users
+        .server_with(|config| config.login.penalties.base = Duration::from_secs(60))
+        .await;
+    let addr = server.tcp().to_string();
+    // As `sockit` does it: alice's key first, refused for carol, then carol's password; many
+    // more times than the free failures.
+    for run in 0..10 {
+        let mut client = Client::connect(&addr).await.unwrap();
+        let by_key = client.login_key("carol", &users.alice_key).await;
+        assert_eq!(remote_code(by_key), "unauthorized", "run {run}");
+        client
+            .login_password("carol", PASSWORD)
+            .await
+            .unwrap_or_else(|err| panic!("run {run}: {err}"));
+    }
+    // And a key alone, refused, as often: never a lockout either.
+    for run in 0..10 {
+        let mut client = Client::connect(&addr).await.unwrap();
+        let by_key = client.login_key("carol", &users.alice_key).await;
+        assert_eq!(remote_code(by_key), "unauthorized", "run {run}");
+    }
+    let mut client = Client::connect(&addr).await.unwrap();
+    client.login_password("carol", PASSWORD).await.unwrap();
+}
+
+#[tokio::test]
+async fn a_key_login_with_a_bad_signature_still_counts_as_a_failure() {
+    let users = Users::new();
+    let server = users
+        .server_with(|config| config.login.penalties.base = Duration::from_secs(60))
+        .await;
+    let proof = json!({
+        "op": "login",
+        "user": "alice",
+        "key": users.alice_key.public_hex(),
+        "signature": "00".repeat(64),
+    })
+    .to_string();
+    let mut codes = Vec::new();
+    for _ in 0..7 {
+        let mut stream = server.connect().await;
+        send_and_read(&mut stream, &frame(r#"{"op":"challenge"}"#, b"")).await;
+        let (reply, _) = send_and_read(&mut stream, &frame(&proof, b"")).await;
+        codes.push(reply["code"].as_str().unwrap().to_owned());
+    }
+    let mut expected = vec!["unauthorized"; 6];
+    expected.push("rate_limited");
+    assert_eq!(codes, expected);
+}
+
+#[tokio::test]
 async fn a_connection_closes_after_its_allowed_failures() {
     let users = Users::new();
     let server = users

@@ -86,7 +86,7 @@ pub(crate) async fn connect(args: &LoginArgs) -> Result<Conn, CmdError> {
         .clone()
         .or_else(|| default_identity_path().filter(|path| path.exists()));
     let identity = identity_path
-        .map(|path| Identity::load(&path))
+        .map(|path| Identity::load(&path).map(|identity| (path, identity)))
         .transpose()?;
     let addr = &args.server.server;
     let started = Instant::now();
@@ -195,23 +195,38 @@ impl Remote {
 async fn login(
     client: &mut Conn,
     user: &str,
-    identity: Option<Identity>,
+    identity: Option<(PathBuf, Identity)>,
     addr: &str,
 ) -> Result<(), CmdError> {
     let failed = CmdError::Login;
+    // The key the server refused for `user`, to say so if no password can be given either.
+    let mut refused_key = None;
     match identity {
-        Some(identity) => match client.login_key(user, &identity).await {
-            Ok(()) => {
-                tracing::info!("logged in as {user} with a key");
-                return Ok(());
+        Some((path, identity)) => {
+            let key = format!(
+                "{} (fingerprint {})",
+                path.display(),
+                identity.public_key("").fingerprint()
+            );
+            tracing::info!("trying the key {key} for {user}");
+            match client.login_key(user, &identity).await {
+                Ok(()) => {
+                    tracing::info!("logged in as {user} with the key {key}");
+                    return Ok(());
+                }
+                Err(err) if err.remote_code() == Some(ErrorCode::Disabled) => {
+                    tracing::info!("the server has no accounts: no login");
+                    return Ok(());
+                }
+                Err(err) if err.remote_code() == Some(ErrorCode::Unauthorized) => {
+                    tracing::info!(
+                        "the server refused the key {key} for {user} ({err}); trying a password"
+                    );
+                    refused_key = Some(key);
+                }
+                Err(err) => return Err(failed(err)),
             }
-            Err(err) if err.remote_code() == Some(ErrorCode::Disabled) => {
-                tracing::info!("the server has no accounts: no login");
-                return Ok(());
-            }
-            Err(err) if err.remote_code() == Some(ErrorCode::Unauthorized) => {}
-            Err(err) => return Err(failed(err)),
-        },
+        }
         None => match client.challenge().await {
             Ok(_) => {}
             Err(err) if err.remote_code() == Some(ErrorCode::Disabled) => {
@@ -231,9 +246,16 @@ async fn login(
         return Ok(());
     }
     if !std::io::stdin().is_terminal() {
-        return Err(format!(
-            "{user}@{addr} needs a password: set SOCKIT_PASSWORD, or use a key (sockit keygen)"
-        )
+        return Err(match refused_key {
+            Some(key) => format!(
+                "{addr} refused the key {key} for {user}: it is not authorised for that user; \
+                 use --user NAME to log in as the user it is authorised for, \
+                 or set SOCKIT_PASSWORD to log in as {user} by password"
+            ),
+            None => format!(
+                "{user}@{addr} needs a password: set SOCKIT_PASSWORD, or use a key (sockit keygen)"
+            ),
+        }
         .into());
     }
     let mut last_error = None;

@@ -6,9 +6,10 @@
 //! memory, and leaves none behind. An unknown user (or one with no
 //! password) is verified against a dummy hash made with the same parameters, so the reply and
 //! its timing do not say whether the user exists. The comparison of hash outputs is
-//! constant-time. In the same way a key proof is always verified, against a dummy key when the
-//! key offered is not one of the user's (or does not parse, or the user does not exist), so a
-//! key login's reply and its timing do not say whether the key is authorised.
+//! constant-time. In the same way a key proof is always verified once, against the key offered
+//! whether or not it is one of the user's (or the user exists), and against a dummy key when it
+//! does not parse, so a key login's reply and its timing do not say whether the key is
+//! authorised.
 //!
 //! The users file is re-read when its modification time or length changes, so `sockit user`
 //! edits take effect without a restart; a file that no longer parses leaves the last good one
@@ -30,7 +31,7 @@ use super::keys::{self, PublicKey, CHALLENGE_LEN};
 use super::password::{CheckSlot, PasswordChecker};
 use super::penalty::{Penalties, PenaltyPolicy};
 use super::users::{hash_password, UsersError, UsersFile, MAX_PASSWORD};
-use crate::bus::SharedLockouts;
+use crate::bus::{SharedLockouts, SharedReservation};
 use crate::core::pool::Refusal;
 use crate::source::Source;
 
@@ -129,7 +130,8 @@ impl Accounts {
     /// either is locked out, and then nothing is counted.
     ///
     /// The failure counts before the proof is checked, so logins sent in parallel are checked
-    /// no more often than the allowance; [`Accounts::succeeded`] gives it back.
+    /// no more often than the allowance; [`Accounts::succeeded`] or [`Accounts::give_back`]
+    /// takes it back.
     ///
     /// With shared lockouts, Redis decides and the failure is counted here too; when Redis
     /// cannot be reached, this server decides alone.
@@ -137,29 +139,36 @@ impl Accounts {
         &self,
         source: IpAddr,
         user: Option<&str>,
-    ) -> Result<(), Duration> {
+    ) -> Result<Reservation, Duration> {
         let source = Source::of(source);
         if let Some(shared) = &self.shared {
             if let Ok(decided) = shared.reserve(&self.policy, source, user).await {
-                decided?;
-                self.count_failure_here(source, user);
-                return Ok(());
+                let shared = decided?;
+                return Ok(Reservation {
+                    here: self.count_failure_here(source, user),
+                    shared: Some(shared),
+                });
             }
         }
         self.reserve_failure_here(source, user)
     }
 
     /// Counts a failure for `source` (and `user`) on this server, locked out or not.
-    fn count_failure_here(&self, source: Source, user: Option<&str>) {
+    fn count_failure_here(&self, source: Source, user: Option<&str>) -> Instant {
         let now = Instant::now();
         lock(&self.sources).fail(&source, now);
         if let Some(user) = user {
             lock(&self.user_names).fail(user, now);
         }
+        now
     }
 
     /// [`Accounts::reserve_failure`], decided on this server alone.
-    fn reserve_failure_here(&self, source: Source, user: Option<&str>) -> Result<(), Duration> {
+    fn reserve_failure_here(
+        &self,
+        source: Source,
+        user: Option<&str>,
+    ) -> Result<Reservation, Duration> {
         let now = Instant::now();
         let mut sources = lock(&self.sources);
         let mut user_names = lock(&self.user_names);
@@ -177,20 +186,43 @@ impl Accounts {
         if let Some(user) = user {
             user_names.fail(user, now);
         }
-        Ok(())
+        Ok(Reservation {
+            here: now,
+            shared: None,
+        })
     }
 
-    /// A login whose failure was reserved succeeded: the source gets its failure back, and the
-    /// user name's failures are forgotten.
-    pub(crate) async fn succeeded(&self, source: IpAddr, user: Option<&str>) {
+    /// A login whose failure was reserved succeeded: the source gets its failure back, as if it
+    /// had never been counted, and the user name's failures are forgotten.
+    ///
+    /// The source's other failures stay: a success proves one account, not that the guesses
+    /// from the same address at other accounts were not guesses.
+    pub(crate) async fn succeeded(
+        &self,
+        source: IpAddr,
+        user: Option<&str>,
+        reservation: Reservation,
+    ) {
         let source = Source::of(source);
-        lock(&self.sources).give_back(&source);
+        lock(&self.sources).give_back(&source, reservation.here);
         if let Some(user) = user {
             lock(&self.user_names).succeed(user);
         }
-        if let Some(shared) = &self.shared {
+        if let (Some(shared), Some(at)) = (&self.shared, reservation.shared) {
             // An error is logged by the bus; the count here is given back already.
-            let _ = shared.succeeded(&self.policy, source, user).await;
+            let _ = shared.give_back(&self.policy, source, user, at).await;
+        }
+    }
+
+    /// A login whose failure was reserved, refused but no guess (a key login signed by a key
+    /// that is not authorised for the user: proof of holding a key, which no one guesses),
+    /// gives its failure back to the source, as if it had never been counted.
+    pub(crate) async fn give_back(&self, source: IpAddr, reservation: Reservation) {
+        let source = Source::of(source);
+        lock(&self.sources).give_back(&source, reservation.here);
+        if let (Some(shared), Some(at)) = (&self.shared, reservation.shared) {
+            // An error is logged by the bus; the count here is given back already.
+            let _ = shared.give_back(&self.policy, source, None, at).await;
         }
     }
 
@@ -223,39 +255,65 @@ impl Accounts {
         verified && real
     }
 
-    /// Whether `signature` proves that `user` holds the authorised key `public_key` for
-    /// `challenge`.
+    /// What `signature` over `challenge` proves for `user` and the key `public_key`.
+    ///
+    /// The signature is verified once, whatever the key: against the key offered when it
+    /// parses (authorised or not), else against a dummy key, so that the time taken does not
+    /// say whether the key is authorised. Only someone who holds a key can make a signature it
+    /// verifies, so [`KeyCheck::NotAuthorised`] tells them nothing they did not know.
     pub(crate) fn verify_key(
         &self,
         user: &str,
         public_key: &str,
         challenge: &[u8; CHALLENGE_LEN],
         signature: &str,
-    ) -> bool {
+    ) -> KeyCheck {
         let (key, authorised) = self.key_to_check(user, public_key);
-        // Verified whatever the key, so that the time taken does not say whether it is
-        // authorised.
         let proven = keys::verify_login(&key, challenge, user, signature);
-        proven && authorised
+        match (proven, authorised) {
+            (true, true) => KeyCheck::Accepted,
+            (true, false) => KeyCheck::NotAuthorised,
+            (false, _) => KeyCheck::BadSignature,
+        }
     }
 
     /// The key a proof is verified against, and whether a proof by it is accepted: the key
-    /// offered when it is one of `user`'s, else the dummy key (never accepted).
+    /// offered (accepted when it is one of `user`'s), else, when it does not parse, the dummy
+    /// key (never accepted).
     fn key_to_check(&self, user: &str, public_key: &str) -> (VerifyingKey, bool) {
-        let offered = public_key
-            .parse::<PublicKey>()
-            .ok()
-            .map(|offered| *offered.verifying_key());
-        let authorised = offered.filter(|offered| {
-            self.users()
-                .get(user)
-                .is_some_and(|account| account.keys.contains(offered))
-        });
-        match authorised {
-            Some(key) => (key, true),
-            None => (self.dummy_key, false),
-        }
+        let Ok(offered) = public_key.parse::<PublicKey>() else {
+            return (self.dummy_key, false);
+        };
+        let offered = *offered.verifying_key();
+        let authorised = self
+            .users()
+            .get(user)
+            .is_some_and(|account| account.keys.contains(&offered));
+        (offered, authorised)
     }
+}
+
+/// What a key login's signature proves.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum KeyCheck {
+    /// Signed by a key authorised for the user.
+    Accepted,
+    /// Signed by the key offered, which is not authorised for the user (or the user does not
+    /// exist): refused, but no guess.
+    NotAuthorised,
+    /// Not a valid signature by the key offered, or no key.
+    BadSignature,
+}
+
+/// A failure counted for a login before its proof was checked, to be given back if the proof
+/// turns out good ([`Accounts::succeeded`]) or no guess ([`Accounts::give_back`]).
+#[derive(Debug, Clone, Copy)]
+#[must_use = "a reservation is given back, or stays a failure"]
+pub(crate) struct Reservation {
+    /// When it was counted on this server.
+    here: Instant,
+    /// How Redis knows it, when it was counted there.
+    shared: Option<SharedReservation>,
 }
 
 fn lock<T>(mutex: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
@@ -318,53 +376,55 @@ mod tests {
     }
 
     #[test]
-    fn only_an_authorised_key_is_checked_as_itself_and_every_other_against_the_dummy() {
+    fn the_key_offered_is_checked_as_itself_and_only_an_unparsable_one_against_the_dummy() {
         let dir = tempfile::tempdir().unwrap();
         let (alice, stranger) = (Identity::generate().unwrap(), Identity::generate().unwrap());
         let accounts = accounts(dir.path(), &alice);
         let alice_key = *alice.public_key("").verifying_key();
+        let stranger_key = *stranger.public_key("").verifying_key();
         assert_eq!(
             accounts.key_to_check("alice", &alice.public_hex()),
             (alice_key, true)
         );
-        for (user, key) in [
-            ("alice", stranger.public_hex()),
-            ("bob", alice.public_hex()),
-            ("mallory", alice.public_hex()),
-            ("alice", "not a key".to_owned()),
+        for (user, offered, key) in [
+            ("alice", stranger.public_hex(), stranger_key),
+            ("bob", alice.public_hex(), alice_key),
+            ("mallory", alice.public_hex(), alice_key),
+            ("alice", "not a key".to_owned(), accounts.dummy_key),
         ] {
             assert_eq!(
-                accounts.key_to_check(user, &key),
-                (accounts.dummy_key, false),
-                "{user} {key}"
+                accounts.key_to_check(user, &offered),
+                (key, false),
+                "{user} {offered}"
             );
         }
     }
 
     #[test]
-    fn a_good_signature_by_a_key_that_is_not_authorised_is_refused() {
+    fn a_good_signature_by_a_key_that_is_not_authorised_is_refused_but_no_guess() {
         let dir = tempfile::tempdir().unwrap();
         let (alice, stranger) = (Identity::generate().unwrap(), Identity::generate().unwrap());
         let accounts = accounts(dir.path(), &alice);
         let challenge = [3u8; CHALLENGE_LEN];
-        assert!(accounts.verify_key(
-            "alice",
-            &alice.public_hex(),
-            &challenge,
-            &alice.sign_login(&challenge, "alice")
-        ));
-        assert!(!accounts.verify_key(
-            "alice",
-            &stranger.public_hex(),
-            &challenge,
-            &stranger.sign_login(&challenge, "alice")
-        ));
-        assert!(!accounts.verify_key(
-            "bob",
-            &alice.public_hex(),
-            &challenge,
-            &alice.sign_login(&challenge, "bob")
-        ));
+        let check = |user, key: &Identity, signer: &Identity| {
+            let signature = signer.sign_login(&challenge, user);
+            accounts.verify_key(user, &key.public_hex(), &challenge, &signature)
+        };
+        assert_eq!(check("alice", &alice, &alice), KeyCheck::Accepted);
+        assert_eq!(
+            check("alice", &stranger, &stranger),
+            KeyCheck::NotAuthorised
+        );
+        assert_eq!(check("bob", &alice, &alice), KeyCheck::NotAuthorised);
+        assert_eq!(check("mallory", &alice, &alice), KeyCheck::NotAuthorised);
+        // Alice's key offered with someone else's signature proves nothing.
+        assert_eq!(check("alice", &alice, &stranger), KeyCheck::BadSignature);
+        assert_eq!(check("bob", &stranger, &alice), KeyCheck::BadSignature);
+        let unsigned = accounts.verify_key("alice", &alice.public_hex(), &challenge, "00");
+        assert_eq!(unsigned, KeyCheck::BadSignature);
+        let signature = alice.sign_login(&challenge, "alice");
+        let no_key = accounts.verify_key("alice", "not a key", &challenge, &signature);
+        assert_eq!(no_key, KeyCheck::BadSignature);
     }
 
     #[tokio::test]
@@ -384,6 +444,6 @@ mod tests {
         let free = PenaltyPolicy::default().free_failures;
         assert_eq!(allowed, free + 1, "as many as one address gets");
         let elsewhere = accounts.reserve_failure(ip("2001:db8:0:1::1".into()), None);
-        assert_eq!(elsewhere.await, Ok(()), "another /64 is not locked out");
+        assert!(elsewhere.await.is_ok(), "another /64 is not locked out");
     }
 }

@@ -1,12 +1,15 @@
 //! Login lockouts counted in Redis, so that they hold on every server of the bus.
 //!
 //! The same rules as [`crate::auth::penalty`], kept in one hash per key
-//! (`sockit:lockout:source:<ip>`, `sockit:lockout:user:<name>`: failures `n`, locked `until`
-//! in Redis's milliseconds) by two Lua scripts, each atomic in Redis: *reserve* refuses while
-//! either key is locked and otherwise counts a failure against both, locking once past the free
-//! failures; *give back* undoes one for a login that succeeded. A key expires after the quiet
-//! spell that forgets failures (or its lockout, if longer), so Redis forgets as the rules do.
-//! Redis's own clock decides, so the servers' clocks need not agree.
+//! (`sockit:lockout:source:<ip>`, `sockit:lockout:user:<name>`) in Redis's milliseconds:
+//! failures `n`, the run's start `since`, the times of the latest failures `recent` (and the
+//! latest of those that no longer fit, `older`), and the lockout they set, `until`. Two Lua
+//! scripts keep them, each atomic in Redis: *reserve* refuses while either key is locked and
+//! otherwise counts a failure against both, locking once past the free failures, and returns
+//! its time; *give back* takes that failure out again for a login that was no guess, leaving
+//! the count and the lockout as they would be had it never been counted. A key expires after
+//! the quiet spell that forgets failures (or its lockout, if longer), so Redis forgets as the
+//! rules do. Redis's own clock decides, so the servers' clocks need not agree.
 //!
 //! When Redis cannot be reached within the timeout, the caller counts on its server alone; the
 //! outage is logged once, and so is the return. After a failure, connecting again is tried at
@@ -16,7 +19,7 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Duration, Instant};
 
 use redis::aio::MultiplexedConnection;
-use redis::{AsyncConnectionConfig, Script};
+use redis::{AsyncConnectionConfig, Script, ScriptInvocation};
 
 use super::{BusError, BusSettings};
 use crate::auth::penalty::PenaltyPolicy;
@@ -25,41 +28,118 @@ use crate::source::Source;
 /// How long after a failed connection the next is tried.
 const RECONNECT_AFTER: Duration = Duration::from_secs(1);
 
-/// KEYS: the keys to check and count. ARGV: free failures, first lockout, longest lockout,
-/// forget after (milliseconds). Returns 0, or the milliseconds left of the longest lockout.
-const RESERVE: &str = r"
+/// How many of a key's latest failures keep their times ([`crate::auth::penalty`] keeps as
+/// many).
+const RECENT: usize = 16;
+
+/// Functions both scripts use. ARGV: free failures, first lockout, longest lockout, forget after
+/// (milliseconds), then the script's own.
+const COMMON: &str = r"
 local t = redis.call('TIME')
 local now = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
+local free, base, max, forget = tonumber(ARGV[1]), tonumber(ARGV[2]), tonumber(ARGV[3]), tonumber(ARGV[4])
+local function times(key)
+  local list = {}
+  for time in string.gmatch(redis.call('HGET', key, 'recent') or '', '%d+') do
+    list[#list + 1] = tonumber(time)
+  end
+  return list
+end
+local function store(key, list)
+  local parts = {}
+  for i, time in ipairs(list) do parts[i] = string.format('%.0f', time) end
+  redis.call('HSET', key, 'recent', table.concat(parts, ' '))
+end
+-- The lockout that n failures, the latest at the latest time in list or older, set; and when
+-- the key is forgotten.
+local function settle(key, n, list, older)
+  local last = older
+  for _, time in ipairs(list) do
+    if not last or time > last then last = time end
+  end
+  if n <= 0 or not last then
+    redis.call('DEL', key)
+    return
+  end
+  local keep = last + forget
+  if n > free then
+    local untl = last + math.min(base * 2 ^ math.min(n - free - 1, 30), max)
+    redis.call('HSET', key, 'until', string.format('%.0f', untl))
+    if untl > keep then keep = untl end
+  else
+    redis.call('HDEL', key, 'until')
+  end
+  if keep <= now then
+    redis.call('DEL', key)
+  else
+    redis.call('PEXPIRE', key, string.format('%.0f', keep - now))
+  end
+end
+";
+
+/// KEYS: the keys to check and count. ARGV after the common ones: how many failure times to
+/// keep. Returns the milliseconds left of the longest lockout (and 0), or 0 and the time the
+/// failure was counted at.
+const RESERVE: &str = r"
 local wait = 0
 for _, key in ipairs(KEYS) do
   local untl = tonumber(redis.call('HGET', key, 'until') or '0')
   if untl - now > wait then wait = untl - now end
 end
-if wait > 0 then return wait end
-local free, base, max, forget = tonumber(ARGV[1]), tonumber(ARGV[2]), tonumber(ARGV[3]), tonumber(ARGV[4])
+if wait > 0 then return {wait, 0} end
+local keep_times = tonumber(ARGV[5])
 for _, key in ipairs(KEYS) do
-  local n = redis.call('HINCRBY', key, 'n', 1)
-  local keep = forget
-  if n > free then
-    local lock = math.min(base * 2 ^ math.min(n - free - 1, 30), max)
-    redis.call('HSET', key, 'until', string.format('%.0f', now + lock))
-    if lock > keep then keep = lock end
+  if redis.call('EXISTS', key) == 0 then
+    redis.call('HSET', key, 'since', string.format('%.0f', now))
   end
-  redis.call('PEXPIRE', key, string.format('%.0f', keep))
+  local n = redis.call('HINCRBY', key, 'n', 1)
+  local list = times(key)
+  local older = tonumber(redis.call('HGET', key, 'older'))
+  if #list >= keep_times then
+    local oldest = 1
+    for i, time in ipairs(list) do
+      if time < list[oldest] then oldest = i end
+    end
+    local time = table.remove(list, oldest)
+    if not older or time > older then
+      older = time
+      redis.call('HSET', key, 'older', string.format('%.0f', older))
+    end
+  end
+  list[#list + 1] = now
+  store(key, list)
+  settle(key, n, list, older)
 end
-return 0
+return {0, now}
 ";
 
-/// KEYS[1]: the source, which gets one failure back (and no lockout once within the free
-/// failures again); KEYS[2], if given: the user name, forgotten. ARGV[1]: free failures.
+/// KEYS[1]: the source, which gets the failure counted at ARGV[5] back, unless it was forgotten
+/// with its run; KEYS[2], if given: the user name, forgotten.
 const GIVE_BACK: &str = r"
-if redis.call('EXISTS', KEYS[1]) == 1 then
-  local n = redis.call('HINCRBY', KEYS[1], 'n', -1)
-  if n <= tonumber(ARGV[1]) then redis.call('HDEL', KEYS[1], 'until') end
+local key, at = KEYS[1], tonumber(ARGV[5])
+local since = tonumber(redis.call('HGET', key, 'since'))
+if since and at >= since then
+  local n = redis.call('HINCRBY', key, 'n', -1)
+  local list = times(key)
+  for i, time in ipairs(list) do
+    if time == at then
+      table.remove(list, i)
+      break
+    end
+  end
+  store(key, list)
+  settle(key, n, list, tonumber(redis.call('HGET', key, 'older')))
 end
 if KEYS[2] then redis.call('DEL', KEYS[2]) end
 return 0
 ";
+
+/// A failure counted in Redis for a login being checked: when, by Redis's clock, so that it can
+/// be given back ([`SharedLockouts::give_back`]).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct SharedReservation {
+    at: u64,
+}
 
 /// Lockouts kept in Redis for every server of the bus.
 #[derive(Debug)]
@@ -86,8 +166,8 @@ impl SharedLockouts {
             settings,
             conn: tokio::sync::Mutex::default(),
             down: AtomicBool::new(false),
-            reserve: Script::new(RESERVE),
-            give_back: Script::new(GIVE_BACK),
+            reserve: Script::new(&format!("{COMMON}{RESERVE}")),
+            give_back: Script::new(&format!("{COMMON}{GIVE_BACK}")),
         }
     }
 
@@ -103,44 +183,42 @@ impl SharedLockouts {
         policy: &PenaltyPolicy,
         source: impl Into<Source>,
         user: Option<&str>,
-    ) -> Result<Result<(), Duration>, BusError> {
+    ) -> Result<Result<SharedReservation, Duration>, BusError> {
         let mut invocation = self.reserve.prepare_invoke();
         invocation.key(source_key(source));
         if let Some(user) = user {
             invocation.key(user_key(user));
         }
-        invocation
-            .arg(policy.free_failures)
-            .arg(millis(policy.base))
-            .arg(millis(policy.max))
-            .arg(millis(policy.forget_after));
-        let wait: u64 = self
+        policy_args(&mut invocation, policy).arg(RECENT);
+        let (wait, at): (u64, u64) = self
             .call(|mut conn| async move { invocation.invoke_async(&mut conn).await })
             .await?;
         Ok(match wait {
-            0 => Ok(()),
+            0 => Ok(SharedReservation { at }),
             wait => Err(Duration::from_millis(wait)),
         })
     }
 
-    /// A login whose failure was reserved succeeded: the source gets its failure back, and
-    /// the user name's failures are forgotten.
+    /// Gives back a failure reserved for a login that was no guess (it succeeded, or proved
+    /// that it holds a key): the source's count and lockout become what they would be had it
+    /// never been counted. `forget_user`, when given, has its failures forgotten (a success).
     ///
     /// # Errors
     ///
     /// [`BusError`] when Redis cannot be reached in time.
-    pub async fn succeeded(
+    pub async fn give_back(
         &self,
         policy: &PenaltyPolicy,
         source: impl Into<Source>,
-        user: Option<&str>,
+        forget_user: Option<&str>,
+        reservation: SharedReservation,
     ) -> Result<(), BusError> {
         let mut invocation = self.give_back.prepare_invoke();
         invocation.key(source_key(source));
-        if let Some(user) = user {
+        if let Some(user) = forget_user {
             invocation.key(user_key(user));
         }
-        invocation.arg(policy.free_failures);
+        policy_args(&mut invocation, policy).arg(reservation.at);
         self.call(|mut conn| async move { invocation.invoke_async::<()>(&mut conn).await })
             .await
     }
@@ -211,6 +289,18 @@ impl SharedLockouts {
             }
         }
     }
+}
+
+/// The arguments both scripts begin with.
+fn policy_args<'i, 'a>(
+    invocation: &'i mut ScriptInvocation<'a>,
+    policy: &PenaltyPolicy,
+) -> &'i mut ScriptInvocation<'a> {
+    invocation
+        .arg(policy.free_failures)
+        .arg(millis(policy.base))
+        .arg(millis(policy.max))
+        .arg(millis(policy.forget_after))
 }
 
 fn source_key(source: impl Into<Source>) -> String {

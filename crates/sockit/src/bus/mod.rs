@@ -27,7 +27,7 @@ use std::time::Duration;
 use tokio_util::sync::CancellationToken;
 
 use crate::defaults;
-pub use lockouts::SharedLockouts;
+pub use lockouts::{SharedLockouts, SharedReservation};
 pub use node::BusLink;
 
 /// Where the bus is and how it behaves.

@@ -9,7 +9,9 @@
 //! Failures answer `unauthorized` with the same words whether the user exists or not. The
 //! session ends after [`LoginConfig::max_tries`](crate::config::LoginConfig) failures, and
 //! after repeated failures a source address (and, for passwords, a user name) is locked out
-//! for a while: `rate_limited`, with `retry_after` in seconds.
+//! for a while: `rate_limited`, with `retry_after` in seconds. A key login with a good
+//! signature by a key that is not the user's is refused but not counted against the address:
+//! it proves that the client holds a key (clients try theirs before a password), no guess.
 
 use std::time::Duration;
 
@@ -17,6 +19,7 @@ use sockit_proto::message::{ChallengeReply, LoginReply, LoginRequest};
 use sockit_proto::ErrorCode;
 
 use super::{Core, OpError, Session};
+use crate::auth::accounts::KeyCheck;
 use crate::auth::keys::{bind_to_channel, CHALLENGE_LEN};
 use crate::auth::proof::Proof;
 
@@ -92,27 +95,20 @@ pub(crate) async fn login(
     };
 
     // The failure counts before the proof is checked, so guesses sent in parallel get no more
-    // checks than the allowance; a success gives it back.
-    if let Err(wait) = accounts.reserve_failure(session.peer, penalised_user).await {
-        tracing::info!(user, peer = %session.peer, "login refused: locked out after failures");
-        let ends_session = count_failure(core, session);
-        let message = format!(
-            "too many failed logins; try again in {}{}",
-            round_up_seconds(wait),
-            closing_note(ends_session)
-        );
-        let millis = wait.as_micros().div_ceil(1000).max(1);
-        return Err(OpError {
-            retry_after: Some(millis as f64 / 1000.0),
-            ends_session,
-            ..OpError::new(ErrorCode::RateLimited, message)
-        });
-    }
+    // checks than the allowance; a success, or a key proof that is no guess, gives it back.
+    let reservation = match accounts.reserve_failure(session.peer, penalised_user).await {
+        Ok(reservation) => reservation,
+        Err(wait) => return Err(locked_out(core, session, user, wait)),
+    };
 
-    let (method, verified, refusal) = match (proof, check_slot) {
+    let (method, outcome, refusal) = match (proof, check_slot) {
         (Proof::Password(password), Some(slot)) => (
             "password",
-            accounts.verify_password(slot, user, password).await,
+            if accounts.verify_password(slot, user, password).await {
+                Outcome::Accepted
+            } else {
+                Outcome::Refused
+            },
             "wrong user name or password",
         ),
         (Proof::Password(_), None) => unreachable!("a password login has its check slot"),
@@ -125,20 +121,42 @@ pub(crate) async fn login(
             _,
         ) => (
             "key",
-            accounts.verify_key(user, key, &challenge, signature),
+            match accounts.verify_key(user, key, &challenge, signature) {
+                KeyCheck::Accepted => Outcome::Accepted,
+                KeyCheck::NotAuthorised => Outcome::NoGuess,
+                KeyCheck::BadSignature => Outcome::Refused,
+            },
             "key not accepted for this user name",
         ),
     };
-    if verified {
-        accounts.succeeded(session.peer, penalised_user).await;
-        tracing::info!(user, method, peer = %session.peer, "logged in");
-        session.user = Some(user.to_owned());
-        session.failures = 0;
-        return Ok(LoginReply {
-            user: user.to_owned(),
-        });
+    match outcome {
+        Outcome::Accepted => {
+            accounts
+                .succeeded(session.peer, penalised_user, reservation)
+                .await;
+            tracing::info!(user, method, peer = %session.peer, "logged in");
+            session.user = Some(user.to_owned());
+            session.failures = 0;
+            return Ok(LoginReply {
+                user: user.to_owned(),
+            });
+        }
+        Outcome::NoGuess => {
+            // Signed by a key that is not this user's: whoever sent it holds a key (a client
+            // trying its key before a password does this), which is no guess at anything.
+            accounts.give_back(session.peer, reservation).await;
+            tracing::info!(
+                user,
+                method,
+                peer = %session.peer,
+                reason = "a good signature by a key not authorised for the user: not counted",
+                "login failed"
+            );
+        }
+        Outcome::Refused => {
+            tracing::info!(user, method, peer = %session.peer, "login failed");
+        }
     }
-    tracing::info!(user, method, peer = %session.peer, "login failed");
     let ends_session = count_failure(core, session);
     Err(OpError {
         ends_session,
@@ -147,6 +165,31 @@ pub(crate) async fn login(
             format!("{refusal}{}", closing_note(ends_session)),
         )
     })
+}
+
+/// What a checked proof comes to.
+enum Outcome {
+    Accepted,
+    /// Refused, but no guess: its reserved failure is given back.
+    NoGuess,
+    Refused,
+}
+
+/// The refusal of a login while locked out: `rate_limited` with the time left.
+fn locked_out(core: &Core, session: &mut Session, user: &str, wait: Duration) -> OpError {
+    tracing::info!(user, peer = %session.peer, "login refused: locked out after failures");
+    let ends_session = count_failure(core, session);
+    let message = format!(
+        "too many failed logins; try again in {}{}",
+        round_up_seconds(wait),
+        closing_note(ends_session)
+    );
+    let millis = wait.as_micros().div_ceil(1000).max(1);
+    OpError {
+        retry_after: Some(millis as f64 / 1000.0),
+        ends_session,
+        ..OpError::new(ErrorCode::RateLimited, message)
+    }
 }
 
 /// Counts a failed attempt; whether it was the session's last allowed.
