@@ -1,6 +1,6 @@
 //! Ctrl-C (SIGINT) during `put` or `get` ends with status 130 and
 //! `interrupted; run the same command again to resume`, and running the same command again
-//! resumes. A proxy between client and server passes the first bytes of the body, then stops
+//! resumes, or says that it started over when the file changed meanwhile. A proxy between client and server passes the first bytes of the body, then stops
 //! passing them on, so the transfer is surely in progress when the signal comes.
 
 use std::io::{BufRead, BufReader, Read, Write};
@@ -137,7 +137,7 @@ fn ctrl_c_during_put_says_how_to_resume_and_the_same_command_resumes() {
             .output()
             .unwrap();
         let text = String::from_utf8_lossy(&again.stderr).into_owned();
-        if !text.contains("in progress") || started.elapsed() > Duration::from_secs(10) {
+        if !text.contains("is running") || started.elapsed() > Duration::from_secs(10) {
             break again;
         }
         std::thread::sleep(Duration::from_millis(50));
@@ -175,4 +175,71 @@ fn ctrl_c_during_get_keeps_the_part_file_and_the_same_command_resumes() {
     assert!(again.status.success(), "{again:?}");
     assert!(said.contains("(resumed at byte"), "{said}");
     assert!(std::fs::read(work.path().join("big.bin")).unwrap() == data());
+}
+
+/// The data of [`data`], every byte changed: the same length, another file.
+fn changed_data() -> Vec<u8> {
+    data().iter().map(|byte| !byte).collect()
+}
+
+#[test]
+fn a_put_resumed_after_the_file_changed_says_it_started_over() {
+    let (root, work) = (tempfile::tempdir().unwrap(), tempfile::tempdir().unwrap());
+    let (mut serve, addr) = serve(root.path());
+    std::fs::write(work.path().join("big.bin"), data()).unwrap();
+    let (via, stalled) = proxy(addr.clone(), true);
+    let child = client(&["put", "big.bin"], &via, work.path())
+        .spawn()
+        .unwrap();
+    let out = interrupt(child, &stalled);
+    assert_eq!(out.status.code(), Some(130), "{out:?}");
+    std::fs::write(work.path().join("big.bin"), changed_data()).unwrap();
+
+    let started = Instant::now();
+    let again = loop {
+        let again = client(&["put", "big.bin"], &addr, work.path())
+            .output()
+            .unwrap();
+        let text = String::from_utf8_lossy(&again.stderr).into_owned();
+        if !text.contains("is running") || started.elapsed() > Duration::from_secs(10) {
+            break again;
+        }
+        std::thread::sleep(Duration::from_millis(50));
+    };
+    let _ = serve.kill();
+    let _ = serve.wait();
+    let said = String::from_utf8_lossy(&again.stdout);
+    assert!(again.status.success(), "{again:?}");
+    assert!(
+        said.ends_with(" (started over: the file changed since the interrupted upload)\n"),
+        "{said}"
+    );
+    assert!(std::fs::read(root.path().join("big.bin")).unwrap() == changed_data());
+}
+
+#[test]
+fn a_get_resumed_after_the_file_changed_says_it_started_over() {
+    let (root, work) = (tempfile::tempdir().unwrap(), tempfile::tempdir().unwrap());
+    let (mut serve, addr) = serve(root.path());
+    std::fs::write(root.path().join("big.bin"), data()).unwrap();
+    let (via, stalled) = proxy(addr.clone(), false);
+    let child = client(&["get", "big.bin"], &via, work.path())
+        .spawn()
+        .unwrap();
+    let out = interrupt(child, &stalled);
+    assert_eq!(out.status.code(), Some(130), "{out:?}");
+    std::fs::write(root.path().join("big.bin"), changed_data()).unwrap();
+
+    let again = client(&["get", "big.bin"], &addr, work.path())
+        .output()
+        .unwrap();
+    let _ = serve.kill();
+    let _ = serve.wait();
+    let said = String::from_utf8_lossy(&again.stdout);
+    assert!(again.status.success(), "{again:?}");
+    assert!(
+        said.ends_with(" (started over: the file changed since the interrupted download)\n"),
+        "{said}"
+    );
+    assert!(std::fs::read(work.path().join("big.bin")).unwrap() == changed_data());
 }

@@ -358,3 +358,83 @@ fn put_of_a_stream_that_fails_does_not_wait_for_the_streams_end() {
     drop(done);
     writer.join().unwrap();
 }
+
+#[test]
+fn put_of_an_empty_regular_file_is_a_file_not_a_stream() {
+    let serve = Serve::start(&[]);
+    let dir = tempfile::tempdir().unwrap();
+    let empty = dir.path().join("empty");
+    std::fs::write(&empty, b"").unwrap();
+    let output = put(&serve, &[&empty]);
+    assert!(output.status.success(), "{output:?}");
+    assert_eq!(serve.stored("empty"), b"");
+    assert_eq!(
+        text(&output.stdout),
+        format!(
+            "{} -> empty: 0 bytes, blake3 {}\n",
+            empty.display(),
+            blake3_hex(b"")
+        )
+    );
+}
+
+#[test]
+fn put_checks_the_name_of_as_before_it_sends_anything_and_takes_dash_f() {
+    let serve = Serve::start(&[]);
+    let dir = tempfile::tempdir().unwrap();
+    let file = dir.path().join("data");
+    std::fs::write(&file, b"one").unwrap();
+    // No server listens there: the name is refused before a connection is tried.
+    let output = Command::new(SOCKIT)
+        .args(["put", file.to_str().unwrap(), "--as", "../x"])
+        .args(["--server", "127.0.0.1:1"])
+        .stdin(Stdio::null())
+        .output()
+        .unwrap();
+    assert_eq!(output.status.code(), Some(1), "{output:?}");
+    let stderr = text(&output.stderr);
+    assert!(
+        stderr.starts_with("sockit: --as \"../x\": not a valid name: ") && stderr.contains('/'),
+        "{stderr}"
+    );
+
+    let output = put(&serve, &[&file]);
+    assert!(output.status.success(), "{output:?}");
+    std::fs::write(&file, b"two").unwrap();
+    let output = put(&serve, &[&file, &path("-f")]);
+    assert!(output.status.success(), "{output:?}");
+    assert_eq!(serve.stored("data"), b"two");
+}
+
+#[test]
+fn an_identity_file_that_is_missing_or_no_file_is_named_as_such() {
+    let dir = tempfile::tempdir().unwrap();
+    let file = dir.path().join("data");
+    std::fs::write(&file, b"one").unwrap();
+    let missing = dir.path().join("nonexist");
+    // Both are refused before a connection is tried: no server listens there.
+    for (args, expected) in [
+        (
+            vec!["put", file.to_str().unwrap(), "-i", "/dev/null"],
+            "sockit: identity file /dev/null: is a device, not a key file (make one with \
+             `sockit keygen`)\n"
+                .to_owned(),
+        ),
+        (
+            vec!["ls", "-i", missing.to_str().unwrap()],
+            format!(
+                "sockit: identity file {}: no such file or directory\n",
+                missing.display()
+            ),
+        ),
+    ] {
+        let output = Command::new(SOCKIT)
+            .args(&args)
+            .args(["--server", "127.0.0.1:1", "--user", "u"])
+            .stdin(Stdio::null())
+            .output()
+            .unwrap();
+        assert_eq!(output.status.code(), Some(1), "{output:?}");
+        assert_eq!(text(&output.stderr), expected, "{args:?}");
+    }
+}

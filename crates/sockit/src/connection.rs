@@ -705,6 +705,17 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Connection<S> {
         Ok(())
     }
 
+    /// Writes out everything buffered and shuts down the write side: the peer reads the end of
+    /// the stream, while what it still sends can be read.
+    ///
+    /// # Errors
+    ///
+    /// As [`Connection::flush`], or the shutdown failing.
+    pub async fn shutdown_write(&mut self) -> io::Result<()> {
+        self.flush().await?;
+        self.stream.shutdown().await
+    }
+
     /// Sends the replies already queued and an error reply for `err`, if the peer can still
     /// get one, then closes gracefully.
     pub async fn fail(mut self, err: &ConnError) {

@@ -417,7 +417,7 @@ async fn a_second_upload_of_the_same_file_at_once_is_busy_and_its_connection_sta
     assert_eq!(
         reply,
         json!({"ok": false, "id": 2, "code": "busy",
-               "error": "another upload of \"busy.bin\" is in progress"})
+               "error": "another upload of \"busy.bin\" is running; try again when it ends"})
     );
     let (reply, _) = send_and_read(&mut second, &frame(r#"{"op":"ping","id":3}"#, b"")).await;
     assert_eq!(
@@ -539,6 +539,10 @@ async fn get_and_stat_report_what_is_stored() {
     )
     .await;
     assert_eq!(reply["code"], "bad_offset");
+    assert_eq!(
+        reply["error"], "offset 6 is past the end of the 5-byte file",
+        "{reply}"
+    );
     let (reply, _) = send_and_read(&mut stream, &frame(r#"{"op":"get","name":"none"}"#, b"")).await;
     assert_eq!(reply["code"], "not_found");
     let stat = client(&server)
@@ -674,7 +678,10 @@ async fn busy_refusal_that_closes_says_so_without_byte_counts() {
     let (reply, _) = send_and_read(&mut second, &put_header("taken.bin", size, json!({}))).await;
     assert_eq!(reply["code"], "busy", "{reply}");
     let error = reply["error"].as_str().unwrap();
-    assert!(error.contains("in progress"), "{error}");
+    assert!(
+        error.contains("is running; try again when it ends"),
+        "{error}"
+    );
     assert!(error.contains("connection closes"), "{error}");
     assert!(!error.chars().any(|c| c.is_ascii_digit()), "{error}");
     common::assert_closed(&mut second).await;

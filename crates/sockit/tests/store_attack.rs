@@ -141,71 +141,143 @@ async fn refused_resumes_and_uploads_gone_before_their_first_byte_leave_no_parti
     eprintln!("{ROUNDS} refused resumes answered in {refused:?}, no partial left");
 }
 
+/// Sets the modification time of the partial of `name` (10 bytes) to `ago` in the past.
+fn age_partial(root: &Path, name: &str, ago: Duration) {
+    let path = root.join(format!(".sockit/partial/{}-10", bookkeeping_key(name)));
+    let file = std::fs::File::options().write(true).open(path).unwrap();
+    file.set_times(FileTimes::new().set_modified(std::time::SystemTime::now() - ago))
+        .unwrap();
+}
+
 #[tokio::test]
-async fn partials_past_the_cap_of_a_source_or_of_all_are_busy_and_resuming_still_works() {
+async fn at_its_cap_an_address_replaces_its_oldest_idle_partial_and_past_the_total_is_busy() {
     let server = TestServer::start_with(|config| {
         config.max_partials_per_source = 3;
-        config.max_partials = 4;
+        config.max_partials = 5;
     })
     .await;
     let root = server.root().to_path_buf();
     for name in ["a", "b", "c"] {
         leave_partial(&server, "127.0.0.1", name).await;
     }
-    wait_for("three partials", || partials(&root).len() == 3).await;
+    // Each partial gets its bytes when its upload ends: only then is its time set for good.
+    wait_for("three partials of 4 bytes", || {
+        ["a", "b", "c"].iter().all(|name| {
+            let path = root.join(format!(".sockit/partial/{}-10", bookkeeping_key(name)));
+            std::fs::metadata(path).is_ok_and(|meta| meta.len() == 4)
+        })
+    })
+    .await;
+    tokio::time::sleep(Duration::from_millis(100)).await;
+    // `b` is the one written to longest ago.
+    age_partial(&root, "a", Duration::from_secs(60));
+    age_partial(&root, "b", Duration::from_secs(3600));
+    age_partial(&root, "c", Duration::from_secs(30));
 
+    // A new upload from the same address is not refused: the oldest idle partial makes room.
     let mut stream = connect_from(server.tcp(), "127.0.0.1").await;
     let (reply, _) = send_and_read(&mut stream, &put("d", b"0123456789", json!({"id": 1}))).await;
+    assert_eq!(reply["ok"], true, "{reply}");
+    let stat = |name: &str| request(json!({"op": "stat", "name": name, "length": 10}));
+    let (reply, _) = send_and_read(&mut stream, &stat("b")).await;
+    assert_eq!(reply["partial"], 0, "{reply}");
+    for name in ["a", "c"] {
+        let (reply, _) = send_and_read(&mut stream, &stat(name)).await;
+        assert_eq!(reply["partial"], 4, "{name}: {reply}");
+    }
+
+    // Three uploads from the address being written: they take the room of `a` and `c`, and a
+    // fourth has nothing to replace.
+    let mut writing = Vec::new();
+    for name in ["x", "y", "z"] {
+        let mut upload = connect_from(server.tcp(), "127.0.0.1").await;
+        let mut bytes = put(name, b"0123456789", json!({}));
+        bytes.truncate(bytes.len() - 6);
+        upload.write_all(&bytes).await.unwrap();
+        writing.push(upload);
+    }
+    wait_for("the three uploads being written", || {
+        ["x", "y", "z"].iter().all(|name| {
+            let path = root.join(format!(".sockit/partial/{}-10", bookkeeping_key(name)));
+            // Its bytes wait in the upload's buffer: the file is there, still empty.
+            path.exists()
+        }) && partials(&root).len() == 3
+    })
+    .await;
+    let (reply, _) = send_and_read(&mut stream, &put("w", b"0123456789", json!({"id": 2}))).await;
     assert_eq!(
         reply,
-        json!({"ok": false, "id": 1, "code": "busy",
-               "error": "the server holds 3 unfinished uploads from your address, its limit: \
-                         resume or finish one before starting another"})
+        json!({"ok": false, "id": 2, "code": "busy",
+               "error": "3 uploads from your address are being written now, its limit: \
+                         try again when one ends"})
     );
-    assert_ping(&mut stream).await;
-    // A chunked put needs a partial too.
-    let mut chunked = request(json!({"op": "put", "name": "s", "chunked": true}));
-    chunked.extend(frame(r#"{"size":3}"#, b"abc"));
-    chunked.extend(request(
-        json!({"end": true, "length": 3, "hash": blake3_hex(b"abc")}),
-    ));
-    let (reply, _) = send_and_read(&mut stream, &chunked).await;
-    assert_eq!(reply["code"], "busy", "{reply}");
     assert_ping(&mut stream).await;
     assert_eq!(partials(&root).len(), 3, "a refused upload left a file");
 
-    // Another address has its own allowance, up to the total.
+    // The total counts every address; past it, an upload is busy, and no other address's
+    // partial is taken.
     leave_partial(&server, "127.0.0.2", "e").await;
-    wait_for("four partials", || partials(&root).len() == 4).await;
-    let mut other = connect_from(server.tcp(), "127.0.0.2").await;
-    let (reply, _) = send_and_read(&mut other, &put("f", b"0123456789", json!({}))).await;
+    leave_partial(&server, "127.0.0.3", "f").await;
+    wait_for("five partials", || partials(&root).len() == 5).await;
+    let mut other = connect_from(server.tcp(), "127.0.0.4").await;
+    let (reply, _) = send_and_read(&mut other, &put("g", b"0123456789", json!({}))).await;
     assert_eq!(reply["code"], "busy", "{reply}");
     assert_eq!(
         reply["error"],
-        "the server holds 4 unfinished uploads, its limit: try again later"
+        "the server holds 5 unfinished uploads, its limit: try again later"
     );
 
     // At the cap, what is held can still be resumed and stored; then there is room again.
+    let mut resumer = connect_from(server.tcp(), "127.0.0.2").await;
     let (reply, _) = send_and_read(
-        &mut stream,
-        &request(json!({"op": "stat", "name": "a", "length": 10})),
-    )
-    .await;
-    assert_eq!(reply["partial"], 4, "{reply}");
-    let (reply, _) = send_and_read(
-        &mut stream,
+        &mut resumer,
         &put(
-            "a",
+            "e",
             b"456789",
             json!({"offset": 4, "hash": blake3_hex(b"0123456789")}),
         ),
     )
     .await;
     assert_eq!(reply["ok"], true, "{reply}");
-    assert_eq!(std::fs::read(root.join("a")).unwrap(), b"0123456789");
-    assert_eq!(partials(&root).len(), 3);
-    let (reply, _) = send_and_read(&mut stream, &put("d", b"whole", json!({}))).await;
+    assert_eq!(std::fs::read(root.join("e")).unwrap(), b"0123456789");
+    let (reply, _) = send_and_read(&mut other, &put("g", b"whole", json!({}))).await;
     assert_eq!(reply["ok"], true, "{reply}");
+    drop(writing);
+}
+
+#[tokio::test]
+async fn cut_tutorial_uploads_leave_no_partial_and_never_block_the_address() {
+    let server = TestServer::start().await;
+    let root = server.root().to_path_buf();
+    // More cut uploads than one address may hold partials (32): the tutorials' header, a
+    // thousand of the million bytes it announces, then the client goes away.
+    let cap = sockit::defaults::MAX_PARTIALS_PER_SOURCE;
+    for round in 0..=cap {
+        let mut stream = server.connect().await;
+        let header = json!({"file_name": format!("澳门最大线上赌场开业啦-{round}.mp4"), "file_size": 1_000_000});
+        stream
+            .write_all(&frame(&header.to_string(), &[7u8; 1000]))
+            .await
+            .unwrap();
+        stream.flush().await.unwrap();
+        drop(stream);
+    }
+    // The server deletes each as its connection ends.
+    wait_for("no partial left by the cut uploads", || {
+        partials(&root).is_empty()
+    })
+    .await;
+    let mut stream = server.connect().await;
+    let (reply, _) = send_and_read(&mut stream, &put("n.txt", b"0123456789", json!({}))).await;
+    assert_eq!(reply["ok"], true, "{reply}");
+    // A complete tutorial upload is still stored.
+    let header = json!({"file_name": "whole.mp4", "file_size": 10}).to_string();
+    let (reply, _) = send_and_read(&mut stream, &frame(&header, b"0123456789")).await;
+    assert_eq!(reply["ok"], true, "{reply}");
+    assert_eq!(
+        std::fs::read(root.join("whole.mp4")).unwrap(),
+        b"0123456789"
+    );
 }
 
 #[tokio::test]

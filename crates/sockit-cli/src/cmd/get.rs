@@ -88,6 +88,9 @@ async fn get_to(args: Args, target: Target) -> CmdResult {
         );
     }
     let resumed = match got.resumed_from {
+        0 if got.started_over => {
+            " (started over: the file changed since the interrupted download)".to_owned()
+        }
         0 => String::new(),
         from => format!(" (resumed at byte {from})"),
     };

@@ -114,17 +114,18 @@ impl Summary {
     }
 
     /// The `--json` object: `server`, `sent`, `received`, `loss_percent`, and `min_ms`,
-    /// `avg_ms`, `median_ms`, `max_ms` (null when no reply came).
+    /// `avg_ms`, `median_ms`, `max_ms` (null when no reply came), the times to the
+    /// microsecond and the loss to a thousandth of a percent, as the text line has them.
     fn json(&self, server: &str) -> serde_json::Value {
         let [min, avg, median, max] = match self.times_ms {
-            Some(times) => times.map(Some),
+            Some(times) => times.map(|ms| Some(thousandths(ms))),
             None => [None; 4],
         };
         serde_json::json!({
             "server": server,
             "sent": self.sent,
             "received": self.received,
-            "loss_percent": self.loss_percent,
+            "loss_percent": thousandths(self.loss_percent),
             "min_ms": min,
             "avg_ms": avg,
             "median_ms": median,
@@ -158,6 +159,11 @@ fn percent(value: f64) -> String {
     }
 }
 
+/// `value` rounded to three decimals, so that JSON shows `1.874`, not `1.8739810000000001`.
+fn thousandths(value: f64) -> f64 {
+    (value * 1000.0).round() / 1000.0
+}
+
 /// The median of sorted durations.
 fn median(sorted: &[Duration]) -> Duration {
     let mid = sorted.len() / 2;
@@ -184,6 +190,22 @@ mod tests {
 
     fn ms(values: &[u64]) -> Vec<Duration> {
         values.iter().map(|&v| Duration::from_millis(v)).collect()
+    }
+
+    #[test]
+    fn json_times_are_rounded_to_the_microsecond() {
+        let mut times = vec![
+            Duration::from_nanos(1_873_981),
+            Duration::from_nanos(1_000_400),
+            Duration::from_nanos(2_000_600),
+        ];
+        let json = Summary::new(3, &mut times).json("s").to_string();
+        assert!(
+            json.contains(r#""avg_ms":1.625,"loss_percent":0.0,"max_ms":2.001,"median_ms":1.874,"min_ms":1.0,"#),
+            "{json}"
+        );
+        let json = Summary::new(3, &mut ms(&[1])).json("s").to_string();
+        assert!(json.contains(r#""loss_percent":66.667,"#), "{json}");
     }
 
     #[test]

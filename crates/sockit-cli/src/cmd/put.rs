@@ -9,6 +9,7 @@ use std::path::{Path, PathBuf};
 
 use sockit::client::{PutOutcome, Source, SourceKind};
 use sockit::proto::ErrorCode;
+use sockit::store::FileName;
 use sockit::ClientError;
 
 use super::out::{outln, statusln};
@@ -30,7 +31,7 @@ pub(crate) struct Args {
     #[arg(long = "as", value_name = "NAME")]
     name: Option<String>,
     /// Replace a stored file of the same name.
-    #[arg(long)]
+    #[arg(short = 'f', long)]
     force: bool,
     /// For scripts: one JSON object per stored file on standard output (`name`, `length`,
     /// `hash`, `resumed_from`) instead of the result lines.
@@ -65,6 +66,10 @@ async fn put_all(args: Args) -> CmdResult {
     if args.name.is_none() && args.files.iter().any(|path| is_stdin(path)) {
         return Err("standard input has no name: give it one with --as NAME".into());
     }
+    if let Some(name) = &args.name {
+        // Checked here, by the server's rules, before anything is sent (PROTOCOL.md §3.2).
+        FileName::new(name).map_err(|err| format!("--as {name:?}: not a valid name: {err}"))?;
+    }
     let mut client = remote::connect(&args.login).await?;
     if let [path] = &args.files[..] {
         // One file: its own line says what happened; no tally after it.
@@ -96,6 +101,11 @@ async fn put_one(client: &mut Conn, path: &Path, args: &Args) -> Result<Stored, 
         .clone()
         .or_else(|| default_name(path))
         .ok_or_else(|| format!("{label}: cannot tell its name; use --as NAME"))?;
+    if args.name.is_none() {
+        FileName::new(&name).map_err(|err| {
+            format!("{label}: {name:?} is not a valid name on the server: {err}; use --as NAME")
+        })?;
+    }
     let shown_name = sockit::client::printable(&name);
     let source = if is_stdin(path) {
         Source::stdin()
@@ -123,7 +133,7 @@ async fn put_one(client: &mut Conn, path: &Path, args: &Args) -> Result<Stored, 
     if args.json {
         outln!("{}", json_line(&name, &put))?;
     } else {
-        statusln!("{}", result_line(&label, &name, source.kind(), &put))?;
+        statusln!("{}", result_line(&label, &name, &source, &put))?;
     }
     if !put.changed {
         return Ok(Stored::Whole);
@@ -136,9 +146,18 @@ async fn put_one(client: &mut Conn, path: &Path, args: &Args) -> Result<Stored, 
 }
 
 /// `FILE -> NAME: N bytes, blake3 HASH`, and how it was read when that matters.
-fn result_line(label: &str, name: &str, kind: SourceKind, put: &PutOutcome) -> String {
-    let how = match (kind, put.resumed_from) {
+fn result_line(label: &str, name: &str, source: &Source, put: &PutOutcome) -> String {
+    let how = match (source.kind(), put.resumed_from) {
+        // A regular file that reported a size of 0 is read to its end, in case it is not
+        // really empty; one that was is a file like any other.
+        (SourceKind::Stream, _) if source.is_regular_file() && put.length == 0 => String::new(),
+        (SourceKind::Stream, _) if source.is_regular_file() => {
+            " (read to its end: its size showed as 0)".to_owned()
+        }
         (SourceKind::Stream, _) => " (a stream, read to its end)".to_owned(),
+        _ if put.started_over => {
+            " (started over: the file changed since the interrupted upload)".to_owned()
+        }
         (_, 0) => String::new(),
         (_, from) => format!(" (resumed at byte {from})"),
     };

@@ -7,7 +7,7 @@
 //! tries). A server without accounts needs no login at all.
 
 use std::io::IsTerminal;
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 
 use sockit::auth::keys::Identity;
@@ -86,7 +86,7 @@ pub(crate) async fn connect(args: &LoginArgs) -> Result<Conn, CmdError> {
         .clone()
         .or_else(|| default_identity_path().filter(|path| path.exists()));
     let identity = identity_path
-        .map(|path| Identity::load(&path).map(|identity| (path, identity)))
+        .map(|path| load_identity(&path).map(|identity| (path, identity)))
         .transpose()?;
     let addr = &args.server.server;
     let started = Instant::now();
@@ -95,6 +95,38 @@ pub(crate) async fn connect(args: &LoginArgs) -> Result<Conn, CmdError> {
     client.allow_clear_passwords(args.insecure);
     login(&mut client, &user, identity, addr).await?;
     Ok(client)
+}
+
+/// Reads the identity file `path` (`-i`), with messages that name it as such: one that is
+/// missing or unreadable, or that is not a regular file (`/dev/null`, a directory), is no key
+/// file, whatever its permissions.
+fn load_identity(path: &Path) -> Result<Identity, String> {
+    use std::os::unix::fs::FileTypeExt;
+    let shown = sockit::client::shown_path(path);
+    let meta = std::fs::metadata(path).map_err(|err| {
+        format!(
+            "identity file {shown}: {}",
+            sockit::client::plain_io_error(&err)
+        )
+    })?;
+    let kind = meta.file_type();
+    let not_a_file = if kind.is_dir() {
+        Some("a directory")
+    } else if kind.is_char_device() || kind.is_block_device() {
+        Some("a device")
+    } else if kind.is_fifo() {
+        Some("a FIFO")
+    } else if kind.is_socket() {
+        Some("a socket")
+    } else {
+        None
+    };
+    if let Some(what) = not_a_file {
+        return Err(format!(
+            "identity file {shown}: is {what}, not a key file (make one with `sockit keygen`)"
+        ));
+    }
+    Identity::load(path).map_err(|err| format!("identity file {err}"))
 }
 
 /// A logged-in connection for running commands.

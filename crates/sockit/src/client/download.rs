@@ -27,6 +27,9 @@ pub struct GetOutcome {
     pub hash: String,
     /// Bytes already on disk from an interrupted download.
     pub resumed_from: u64,
+    /// An interrupted download was there to resume, but the file had changed on the server
+    /// since: it was taken again from byte 0.
+    pub started_over: bool,
 }
 
 /// How one request for a regular file's download ended.
@@ -112,6 +115,7 @@ impl<C: Connect> Client<C> {
     ) -> Result<GetOutcome, ClientError> {
         let (shown, path) = (shown.to_path_buf(), path.to_path_buf());
         let mut part = blocking(move || PartFile::open(&shown, &path)).await?;
+        let mut restarted = false;
         for from_start in [false, true] {
             let (offset, if_hash) = match from_start {
                 false => part.resumable(),
@@ -122,8 +126,14 @@ impl<C: Connect> Client<C> {
                 .fetch_part(name, part, offset, if_hash, existing, options, progress)
                 .await?;
             match fetched {
-                Fetched::Done(outcome) => return Ok(outcome),
-                Fetched::Restart(again) => part = again,
+                Fetched::Done(mut outcome) => {
+                    outcome.started_over |= restarted;
+                    return Ok(outcome);
+                }
+                Fetched::Restart(again) => {
+                    part = again;
+                    restarted = true;
+                }
             }
         }
         Err(ClientError::BadReply(
@@ -233,6 +243,8 @@ impl<C: Connect> Client<C> {
             length: reply.length,
             hash: reply.hash,
             resumed_from: start,
+            // Asked to resume, served from the start: the file changed (`if_hash`).
+            started_over: offset > 0 && start == 0,
         }))
     }
 
@@ -270,6 +282,7 @@ impl<C: Connect> Client<C> {
             length: reply.length,
             hash: reply.hash,
             resumed_from: 0,
+            started_over: false,
         })
     }
 }

@@ -10,7 +10,8 @@
 //!
 //! Files of `/proc` and `/sys` report a size of 0 or 4096 whatever they hold, so they are
 //! recognised by their file system (`fstatfs`) and read as streams; so is any regular file of
-//! size 0, which costs nothing for a truly empty file. A stream is still verified: the client
+//! size 0, which costs nothing for a truly empty file (and which is still a regular file,
+//! [`Source::is_regular_file`], for what the user is told). A stream is still verified: the client
 //! hashes what it reads and the server checks that hash before the file becomes visible.
 //!
 //! Opening runs on the blocking pool, never on a runtime thread: opening a FIFO waits until
@@ -75,6 +76,8 @@ pub struct Source {
     length: Option<u64>,
     /// A regular file's size and modification time when it was opened.
     opened: Option<Snapshot>,
+    /// It is a regular file (read as a stream when it reported a size of 0).
+    regular: bool,
 }
 
 /// What says that a regular file changed.
@@ -132,12 +135,14 @@ impl Source {
     fn examine(file: File, label: String, stream: bool) -> Result<Source, SourceError> {
         let meta = file.metadata().map_err(SourceError::Open)?;
         let file_type = meta.file_type();
+        // A file of /proc or /sys is a stream, whatever its type says.
+        let regular = file_type.is_file() && !on_pseudo_file_system(&file);
         let (kind, length) = if file_type.is_dir() {
             return Err(SourceError::Directory);
         } else if stream {
             (SourceKind::Stream, None)
         } else if file_type.is_file() {
-            if meta.len() == 0 || on_pseudo_file_system(&file) {
+            if meta.len() == 0 || !regular {
                 (SourceKind::Stream, None)
             } else {
                 (SourceKind::File, Some(meta.len()))
@@ -155,12 +160,19 @@ impl Source {
             kind,
             length,
             opened,
+            regular,
         })
     }
 
     /// What it is, and so how it is read.
     pub fn kind(&self) -> SourceKind {
         self.kind
+    }
+
+    /// Whether it is a regular file, whichever way it is read: one that reports a size of 0 is
+    /// read as a stream, yet is a file. A file of `/proc` or `/sys` is not one.
+    pub fn is_regular_file(&self) -> bool {
+        self.regular
     }
 
     /// Its length when it was opened; `None` for a stream.

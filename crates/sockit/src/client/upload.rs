@@ -29,6 +29,10 @@ pub struct PutOutcome {
     /// The file changed (grew, or was written to) while it was read. What was stored is
     /// exactly the `length` bytes read and hashed, which may not be the file as it is now.
     pub changed: bool,
+    /// The server held part of an interrupted upload of this name and length, but it turned
+    /// out not to be this file's beginning (the file changed since), or it was gone when the
+    /// upload asked for it: the file was sent again from byte 0.
+    pub started_over: bool,
 }
 
 impl<C: Connect> Client<C> {
@@ -112,10 +116,26 @@ impl<C: Connect> Client<C> {
             .put_from(source, name, overwrite, length, held, progress)
             .await;
         match first {
-            // The held part was not of this file after all: start again from the beginning.
-            Err(err) if err.remote_code() == Some(ErrorCode::HashMismatch) && held > 0 => {
-                self.put_from(source, name, overwrite, length, 0, progress)
-                    .await
+            // The held part was not of this file after all (or the server no longer holds it):
+            // start again from the beginning.
+            Err(err)
+                if held > 0
+                    && matches!(
+                        err.remote_code(),
+                        Some(ErrorCode::HashMismatch | ErrorCode::BadOffset)
+                    ) =>
+            {
+                if err.remote_code() == Some(ErrorCode::BadOffset) {
+                    // Refused before its body: the connection is out of step.
+                    self.reconnect().await?;
+                }
+                let outcome = self
+                    .put_from(source, name, overwrite, length, 0, progress)
+                    .await;
+                outcome.map(|put| PutOutcome {
+                    started_over: true,
+                    ..put
+                })
             }
             outcome => outcome,
         }
@@ -145,6 +165,9 @@ impl<C: Connect> Client<C> {
             .send_read(reader, source, false, offset, progress)
             .await?;
         if done != length {
+            // The body can never be completed: what reached the server would wait there as a
+            // partial for a resume that cannot come.
+            self.discard_partial(name, length).await;
             let shrank = SourceError::Shrank {
                 read: done,
                 expected: length,
@@ -162,7 +185,58 @@ impl<C: Connect> Client<C> {
             hash: hash.to_hex().to_string(),
             resumed_from: offset,
             changed,
+            started_over: false,
         })
+    }
+
+    /// Has the server delete what it holds of an upload of `name` whose whole length is
+    /// `length`, after this connection was left mid-body. First this connection is ended and
+    /// the server's end awaited, so that it is done with the cut upload; then, if `stat` says
+    /// the server holds part of it, a `put` of `offset` 0 of that length, on a new connection
+    /// that ends before its first body byte, starts the partial again from empty and so leaves
+    /// nothing (PROTOCOL.md §3.1). Best effort: a partial left otherwise expires after the
+    /// server's partial time-to-live.
+    async fn discard_partial(&mut self, name: &str, length: u64) {
+        self.end_and_wait().await;
+        if self.reconnect().await.is_err() {
+            return;
+        }
+        match self.stat(name, Some(length)).await {
+            Ok(stat) if stat.partial.unwrap_or(0) > 0 => {}
+            _ => return,
+        }
+        let request = Request::Put(PutRequest {
+            name: name.into(),
+            // Only so that a file stored meanwhile does not refuse it: nothing is stored.
+            overwrite: true,
+            ..PutRequest::default()
+        });
+        if self.write_request(&request, length).is_ok() {
+            self.end_and_wait().await;
+        }
+        if self.reconnect().await.is_ok() {
+            if let Ok(stat) = self.stat(name, Some(length)).await {
+                if let Some(held) = stat.partial.filter(|held| *held > 0) {
+                    tracing::debug!(name, held, "the server still holds part of the cut upload");
+                }
+            }
+        }
+    }
+
+    /// Shuts down the sending side of this connection and reads what the server still says
+    /// until it closes the connection (for at most two seconds): then it is done with what
+    /// was sent.
+    async fn end_and_wait(&mut self) {
+        if self.conn.shutdown_write().await.is_err() {
+            return;
+        }
+        let _ = tokio::time::timeout(std::time::Duration::from_secs(2), async {
+            while !matches!(
+                self.read_reply().await,
+                Err(ClientError::Closed | ClientError::Conn(_))
+            ) {}
+        })
+        .await;
     }
 
     /// Sends a stream as a chunked `put`: a chunk frame for each read, then the end frame.
@@ -189,6 +263,7 @@ impl<C: Connect> Client<C> {
             hash: hash.to_hex().to_string(),
             resumed_from: 0,
             changed: false,
+            started_over: false,
         })
     }
 

@@ -227,13 +227,24 @@ pub(crate) async fn open_get(
     })
     .await?;
     let offset = match if_hash {
-        Some(expected) if expected != hash => 0,
+        Some(expected) if expected != hash => {
+            if request.offset > 0 {
+                tracing::info!(
+                    %peer,
+                    name = info.name,
+                    offset = request.offset,
+                    "resume of a get refused: the file changed since the interrupted download \
+                     (its hash is not `if_hash`); sent from byte 0"
+                );
+            }
+            0
+        }
         _ => request.offset,
     };
     if offset > info.length {
-        return Err(StoreError::BadOffset {
+        return Err(StoreError::PastEnd {
             offset,
-            held: info.length,
+            length: info.length,
         }
         .into());
     }

@@ -15,8 +15,12 @@
 //!   exclusively: it cannot be resumed, so it is deleted whenever the upload does not complete.
 //! - No partial is without data: a refused resume creates none, and an upload that ends
 //!   before its first byte deletes the one it created.
-//! - Partials are capped per source address and in all ([`PartialLimits`], `partial.rs`): a
-//!   new upload past a cap is `busy`.
+//! - An upload whose client cannot resume ([`Upload::not_resumable`]: the tutorials' upload)
+//!   deletes its partial when it does not complete, like a stream.
+//! - Partials are capped per source address and in all ([`PartialLimits`], `partial.rs`): at
+//!   its own cap, a new upload from an address deletes that address's oldest partial no upload
+//!   is writing; past the total cap, or when all of its partials are being written, it is
+//!   `busy`.
 //! - A partial untouched for the partial time-to-live (24 h by default) is deleted by
 //!   [`Store::sweep_expired_partials`], which the server runs at start and every 10 minutes.
 //! - `<root>/.sockit/meta/<key>.json` caches each file's BLAKE3 hash with the inode, length,
@@ -101,7 +105,7 @@ pub enum StoreError {
         kind: &'static str,
     },
     /// Another upload of the same file is in progress.
-    #[error("another upload of {0:?} is in progress")]
+    #[error("another upload of {0:?} is running; try again when it ends")]
     Busy(String),
     /// A new upload would hold more partial files than allowed.
     #[error("{}", too_many_partials(*.0))]
@@ -113,6 +117,14 @@ pub enum StoreError {
         offset: u64,
         /// What the store has.
         held: u64,
+    },
+    /// A download offset past the end of the file.
+    #[error("offset {offset} is past the end of the {length}-byte file")]
+    PastEnd {
+        /// The offset asked for.
+        offset: u64,
+        /// The file's length.
+        length: u64,
     },
     /// The disk is full.
     #[error("the server's disk is full")]
@@ -138,7 +150,7 @@ impl StoreError {
             StoreError::NotFound(_) | StoreError::NotAFile { .. } => ErrorCode::NotFound,
             StoreError::Exists(_) | StoreError::Occupied { .. } => ErrorCode::Exists,
             StoreError::Busy(_) | StoreError::TooManyPartials(_) => ErrorCode::Busy,
-            StoreError::BadOffset { .. } => ErrorCode::BadOffset,
+            StoreError::BadOffset { .. } | StoreError::PastEnd { .. } => ErrorCode::BadOffset,
             StoreError::NoSpace => ErrorCode::NoSpace,
             StoreError::HashMismatch { .. } => ErrorCode::HashMismatch,
             StoreError::Io(_) => ErrorCode::Internal,
@@ -160,8 +172,8 @@ impl From<io::Error> for StoreError {
 fn too_many_partials(cap: PartialCap) -> String {
     match cap {
         PartialCap::PerSource(max) => format!(
-            "the server holds {max} unfinished uploads from your address, its limit: \
-             resume or finish one before starting another"
+            "{max} uploads from your address are being written now, its limit: \
+             try again when one ends"
         ),
         PartialCap::Total(max) => {
             format!("the server holds {max} unfinished uploads, its limit: try again later")
@@ -723,7 +735,8 @@ impl Store {
 /// An upload in progress, written to its partial file.
 ///
 /// Dropped unfinished, a resumable upload keeps its partial for a later resume; a streamed one
-/// ([`Store::begin_stream_upload`]) deletes it.
+/// ([`Store::begin_stream_upload`]), or one made [not resumable](Upload::not_resumable),
+/// deletes it.
 #[derive(Debug)]
 pub struct Upload {
     store: Arc<Store>,
@@ -737,7 +750,8 @@ pub struct Upload {
     received: u64,
     /// The bytes this upload writes in all, when known in advance.
     expected: Option<u64>,
-    /// Whether the partial file is deleted when the upload is dropped unfinished (a stream).
+    /// Whether the partial file is deleted when the upload is dropped unfinished (a stream, or
+    /// an upload whose client cannot resume).
     delete_on_drop: bool,
     /// Whether the partial file is gone: stored under its name, or deleted.
     settled: bool,
@@ -850,6 +864,13 @@ impl Upload {
             }
             Err(err) => Err(err.into()),
         }
+    }
+
+    /// Makes the upload one that cannot be resumed, for a client that never asks to resume
+    /// (the tutorials' upload): its partial is deleted, rather than kept, when the upload is
+    /// dropped unfinished.
+    pub fn not_resumable(&mut self) {
+        self.delete_on_drop = true;
     }
 
     /// Abandons the upload and deletes what was held.
@@ -1591,23 +1612,41 @@ mod tests {
     }
 
     #[test]
-    fn partials_are_capped_per_source_and_in_all_and_resuming_one_is_never_refused() {
+    fn at_its_cap_an_address_replaces_its_oldest_idle_partial_and_the_total_cap_is_busy() {
         let dir = tempfile::tempdir().unwrap();
         let limits = PartialLimits {
             ttl: DAY,
-            max_total: 3,
+            max_total: 4,
             max_per_source: 2,
         };
         let store = Store::open(dir.path(), limits).unwrap();
         let other: IpAddr = "192.0.2.7".parse().unwrap();
-        let leave = |store: &Arc<Store>, file: &str, source: IpAddr| {
+        let begin = |store: &Arc<Store>, file: &str, source: IpAddr| {
             let (mut upload, _) = store.begin_upload(name(file), 0, 10, false, source)?;
             upload.write(b"part")?;
-            Ok::<_, StoreError>(())
+            Ok::<_, StoreError>(upload)
         };
-        leave(&store, "a", SOURCE).unwrap();
-        leave(&store, "b", SOURCE).unwrap();
-        let err = leave(&store, "c", SOURCE).unwrap_err();
+        let now = SystemTime::now();
+        drop(begin(&store, "a", SOURCE).unwrap());
+        drop(begin(&store, "b", SOURCE).unwrap());
+        // `b` was written to longer ago than `a`: it is the oldest.
+        set_modified(
+            &store.partial_path(&name("a"), 10),
+            now - Duration::from_secs(60),
+        );
+        set_modified(
+            &store.partial_path(&name("b"), 10),
+            now - Duration::from_secs(120),
+        );
+        let c = begin(&store, "c", SOURCE).unwrap();
+        assert_eq!(store.partial_held(&name("b"), 10), 0, "the oldest went");
+        assert_eq!(store.partial_held(&name("a"), 10), 4);
+        assert_eq!(store.partials_held(SOURCE), (2, 2));
+        // A stream counts too, and makes room the same way.
+        let stream = store.begin_stream_upload(name("s"), false, SOURCE).unwrap();
+        assert_eq!(store.partial_held(&name("a"), 10), 0);
+        // Both partials of the address are being written: nothing to replace.
+        let err = begin(&store, "d", SOURCE).unwrap_err();
         assert!(
             matches!(err, StoreError::TooManyPartials(PartialCap::PerSource(2))),
             "{err}"
@@ -1615,47 +1654,58 @@ mod tests {
         assert_eq!(err.code(), ErrorCode::Busy);
         assert_eq!(
             err.to_string(),
-            "the server holds 2 unfinished uploads from your address, its limit: resume or \
-             finish one before starting another"
+            "2 uploads from your address are being written now, its limit: try again when one \
+             ends"
         );
-        // Streamed uploads count while they run.
-        let err = store
-            .begin_stream_upload(name("s"), false, SOURCE)
-            .unwrap_err();
-        assert!(matches!(err, StoreError::TooManyPartials(_)), "{err}");
         assert_eq!(partials(&store).len(), 2, "a refused upload left a file");
+        drop((c, stream));
+        assert_eq!(
+            store.partials_held(SOURCE),
+            (1, 1),
+            "the stream went with its upload"
+        );
 
-        // Another address has its own allowance, up to the total.
-        leave(&store, "d", other).unwrap();
-        let err = leave(&store, "e", other).unwrap_err();
+        // Another address has its own allowance, up to the total; it never takes the room of
+        // another address's partials.
+        drop(begin(&store, "e", other).unwrap());
+        drop(begin(&store, "f", other).unwrap());
+        drop(begin(&store, "g", SOURCE).unwrap());
+        assert_eq!(store.partials_held(SOURCE), (4, 2));
+        let third: IpAddr = "192.0.2.8".parse().unwrap();
+        let err = begin(&store, "h", third).unwrap_err();
         assert!(
-            matches!(err, StoreError::TooManyPartials(PartialCap::Total(3))),
+            matches!(err, StoreError::TooManyPartials(PartialCap::Total(4))),
             "{err}"
         );
 
         // Resuming a held partial, or starting it again from 0, is no new partial.
-        let (mut upload, mut hasher) = store.begin_upload(name("a"), 4, 10, false, SOURCE).unwrap();
+        let (mut upload, mut hasher) = store.begin_upload(name("c"), 4, 10, false, SOURCE).unwrap();
         hasher.update(b"more");
         upload.write(b"more").unwrap();
-        assert_eq!(store.partial_held(&name("a"), 10), 4 + 4);
         drop(upload);
-        // Stored, it no longer counts.
-        let (mut upload, mut hasher) = store.begin_upload(name("b"), 0, 10, false, SOURCE).unwrap();
-        upload.write(b"0123456789").unwrap();
-        hasher.update(b"0123456789");
-        upload.finish(hasher.finalize(), None, false).unwrap();
-        assert_eq!(store.partials_held(SOURCE), (2, 1));
-        leave(&store, "c", SOURCE).unwrap();
+        assert_eq!(store.partial_held(&name("c"), 10), 4 + 4);
+        assert_eq!(store.partials_held(SOURCE), (4, 2));
 
-        // Reopened, the store counts what it holds in the total.
+        // Reopened, the store counts what it holds in the total, and replaces none of it.
         drop(store);
         let store = Store::open(dir.path(), limits).unwrap();
-        assert_eq!(store.partials_held(SOURCE), (3, 0));
-        let err = leave(&store, "f", other).unwrap_err();
+        assert_eq!(store.partials_held(SOURCE), (4, 0));
+        let err = begin(&store, "h", SOURCE).unwrap_err();
         assert!(
-            matches!(err, StoreError::TooManyPartials(PartialCap::Total(3))),
+            matches!(err, StoreError::TooManyPartials(PartialCap::Total(4))),
             "{err}"
         );
+    }
+
+    #[test]
+    fn an_upload_made_not_resumable_leaves_no_partial_when_cut() {
+        let (_dir, store) = open(DAY);
+        let (mut upload, _) = store.begin_upload(name("t"), 0, 10, false, SOURCE).unwrap();
+        upload.not_resumable();
+        upload.write(b"part").unwrap();
+        drop(upload);
+        assert!(partials(&store).is_empty());
+        assert_eq!(store.partials_held(SOURCE), (0, 0));
     }
 
     #[test]

@@ -7,6 +7,12 @@
 //! address, since none is recorded on disk, and whoever resumes one does not take it over.
 //! Resuming a partial never counts as a new one, so a client at its cap can still finish what
 //! it began.
+//!
+//! At its own cap, an address does not wait for its partials to expire: a new upload from it
+//! deletes the oldest partial it began that no upload is writing now (by modification time),
+//! and takes its place. Only when every one of its partials is being written is it `busy`. The
+//! cap over all addresses evicts nothing, since the partials it counts are other people's:
+//! past it, a new upload is `busy`.
 
 use std::collections::{HashMap, HashSet};
 use std::net::IpAddr;
@@ -26,7 +32,8 @@ pub struct PartialLimits {
     /// Most partials held at once, over all addresses; a new upload past it is `busy`.
     pub max_total: usize,
     /// Most partials held at once that one IP address began; a new upload from it past this
-    /// is `busy`.
+    /// deletes the oldest of them that no upload is writing, and is `busy` only when all are
+    /// being written.
     pub max_per_source: usize,
 }
 
@@ -111,6 +118,16 @@ impl Partials {
         Ok(())
     }
 
+    /// The partials `source` began that no upload is writing now.
+    fn idle_of(&self, source: IpAddr) -> Vec<String> {
+        let source = Some(Source::of(source));
+        self.owners
+            .iter()
+            .filter(|(partial, owner)| **owner == source && !self.active.contains(*partial))
+            .map(|(partial, _)| partial.clone())
+            .collect()
+    }
+
     /// Stops counting `partial`, which is gone from the disk.
     pub(super) fn forget(&mut self, partial: &str) {
         if let Some(Some(source)) = self.owners.remove(partial) {
@@ -142,17 +159,25 @@ impl Claim {
         })
     }
 
-    /// Counts the claimed file as a partial held for `source`, before it is created.
+    /// Counts the claimed file as a partial held for `source`, before it is created. At the
+    /// cap of `source`, its oldest partial that no upload is writing is deleted to make room.
     ///
     /// # Errors
     ///
-    /// [`StoreError::TooManyPartials`] when that would pass a cap.
+    /// [`StoreError::TooManyPartials`] when that would pass the total cap, or the cap of
+    /// `source` while every partial it began is being written.
     pub(super) fn admit(&self, source: IpAddr) -> Result<(), StoreError> {
         let limits = self.store.partial_limits;
-        self.store
-            .partials()
-            .admit(&self.partial, source, &limits)
-            .map_err(StoreError::TooManyPartials)
+        let mut partials = self.store.partials();
+        let admitted = match partials.admit(&self.partial, source, &limits) {
+            Err(PartialCap::PerSource(_))
+                if self.store.evict_oldest_idle(&mut partials, source) =>
+            {
+                partials.admit(&self.partial, source, &limits)
+            }
+            admitted => admitted,
+        };
+        admitted.map_err(StoreError::TooManyPartials)
     }
 }
 
@@ -167,6 +192,45 @@ impl Drop for Claim {
 }
 
 impl Store {
+    /// Deletes the partial `source` began that was written to longest ago and that no upload
+    /// is writing now; false when there is none. Called with the table locked, so that no
+    /// upload claims it in between.
+    fn evict_oldest_idle(&self, partials: &mut Partials, source: IpAddr) -> bool {
+        let mut oldest: Option<(std::time::SystemTime, String)> = None;
+        for partial in partials.idle_of(source) {
+            let Ok(meta) = self.partial_dir.metadata(&partial) else {
+                // Gone from the disk already: it only had to be forgotten.
+                partials.forget(&partial);
+                return true;
+            };
+            let modified = meta.modified().unwrap_or(std::time::UNIX_EPOCH);
+            if oldest
+                .as_ref()
+                .is_none_or(|(when, name)| (modified, &partial) < (*when, name))
+            {
+                oldest = Some((modified, partial));
+            }
+        }
+        let Some((_, partial)) = oldest else {
+            return false;
+        };
+        match self.partial_dir.remove(&partial) {
+            Ok(()) => {
+                tracing::info!(
+                    %source,
+                    partial,
+                    "partial upload deleted to make room for a new upload from the same address, at its cap"
+                );
+                partials.forget(&partial);
+                true
+            }
+            Err(err) => {
+                tracing::warn!(%err, partial, "could not delete a partial upload to make room");
+                false
+            }
+        }
+    }
+
     /// The table of partials, locked.
     pub(super) fn partials(&self) -> std::sync::MutexGuard<'_, Partials> {
         self.partials.lock().unwrap_or_else(PoisonError::into_inner)

@@ -15,7 +15,8 @@
 //!
 //! A `put` body (with its trailer or chunk frames) and a `get` body are held to the transfer
 //! pace (`--transfer-min-rate`) once their streaming slot is taken: a peer that sends or takes
-//! them slower is cut, and an upload keeps what arrived for a resume.
+//! them slower is cut, and an upload keeps what arrived for a resume (but the tutorials'
+//! upload, a header with no `op`, whose clients never resume: its partial is deleted).
 //!
 //! Each `put`, `get`, `delete` and `rename` is logged at info when it ends, one line each: the
 //! peer, the name, the bytes (a stored or renamed file's length, a get's bytes sent) and the
@@ -59,6 +60,15 @@ impl<'a> OpLog<'a> {
         }
     }
 
+    /// Logs why a resume (a `put` from `offset` > 0) was refused: the client then starts over
+    /// from byte 0.
+    fn resume_refused(&self, offset: u64, err: &OpError) {
+        if offset > 0 {
+            let (peer, name) = (self.peer, self.name);
+            tracing::info!(%peer, name, offset, code = ?err.code, error = %err.message, "resume of a put refused");
+        }
+    }
+
     /// Logs how the operation ended and passes its outcome on.
     fn end(self, outcome: Result<Flow, ConnError>) -> Result<Flow, ConnError> {
         let OpLog { op, peer, name, .. } = self;
@@ -96,11 +106,19 @@ async fn put_body<S: AsyncRead + AsyncWrite + Unpin>(
     log: &mut OpLog<'_>,
 ) -> Result<Flow, ConnError> {
     let begun = files::begin_put(core, log.peer, request, header.body_len()).await;
-    let (upload, hasher, plan) = match begun {
+    let (mut upload, hasher, plan) = match begun {
         Ok(begun) => begun,
         Err(err) if request.chunked => return refuse_chunked(conn, header, &err).await,
-        Err(err) => return refuse_put(conn, header, request.trailer, &err).await,
+        Err(err) => {
+            log.resume_refused(request.offset, &err);
+            return refuse_put(conn, header, request.trailer, &err).await;
+        }
     };
+    if matches!(header.op(), Ok(None)) {
+        // The tutorials' upload: its clients never resume, so a partial they leave would only
+        // count against their address's cap until it expired.
+        upload.not_resumable();
+    }
     conn.set_pace(core.min_rate);
     if plan.chunked() {
         return receive_chunked(conn, header, upload, plan, log).await;
@@ -132,7 +150,10 @@ async fn put_body<S: AsyncRead + AsyncWrite + Unpin>(
             log.bytes = Some(reply.length);
             answer(conn, header, &reply);
         }
-        Err(err) => queue_error(conn, header, &err),
+        Err(err) => {
+            log.resume_refused(request.offset, &err);
+            queue_error(conn, header, &err);
+        }
     }
     Ok(Flow::Continue)
 }
