@@ -57,13 +57,11 @@ async fn main() {
         room.ip().is_loopback(),
         "the load generator only targets loopback"
     );
-    let rate: u64 = args[2].parse().expect("RATE is a number");
-    let seconds: f64 = args[3].parse().expect("SECONDS is a number");
-    assert!(seconds <= 120.0, "at most two minutes");
-    let listeners: usize = args
-        .get(4)
-        .map_or(10, |n| n.parse().expect("LISTENERS is a number"));
-    assert!((1..=1000).contains(&listeners), "1 to 1000 listeners");
+    let relay::Load {
+        rate,
+        seconds,
+        listeners,
+    } = relay::Load::from_args(&args, 1000);
 
     let mut tasks = Vec::new();
     for i in 0..listeners {

@@ -143,13 +143,11 @@ async fn main() {
         http.ip().is_loopback() && udp_room.is_none_or(|room| room.ip().is_loopback()),
         "the load generator only targets loopback"
     );
-    let rate: u64 = args[2].parse().expect("RATE is a number");
-    let seconds: f64 = args[3].parse().expect("SECONDS is a number");
-    assert!(seconds <= 120.0, "at most two minutes");
-    let listeners: usize = args
-        .get(4)
-        .map_or(10, |n| n.parse().expect("LISTENERS is a number"));
-    assert!((1..=100).contains(&listeners), "1 to 100 listeners");
+    let relay::Load {
+        rate,
+        seconds,
+        listeners,
+    } = relay::Load::from_args(&args, 100);
 
     let mut members = Vec::new();
     for i in 0..listeners {

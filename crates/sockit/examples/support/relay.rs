@@ -26,6 +26,35 @@ pub(crate) fn parse(relayed: &[u8]) -> Option<(u64, Duration)> {
     Some((seq.parse().ok()?, Duration::from_nanos(nanos.parse().ok()?)))
 }
 
+/// A run's load, from the arguments after the address: RATE (lines a second), SECONDS (at
+/// most two minutes) and LISTENERS (10 when absent, at most `max_listeners`).
+pub(crate) struct Load {
+    pub(crate) rate: u64,
+    pub(crate) seconds: f64,
+    pub(crate) listeners: usize,
+}
+
+impl Load {
+    /// Reads `args[2..]` (`args[1]` is the address); panics with the argument's name on a bad one.
+    pub(crate) fn from_args(args: &[String], max_listeners: usize) -> Load {
+        let rate: u64 = args[2].parse().expect("RATE is a number");
+        let seconds: f64 = args[3].parse().expect("SECONDS is a number");
+        assert!(seconds <= 120.0, "at most two minutes");
+        let listeners: usize = args
+            .get(4)
+            .map_or(10, |n| n.parse().expect("LISTENERS is a number"));
+        assert!(
+            (1..=max_listeners).contains(&listeners),
+            "1 to {max_listeners} listeners"
+        );
+        Load {
+            rate,
+            seconds,
+            listeners,
+        }
+    }
+}
+
 /// RATE lines a second, `total` of them: which are due at any moment.
 pub(crate) struct Pace {
     started: Instant,
