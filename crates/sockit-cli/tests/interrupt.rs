@@ -131,23 +131,27 @@ fn ctrl_c_during_put_says_how_to_resume_and_the_same_command_resumes() {
     assert!(err.contains(HINT), "{err}");
 
     // The server lets go of the partial once it sees the connection end.
-    let started = Instant::now();
-    let again = loop {
-        let again = client(&["put", "big.bin"], &addr, work.path())
-            .output()
-            .unwrap();
-        let text = String::from_utf8_lossy(&again.stderr).into_owned();
-        if !text.contains("is running") || started.elapsed() > Duration::from_secs(10) {
-            break again;
-        }
-        std::thread::sleep(Duration::from_millis(50));
-    };
+    let again = put_once_let_go(&addr, work.path());
     let _ = serve.kill();
     let _ = serve.wait();
     let said = String::from_utf8_lossy(&again.stdout);
     assert!(again.status.success(), "{again:?}");
     assert!(said.contains("(resumed at byte"), "{said}");
     assert!(std::fs::read(root.path().join("big.bin")).unwrap() == data());
+}
+
+/// `put big.bin` from `dir` to `addr`, again while the server still holds the interrupted
+/// upload (`busy`: another upload of it is running), for up to 10 s: what the last one did.
+fn put_once_let_go(addr: &str, dir: &Path) -> std::process::Output {
+    let started = Instant::now();
+    loop {
+        let again = client(&["put", "big.bin"], addr, dir).output().unwrap();
+        let text = String::from_utf8_lossy(&again.stderr).into_owned();
+        if !text.contains("is running") || started.elapsed() > Duration::from_secs(10) {
+            return again;
+        }
+        std::thread::sleep(Duration::from_millis(50));
+    }
 }
 
 #[test]
@@ -195,17 +199,7 @@ fn a_put_resumed_after_the_file_changed_says_it_started_over() {
     assert_eq!(out.status.code(), Some(130), "{out:?}");
     std::fs::write(work.path().join("big.bin"), changed_data()).unwrap();
 
-    let started = Instant::now();
-    let again = loop {
-        let again = client(&["put", "big.bin"], &addr, work.path())
-            .output()
-            .unwrap();
-        let text = String::from_utf8_lossy(&again.stderr).into_owned();
-        if !text.contains("is running") || started.elapsed() > Duration::from_secs(10) {
-            break again;
-        }
-        std::thread::sleep(Duration::from_millis(50));
-    };
+    let again = put_once_let_go(&addr, work.path());
     let _ = serve.kill();
     let _ = serve.wait();
     let said = String::from_utf8_lossy(&again.stdout);
