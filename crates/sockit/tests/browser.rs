@@ -13,13 +13,12 @@ use std::path::{Path, PathBuf};
 use std::process::Stdio;
 use std::time::Duration;
 
-use common::{skip, TestServer};
+use common::{skip, TestServer, UdpMember};
 use fantoccini::{Client, ClientBuilder, Locator};
 use serde_json::{json, Value};
 use sha2::{Digest, Sha256};
 use sockit::auth::users::{hash_password, Account, UsersFile};
 use sockit::server::ServiceKind;
-use tokio::net::UdpSocket;
 use tokio::process::{Child, Command};
 
 const PASSWORD: &str = "open sesame, but longer";
@@ -87,59 +86,6 @@ impl Driver {
             .connect(&self.url)
             .await
             .expect("a Chromium session")
-    }
-}
-
-/// A raw UDP chat member, proven (`/confirm`).
-struct Udp {
-    socket: UdpSocket,
-    server: SocketAddr,
-}
-
-impl Udp {
-    async fn join(server: SocketAddr) -> Udp {
-        let udp = Udp {
-            socket: UdpSocket::bind("127.0.0.1:0").await.unwrap(),
-            server,
-        };
-        udp.send(&format!("/confirm{}", " ".repeat(120))).await;
-        let token = loop {
-            let line = udp.recv().await.expect("the ask");
-            if let Some((_, rest)) = line.split_once("/confirm ") {
-                let end = rest.find(|c: char| !c.is_ascii_alphanumeric()).unwrap();
-                break rest[..end].to_owned();
-            }
-        };
-        udp.send(&format!("/confirm {token}")).await;
-        while udp.recv().await.expect("confirmed") != "* confirmed\n" {}
-        udp
-    }
-
-    async fn send(&self, line: &str) {
-        self.socket
-            .send_to(line.as_bytes(), self.server)
-            .await
-            .unwrap();
-    }
-
-    async fn recv(&self) -> Option<String> {
-        let mut buf = vec![0u8; 70_000];
-        let (len, _) =
-            tokio::time::timeout(Duration::from_secs(20), self.socket.recv_from(&mut buf))
-                .await
-                .ok()?
-                .unwrap();
-        Some(String::from_utf8(buf[..len].to_vec()).unwrap())
-    }
-
-    /// Waits for `line`, skipping others.
-    async fn expect(&self, line: &str) {
-        loop {
-            let got = self.recv().await.unwrap_or_else(|| panic!("no {line:?}"));
-            if got == line {
-                return;
-            }
-        }
     }
 }
 
@@ -257,8 +203,8 @@ async fn the_page_logs_in_uploads_lists_downloads_and_chats_with_udp_members() {
     .await;
 
     // Chat: a UDP member hears the page, and the page hears it.
-    let udp = Udp::join(server.addr(ServiceKind::Chat)).await;
-    let udp_name = udp.socket.local_addr().unwrap().to_string();
+    let udp = UdpMember::join(server.addr(ServiceKind::Chat), Duration::from_secs(20)).await;
+    let udp_name = udp.name();
     browser
         .find(Locator::Id("chat-nick"))
         .await

@@ -6,11 +6,11 @@ mod common;
 use std::net::SocketAddr;
 use std::time::Duration;
 
-use common::TestServer;
+use common::{TestServer, UdpMember};
 use futures_util::{SinkExt, StreamExt};
 use sockit::chat::room::RoomConfig;
 use sockit::server::ServiceKind;
-use tokio::net::{TcpStream, UdpSocket};
+use tokio::net::TcpStream;
 use tokio_tungstenite::tungstenite::Message;
 use tokio_tungstenite::{MaybeTlsStream, WebSocketStream};
 
@@ -52,60 +52,10 @@ async fn ws_line(ws: &mut Ws) -> Option<String> {
     }
 }
 
-/// A raw UDP member, proven (`/confirm`) so that no budget applies to it.
-struct Udp {
-    socket: UdpSocket,
-    server: SocketAddr,
-}
-
-impl Udp {
-    async fn join(server: &TestServer) -> Udp {
-        let udp = Udp {
-            socket: UdpSocket::bind("127.0.0.1:0").await.unwrap(),
-            server: server.addr(ServiceKind::Chat),
-        };
-        udp.send(&format!("/confirm{}", " ".repeat(120))).await;
-        let token = loop {
-            let line = udp.recv().await.expect("the ask");
-            if let Some((_, rest)) = line.split_once("/confirm ") {
-                let end = rest.find(|c: char| !c.is_ascii_alphanumeric()).unwrap();
-                break rest[..end].to_owned();
-            }
-        };
-        udp.send(&format!("/confirm {token}")).await;
-        while udp.recv().await.expect("confirmed") != "* confirmed\n" {}
-        udp
-    }
-
-    fn name(&self) -> String {
-        self.socket.local_addr().unwrap().to_string()
-    }
-
-    async fn send(&self, line: &str) {
-        self.socket
-            .send_to(line.as_bytes(), self.server)
-            .await
-            .unwrap();
-    }
-
-    async fn recv(&self) -> Option<String> {
-        self.recv_within(Duration::from_secs(5)).await
-    }
-
-    async fn recv_within(&self, wait: Duration) -> Option<String> {
-        let mut buf = vec![0u8; 70_000];
-        let (len, _) = tokio::time::timeout(wait, self.socket.recv_from(&mut buf))
-            .await
-            .ok()?
-            .unwrap();
-        Some(String::from_utf8(buf[..len].to_vec()).unwrap())
-    }
-}
-
 #[tokio::test]
 async fn a_line_from_the_websocket_reaches_a_udp_member_and_back() {
     let server = server(RoomConfig::default()).await;
-    let udp = Udp::join(&server).await;
+    let udp = UdpMember::join(server.addr(ServiceKind::Chat), Duration::from_secs(5)).await;
     let (mut ws, web_addr) = websocket(&server).await;
     let web = web_addr.to_string();
 
@@ -143,7 +93,7 @@ async fn oversize_and_too_fast_lines_are_refused_as_in_the_udp_room() {
         ..RoomConfig::default()
     })
     .await;
-    let udp = Udp::join(&server).await;
+    let udp = UdpMember::join(server.addr(ServiceKind::Chat), Duration::from_secs(5)).await;
     let (mut ws, _) = websocket(&server).await;
     ws_say(&mut ws, "hi").await;
     assert!(udp.recv().await.unwrap().ends_with(" joined\n"));
@@ -329,7 +279,7 @@ async fn a_silent_websocket_is_closed_after_the_idle_timeout_and_leaves_the_room
         config.idle_timeout = Duration::from_secs(1);
     })
     .await;
-    let udp = Udp::join(&server).await;
+    let udp = UdpMember::join(server.addr(ServiceKind::Chat), Duration::from_secs(5)).await;
     let (mut ws, web_addr) = websocket(&server).await;
     ws_say(&mut ws, "hi").await;
     assert_eq!(udp.recv().await.unwrap(), format!("* {web_addr} joined\n"));

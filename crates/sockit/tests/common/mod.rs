@@ -1,4 +1,5 @@
-//! Shared test helpers: a server on loopback, raw frame bytes, and a raw reply reader.
+//! Shared test helpers: a server on loopback, raw frame bytes, a raw reply reader, and a proven
+//! UDP chat member.
 #![allow(dead_code, unreachable_pub, missing_docs)]
 
 use std::net::SocketAddr;
@@ -149,4 +150,70 @@ pub async fn assert_closed(stream: &mut TcpStream) {
 pub async fn send_and_read(stream: &mut TcpStream, bytes: &[u8]) -> (Value, Vec<u8>) {
     stream.write_all(bytes).await.unwrap();
     read_reply(stream).await
+}
+
+/// A raw UDP member of a chat room, proven (`/confirm`) so that no budget applies to it.
+pub struct UdpMember {
+    socket: tokio::net::UdpSocket,
+    room: SocketAddr,
+    /// How long [`UdpMember::recv`] waits for a datagram.
+    wait: Duration,
+}
+
+impl UdpMember {
+    /// Joins the room at `room` and proves the address; `recv` then waits up to `wait`.
+    pub async fn join(room: SocketAddr, wait: Duration) -> UdpMember {
+        let member = UdpMember {
+            socket: tokio::net::UdpSocket::bind("127.0.0.1:0").await.unwrap(),
+            room,
+            wait,
+        };
+        member.send(&format!("/confirm{}", " ".repeat(120))).await;
+        let token = loop {
+            let line = member.recv().await.expect("the ask");
+            if let Some((_, rest)) = line.split_once("/confirm ") {
+                let end = rest.find(|c: char| !c.is_ascii_alphanumeric()).unwrap();
+                break rest[..end].to_owned();
+            }
+        };
+        member.send(&format!("/confirm {token}")).await;
+        while member.recv().await.expect("confirmed") != "* confirmed\n" {}
+        member
+    }
+
+    /// Its name in the room until it picks one: its address.
+    pub fn name(&self) -> String {
+        self.socket.local_addr().unwrap().to_string()
+    }
+
+    pub async fn send(&self, line: &str) {
+        self.socket
+            .send_to(line.as_bytes(), self.room)
+            .await
+            .unwrap();
+    }
+
+    /// The next datagram, as text; `None` after the member's wait.
+    pub async fn recv(&self) -> Option<String> {
+        self.recv_within(self.wait).await
+    }
+
+    pub async fn recv_within(&self, wait: Duration) -> Option<String> {
+        let mut buf = vec![0u8; 70_000];
+        let (len, _) = tokio::time::timeout(wait, self.socket.recv_from(&mut buf))
+            .await
+            .ok()?
+            .unwrap();
+        Some(String::from_utf8(buf[..len].to_vec()).unwrap())
+    }
+
+    /// Waits for `line`, skipping others.
+    pub async fn expect(&self, line: &str) {
+        loop {
+            let got = self.recv().await.unwrap_or_else(|| panic!("no {line:?}"));
+            if got == line {
+                return;
+            }
+        }
+    }
 }
