@@ -48,10 +48,15 @@ fn content(len: usize) -> Vec<u8> {
     (0..len).map(|i| (i * 7 % 251) as u8).collect()
 }
 
-async fn put(client: &reqwest::Client, url: &str, body: Vec<u8>) -> (StatusCode, Value) {
-    let response = client.put(url).body(body).send().await.unwrap();
+/// What `request` is answered: the status and the JSON body.
+async fn answer(request: reqwest::RequestBuilder) -> (StatusCode, Value) {
+    let response = request.send().await.unwrap();
     let status = response.status();
     (status, response.json().await.unwrap())
+}
+
+async fn put(client: &reqwest::Client, url: &str, body: Vec<u8>) -> (StatusCode, Value) {
+    answer(client.put(url).body(body)).await
 }
 
 #[tokio::test]
@@ -197,18 +202,7 @@ async fn bad_queries_and_bodies_get_the_framed_error_reply_and_limit_reads_as_in
     for name in ["a", "b", "c"] {
         std::fs::write(server.root().join(name), name).unwrap();
     }
-    let list = |query: &'static str| {
-        let (client, base) = (client.clone(), base.clone());
-        async move {
-            let response = client
-                .get(format!("{base}/api/files{query}"))
-                .send()
-                .await
-                .unwrap();
-            let status = response.status();
-            (status, response.json::<Value>().await.unwrap())
-        }
-    };
+    let list = |query: &str| answer(client.get(format!("{base}/api/files{query}")));
     for query in ["?limit=abc", "?limit=-1", "?limit=0", "?limit=1.5"] {
         let (status, body) = list(query).await;
         assert_eq!(status, StatusCode::BAD_REQUEST, "{query}");
@@ -239,17 +233,12 @@ async fn bad_queries_and_bodies_get_the_framed_error_reply_and_limit_reads_as_in
     );
     assert!(!server.root().join("x").exists());
 
-    let login = |content_type: Option<&'static str>, body: &'static str| {
-        let (client, base) = (client.clone(), base.clone());
-        async move {
-            let mut request = client.post(format!("{base}/api/login")).body(body);
-            if let Some(content_type) = content_type {
-                request = request.header("content-type", content_type);
-            }
-            let response = request.send().await.unwrap();
-            let status = response.status();
-            (status, response.json::<Value>().await.unwrap())
+    let login = |content_type: Option<&str>, body: &'static str| {
+        let mut request = client.post(format!("{base}/api/login")).body(body);
+        if let Some(content_type) = content_type {
+            request = request.header("content-type", content_type);
         }
+        answer(request)
     };
     let (status, body) = login(None, r#"{"user":"a","password":"b"}"#).await;
     assert_eq!(status, StatusCode::UNSUPPORTED_MEDIA_TYPE);
